@@ -1,0 +1,26 @@
+# make demo  - create .venv if missing, train on the built-in demo data, then explain the result
+# make test  - create .venv if missing, run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch first, pinned: on the catdog dev machines these builds are on local disk.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test install clean-venv
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+demo: install
+	$(PY) scripts/train.py
+
+test: install
+	$(PY) -m pytest
+
+clean-venv:
+	rm -rf $(VENV)

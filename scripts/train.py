@@ -1,0 +1,19 @@
+"""Train a classifier: ``python scripts/train.py [group=option] [key=value ...]`` (see conf/train.yaml)."""
+
+import hydra
+from omegaconf import DictConfig
+
+from catdog.cli import exit_on_user_error
+from catdog.pipelines.train import train
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float | None:
+    summary = train(cfg)
+    # Returned so Hydra sweepers (e.g. Optuna) can optimise the test accuracy.
+    return summary["test"]["accuracy"] if summary["test"] else None
+
+
+if __name__ == "__main__":
+    main()
