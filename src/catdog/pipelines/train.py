@@ -100,6 +100,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
 
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    # Absolute paths: explain and compare may run from another directory.
+    for key in ("root", "manifest"):
+        if data_cfg.get(key):
+            data_cfg[key] = str(Path(data_cfg[key]).expanduser().resolve())
     index, class_names = prepare_data(data_cfg, run_dir)
     # The checkpoint carries the data config and where the split lives, so explain can
     # evaluate exactly the held-out images without any other input.
