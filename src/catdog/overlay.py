@@ -1,0 +1,330 @@
+"""Pictures for error analysis: CAM heatmaps, labels, side-by-side panels, grids.
+
+All images are RGB ``uint8`` arrays ``[H, W, 3]`` in and out; OpenCV's BGR order is
+only used inside this module. Maps come from :mod:`catdog.cam`, already upsampled to
+the image's own resolution and scaled to ``[0, 1]`` for display. Text is drawn with
+OpenCV's Hershey fonts, which only cover ASCII: other characters are transliterated
+when possible (``é`` -> ``e``) and shown as ``?`` otherwise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import unicodedata
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from catdog.errors import CatdogError
+
+__all__ = [
+    "draw_label",
+    "heatmap_overlay",
+    "image_grid",
+    "label_text",
+    "safe_name",
+    "save_image",
+    "side_by_side",
+]
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_MIN_FONT_SCALE = 0.35
+_TEXT_COLOR = (255, 255, 255)
+_BAND_COLOR = (0, 0, 0)
+_BACKGROUND = (24, 24, 24)  # gaps between panels and letterbox padding
+
+
+def _check_rgb(image: np.ndarray, name: str = "image_rgb") -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        shape = getattr(image, "shape", None)
+        dtype = getattr(image, "dtype", type(image).__name__)
+        raise ValueError(f"{name} must be an RGB uint8 array [H, W, 3], got shape {shape} and dtype {dtype}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {image.shape}")
+
+
+def heatmap_overlay(image_rgb: np.ndarray, cam01: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blends a JET-coloured map (red = high) on the image at the image's resolution.
+
+    Args:
+        image_rgb: The original picture, RGB uint8 ``[H, W, 3]``.
+        cam01: Map ``[H, W]`` scaled to ``[0, 1]`` (values outside are clipped).
+        alpha: Weight of the heatmap: 0 gives the image, 1 the pure colormap.
+
+    Returns:
+        RGB uint8 ``[H, W, 3]``.
+
+    Raises:
+        ValueError: If shapes differ, the map has NaN/inf or ``alpha`` is outside ``[0, 1]``.
+    """
+    _check_rgb(image_rgb)
+    cam01 = np.asarray(cam01)
+    if cam01.shape != image_rgb.shape[:2]:
+        raise ValueError(
+            f"cam01 shape {cam01.shape} differs from the image's {image_rgb.shape[:2]}; "
+            "upsample the map to the image size first (catdog.cam.upsample_cams)"
+        )
+    if not np.isfinite(cam01).all():
+        raise ValueError("cam01 contains NaN or inf values")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    levels = np.rint(np.clip(cam01, 0.0, 1.0) * 255).astype(np.uint8)
+    heat = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    return cv2.addWeighted(heat, alpha, np.ascontiguousarray(image_rgb), 1.0 - alpha, 0.0)
+
+
+def label_text(pred: str, prob: float, true: str | None = None) -> str:
+    """Formats a prediction label such as ``"dog 97.5% | true: cat"``.
+
+    Args:
+        pred: Predicted class name.
+        prob: Predicted probability in ``[0, 1]``.
+        true: True class name, or None when unknown.
+
+    Returns:
+        The label text; the ``| true: ...`` part only when the true class is known.
+    """
+    text = f"{pred} {100 * prob:.1f}%"
+    return text if true is None else f"{text} | true: {true}"
+
+
+def _ascii(text: str) -> str:
+    """Hershey fonts draw ASCII only: strip accents, replace the rest with '?'."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    kept = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return "".join(ch if " " <= ch <= "~" else "?" for ch in kept)
+
+
+def _thickness(scale: float) -> int:
+    return max(1, round(scale * 1.5))
+
+
+def _text_width(text: str, scale: float) -> int:
+    (width, _), _ = cv2.getTextSize(text, _FONT, scale, _thickness(scale))
+    return width
+
+
+def _fit_line(line: str, max_width: int, scale: float) -> tuple[str, float]:
+    """Shrinks the font down to a minimum, then truncates with '...', to fit the width."""
+    width = _text_width(line, scale)
+    if width > max_width:
+        scale = max(_MIN_FONT_SCALE, scale * max_width / width)
+    while len(line) > 1 and _text_width(line, scale) > max_width:
+        line = line[:-4] + "..." if len(line) > 4 else line[:-1]
+    return line, scale
+
+
+def _line_metrics(scale: float) -> tuple[int, int, int]:
+    """Ascent, descent and padding in pixels of one line at this font scale."""
+    (_, ascent), descent = cv2.getTextSize("Ag", _FONT, scale, _thickness(scale))
+    return ascent, descent, max(2, round(4 * scale))
+
+
+def _text_band(text: str, width: int, scale: float, height: int | None = None) -> np.ndarray:
+    """Renders (multi-line) text in white on a dark band of the given width."""
+    lines = [_ascii(line) for line in text.split("\n")]
+    ascent, descent, pad = _line_metrics(scale)
+    line_height = ascent + descent + pad
+    band = np.full((height or pad + len(lines) * line_height, width, 3), _BAND_COLOR, dtype=np.uint8)
+    for i, line in enumerate(lines):
+        fitted, line_scale = _fit_line(line, max(1, width - 2 * pad), scale)
+        baseline = pad + i * line_height + ascent
+        cv2.putText(band, fitted, (pad, baseline), _FONT, line_scale, _TEXT_COLOR, _thickness(line_scale), cv2.LINE_AA)
+    return band
+
+
+def draw_label(image_rgb: np.ndarray, text: str) -> np.ndarray:
+    """Writes text on a dark band at the top of a copy of the image.
+
+    The font scales with the image width and shrinks (then truncates) so that each
+    line fits; ``"\\n"`` starts a new line.
+
+    Args:
+        image_rgb: RGB uint8 ``[H, W, 3]``.
+        text: Label, e.g. from :func:`label_text`.
+
+    Returns:
+        RGB uint8 array of the same shape; only the top band differs from the input.
+
+    Raises:
+        ValueError: If the image is not RGB uint8.
+    """
+    _check_rgb(image_rgb)
+    height, width = image_rgb.shape[:2]
+    band = _text_band(text, width, scale=max(_MIN_FONT_SCALE, width / 600))
+    out = image_rgb.copy()
+    rows = min(height, band.shape[0])
+    out[:rows] = band[:rows]
+    return out
+
+
+def _resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    shrinking = width * height < image.shape[0] * image.shape[1]
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def side_by_side(images: list[np.ndarray], titles: list[str] | None = None, gap: int = 4) -> np.ndarray:
+    """Concatenates panels horizontally, e.g. original | predicted-class CAM | true-class CAM.
+
+    Panels are resized (aspect kept) to the first panel's height.
+
+    Args:
+        images: RGB uint8 ``[H, W, 3]`` panels.
+        titles: Optional title per panel, drawn with :func:`draw_label`.
+        gap: Width in pixels of the dark separator between panels.
+
+    Returns:
+        RGB uint8 ``[H, sum(W_i) + gap * (n - 1), 3]``.
+
+    Raises:
+        ValueError: If the list is empty, a panel is not RGB uint8 or titles do not match.
+    """
+    if not images:
+        raise ValueError("side_by_side needs at least one image")
+    if titles is not None and len(titles) != len(images):
+        raise ValueError(f"got {len(titles)} titles for {len(images)} images")
+    for image in images:
+        _check_rgb(image, "each image")
+    height = images[0].shape[0]
+    panels = []
+    for i, image in enumerate(images):
+        if image.shape[0] != height:
+            image = _resize(image, max(1, round(image.shape[1] * height / image.shape[0])), height)
+        panels.append(draw_label(image, titles[i]) if titles is not None else image)
+    separator = np.full((height, gap, 3), _BACKGROUND, dtype=np.uint8)
+    pieces = [piece for panel in panels for piece in (separator, panel)][1:]
+    return np.concatenate(pieces, axis=1)
+
+
+def _letterbox(image: np.ndarray, size: int) -> np.ndarray:
+    """Fits the image in a ``size`` square, keeping its aspect ratio, centered."""
+    height, width = image.shape[:2]
+    scale = size / max(height, width)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    square = np.full((size, size, 3), _BACKGROUND, dtype=np.uint8)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    square[top : top + new_h, left : left + new_w] = _resize(image, new_w, new_h)
+    return square
+
+
+def image_grid(
+    tiles: list[np.ndarray], captions: list[str], ncols: int, tile_size: int = 224, gap: int = 4
+) -> np.ndarray:
+    """A "top losses" style grid: letterboxed square tiles with a caption band under each.
+
+    Captions may hold several lines separated by ``"\\n"``; all bands get the height of
+    the tallest one. The grid has ``cols = min(ncols, len(tiles))`` columns and
+    ``rows = ceil(len(tiles) / cols)`` rows; unused cells stay dark.
+
+    Args:
+        tiles: RGB uint8 ``[H, W, 3]`` images (e.g. CAM overlays), any sizes.
+        captions: One caption per tile.
+        ncols: Maximum number of columns.
+        tile_size: Side of the square each tile is letterboxed into.
+        gap: Pixels between cells.
+
+    Returns:
+        RGB uint8 ``[rows * (tile_size + caption_h) + (rows - 1) * gap,
+        cols * tile_size + (cols - 1) * gap, 3]``.
+
+    Raises:
+        ValueError: If there are no tiles, captions do not match or sizes are not positive.
+    """
+    if not tiles:
+        raise ValueError("image_grid needs at least one tile")
+    if len(captions) != len(tiles):
+        raise ValueError(f"got {len(captions)} captions for {len(tiles)} tiles")
+    if ncols < 1 or tile_size < 1 or gap < 0:
+        raise ValueError(f"need ncols >= 1, tile_size >= 1 and gap >= 0, got {ncols}, {tile_size}, {gap}")
+    for tile in tiles:
+        _check_rgb(tile, "each tile")
+    scale = max(_MIN_FONT_SCALE, tile_size / 500)
+    ascent, descent, pad = _line_metrics(scale)
+    caption_h = pad + max(caption.count("\n") + 1 for caption in captions) * (ascent + descent + pad)
+    cols = min(ncols, len(tiles))
+    rows = math.ceil(len(tiles) / cols)
+    cell_h = tile_size + caption_h
+    grid = np.full(
+        (rows * cell_h + (rows - 1) * gap, cols * tile_size + (cols - 1) * gap, 3), _BACKGROUND, dtype=np.uint8
+    )
+    for i, (tile, caption) in enumerate(zip(tiles, captions, strict=True)):
+        top, left = (i // cols) * (cell_h + gap), (i % cols) * (tile_size + gap)
+        grid[top : top + tile_size, left : left + tile_size] = _letterbox(tile, tile_size)
+        grid[top + tile_size : top + cell_h, left : left + tile_size] = _text_band(caption, tile_size, scale, caption_h)
+    return grid
+
+
+_ENCODE_PARAMS = {".jpg": cv2.IMWRITE_JPEG_QUALITY, ".jpeg": cv2.IMWRITE_JPEG_QUALITY, ".png": None}
+
+
+def save_image(path: str | Path, image_rgb: np.ndarray, quality: int = 90) -> Path:
+    """Writes a JPEG or PNG chosen by the file suffix, creating parent folders.
+
+    Encodes in memory and writes the bytes with Python, so non-ASCII paths work
+    (``cv2.imwrite`` fails on them on Windows).
+
+    Args:
+        path: Destination ending in ``.jpg``, ``.jpeg`` or ``.png`` (any case).
+        image_rgb: RGB uint8 ``[H, W, 3]``.
+        quality: JPEG quality in ``[0, 100]``; PNG is lossless and ignores it.
+
+    Returns:
+        The path written.
+
+    Raises:
+        CatdogError: If the suffix is not a supported image format.
+        ValueError: If the image is not RGB uint8 or the quality is out of range.
+        RuntimeError: If OpenCV fails to encode the image.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _ENCODE_PARAMS:
+        raise CatdogError(f"cannot save {path.name!r}: use a .jpg, .jpeg or .png file name")
+    _check_rgb(image_rgb)
+    if not 0 <= quality <= 100:
+        raise ValueError(f"quality must be in [0, 100], got {quality}")
+    flag = _ENCODE_PARAMS[suffix]
+    params = [] if flag is None else [flag, int(quality)]
+    ok, encoded = cv2.imencode(suffix, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encoded.tobytes())
+    return path
+
+
+_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+_MAX_NAME_BYTES = 100  # leaves room for suffixes under the usual 255-byte file name limit
+
+
+def safe_name(name: str) -> str:
+    """A deterministic, portable file/folder name for a class name or file stem.
+
+    Keeps Unicode letters and digits, ``-``, ``_`` and single dots; everything else
+    (path separators, control and invisible characters, spaces, punctuation) becomes
+    ``_``. Leading/trailing dots and underscores are stripped (so no ``..``, no hidden
+    files), Windows device names get a ``_`` prefix, names longer than 100 UTF-8 bytes
+    are cut and get a hash of the full name so they stay distinct. Distinct inputs can
+    still map to the same name (``"a/b"`` and ``"a b"``): callers naming several
+    outputs must check for collisions.
+
+    Args:
+        name: Any string.
+
+    Returns:
+        A non-empty name without path separators; ``"unnamed"`` when nothing is left.
+    """
+    text = unicodedata.normalize("NFC", name)
+    text = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
+    text = re.sub(r"\.{2,}", ".", re.sub(r"_{2,}", "_", text)).strip("._") or "unnamed"
+    if text.split(".")[0].upper() in _WINDOWS_RESERVED:
+        text = f"_{text}"
+    encoded = text.encode("utf-8")
+    if len(encoded) > _MAX_NAME_BYTES:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        head = encoded[: _MAX_NAME_BYTES - len(digest) - 1].decode("utf-8", "ignore")
+        text = f"{head}-{digest}"
+    return text
