@@ -1,0 +1,781 @@
+"""Image classifiers: which torchvision architectures work with CAM, how to build and train them.
+
+Class Activation Maps need a network whose head is exactly
+``feature map -> global average pool -> (dropout) -> Linear``: then the class score is the
+spatial mean of ``fc.weight[c] @ feature_map``, and that per-position product *is* the map.
+The architecture registry (:func:`arch_spec`) is the one place that knows, per torchvision
+family, which module outputs that feature map and which module is the final ``nn.Linear``.
+
+Public API:
+    - :class:`ArchSpec`, :func:`arch_spec`, :func:`supported_archs`: the registry.
+    - :func:`build_model`, :func:`default_normalization`: torchvision models with a new head,
+      from scratch, from torchvision weights, or from a local state dict file.
+    - :func:`get_submodule`, :func:`feature_layer`, :func:`fc_layer`: the layers CAM hooks into.
+    - :class:`ClassifierModule`, :func:`load_classifier`: training and reloading checkpoints.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra.utils
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchvision
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+from torchvision.models import WeightsEnum
+
+from catdog.errors import CatdogError
+
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+DEFAULT_OPTIMIZER: dict[str, Any] = {"_target_": "torch.optim.AdamW", "lr": 1e-3}
+
+_TRAIN_SCRIPT_HINT = "pass the best.ckpt/last.ckpt written by scripts/train.py"
+
+
+# --------------------------------------------------------------------------------------------
+# Architecture registry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """Where a torchvision classifier keeps the two layers Class Activation Maps need.
+
+    Attributes:
+        name: torchvision builder name, e.g. ``"resnet18"``.
+        feature_layer: dotted path of the module whose *output* is the feature map right before
+            global average pooling, e.g. ``"layer4"``.
+        fc_layer: dotted path of the final ``nn.Linear``, e.g. ``"fc"`` or ``"classifier.1"``.
+        feature_relu: the model's ``forward()`` applies ``F.relu`` to the feature layer's output
+            before pooling (densenet), so CAM must apply it too.
+    """
+
+    name: str
+    feature_layer: str
+    fc_layer: str
+    feature_relu: bool = False
+
+
+# Families whose head is global-average-pool -> (dropout) -> Linear, by builder-name prefix:
+# (feature_layer, fc_layer, feature_relu). Each is checked against real logits in the tests.
+_FAMILIES: dict[str, tuple[str, str, bool]] = {
+    "resnet": ("layer4", "fc", False),
+    "resnext": ("layer4", "fc", False),
+    "wide_resnet": ("layer4", "fc", False),
+    "mobilenet_v2": ("features", "classifier.1", False),
+    "efficientnet_": ("features", "classifier.1", False),  # b0..b7 and v2_s/m/l
+    "densenet": ("features", "classifier", True),
+    "regnet_": ("trunk_output", "fc", False),
+    "mnasnet": ("layers", "classifier.1", False),
+    "shufflenet_v2": ("conv5", "fc", False),
+}
+
+# Torchvision classifiers that exact CAM does not apply to, and why.
+_UNSUPPORTED: dict[str, str] = {
+    "mobilenet_v3": "its head is pool -> Linear -> Hardswish -> Linear, not a single Linear",
+    "convnext": "its head applies LayerNorm to the pooled features before the Linear",
+    "vit_": "it is a vision transformer whose head reads a class token, not a pooled feature map",
+    "swin_": "it is a transformer whose feature map is not an NCHW convolutional map",
+    "maxvit": "its head applies LayerNorm and an MLP to the pooled features",
+    "vgg": "its head flattens a 7x7 map into fully connected layers instead of average pooling",
+    "alexnet": "its head flattens a 6x6 map into fully connected layers instead of average pooling",
+    "squeezenet": "its classifier is a 1x1 convolution followed by pooling, not pooling -> Linear",
+    "googlenet": "it returns auxiliary logits while training, which catdog does not handle",
+    "inception_v3": "it returns auxiliary logits while training, which catdog does not handle",
+}
+
+
+def _family(name: str) -> str | None:
+    """Returns the supported family prefix ``name`` belongs to, or None."""
+    return next((prefix for prefix in _FAMILIES if name.startswith(prefix)), None)
+
+
+def _families_hint() -> str:
+    return ", ".join(f"{prefix.rstrip('_')}*" for prefix in _FAMILIES)
+
+
+@functools.cache
+def _supported() -> tuple[str, ...]:
+    names = torchvision.models.list_models(module=torchvision.models)  # classifiers only
+    return tuple(sorted(name for name in names if _family(name)))
+
+
+def supported_archs() -> list[str]:
+    """Lists every torchvision classifier builder name that :func:`arch_spec` supports.
+
+    Returns:
+        Sorted builder names, e.g. ``["densenet121", ..., "resnet18", ...]``.
+    """
+    return list(_supported())
+
+
+def arch_spec(name: str) -> ArchSpec:
+    """Looks up where an architecture's feature map and final Linear layer live.
+
+    Args:
+        name: a torchvision classifier builder name, e.g. ``"resnet18"`` (case-insensitive).
+
+    Returns:
+        The architecture's :class:`ArchSpec`.
+
+    Raises:
+        CatdogError: the architecture is unknown, or known but its head does not allow exact CAM.
+    """
+    key = str(name).strip().lower()
+    if key in _supported():
+        feature, fc, relu = _FAMILIES[_family(key)]
+        return ArchSpec(name=key, feature_layer=feature, fc_layer=fc, feature_relu=relu)
+    reason = next((why for prefix, why in _UNSUPPORTED.items() if key.startswith(prefix)), None)
+    if reason is not None:
+        raise CatdogError(
+            f"Architecture {name!r} is not supported because {reason}, so Class Activation Maps "
+            f"do not apply: choose one of the families {_families_hint()} (e.g. resnet18)."
+        )
+    raise CatdogError(
+        f"Unknown architecture {name!r}: choose a torchvision classifier from the families "
+        f"{_families_hint()} (e.g. resnet18, mobilenet_v2, efficientnet_b0)."
+    )
+
+
+def _as_spec(spec: ArchSpec | str) -> ArchSpec:
+    return spec if isinstance(spec, ArchSpec) else arch_spec(spec)
+
+
+def get_submodule(model: nn.Module, dotted: str) -> nn.Module:
+    """Returns the submodule at a dotted path such as ``"classifier.1"``.
+
+    Args:
+        model: the model to look into.
+        dotted: the module path, as in ``model.named_modules()``.
+
+    Returns:
+        The submodule.
+
+    Raises:
+        CatdogError: ``model`` has no such submodule (the model and the spec do not match).
+    """
+    try:
+        return model.get_submodule(dotted)
+    except AttributeError:
+        raise CatdogError(
+            f"{type(model).__name__} has no submodule {dotted!r}: the model was not built for "
+            "the architecture whose spec is used; build it with catdog.models.build_model."
+        ) from None
+
+
+def feature_layer(model: nn.Module, spec: ArchSpec | str) -> nn.Module:
+    """Returns the module whose output is the pre-pooling feature map (hook it for CAM).
+
+    Args:
+        model: a model built for ``spec``.
+        spec: its :class:`ArchSpec`, or architecture name.
+
+    Returns:
+        The feature module. Apply ``F.relu`` to its output when ``spec.feature_relu``.
+    """
+    return get_submodule(model, _as_spec(spec).feature_layer)
+
+
+def fc_layer(model: nn.Module, spec: ArchSpec | str) -> nn.Linear:
+    """Returns the final ``nn.Linear`` whose weights turn the feature map into class maps.
+
+    Args:
+        model: a model built for ``spec``.
+        spec: its :class:`ArchSpec`, or architecture name.
+
+    Returns:
+        The classification layer.
+
+    Raises:
+        CatdogError: the module at ``spec.fc_layer`` is not an ``nn.Linear``.
+    """
+    spec = _as_spec(spec)
+    layer = get_submodule(model, spec.fc_layer)
+    if not isinstance(layer, nn.Linear):
+        raise CatdogError(
+            f"{spec.name}'s {spec.fc_layer!r} is a {type(layer).__name__}, not nn.Linear: "
+            "build the model with catdog.models.build_model."
+        )
+    return layer
+
+
+# --------------------------------------------------------------------------------------------
+# Building models and loading weights
+# --------------------------------------------------------------------------------------------
+
+
+def _resolve_weights(
+    arch: str, weights: str | os.PathLike[str] | None
+) -> WeightsEnum | Path | None:
+    """Interprets the ``weights`` setting: None, a torchvision weights entry, or a file path.
+
+    Args:
+        arch: a supported builder name.
+        weights: None/"none"/"null" (any case), a torchvision weights name such as ``"DEFAULT"``
+            or ``"IMAGENET1K_V1"`` (also ``"ResNet18_Weights.IMAGENET1K_V1"``), or a path.
+
+    Returns:
+        None for training from scratch, the torchvision weights entry, or the file's path.
+
+    Raises:
+        CatdogError: an unknown weights name, or a path that is not an existing file.
+    """
+    if weights is None:
+        return None
+    text = os.fspath(weights).strip()
+    if text.lower() in ("", "none", "null"):
+        return None
+    enum_cls = torchvision.models.get_model_weights(arch)
+    names = list(enum_cls.__members__)
+    wanted = text.removeprefix(f"{enum_cls.__name__}.").upper()
+    if not isinstance(weights, os.PathLike) and wanted in names:
+        return enum_cls[wanted]
+    path = Path(text).expanduser()
+    looks_like_path = "/" in text or os.sep in text or path.suffix != "" or path.exists()
+    if not looks_like_path:
+        raise CatdogError(
+            f"Unknown weights {text!r} for {arch}: use one of torchvision's names "
+            f"{', '.join(names)}, a path to a state dict file, or model.weights=null."
+        )
+    if not path.is_file():
+        raise CatdogError(
+            f"Weights file {path} does not exist: pass an existing state dict file, a torchvision "
+            f"weights name ({', '.join(names)}), or model.weights=null to train from scratch."
+        )
+    return path
+
+
+def default_normalization(
+    arch: str, weights: str | os.PathLike[str] | None = None
+) -> tuple[list[float], list[float]]:
+    """Returns the input mean/std a model expects by default.
+
+    Args:
+        arch: architecture name.
+        weights: the ``weights`` setting, as for :func:`build_model`.
+
+    Returns:
+        ``(mean, std)``: the torchvision weights' own normalisation when ``weights`` names
+        torchvision weights, else the ImageNet mean/std (also for local files: pass mean/std
+        explicitly when a file was trained with another normalisation).
+
+    Raises:
+        CatdogError: unsupported architecture or invalid ``weights`` (see :func:`build_model`).
+    """
+    source = _resolve_weights(arch_spec(arch).name, weights)
+    if isinstance(source, WeightsEnum):
+        preset = source.transforms()  # builds the preset only; downloads nothing
+        return [float(m) for m in preset.mean], [float(s) for s in preset.std]
+    return list(IMAGENET_MEAN), list(IMAGENET_STD)
+
+
+def _one_line(error: BaseException, limit: int = 160) -> str:
+    """Shortens an exception to one line for a CatdogError message."""
+    reason = getattr(error, "reason", None) or error  # URLError keeps the cause in .reason
+    text = " ".join(str(reason).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _torch_load(path: Path, map_location: str | torch.device, hint: str) -> Any:
+    """``torch.load(weights_only=True)`` with a one-line error for anything unreadable.
+
+    Raises:
+        CatdogError: the file is not a torch file, or holds objects that are not plain data.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    # A non-torch file can fail in many ways (KeyError, UnpicklingError, RuntimeError, ...).
+    except Exception as error:  # noqa: BLE001
+        raise CatdogError(
+            f"{path} could not be read as a torch file ({_one_line(error)}): {hint}."
+        ) from None
+
+
+def _mismatch(
+    expected: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], limit: int = 3
+) -> str | None:
+    """Describes how a state dict fails to fit a model, or None when it fits.
+
+    Missing BatchNorm ``num_batches_tracked`` buffers are tolerated: older state dicts lack
+    them and ``load_state_dict`` fills them in.
+    """
+
+    def first(keys: list[str]) -> str:
+        more = f" (+{len(keys) - limit} more)" if len(keys) > limit else ""
+        return ", ".join(keys[:limit]) + more
+
+    missing = [k for k in expected if k not in given and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [
+        f"{k} {tuple(given[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in given
+        if k in expected and given[k].shape != expected[k].shape
+    ]
+    parts = [
+        f"{label} {first(keys)}"
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches (file vs model)", shapes),
+        )
+        if keys
+    ]
+    return "; ".join(parts) or None
+
+
+def _load_backbone(model: nn.Module, spec: ArchSpec, path: Path) -> None:
+    """Loads a local state dict into everything but the (new) classification layer.
+
+    Raises:
+        CatdogError: the file is unreadable, holds no state dict, or does not fit ``spec``.
+    """
+    hint = f"pass a state dict saved from torchvision's {spec.name}, or model.weights=null"
+    state = _torch_load(path, "cpu", hint)
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+            state = state[wrapper]
+    if not isinstance(state, Mapping) or not all(
+        isinstance(value, torch.Tensor) for value in state.values()
+    ):
+        raise CatdogError(f"{path} does not hold a state dict of tensors: {hint}.")
+    # The file's head is for its own classes (ImageNet: 1000 or 1001): keep only the backbone.
+    head = spec.fc_layer + "."
+    backbone = {
+        key.removeprefix("module."): value  # saved from nn.DataParallel/DDP
+        for key, value in state.items()
+        if not key.removeprefix("module.").startswith(head)
+    }
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
+    problem = _mismatch(expected, backbone)
+    if problem:
+        raise CatdogError(f"{path} does not fit the {spec.name} architecture ({problem}): {hint}.")
+    model.load_state_dict(backbone, strict=False)
+
+
+def _download_pretrained(spec: ArchSpec, weights: WeightsEnum) -> nn.Module:
+    """Builds a torchvision model with its pretrained weights (downloaded once, then cached).
+
+    Raises:
+        CatdogError: the download failed (offline machine, proxy, HTTP error...).
+    """
+    try:
+        return torchvision.models.get_model(spec.name, weights=weights)
+    except OSError as error:  # URLError, HTTPError, timeouts and SSL errors are all OSErrors
+        raise CatdogError(
+            f"Could not download torchvision weights {spec.name} {weights.name} "
+            f"({_one_line(error)}): on an offline machine pass "
+            "model.weights=/path/to/state_dict.pth, or model.weights=null to train from scratch."
+        ) from None
+
+
+def build_model(
+    arch: str, num_classes: int, weights: str | os.PathLike[str] | None = None
+) -> nn.Module:
+    """Builds a torchvision classifier with a fresh ``nn.Linear(in_features, num_classes)`` head.
+
+    Args:
+        arch: a supported architecture name (see :func:`supported_archs`).
+        num_classes: number of outputs of the new head.
+        weights: how to initialise the backbone:
+
+            - ``None`` / ``"none"`` / ``"null"``: from scratch.
+            - a torchvision weights name (``"DEFAULT"``, ``"IMAGENET1K_V1"``...): downloaded
+              (or read from the torch hub cache, ``$TORCH_HOME``).
+            - a path to a local state dict (bare, or under a ``"state_dict"``/``"model"`` key;
+              a ``"module."`` prefix is stripped). Its own head may have any number of
+              classes: it is dropped, the backbone must fit exactly.
+
+    Returns:
+        The model (in training mode). Dropout before the head is kept.
+
+    Raises:
+        CatdogError: unsupported architecture, ``num_classes < 1``, unknown weights name,
+            failed download, or a weights file that is missing or does not fit ``arch``.
+    """
+    spec = arch_spec(arch)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise CatdogError(
+            f"num_classes must be a positive integer, got {num_classes!r}: fix the class list."
+        )
+    source = _resolve_weights(spec.name, weights)
+    if isinstance(source, WeightsEnum):
+        model = _download_pretrained(spec, source)
+        in_features = fc_layer(model, spec).in_features
+        model.set_submodule(spec.fc_layer, nn.Linear(in_features, num_classes))
+        return model
+    # From scratch or from a file: the builder creates the right-sized head with its own init.
+    model = torchvision.models.get_model(spec.name, num_classes=num_classes)
+    if source is not None:
+        _load_backbone(model, spec, source)
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
+def _to_plain(value: Any, name: str) -> Any:
+    """Converts a config value to plain Python types, so checkpoints load with weights_only=True.
+
+    Raises:
+        CatdogError: the value holds something else (an object, a tensor...).
+    """
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, Mapping):
+        return {str(k): _to_plain(v, f"{name}.{k}") for k, v in value.items()}
+    if isinstance(value, Sequence):
+        return [_to_plain(v, f"{name}[{i}]") for i, v in enumerate(value)]
+    raise CatdogError(
+        f"{name} must hold plain values (str, int, float, bool, null, lists, dicts), "
+        f"got a {type(value).__name__}: fix that config value."
+    )
+
+
+def _check_target_config(cfg: Any, name: str) -> dict[str, Any] | None:
+    """Validates an optimizer/scheduler config: None/empty, or a dict with ``_target_``."""
+    cfg = _to_plain(cfg, name)
+    if not cfg:
+        return None
+    if not isinstance(cfg, dict) or "_target_" not in cfg:
+        raise CatdogError(
+            f"{name} must be a mapping with a _target_ (e.g. _target_: torch.optim.AdamW), "
+            f"got {cfg!r}: fix the {name} config."
+        )
+    return cfg
+
+
+def _normalization(values: Any, name: str) -> list[float] | None:
+    """Validates a mean or std setting: None, or 3 numbers."""
+    values = _to_plain(values, name)
+    if values is None:
+        return None
+    if not isinstance(values, list) or len(values) != 3 or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+    ):
+        raise CatdogError(
+            f"{name} must be 3 numbers (one per RGB channel), got {values!r}: fix model.{name}."
+        )
+    return [float(v) for v in values]
+
+
+class ClassifierModule(pl.LightningModule):
+    """A torchvision classifier trained with cross-entropy, ready for Class Activation Maps.
+
+    Batches are ``(images, labels, indices)``; only images and labels are used. Logged metrics:
+    ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``, all
+    per epoch. After ``trainer.test``, :attr:`test_results` holds accuracy, loss, per-class
+    precision/recall/support and the confusion matrix as plain Python values.
+
+    All hyper-parameters are stored as plain Python values, so checkpoints load with
+    ``torch.load(path, weights_only=True)``; :func:`load_classifier` rebuilds the module from
+    them. Besides the constructor arguments they hold ``feature_layer`` and ``fc_layer``.
+
+    Args:
+        arch: architecture name (see :func:`supported_archs`).
+        class_names: one name per class, in label order (at least 2).
+        weights: backbone initialisation, see :func:`build_model`.
+        image_size: input side length the data pipeline uses (recorded for explaining).
+        mean: input normalisation mean; None: :func:`default_normalization`.
+        std: input normalisation std; None: :func:`default_normalization`.
+        freeze_backbone: train only the classification layer.
+        train_bn: False keeps BatchNorm layers in eval mode while training (running
+            statistics stay frozen; their affine parameters still train unless frozen).
+        backbone_lr: learning rate of the backbone parameter group; None: the optimizer's lr
+            for everything. The head always uses the optimizer's lr.
+        optimizer: Hydra-instantiable optimizer config such as
+            ``{"_target_": "torch.optim.AdamW", "lr": 1e-3}``; None: AdamW with lr 1e-3.
+        scheduler: optional Hydra-instantiable LR scheduler config, plus optional ``interval``
+            (``"epoch"`` or ``"step"``) and ``monitor`` (e.g. ``"val/loss"``) keys for Lightning.
+        channels_last: use the channels-last memory format (faster on CPU).
+        data: the data config (layout, root, split seed and fractions...), recorded as is.
+        label_smoothing: cross-entropy label smoothing in ``[0, 1)``.
+
+    Raises:
+        CatdogError: on any invalid setting (see the messages).
+    """
+
+    def __init__(
+        self,
+        arch: str = "resnet18",
+        class_names: Sequence[str] = ("cat", "dog"),
+        weights: str | os.PathLike[str] | None = None,
+        image_size: int = 224,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        freeze_backbone: bool = False,
+        train_bn: bool = True,
+        backbone_lr: float | None = None,
+        optimizer: Mapping[str, Any] | None = None,
+        scheduler: Mapping[str, Any] | None = None,
+        channels_last: bool = True,
+        data: Mapping[str, Any] | None = None,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        spec = arch_spec(arch)
+        class_names = _to_plain(class_names, "class_names")
+        if (
+            not isinstance(class_names, list)
+            or len(class_names) < 2
+            or not all(isinstance(c, str) for c in class_names)
+            or len(set(class_names)) != len(class_names)
+        ):
+            raise CatdogError(
+                f"class_names must be at least 2 distinct strings, got {class_names!r}: "
+                "fix the class list."
+            )
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise CatdogError(
+                f"label_smoothing must be in [0, 1), got {label_smoothing!r}: "
+                "fix model.label_smoothing."
+            )
+        mean, std = _normalization(mean, "mean"), _normalization(std, "std")
+        if mean is None or std is None:
+            default_mean, default_std = default_normalization(spec.name, weights)
+            mean, std = mean or default_mean, std or default_std
+        scheduler = _check_target_config(scheduler, "scheduler")
+        if scheduler and scheduler.get("interval", "epoch") not in ("epoch", "step"):
+            raise CatdogError(
+                f"scheduler.interval must be 'epoch' or 'step', got {scheduler['interval']!r}: "
+                "fix the scheduler config."
+            )
+        optimizer = _check_target_config(optimizer, "optimizer") or dict(DEFAULT_OPTIMIZER)
+
+        self.save_hyperparameters(
+            {
+                "arch": spec.name,
+                "class_names": class_names,
+                "weights": _to_plain(weights, "weights"),
+                "image_size": int(image_size),
+                "mean": mean,
+                "std": std,
+                "freeze_backbone": bool(freeze_backbone),
+                "train_bn": bool(train_bn),
+                "backbone_lr": None if backbone_lr is None else float(backbone_lr),
+                "optimizer": optimizer,
+                "scheduler": scheduler,
+                "channels_last": bool(channels_last),
+                "data": _to_plain(data, "data"),
+                "label_smoothing": float(label_smoothing),
+                "feature_layer": spec.feature_layer,
+                "fc_layer": spec.fc_layer,
+            }
+        )
+        self.spec = spec
+        self.class_names: list[str] = class_names
+        self.net = build_model(spec.name, len(class_names), weights)
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        if freeze_backbone:
+            for name, param in self.net.named_parameters():
+                param.requires_grad = self._is_head(name)
+
+        n = len(class_names)
+        self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        self.test_loss = MeanMetric()
+        self.test_confusion = MulticlassConfusionMatrix(num_classes=n)
+        self.test_precision = MulticlassPrecision(num_classes=n, average=None)
+        self.test_recall = MulticlassRecall(num_classes=n, average=None)
+        self.test_results: dict[str, Any] = {}
+
+    def _is_head(self, param_name: str) -> bool:
+        return param_name.startswith(self.spec.fc_layer + ".")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Computes class logits.
+
+        Args:
+            x: normalised images, shape ``(N, 3, H, W)``.
+
+        Returns:
+            Logits, shape ``(N, num_classes)``.
+        """
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    # BatchNorm freezing: train() covers manual use, the hook covers Lightning, which restores
+    # module modes itself around validation instead of calling train().
+    def train(self, mode: bool = True) -> ClassifierModule:
+        """Sets training mode, keeping BatchNorm layers in eval mode when ``train_bn`` is False."""
+        super().train(mode)
+        if mode and not self.hparams.train_bn:
+            self._freeze_batchnorm()
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        if not self.hparams.train_bn:
+            self._freeze_batchnorm()
+
+    def _freeze_batchnorm(self) -> None:
+        for module in self.net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+    def _step(
+        self, batch: Sequence[torch.Tensor], stage: str, accuracy: MulticlassAccuracy
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Computes and logs loss and accuracy; returns ``(loss, predictions, labels)``."""
+        images, labels = batch[0], batch[1]
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        preds = logits.argmax(dim=1)
+        accuracy.update(preds, labels)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
+        self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        return loss, preds, labels
+
+    def training_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train", self.train_acc)[0]
+
+    def validation_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val", self.val_acc)
+
+    def on_test_epoch_start(self) -> None:
+        self.test_results = {}
+
+    def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
+        loss, preds, labels = self._step(batch, "test", self.test_acc)
+        self.test_loss.update(loss, weight=len(labels))
+        self.test_confusion.update(preds, labels)
+        self.test_precision.update(preds, labels)
+        self.test_recall.update(preds, labels)
+
+    def on_test_epoch_end(self) -> None:
+        confusion = self.test_confusion.compute()
+        precision = self.test_precision.compute().tolist()
+        recall = self.test_recall.compute().tolist()
+        support = confusion.sum(dim=1).tolist()
+        total = int(confusion.sum())
+        self.test_results = {
+            "accuracy": float(confusion.trace()) / total if total else float("nan"),
+            "loss": float(self.test_loss.compute()),
+            "per_class": {
+                name: {"precision": float(p), "recall": float(r), "support": int(s)}
+                for name, p, r, s in zip(self.class_names, precision, recall, support)
+            },
+            "confusion_matrix": confusion.tolist(),  # rows: true class, columns: predicted
+            "class_names": list(self.class_names),
+        }
+        for metric in (self.test_loss, self.test_confusion, self.test_precision, self.test_recall):
+            metric.reset()
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters, split into backbone and head groups when backbone_lr is set."""
+        trainable = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
+        if self.hparams.backbone_lr is None:
+            return [{"params": [p for _, p in trainable], "name": "all"}]
+        backbone = [p for n, p in trainable if not self._is_head(n)]
+        head = [p for n, p in trainable if self._is_head(n)]
+        # "name" labels the groups for LearningRateMonitor; the head keeps the optimizer's lr.
+        groups = [
+            {"params": backbone, "lr": self.hparams.backbone_lr, "name": "backbone"},
+            {"params": head, "name": "head"},
+        ]
+        return [g for g in groups if g["params"]]
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """Builds the optimizer (and scheduler) from their Hydra configs.
+
+        Returns:
+            Lightning's ``{"optimizer": ..., "lr_scheduler": {...}}`` dict.
+
+        Raises:
+            CatdogError: a config that Hydra or the optimizer/scheduler class rejects.
+        """
+        # _partial_ then call: passing the param groups through instantiate() would wrap them
+        # in OmegaConf containers, which torch optimizers reject.
+        optimizer = _instantiate(self.hparams.optimizer, "optimizer", self._param_groups())
+        result: dict[str, Any] = {"optimizer": optimizer}
+        if self.hparams.scheduler:
+            cfg = dict(self.hparams.scheduler)
+            lightning_keys = {"interval": cfg.pop("interval", "epoch")}
+            if "monitor" in cfg:
+                lightning_keys["monitor"] = cfg.pop("monitor")
+            scheduler = _instantiate(cfg, "scheduler", optimizer)
+            result["lr_scheduler"] = {"scheduler": scheduler, **lightning_keys}
+        return result
+
+
+def _instantiate(cfg: Mapping[str, Any], name: str, first_arg: Any) -> Any:
+    """Calls the Hydra ``_target_`` of ``cfg`` with ``first_arg`` plus the config's arguments."""
+    try:
+        return hydra.utils.instantiate(dict(cfg), _partial_=True)(first_arg)
+    except (InstantiationException, TypeError, ValueError) as error:
+        raise CatdogError(
+            f"The {name} config {dict(cfg)!r} could not be instantiated ({_one_line(error)}): "
+            f"check its _target_ and arguments."
+        ) from None
+
+
+def load_classifier(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> ClassifierModule:
+    """Loads a checkpoint written while training a :class:`ClassifierModule`, in eval mode.
+
+    The model is rebuilt from the checkpoint's hyper-parameters without downloading or reading
+    any pretrained weights, then the checkpoint's weights are loaded strictly.
+
+    Args:
+        path: a ``.ckpt`` file (e.g. ``best.ckpt`` / ``last.ckpt``).
+        map_location: device to load onto.
+
+    Returns:
+        The module in eval mode, on ``map_location``.
+
+    Raises:
+        CatdogError: the file is missing, is not a catdog checkpoint, or its weights do not fit
+            the architecture its hyper-parameters name.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CatdogError(f"Checkpoint {path} does not exist: {_TRAIN_SCRIPT_HINT}.")
+    checkpoint = _torch_load(path, map_location, _TRAIN_SCRIPT_HINT)
+    if not isinstance(checkpoint, Mapping) or not {"hyper_parameters", "state_dict"} <= set(
+        checkpoint
+    ):
+        raise CatdogError(
+            f"{path} is not a catdog checkpoint (no hyper_parameters): {_TRAIN_SCRIPT_HINT}."
+        )
+    hparams = dict(checkpoint["hyper_parameters"])
+    accepted = inspect.signature(ClassifierModule.__init__).parameters
+    # weights=None: the checkpoint holds every weight, so nothing is downloaded or read.
+    module = ClassifierModule(
+        **{key: value for key, value in hparams.items() if key in accepted and key != "weights"}
+    )
+    module.hparams["weights"] = hparams.get("weights")  # kept as a record of the fine-tuning
+    problem = _mismatch(module.state_dict(), checkpoint["state_dict"])
+    if problem:
+        raise CatdogError(
+            f"{path} does not fit the {module.hparams.arch} architecture its hyper-parameters name "
+            f"({problem}): {_TRAIN_SCRIPT_HINT} with this version of catdog."
+        )
+    module.load_state_dict(checkpoint["state_dict"], strict=True)
+    return module.to(map_location).eval()

@@ -1,0 +1,462 @@
+"""Tests for catdog.models: the architecture registry, model building and the LightningModule.
+
+Everything runs offline on tiny inputs (32-64 px): the machine's CPU is shared.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+import torchvision
+from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from catdog.errors import CatdogError
+from catdog.models import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ArchSpec,
+    ClassifierModule,
+    arch_spec,
+    build_model,
+    default_normalization,
+    fc_layer,
+    feature_layer,
+    get_submodule,
+    load_classifier,
+    supported_archs,
+)
+
+# Real offline ImageNet weights, see ../shared/weights/README.md (relative to the repository).
+SHARED_WEIGHTS = (
+    Path(__file__).resolve().parents[2] / "shared" / "weights" / "mobilenet_v2_imagenet1001.pth"
+)
+
+
+def one_line(error: pytest.ExceptionInfo[CatdogError]) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def is_plain(value: object) -> bool:
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if isinstance(value, list):
+        return all(is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_plain(v) for k, v in value.items())
+    return False
+
+
+# --- registry ------------------------------------------------------------------------------
+
+
+def test_supported_archs_cover_the_gap_linear_families() -> None:
+    archs = supported_archs()
+    for name in [
+        "resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2",
+        "efficientnet_b0", "efficientnet_b7", "efficientnet_v2_s", "densenet121", "regnet_y_400mf",
+    ]:  # fmt: skip
+        assert name in archs
+    for name in ["mobilenet_v3_small", "convnext_tiny", "vit_b_16", "vgg11", "googlenet"]:
+        assert name not in archs
+    assert archs == sorted(archs)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("resnet18", ArchSpec("resnet18", "layer4", "fc")),
+        ("ResNeXt50_32x4d", ArchSpec("resnext50_32x4d", "layer4", "fc")),
+        ("wide_resnet50_2", ArchSpec("wide_resnet50_2", "layer4", "fc")),
+        ("mobilenet_v2", ArchSpec("mobilenet_v2", "features", "classifier.1")),
+        ("efficientnet_v2_s", ArchSpec("efficientnet_v2_s", "features", "classifier.1")),
+        ("densenet121", ArchSpec("densenet121", "features", "classifier", feature_relu=True)),
+        ("regnet_x_400mf", ArchSpec("regnet_x_400mf", "trunk_output", "fc")),
+    ],
+)
+def test_arch_spec(name: str, expected: ArchSpec) -> None:
+    assert arch_spec(name) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("mobilenet_v3_small", "Hardswish"),
+        ("convnext_tiny", "LayerNorm"),
+        ("vit_b_16", "transformer"),
+        ("vgg16", "flattens"),
+        ("resnet19", "Unknown architecture"),
+    ],
+)
+def test_arch_spec_rejects_with_reason_and_alternatives(name: str, why: str) -> None:
+    with pytest.raises(CatdogError) as error:
+        arch_spec(name)
+    message = one_line(error)
+    assert why in message and name in message and "resnet*" in message and "densenet*" in message
+
+
+# One architecture per family: a hook on the feature layer, then (relu) -> spatial mean -> fc,
+# must reproduce the logits exactly. This is what makes CAM exact.
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "resnet18", "mobilenet_v2", "efficientnet_b0", "densenet121", "regnet_y_400mf",
+        "mnasnet0_5", "shufflenet_v2_x0_5",
+    ],  # fmt: skip
+)
+def test_feature_and_fc_layers_reproduce_logits(arch: str) -> None:
+    torch.manual_seed(0)
+    spec = arch_spec(arch)
+    model = build_model(arch, num_classes=3).eval()
+    captured: list[torch.Tensor] = []
+    hook = feature_layer(model, spec).register_forward_hook(lambda m, i, out: captured.append(out))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = model(x)
+        hook.remove()
+        features = captured[0]
+        assert features.ndim == 4 and features.shape[1] == fc_layer(model, spec).in_features
+        if spec.feature_relu:
+            features = F.relu(features)
+        rebuilt = fc_layer(model, spec)(features.mean(dim=(2, 3)))
+    assert logits.shape == (2, 3)
+    torch.testing.assert_close(rebuilt, logits, atol=1e-4, rtol=0)
+
+
+def test_get_submodule_names_the_mismatch() -> None:
+    with pytest.raises(CatdogError, match="no submodule 'layer4'"):
+        get_submodule(torchvision.models.mobilenet_v2(num_classes=2), "layer4")
+
+
+# --- build_model and weights -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weights", [None, "none", "NULL", "Null", ""])
+def test_build_from_scratch(weights: str | None) -> None:
+    model = build_model("mobilenet_v2", 5, weights)
+    head = fc_layer(model, "mobilenet_v2")
+    assert (head.in_features, head.out_features) == (1280, 5)
+    assert isinstance(model.classifier[0], nn.Dropout)  # kept before the new head
+
+
+def test_unknown_weights_name_lists_valid_names() -> None:
+    with pytest.raises(CatdogError) as error:
+        build_model("resnet18", 2, "IMAGENET_V9")
+    message = one_line(error)
+    assert "IMAGENET1K_V1" in message and "DEFAULT" in message and "model.weights=null" in message
+
+
+def test_missing_weights_file(tmp_path: Path) -> None:
+    with pytest.raises(CatdogError, match="does not exist"):
+        build_model("resnet18", 2, str(tmp_path / "nope.pth"))
+
+
+def test_failed_download_gives_one_line_with_both_alternatives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # empty cache: torch.hub must download
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(CatdogError) as error:
+        build_model("resnet18", 2, "IMAGENET1K_V1")
+    message = one_line(error)
+    assert message.startswith(
+        "Could not download torchvision weights resnet18 IMAGENET1K_V1 (no network): "
+    )
+    assert "model.weights=null" in message and "model.weights=/path/to/state_dict.pth" in message
+
+
+@pytest.mark.parametrize("wrap", ["bare", "state_dict", "model_with_module_prefix"])
+def test_local_state_dict_with_1001_classes_loads_backbone(tmp_path: Path, wrap: str) -> None:
+    torch.manual_seed(0)
+    source = torchvision.models.mobilenet_v2(num_classes=1001).state_dict()
+    payload = {
+        "bare": source,
+        "state_dict": {"state_dict": source},
+        "model_with_module_prefix": {"model": {f"module.{k}": v for k, v in source.items()}},
+    }[wrap]
+    path = tmp_path / "imagenet1001.pth"
+    torch.save(payload, path)
+    model = build_model("mobilenet_v2", 2, str(path))
+    loaded = model.state_dict()
+    for key, value in source.items():
+        if not key.startswith("classifier.1."):
+            assert torch.equal(loaded[key], value), key
+    assert loaded["classifier.1.weight"].shape == (2, 1280)
+
+
+def test_state_dict_of_another_architecture_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), path)
+    with pytest.raises(CatdogError) as error:
+        build_model("mobilenet_v2", 2, path)
+    message = one_line(error)
+    assert "does not fit the mobilenet_v2 architecture" in message
+    assert "missing keys features.0.0.weight" in message
+    assert "unexpected keys conv1.weight" in message
+
+
+def test_state_dict_with_wrong_shapes_is_rejected(tmp_path: Path) -> None:
+    state = torchvision.models.resnet18().state_dict()
+    state["conv1.weight"] = torch.zeros(64, 1, 7, 7)
+    path = tmp_path / "gray.pth"
+    torch.save(state, path)
+    with pytest.raises(CatdogError, match=r"shape mismatches \(file vs model\) conv1.weight"):
+        build_model("resnet18", 2, path)
+
+
+def test_weights_file_that_is_not_torch(tmp_path: Path) -> None:
+    path = tmp_path / "notes.pth"
+    path.write_text("not a tensor\n")
+    with pytest.raises(CatdogError, match="could not be read as a torch file"):
+        build_model("resnet18", 2, path)
+
+
+@pytest.mark.skipif(not SHARED_WEIGHTS.is_file(), reason="no shared offline ImageNet weights")
+def test_shared_imagenet1001_mobilenet_v2_loads() -> None:
+    model = build_model("mobilenet_v2", 2, str(SHARED_WEIGHTS))
+    source = torch.load(SHARED_WEIGHTS, map_location="cpu", weights_only=True)
+    loaded = model.state_dict()
+    for key in ["features.18.0.weight", "features.1.conv.0.1.running_var"]:
+        assert torch.equal(loaded[key], source[key])
+    assert loaded["classifier.1.weight"].shape == (2, 1280)
+
+
+def test_default_normalization() -> None:
+    imagenet = (list(IMAGENET_MEAN), list(IMAGENET_STD))
+    assert default_normalization("resnet18", None) == imagenet
+    assert default_normalization("resnet18", "IMAGENET1K_V1") == imagenet
+    assert default_normalization("efficientnet_v2_l", "default") == ([0.5] * 3, [0.5] * 3)
+
+
+# --- ClassifierModule --------------------------------------------------------------------------
+
+
+def test_hparams_are_plain_and_resolved() -> None:
+    optimizer = OmegaConf.create({"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9})
+    data = OmegaConf.create({"layout": "folder", "root": "/pets", "split": {"seed": 1, "val": 0.2}})
+    module = ClassifierModule(
+        arch="mobilenet_v2", class_names=("a", "b", "c"), optimizer=optimizer, data=data
+    )
+    hparams = dict(module.hparams)
+    assert is_plain(hparams)
+    assert hparams["class_names"] == ["a", "b", "c"]
+    assert hparams["mean"] == list(IMAGENET_MEAN) and hparams["std"] == list(IMAGENET_STD)
+    assert hparams["optimizer"] == {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": 0.9}
+    assert hparams["data"]["split"] == {"seed": 1, "val": 0.2}
+    assert (hparams["feature_layer"], hparams["fc_layer"]) == ("features", "classifier.1")
+    assert ClassifierModule().hparams.optimizer == {"_target_": "torch.optim.AdamW", "lr": 1e-3}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"class_names": ["cat"]}, "at least 2 distinct"),
+        ({"class_names": ["cat", "cat"]}, "at least 2 distinct"),
+        ({"mean": [0.5, 0.5]}, "mean must be 3 numbers"),
+        ({"optimizer": {"lr": 0.1}}, "must be a mapping with a _target_"),
+        ({"scheduler": {"_target_": "x", "interval": "batch"}}, "'epoch' or 'step'"),
+        ({"label_smoothing": 1.0}, r"\[0, 1\)"),
+        ({"data": {"root": object()}}, "data.root must hold plain values"),
+    ],
+)
+def test_invalid_settings(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(CatdogError, match=match):
+        ClassifierModule(**kwargs)
+
+
+def test_forward_channels_last_matches_plain_network() -> None:
+    module = ClassifierModule(arch="resnet18", channels_last=True).eval()
+    assert module.net.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), module.net(x), atol=1e-5, rtol=0)
+
+
+def test_freeze_backbone_and_frozen_batchnorm() -> None:
+    module = ClassifierModule(arch="resnet18", freeze_backbone=True, train_bn=False)
+    trainable = [n for n, p in module.net.named_parameters() if p.requires_grad]
+    assert trainable == ["fc.weight", "fc.bias"]
+    module.eval()
+    module.train()
+    batchnorms = [m for m in module.net.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert batchnorms and not any(m.training for m in batchnorms)
+    assert module.training and module.net.layer1.training and module.net.fc.training
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert [len(g["params"]) for g in optimizer.param_groups] == [2]
+
+
+def test_backbone_lr_gives_two_param_groups() -> None:
+    module = ClassifierModule(
+        arch="mobilenet_v2",
+        backbone_lr=1e-4,
+        optimizer={"_target_": "torch.optim.AdamW", "lr": 1e-2, "weight_decay": 0.0},
+    )
+    optimizer = module.configure_optimizers()["optimizer"]
+    backbone, head = optimizer.param_groups
+    assert (backbone["name"], backbone["lr"]) == ("backbone", 1e-4)
+    assert (head["name"], head["lr"]) == ("head", 1e-2)
+    assert head["params"] == [module.net.classifier[1].weight, module.net.classifier[1].bias]
+    assert len(backbone["params"]) + 2 == len(list(module.net.parameters()))
+    assert backbone["params"][0] is module.net.features[0][0].weight  # the real parameters
+
+
+def test_single_param_group_without_backbone_lr() -> None:
+    optimizer = ClassifierModule(arch="resnet18").configure_optimizers()["optimizer"]
+    assert len(optimizer.param_groups) == 1 and optimizer.param_groups[0]["lr"] == 1e-3
+
+
+def test_scheduler_config() -> None:
+    module = ClassifierModule(
+        arch="resnet18",
+        scheduler={
+            "_target_": "torch.optim.lr_scheduler.CosineAnnealingLR",
+            "T_max": 5,
+            "interval": "step",
+        },
+    )
+    config = module.configure_optimizers()
+    scheduler = config["lr_scheduler"]
+    assert isinstance(scheduler["scheduler"], torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert scheduler["scheduler"].optimizer is config["optimizer"]
+    assert scheduler["interval"] == "step" and "monitor" not in scheduler
+
+    plateau = ClassifierModule(
+        arch="resnet18",
+        scheduler={"_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau", "monitor": "val/loss"},
+    ).configure_optimizers()["lr_scheduler"]
+    assert (plateau["interval"], plateau["monitor"]) == ("epoch", "val/loss")
+    assert ClassifierModule(arch="resnet18", scheduler={}).hparams.scheduler is None
+
+
+def test_bad_optimizer_target_is_a_catdog_error() -> None:
+    module = ClassifierModule(optimizer={"_target_": "torch.optim.NoSuchOptimizer"})
+    with pytest.raises(CatdogError, match="optimizer config .* could not be instantiated"):
+        module.configure_optimizers()
+
+
+# --- training, testing, checkpoints ------------------------------------------------------------
+
+
+def loader(n: int, seed: int) -> DataLoader:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(n, 3, 32, 32, generator=generator)
+    labels = torch.arange(n) % 3
+    return DataLoader(TensorDataset(images, labels, torch.arange(n)), batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def trained(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[ClassifierModule, pl.Trainer, Path, dict[str, torch.Tensor]]:
+    """A resnet18 fit for one tiny epoch with frozen BatchNorm; its best.ckpt and BN stats."""
+    root = tmp_path_factory.mktemp("train")
+    pl.seed_everything(0)
+    module = ClassifierModule(
+        arch="resnet18",
+        class_names=["cat", "dog", "fox"],
+        train_bn=False,
+        backbone_lr=1e-4,
+        scheduler={"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": 2},
+        data={"layout": "synthetic", "seed": 0},
+        image_size=32,
+    )
+    bn_before = module.net.bn1.running_mean.clone()
+    checkpoint = ModelCheckpoint(dirpath=root, filename="best", monitor="val/acc", mode="max")
+    trainer = pl.Trainer(
+        max_epochs=1,
+        limit_train_batches=2,
+        limit_val_batches=1,
+        accelerator="cpu",
+        logger=False,
+        callbacks=[checkpoint],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=root,
+    )
+    trainer.fit(module, loader(8, 0), loader(4, 1))
+    return module, trainer, Path(checkpoint.best_model_path), {"bn_before": bn_before}
+
+
+def test_training_logs_metrics_and_keeps_batchnorm_frozen(trained) -> None:
+    module, trainer, _, extra = trained
+    for key in ["train/loss", "train/acc", "val/loss", "val/acc"]:
+        assert key in trainer.callback_metrics
+    assert torch.equal(module.net.bn1.running_mean, extra["bn_before"])
+
+
+def test_checkpoint_is_weights_only_and_reloads_identically(trained) -> None:
+    module, _, path, _ = trained
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert is_plain(raw["hyper_parameters"])
+    assert raw["hyper_parameters"]["class_names"] == ["cat", "dog", "fox"]
+    reloaded = load_classifier(path)
+    assert not reloaded.training and reloaded.class_names == ["cat", "dog", "fox"]
+    assert reloaded.hparams.data == {"layout": "synthetic", "seed": 0}
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), module.eval()(x), atol=0, rtol=0)
+
+
+def test_load_classifier_never_reads_pretrained_weights(trained, tmp_path: Path) -> None:
+    _, _, path, _ = trained
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint["hyper_parameters"]["weights"] = "IMAGENET1K_V1"  # would need the network
+    torch.save(checkpoint, tmp_path / "pretrained.ckpt")
+    assert load_classifier(tmp_path / "pretrained.ckpt").hparams.weights == "IMAGENET1K_V1"
+
+
+def test_test_results(trained) -> None:
+    module, trainer, _, _ = trained
+    metrics = trainer.test(module, loader(6, 2), verbose=False)[0]
+    results = module.test_results
+    assert is_plain(results)
+    assert results["class_names"] == ["cat", "dog", "fox"]
+    matrix = results["confusion_matrix"]
+    assert sum(map(sum, matrix)) == 6 and [sum(row) for row in matrix] == [2, 2, 2]
+    assert results["per_class"]["dog"]["support"] == 2
+    assert set(results["per_class"]["fox"]) == {"precision", "recall", "support"}
+    assert results["accuracy"] == pytest.approx(sum(matrix[i][i] for i in range(3)) / 6)
+    assert results["accuracy"] == pytest.approx(metrics["test/acc"])
+    assert results["loss"] == pytest.approx(metrics["test/loss"], abs=1e-5)
+
+
+def test_load_classifier_errors(trained, tmp_path: Path) -> None:
+    module, _, path, _ = trained
+    with pytest.raises(CatdogError, match="does not exist"):
+        load_classifier(tmp_path / "missing.ckpt")
+
+    text = tmp_path / "notes.ckpt"
+    text.write_text("hello\n")
+    with pytest.raises(CatdogError) as error:
+        load_classifier(text)
+    assert "could not be read as a torch file" in one_line(error)
+
+    plain = tmp_path / "plain.ckpt"
+    torch.save(module.state_dict(), plain)
+    with pytest.raises(CatdogError) as error:
+        load_classifier(plain)
+    assert "is not a catdog checkpoint (no hyper_parameters)" in one_line(error)
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    mobilenet = ClassifierModule(arch="mobilenet_v2", class_names=["cat", "dog", "fox"])
+    checkpoint["state_dict"] = mobilenet.state_dict()
+    other = tmp_path / "other.ckpt"
+    torch.save(checkpoint, other)
+    with pytest.raises(CatdogError) as error:
+        load_classifier(other)
+    message = one_line(error)
+    assert "does not fit the resnet18 architecture" in message
+    assert "missing keys net.conv1.weight" in message
