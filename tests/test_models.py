@@ -160,21 +160,29 @@ def test_missing_weights_file(tmp_path: Path) -> None:
         build_model("resnet18", 2, str(tmp_path / "nope.pth"))
 
 
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (urllib.error.URLError("no network"), "no network"),
+        (urllib.error.HTTPError("https://x", 403, "Forbidden", None, None), "HTTP Error 403"),
+        (TimeoutError("timed out"), "TimeoutError: timed out"),
+    ],
+)
 def test_failed_download_gives_one_line_with_both_alternatives(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: OSError, reason: str
 ) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # empty cache: torch.hub must download
 
     def offline(*args: object, **kwargs: object) -> None:
-        raise urllib.error.URLError("no network")
+        raise failure
 
+    # The lowest level torch.hub.load_state_dict_from_url (used by torchvision) goes through.
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(CatdogError) as error:
         build_model("resnet18", 2, "IMAGENET1K_V1")
     message = one_line(error)
-    assert message.startswith(
-        "Could not download torchvision weights resnet18 IMAGENET1K_V1 (no network): "
-    )
+    assert message.startswith("Could not download torchvision weights resnet18 IMAGENET1K_V1 (")
+    assert f"({reason}" in message
     assert "model.weights=null" in message and "model.weights=/path/to/state_dict.pth" in message
 
 

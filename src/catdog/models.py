@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import urllib.error
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -290,8 +291,13 @@ def default_normalization(
 
 def _one_line(error: BaseException, limit: int = 160) -> str:
     """Shortens an exception to one line for a CatdogError message."""
-    reason = getattr(error, "reason", None) or error  # URLError keeps the cause in .reason
-    text = " ".join(str(reason).split()) or type(error).__name__
+    if isinstance(error, urllib.error.HTTPError):
+        text = str(error)  # "HTTP Error 404: Not Found"
+    elif isinstance(error, urllib.error.URLError):
+        text = str(error.reason)  # str(error) would wrap it in "<urlopen error ...>"
+    else:
+        text = f"{type(error).__name__}: {error}"
+    text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -621,8 +627,8 @@ class ClassifierModule(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    # BatchNorm freezing: train() covers manual use, the hook covers Lightning, which restores
-    # module modes itself around validation instead of calling train().
+    # BatchNorm freezing: train() covers manual use; the epoch hook covers Lightning, which
+    # does not call train() when fitting starts (it only restores modes after validation).
     def train(self, mode: bool = True) -> ClassifierModule:
         """Sets training mode, keeping BatchNorm layers in eval mode when ``train_bn`` is False."""
         super().train(mode)
