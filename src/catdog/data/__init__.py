@@ -1,0 +1,39 @@
+"""The data layer: which images (index), how to read them (images), demo data, and loaders.
+
+See data/README.md for the dataset layouts a user can point catdog at.
+"""
+
+from catdog.data.datamodule import ImageDataModule, ImageDataset, build_transform
+from catdog.data.demo import DEMO_CLASSES, ensure_demo_dataset, load_boxes
+from catdog.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb, scan_images
+from catdog.data.index import (
+    LAYOUTS,
+    SPLITS,
+    absolute_path,
+    assign_splits,
+    build_index,
+    class_names_of,
+    index_for_inference,
+    list_images,
+)
+
+__all__ = [
+    "DEMO_CLASSES",
+    "IMAGE_EXTENSIONS",
+    "LAYOUTS",
+    "SPLITS",
+    "BadImageError",
+    "ImageDataModule",
+    "ImageDataset",
+    "absolute_path",
+    "assign_splits",
+    "build_index",
+    "build_transform",
+    "class_names_of",
+    "ensure_demo_dataset",
+    "index_for_inference",
+    "list_images",
+    "load_boxes",
+    "load_rgb",
+    "scan_images",
+]

@@ -1,0 +1,430 @@
+"""Which images, with which labels, in which split.
+
+An *index* is a DataFrame with one row per image and the columns
+`path` (absolute path, str), `label` (class name, str) and `split` ("train", "val" or "test").
+Class names always come from the data: the sorted unique labels.
+
+Three layouts are understood (see data/README.md for examples):
+- "folder": ImageFolder, `root/<class>/...`, or with pre-made splits `root/train/<class>/...`,
+  `root/val/<class>/...`, `root/test/<class>/...`;
+- "kaggle": the flat Kaggle "Dogs vs. Cats" layout, `root/cat.123.jpg`, `root/dog.7.jpg`;
+- "csv": a manifest with columns `path,label[,split]`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from catdog.errors import CatdogError
+from catdog.data.images import IMAGE_EXTENSIONS
+
+LAYOUTS: tuple[str, ...] = ("folder", "kaggle", "csv")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+# Other spellings of split folder names / manifest values, mapped to the canonical ones.
+_SPLIT_ALIASES: dict[str, str] = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
+
+
+def absolute_path(path: str | Path, base: str | Path) -> str:
+    """Make a path absolute the way every index does, so the same file always gives the same str.
+
+    `~` is expanded, a relative path is joined to `base`, the base folder's symlinks are resolved
+    and `..` parts are collapsed; the file name itself is kept (a symlinked file keeps its name).
+
+    Args:
+        path: Absolute or relative path.
+        base: Folder that relative paths are relative to.
+
+    Returns:
+        Absolute, normalised path.
+    """
+    path = Path(path).expanduser()
+    if not path.is_absolute():
+        path = Path(base).expanduser().resolve() / path
+    return os.path.normpath(path)
+
+
+def list_images(folder: Path, recursive: bool = True) -> list[Path]:
+    """List the image files in a folder, sorted, skipping hidden files and folders.
+
+    Args:
+        folder: Folder to search.
+        recursive: Whether to search sub-folders too.
+
+    Returns:
+        Files whose extension (any case) is in IMAGE_EXTENSIONS, sorted by path.
+    """
+    found: list[Path] = []
+    for current, dirs, files in os.walk(folder):
+        # Pruning in place stops os.walk from entering hidden folders (.git, .ipynb_checkpoints).
+        dirs[:] = [d for d in dirs if not d.startswith(".")] if recursive else []
+        found.extend(
+            Path(current, name)
+            for name in files
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+        )
+    return sorted(found)
+
+
+def assign_splits(
+    labels: Sequence[str], val_fraction: float, test_fraction: float, seed: int
+) -> np.ndarray:
+    """Split images into train/val/test, stratified per class and reproducible.
+
+    Within each class (taken in sorted order) the images are shuffled with a numpy Generator seeded
+    with `seed`; the first `round(n * test_fraction)` go to test, the next `round(n * val_fraction)`
+    to val, the rest to train. A class with at least 3 images gets at least one val and one test
+    image when the fraction is above zero, and always keeps at least one train image.
+
+    Args:
+        labels: Class name of each image.
+        val_fraction: Share of each class for validation, in [0, 1).
+        test_fraction: Share of each class for test, in [0, 1).
+        seed: Random seed: the same seed and labels always give the same split.
+
+    Returns:
+        Array of "train"/"val"/"test", one per label, in the order of `labels`.
+
+    Raises:
+        CatdogError: A fraction is out of range.
+    """
+    _check_fractions(val_fraction, test_fraction)
+    labels = np.asarray(labels, dtype=object)
+    splits = np.full(len(labels), "train", dtype="<U5")
+    rng = np.random.default_rng(seed)
+    for name in sorted(set(labels.tolist())):
+        members = rng.permutation(np.flatnonzero(labels == name))
+        n_val, n_test = _held_out_counts(len(members), val_fraction, test_fraction)
+        splits[members[:n_test]] = "test"
+        splits[members[n_test : n_test + n_val]] = "val"
+    return splits
+
+
+def _held_out_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """Numbers of val and test images for a class of `n` images."""
+    n_val, n_test = _share(n, val_fraction), _share(n, test_fraction)
+    # Keep at least one training image; with n >= 3 both counts stay >= 1 while shrinking.
+    while n_val + n_test > n - 1:
+        if n_val > n_test:
+            n_val -= 1
+        else:
+            n_test -= 1
+    return n_val, n_test
+
+
+def _share(n: int, fraction: float) -> int:
+    """Rounded share of `n` images (half up, unlike round()), at least 1 when n >= 3."""
+    if fraction <= 0:
+        return 0
+    count = math.floor(n * fraction + 0.5)
+    return max(count, 1) if n >= 3 else count
+
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Raise a CatdogError unless both fractions and their sum lie in [0, 1)."""
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0 <= value < 1:
+            raise CatdogError(
+                f"data.{name}={value} is out of range: use a number in [0, 1), e.g. 0.1"
+            )
+    if val_fraction + test_fraction >= 1:
+        raise CatdogError(
+            f"data.val_fraction + data.test_fraction = {val_fraction + test_fraction:g} leaves "
+            "no training images: make their sum smaller than 1, e.g. 0.1 and 0.1"
+        )
+
+
+def build_index(
+    layout: str,
+    root: str | Path | None,
+    manifest: str | Path | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """List a dataset's images with their labels and a train/val/test split.
+
+    Splits that the data does not define (no split folders, no split column, or a missing val or
+    test folder) are carved from the training images with `assign_splits`.
+
+    Args:
+        layout: "folder", "kaggle" or "csv".
+        root: Dataset folder ("folder", "kaggle"); for "csv", an optional folder that relative
+            manifest paths are relative to (default: the manifest's folder).
+        manifest: CSV file with columns `path,label[,split]` (layout "csv" only).
+        val_fraction: Share of each class for validation when the split is assigned here.
+        test_fraction: Share of each class for test when the split is assigned here.
+        seed: Seed of the assigned split.
+
+    Returns:
+        Index with columns `path,label,split`, one row per image.
+
+    Raises:
+        CatdogError: Unknown layout, missing folder or manifest, no images, an empty class
+            folder, fewer than two classes, bad manifest columns or split values, fractions out
+            of range.
+    """
+    _check_fractions(val_fraction, test_fraction)
+    if layout == "folder":
+        index = _folder_index(_existing_root(root, layout))
+    elif layout == "kaggle":
+        index = _kaggle_index(_existing_root(root, layout))
+    elif layout == "csv":
+        index = _csv_index(manifest, root)
+    else:
+        raise CatdogError(
+            f"data.layout={layout!r} is unknown: use one of {', '.join(LAYOUTS)}"
+        )
+    classes = class_names_of(index)
+    if len(classes) < 2:
+        raise CatdogError(
+            f"only one class ({classes[0]!r}) found in the data: a classifier needs at least two "
+            "classes, e.g. one folder per class"
+        )
+    index = _fill_missing_splits(index, val_fraction, test_fraction, seed)
+    return index[["path", "label", "split"]].reset_index(drop=True)
+
+
+def class_names_of(index: pd.DataFrame) -> list[str]:
+    """Class names of an index: its sorted unique labels (missing labels ignored).
+
+    Args:
+        index: DataFrame with a `label` column.
+
+    Returns:
+        Sorted class names; position i is class index i.
+    """
+    return sorted(str(label) for label in index["label"].dropna().unique())
+
+
+def _existing_root(root: str | Path | None, layout: str) -> Path:
+    """Check that the dataset folder exists and return it resolved."""
+    if root is None or str(root) == "":
+        raise CatdogError(f"data.root is not set: data={layout} needs data.root=path/to/images")
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise CatdogError(
+            f"data.root={root} does not exist: check the path (absolute, or relative to where you "
+            "run the command), or use data=demo for the built-in demo set"
+        )
+    if not path.is_dir():
+        raise CatdogError(f"data.root={root} is a file, not a folder: point it at the dataset folder")
+    return path.resolve()
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    """Non-hidden sub-folders of a folder, sorted."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _folder_index(root: Path) -> pd.DataFrame:
+    """Index an ImageFolder tree, with or without train/val/test folders above the classes."""
+    split_folders: dict[str, Path] = {}
+    for folder in _class_folders(root):
+        split = _SPLIT_ALIASES.get(folder.name.lower())
+        if split is None:
+            continue
+        if split in split_folders:
+            raise CatdogError(
+                f"data.root={root} has two {split} folders ({split_folders[split].name}/ and "
+                f"{folder.name}/): keep only one"
+            )
+        split_folders[split] = folder
+    if "train" not in split_folders:
+        # Plain ImageFolder (a lone val/ or test/ folder is then just a class called so).
+        return _class_folder_rows(root, split=None)
+    frames = [_class_folder_rows(split_folders[s], split=s) for s in SPLITS if s in split_folders]
+    index = pd.concat(frames, ignore_index=True)
+    train_classes = set(frames[0]["label"])
+    for frame in frames[1:]:
+        extra = sorted(set(frame["label"]) - train_classes)
+        if extra:
+            split = frame["split"].iloc[0]
+            raise CatdogError(
+                f"class {extra[0]!r} is in {split_folders[split]} but not in "
+                f"{split_folders['train']}: every class needs training images"
+            )
+    return index
+
+
+def _class_folder_rows(folder: Path, split: str | None) -> pd.DataFrame:
+    """Rows (path, label[, split]) for `folder/<class>/**/image` files."""
+    classes = _class_folders(folder)
+    if not classes:
+        loose = len(list_images(folder, recursive=False))
+        hint = (
+            f" (it holds {loose} images directly: for files named like cat.1.jpg use data=kaggle)"
+            if loose
+            else ""
+        )
+        raise CatdogError(
+            f"no class folders in {folder}{hint}: put each class's images in its own sub-folder, "
+            "e.g. cats/ and dogs/"
+        )
+    rows: list[tuple[str, str]] = []
+    for class_folder in classes:
+        images = list_images(class_folder)
+        if not images:
+            raise CatdogError(
+                f"class folder {class_folder} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): "
+                "add images or remove the folder"
+            )
+        rows.extend((os.fspath(p), class_folder.name) for p in images)
+    frame = pd.DataFrame(rows, columns=["path", "label"])
+    if split is not None:
+        frame["split"] = split
+    return frame
+
+
+def _kaggle_index(root: Path) -> pd.DataFrame:
+    """Index a flat folder of files named `<class>.<anything>.<ext>`."""
+    images = list_images(root, recursive=False)
+    if not images:
+        raise CatdogError(
+            f"no images directly in data.root={root}: data=kaggle expects files like "
+            "root/cat.1.jpg; for one sub-folder per class use data=folder"
+        )
+    rows = []
+    for image in images:
+        if "." not in image.stem:
+            raise CatdogError(
+                f"file name {image.name!r} in {root} is not <class>.<id>.<ext> (like cat.1.jpg), "
+                "as data=kaggle needs: rename or move it, or use data=folder or data=csv"
+            )
+        rows.append((os.fspath(image), image.name.split(".", 1)[0].lower()))
+    return pd.DataFrame(rows, columns=["path", "label"])
+
+
+def _csv_index(manifest: str | Path | None, root: str | Path | None) -> pd.DataFrame:
+    """Index the images listed in a CSV manifest."""
+    if manifest is None or str(manifest) == "":
+        raise CatdogError("data.manifest is not set: data=csv needs data.manifest=path/to/file.csv")
+    manifest = Path(manifest).expanduser()
+    if not manifest.is_file():
+        raise CatdogError(f"data.manifest={manifest} does not exist: check the path")
+    # dtype=str and no NA parsing: a class called "NA" or "None" stays a class name.
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False, skipinitialspace=True)
+    table.columns = [str(c).strip().lower() for c in table.columns]
+    missing = [c for c in ("path", "label") if c not in table.columns]
+    if missing:
+        raise CatdogError(
+            f"manifest {manifest} lacks column(s) {', '.join(missing)}: it needs a header "
+            f"path,label[,split] (found: {', '.join(table.columns)})"
+        )
+    if table.empty:
+        raise CatdogError(f"manifest {manifest} has no rows: list one image per row")
+    for column in ("path", "label"):
+        blank = table.index[table[column].str.strip() == ""]
+        if len(blank):
+            raise CatdogError(
+                f"manifest {manifest} has {len(blank)} row(s) with an empty {column} "
+                f"(first: data row {blank[0] + 1}): fill them in or remove them"
+            )
+    base = Path(root) if root not in (None, "") else manifest.parent
+    paths = [absolute_path(p.strip(), base) for p in table["path"]]
+    index = pd.DataFrame({"path": paths, "label": table["label"].str.strip().tolist()})
+    duplicated = index["path"][index["path"].duplicated()]
+    if len(duplicated):
+        raise CatdogError(
+            f"manifest {manifest} lists {len(duplicated)} image(s) twice (first: "
+            f"{duplicated.iloc[0]}): keep one row per image"
+        )
+    if not any(os.path.exists(p) for p in paths):
+        raise CatdogError(
+            f"none of the {len(paths)} paths in {manifest} exists (first: {paths[0]}): relative "
+            f"paths are resolved against {Path(base).expanduser().resolve()}; set data.root to "
+            "the folder they are relative to"
+        )
+    if "split" in table.columns:
+        values = table["split"].str.strip().str.lower()
+        unknown = sorted(set(values) - set(_SPLIT_ALIASES))
+        if unknown:
+            raise CatdogError(
+                f"manifest {manifest} has unknown split value(s) {', '.join(map(repr, unknown))}: "
+                "use train, val or test"
+            )
+        index["split"] = values.map(_SPLIT_ALIASES).tolist()
+    return index
+
+
+def _fill_missing_splits(
+    index: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int
+) -> pd.DataFrame:
+    """Assign splits where the data has none, carving a missing val or test split from train."""
+    index = index.copy()
+    if "split" not in index.columns:
+        index["split"] = assign_splits(index["label"].tolist(), val_fraction, test_fraction, seed)
+        return index
+    present = set(index["split"])
+    if "train" not in present:
+        raise CatdogError(
+            "the data defines splits but no train split: add training images (a train/ folder or "
+            "rows with split=train)"
+        )
+    carve_val = val_fraction if "val" not in present else 0.0
+    carve_test = test_fraction if "test" not in present else 0.0
+    if carve_val or carve_test:
+        train = index["split"] == "train"
+        index.loc[train, "split"] = assign_splits(
+            index.loc[train, "label"].tolist(), carve_val, carve_test, seed
+        )
+    return index
+
+
+def index_for_inference(root_or_file: str | Path, class_names: Sequence[str]) -> pd.DataFrame:
+    """List images to explain, labelled where the layout tells their class.
+
+    A single file gives one unlabelled row. In a folder, every image below it is listed once, and
+    labelled by the nearest enclosing folder (the folder itself included) named exactly like a
+    known class; failing that, by a file name of the form `<class>.<anything>` (Kaggle style);
+    otherwise it stays unlabelled.
+
+    Args:
+        root_or_file: An image file or a folder of images.
+        class_names: The model's class names.
+
+    Returns:
+        DataFrame with columns `path` (absolute str) and `label` (class name, or missing).
+
+    Raises:
+        CatdogError: The path does not exist, or the folder holds no images.
+    """
+    target = Path(root_or_file).expanduser()
+    if not target.exists():
+        raise CatdogError(
+            f"{root_or_file} does not exist: give an image file or a folder of images"
+        )
+    target = target.resolve()
+    if target.is_file():
+        return pd.DataFrame({"path": [os.fspath(target)], "label": [None]})
+    images = list_images(target)
+    if not images:
+        raise CatdogError(
+            f"no images in {target} ({', '.join(sorted(IMAGE_EXTENSIONS))}): point at a folder "
+            "of images or a single image file"
+        )
+    known = set(class_names)
+    labels: list[str | None] = []
+    for image in images:
+        # Parent folders from the nearest up to the target itself.
+        folders = [image.parents[i].name for i in range(len(image.relative_to(target).parts))]
+        label = next((name for name in folders if name in known), None)
+        if label is None:
+            prefix = image.name.split(".", 1)[0] if image.name.count(".") >= 2 else None
+            label = prefix if prefix in known else None
+        labels.append(label)
+    return pd.DataFrame({"path": [os.fspath(p) for p in images], "label": labels})

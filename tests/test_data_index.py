@@ -1,0 +1,261 @@
+"""build_index for every layout, assign_splits, the one-line errors, index_for_inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from catdog.data.index import (
+    assign_splits,
+    build_index,
+    class_names_of,
+    index_for_inference,
+)
+from catdog.errors import CatdogError
+
+
+def _image(path: Path) -> Path:
+    """Write a tiny PNG (build_index never decodes, but the files should be real images)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (4, 4), (200, 100, 50)).save(path)
+    return path
+
+
+def _folder_dataset(root: Path, counts: dict[str, int]) -> Path:
+    for name, count in counts.items():
+        for i in range(count):
+            _image(root / name / f"{i:03d}.png")
+    return root
+
+
+def _check_index(index: pd.DataFrame) -> None:
+    assert list(index.columns) == ["path", "label", "split"]
+    assert index["path"].is_unique
+    assert all(Path(p).is_absolute() for p in index["path"])
+    assert set(index["split"]) <= {"train", "val", "test"}
+
+
+# --- assign_splits -----------------------------------------------------------------------
+
+
+def test_assign_splits_is_stratified_seeded_and_complete() -> None:
+    labels = ["cat"] * 50 + ["dog"] * 30 + ["fox"] * 3
+    splits = assign_splits(labels, 0.2, 0.1, seed=0)
+    assert len(splits) == len(labels)  # every image gets exactly one split
+    table = pd.crosstab(pd.Series(labels, name="label"), pd.Series(splits, name="split"))
+    assert table.loc["cat"].to_dict() == {"test": 5, "train": 35, "val": 10}
+    assert table.loc["dog"].to_dict() == {"test": 3, "train": 21, "val": 6}
+    assert table.loc["fox"].to_dict() == {"test": 1, "train": 1, "val": 1}
+    np.testing.assert_array_equal(splits, assign_splits(labels, 0.2, 0.1, seed=0))
+    assert not np.array_equal(splits, assign_splits(labels, 0.2, 0.1, seed=1))
+
+
+def test_assign_splits_tiny_classes_keep_a_training_image() -> None:
+    splits = assign_splits(["a", "b", "b"], 0.4, 0.4, seed=0)
+    assert splits[0] == "train"
+    assert sorted(splits[1:]) in (["train", "val"], ["test", "train"])
+
+
+@pytest.mark.parametrize(("val", "test"), [(-0.1, 0.1), (1.0, 0.0), (0.6, 0.5)])
+def test_fractions_out_of_range(val: float, test: float) -> None:
+    with pytest.raises(CatdogError, match="data.val_fraction"):
+        assign_splits(["a", "b"], val, test, seed=0)
+
+
+# --- folder layout -----------------------------------------------------------------------
+
+
+def test_folder_layout_classes_and_stratified_reproducible_split(tmp_path: Path) -> None:
+    root = _folder_dataset(tmp_path / "pets", {"cats": 20, "dogs": 10})
+    _image(root / "cats" / "nested" / "deep.PNG")  # recursive, extension in any case
+    _image(root / "cats" / ".hidden.png")  # hidden files are ignored
+    (root / "cats" / "notes.txt").write_text("not an image")
+    index = build_index("folder", root, val_fraction=0.2, test_fraction=0.2, seed=3)
+    _check_index(index)
+    assert class_names_of(index) == ["cats", "dogs"]
+    assert (index["label"] == "cats").sum() == 21
+    assert str(root.resolve() / "cats" / "nested" / "deep.PNG") in set(index["path"])
+    per_class = index.groupby("label")["split"].value_counts().unstack()
+    assert per_class.loc["cats"].to_dict() == {"test": 4, "train": 13, "val": 4}
+    assert per_class.loc["dogs"].to_dict() == {"test": 2, "train": 6, "val": 2}
+    again = build_index("folder", root, val_fraction=0.2, test_fraction=0.2, seed=3)
+    pd.testing.assert_frame_equal(index, again)
+    other = build_index("folder", root, val_fraction=0.2, test_fraction=0.2, seed=4)
+    assert not index["split"].equals(other["split"])
+
+
+def test_folder_layout_with_three_classes(tmp_path: Path) -> None:
+    root = _folder_dataset(tmp_path, {"a": 5, "b": 5, "c": 5})
+    assert class_names_of(build_index("folder", root)) == ["a", "b", "c"]
+
+
+def test_folder_layout_with_premade_splits(tmp_path: Path) -> None:
+    _folder_dataset(tmp_path / "train", {"cats": 4, "dogs": 4})
+    _folder_dataset(tmp_path / "valid", {"cats": 2, "dogs": 2})
+    _folder_dataset(tmp_path / "test", {"cats": 1, "dogs": 3})
+    index = build_index("folder", tmp_path)
+    _check_index(index)
+    counts = index.groupby(["split", "label"]).size().to_dict()
+    assert counts == {
+        ("test", "cats"): 1,
+        ("test", "dogs"): 3,
+        ("train", "cats"): 4,
+        ("train", "dogs"): 4,
+        ("val", "cats"): 2,
+        ("val", "dogs"): 2,
+    }
+    assert all("/valid/" in p for p in index.loc[index["split"] == "val", "path"])
+
+
+def test_folder_layout_carves_missing_test_split_from_train(tmp_path: Path) -> None:
+    _folder_dataset(tmp_path / "train", {"cats": 10, "dogs": 10})
+    _folder_dataset(tmp_path / "val", {"cats": 2, "dogs": 2})
+    index = build_index("folder", tmp_path, val_fraction=0.1, test_fraction=0.2)
+    test = index[index["split"] == "test"]
+    assert test.groupby("label").size().to_dict() == {"cats": 2, "dogs": 2}
+    assert all("/train/" in p for p in test["path"])
+    assert (index["split"] == "val").sum() == 4  # the given val folder, nothing carved
+
+
+# --- kaggle layout -----------------------------------------------------------------------
+
+
+def test_kaggle_layout(tmp_path: Path) -> None:
+    for name in ["cat.1.jpg", "Cat.2.jpg", "cat.3.jpg", "dog.1.jpg", "dog.10.jpg", "dog.2.jpg"]:
+        _image(tmp_path / name)
+    index = build_index("kaggle", tmp_path, val_fraction=0.0, test_fraction=0.0)
+    _check_index(index)
+    assert class_names_of(index) == ["cat", "dog"]
+    labels = dict(zip(index["path"].map(lambda p: Path(p).name), index["label"]))
+    assert labels["Cat.2.jpg"] == "cat" and labels["dog.10.jpg"] == "dog"
+    assert set(index["split"]) == {"train"}
+
+
+def test_kaggle_layout_rejects_unlabelled_name(tmp_path: Path) -> None:
+    _image(tmp_path / "cat.1.jpg")
+    _image(tmp_path / "IMG_0001.jpg")
+    with pytest.raises(CatdogError, match=r"'IMG_0001.jpg' .* is not <class>.<id>.<ext>"):
+        build_index("kaggle", tmp_path)
+
+
+# --- csv layout --------------------------------------------------------------------------
+
+
+def test_csv_manifest_with_relative_paths_and_split(tmp_path: Path) -> None:
+    for i in range(4):
+        _image(tmp_path / "img" / f"{i}.png")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(
+        "path,label,split\n"
+        "img/0.png,NA,train\n"  # "NA" is a class name here, not a missing value
+        "img/1.png,dog,Train\n"
+        "img/2.png,NA,validation\n"
+        f"{tmp_path / 'img' / '3.png'},dog,test\n"
+    )
+    index = build_index("csv", None, manifest=manifest)
+    _check_index(index)
+    assert index["label"].tolist() == ["NA", "dog", "NA", "dog"]
+    assert index["split"].tolist() == ["train", "train", "val", "test"]
+    assert index["path"].iloc[0] == str(tmp_path.resolve() / "img" / "0.png")
+
+
+def test_csv_manifest_without_split_relative_to_root(tmp_path: Path) -> None:
+    data = _folder_dataset(tmp_path / "data", {"a": 10, "b": 10})
+    rows = [f"{label}/{i:03d}.png,{label}" for label in "ab" for i in range(10)]
+    manifest = tmp_path / "lists" / "all.csv"
+    manifest.parent.mkdir()
+    manifest.write_text("path,label\n" + "\n".join(rows) + "\n")
+    index = build_index("csv", data, manifest=manifest, seed=1)
+    _check_index(index)
+    assert index["split"].value_counts().to_dict() == {"train": 16, "val": 2, "test": 2}
+    pd.testing.assert_frame_equal(index, build_index("csv", data, manifest=manifest, seed=1))
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def _one_line_error(match: str, *args, **kwargs) -> str:
+    with pytest.raises(CatdogError, match=match) as info:
+        build_index(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_error_root_missing(tmp_path: Path) -> None:
+    message = _one_line_error(r"^data.root=\S+ does not exist: ", "folder", tmp_path / "nope")
+    assert "data=demo" in message
+
+
+def test_error_no_class_folders(tmp_path: Path) -> None:
+    _image(tmp_path / "cat.1.jpg")
+    message = _one_line_error("no class folders in", "folder", tmp_path)
+    assert "data=kaggle" in message
+
+
+def test_error_empty_class_folder_is_named(tmp_path: Path) -> None:
+    _folder_dataset(tmp_path, {"cats": 3})
+    (tmp_path / "dogs").mkdir()
+    _one_line_error(r"class folder \S+dogs has no images", "folder", tmp_path)
+
+
+def test_error_only_one_class(tmp_path: Path) -> None:
+    _folder_dataset(tmp_path, {"cats": 3})
+    _one_line_error(r"only one class \('cats'\)", "folder", tmp_path)
+
+
+def test_error_unknown_layout(tmp_path: Path) -> None:
+    _one_line_error(r"data.layout='imagenet' is unknown: use one of folder, kaggle, csv", "imagenet", tmp_path)
+
+
+def test_error_manifest_missing_column(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("file,label\na.png,cat\n")
+    _one_line_error(r"lacks column\(s\) path: .*found: file, label", "csv", None, manifest=manifest)
+
+
+def test_error_manifest_bad_split_value(tmp_path: Path) -> None:
+    _image(tmp_path / "a.png")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label,split\na.png,cat,train\na.png2,dog,holdout\n")
+    _one_line_error(r"unknown split value\(s\) 'holdout'", "csv", None, manifest=manifest)
+
+
+def test_error_fractions_out_of_range(tmp_path: Path) -> None:
+    _one_line_error(r"data.test_fraction=1.5 is out of range", "folder", tmp_path, test_fraction=1.5)
+
+
+# --- index_for_inference -----------------------------------------------------------------
+
+
+def test_inference_single_file(tmp_path: Path) -> None:
+    path = _image(tmp_path / "cats" / "x.png")
+    index = index_for_inference(path, ["cats", "dogs"])
+    assert index["path"].tolist() == [str(path.resolve())]
+    assert index["label"].isna().all()
+
+
+def test_inference_folder_kaggle_and_unknown_names(tmp_path: Path) -> None:
+    _image(tmp_path / "cats" / "a.png")
+    _image(tmp_path / "val" / "dogs" / "b.png")  # nearest class-named folder wins
+    _image(tmp_path / "birds" / "c.png")  # unknown folder: unlabelled
+    _image(tmp_path / "cats.7.jpg")  # Kaggle-style name
+    _image(tmp_path / "holiday.jpg")
+    index = index_for_inference(tmp_path, ["cats", "dogs"])
+    labels = {Path(p).relative_to(tmp_path.resolve()).as_posix(): l for p, l in zip(index["path"], index["label"])}
+    assert len(index) == 5
+    assert labels["cats/a.png"] == "cats"
+    assert labels["val/dogs/b.png"] == "dogs"
+    assert labels["cats.7.jpg"] == "cats"
+    assert pd.isna(labels["birds/c.png"]) and pd.isna(labels["holiday.jpg"])
+
+
+def test_inference_errors(tmp_path: Path) -> None:
+    with pytest.raises(CatdogError, match="does not exist"):
+        index_for_inference(tmp_path / "nope", ["a"])
+    with pytest.raises(CatdogError, match="no images in"):
+        index_for_inference(tmp_path, ["a"])

@@ -1,0 +1,86 @@
+"""Transforms, ImageDataset and ImageDataModule: shapes, dtypes, labels, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from catdog.data.datamodule import ImageDataModule, ImageDataset, build_transform
+from catdog.data.index import build_index, class_names_of
+from catdog.errors import CatdogError
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def _dataset(root: Path, per_class: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    for name in ("cats", "dogs"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (20 + i, 30, 3), dtype=np.uint8)  # odd sizes on purpose
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_transform_shape_dtype_and_normalisation(train: bool) -> None:
+    transform = build_transform(16, MEAN, STD, train=train)
+    out = transform(np.full((40, 24, 3), 255, dtype=np.uint8))
+    assert type(out) is torch.Tensor and out.dtype == torch.float32
+    assert out.shape == (3, 16, 16)
+    torch.testing.assert_close(out, torch.full((3, 16, 16), 2.0))  # (1 - 0.5) / 0.25
+
+
+def test_eval_transform_keeps_the_whole_image() -> None:
+    # A bright right half must stay the right half: resize only, no crop, no flip.
+    image = np.zeros((10, 40, 3), dtype=np.uint8)
+    image[:, 20:] = 255
+    out = build_transform(8, (0, 0, 0), (1, 1, 1), train=False)(image)
+    torch.testing.assert_close(out[:, :, :3], torch.zeros(3, 8, 3))  # the columns next to the
+    torch.testing.assert_close(out[:, :, 5:], torch.ones(3, 8, 3))  # edge are antialiased
+
+
+def test_dataset_items_and_bad_file(tmp_path: Path) -> None:
+    root = _dataset(tmp_path)
+    paths = [str(root / "cats" / "0.png"), str(root / "dogs" / "1.png")]
+    dataset = ImageDataset(paths, None, build_transform(16, MEAN, STD, train=False))
+    image, label, position = dataset[1]
+    assert image.shape == (3, 16, 16) and label == -1 and position == 1
+    (root / "dogs" / "1.png").write_bytes(b"")
+    with pytest.raises(CatdogError, match=r"dogs/1.png became unreadable \(zero-byte file\)"):
+        dataset[1]
+
+
+def test_datamodule_batches(tmp_path: Path) -> None:
+    index = build_index("folder", _dataset(tmp_path), val_fraction=0.2, test_fraction=0.2)
+    module = ImageDataModule(index, class_names_of(index), 16, MEAN, STD, batch_size=3, num_workers=0)
+    assert module.num_classes == 2
+    assert len(module.train_set) == 8 and len(module.val_set) == 2 and len(module.test_set) == 2
+    images, labels, positions = next(iter(module.train_dataloader()))
+    assert images.shape == (3, 3, 16, 16) and images.dtype == torch.float32
+    assert labels.dtype == torch.int64 and set(labels.tolist()) <= {0, 1}
+    assert positions.dtype == torch.int64
+    assert len(module.train_dataloader()) == 2  # 8 images, batches of 3: the remainder is dropped
+    test_labels = torch.cat([batch[1] for batch in module.test_dataloader()])
+    assert sorted(test_labels.tolist()) == [0, 1]
+    test_rows = index[index["split"] == "test"]
+    assert module.test_set.paths == test_rows["path"].tolist()
+
+
+def test_datamodule_with_worker_processes(tmp_path: Path) -> None:
+    index = build_index("folder", _dataset(tmp_path, per_class=3), val_fraction=0.0, test_fraction=0.0)
+    module = ImageDataModule(index, ["cats", "dogs"], 16, MEAN, STD, batch_size=4, num_workers=1)
+    loader = module.val_dataloader()
+    assert loader.persistent_workers and not loader.pin_memory
+    images, _, _ = next(iter(module.train_dataloader()))
+    assert images.shape == (4, 3, 16, 16)
+
+
+def test_datamodule_rejects_unknown_label(tmp_path: Path) -> None:
+    index = build_index("folder", _dataset(tmp_path, per_class=3))
+    with pytest.raises(CatdogError, match=r"label 'dogs' is not one of the classes \['cats', 'birds'\]"):
+        ImageDataModule(index, ["cats", "birds"], 16, MEAN, STD)
