@@ -18,7 +18,8 @@ SIZE = 64  # small images keep the test fast
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in files}
 
 
 def test_demo_dataset_is_deterministic_and_indexable(tmp_path: Path) -> None:
@@ -26,9 +27,8 @@ def test_demo_dataset_is_deterministic_and_indexable(tmp_path: Path) -> None:
     second = ensure_demo_dataset(tmp_path / "b", num_per_class=4, image_size=SIZE, seed=5)
     files = _files(first)
     assert files == _files(second)  # same bytes, image by image
-    assert sorted(files) == sorted(
-        ["boxes.csv", "demo.json"] + [f"{c}/{c}_{i:04d}.png" for c in ("cat", "dog") for i in range(4)]
-    )
+    images = [f"{c}/{c}_{i:04d}.png" for c in ("cat", "dog") for i in range(4)]
+    assert sorted(files) == sorted(["boxes.csv", "demo.json", *images])
     other = ensure_demo_dataset(tmp_path / "c", num_per_class=4, image_size=SIZE, seed=6)
     assert _files(other)["cat/cat_0000.png"] != files["cat/cat_0000.png"]
     index = build_index("folder", first)

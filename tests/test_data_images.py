@@ -1,8 +1,9 @@
-"""load_rgb converts odd-but-valid images correctly and reports broken ones; scan_images sorts them."""
+"""load_rgb converts odd-but-valid images and reports broken ones; scan_images sorts them."""
 
 from __future__ import annotations
 
 import io
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +176,26 @@ def test_scan_images_with_nothing_skipped(tmp_path: Path) -> None:
     readable, skipped = scan_images([path], progress=False)
     assert readable == [str(path)]
     assert skipped.empty and list(skipped.columns) == ["path", "reason"]
+
+
+def test_malformed_exif_keeps_the_pixels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken_exif(*args, **kwargs):
+        raise SyntaxError("not a TIFF file")
+
+    monkeypatch.setattr("catdog.data.images.ImageOps.exif_transpose", broken_exif)
+    array = _gradient()
+    result = load_rgb(_write(tmp_path / "a.jpg", _jpeg_bytes(array)))
+    assert np.abs(result.astype(int) - array).mean() < 6
+
+
+def test_any_decoder_exception_becomes_bad_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path / "a.png", _png_bytes(Image.fromarray(_gradient())))
+
+    def exploding_load(self):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(Image.Image, "load", exploding_load)
+    with pytest.raises(BadImageError, match=r"^cannot decode: error: unpack requires"):
+        load_rgb(path)

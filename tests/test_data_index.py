@@ -209,7 +209,8 @@ def test_error_only_one_class(tmp_path: Path) -> None:
 
 
 def test_error_unknown_layout(tmp_path: Path) -> None:
-    _one_line_error(r"data.layout='imagenet' is unknown: use one of folder, kaggle, csv", "imagenet", tmp_path)
+    message = r"data.layout='imagenet' is unknown: use one of folder, kaggle, csv"
+    _one_line_error(message, "imagenet", tmp_path)
 
 
 def test_error_manifest_missing_column(tmp_path: Path) -> None:
@@ -226,7 +227,8 @@ def test_error_manifest_bad_split_value(tmp_path: Path) -> None:
 
 
 def test_error_fractions_out_of_range(tmp_path: Path) -> None:
-    _one_line_error(r"data.test_fraction=1.5 is out of range", "folder", tmp_path, test_fraction=1.5)
+    message = r"data.test_fraction=1.5 is out of range"
+    _one_line_error(message, "folder", tmp_path, test_fraction=1.5)
 
 
 # --- index_for_inference -----------------------------------------------------------------
@@ -246,7 +248,10 @@ def test_inference_folder_kaggle_and_unknown_names(tmp_path: Path) -> None:
     _image(tmp_path / "cats.7.jpg")  # Kaggle-style name
     _image(tmp_path / "holiday.jpg")
     index = index_for_inference(tmp_path, ["cats", "dogs"])
-    labels = {Path(p).relative_to(tmp_path.resolve()).as_posix(): l for p, l in zip(index["path"], index["label"])}
+    root = tmp_path.resolve()
+    labels = {
+        Path(p).relative_to(root).as_posix(): lab for p, lab in zip(index["path"], index["label"])
+    }
     assert len(index) == 5
     assert labels["cats/a.png"] == "cats"
     assert labels["val/dogs/b.png"] == "dogs"

@@ -57,7 +57,8 @@ def test_dataset_items_and_bad_file(tmp_path: Path) -> None:
 
 def test_datamodule_batches(tmp_path: Path) -> None:
     index = build_index("folder", _dataset(tmp_path), val_fraction=0.2, test_fraction=0.2)
-    module = ImageDataModule(index, class_names_of(index), 16, MEAN, STD, batch_size=3, num_workers=0)
+    classes = class_names_of(index)
+    module = ImageDataModule(index, classes, 16, MEAN, STD, batch_size=3, num_workers=0)
     assert module.num_classes == 2
     assert len(module.train_set) == 8 and len(module.val_set) == 2 and len(module.test_set) == 2
     images, labels, positions = next(iter(module.train_dataloader()))
@@ -72,7 +73,8 @@ def test_datamodule_batches(tmp_path: Path) -> None:
 
 
 def test_datamodule_with_worker_processes(tmp_path: Path) -> None:
-    index = build_index("folder", _dataset(tmp_path, per_class=3), val_fraction=0.0, test_fraction=0.0)
+    root = _dataset(tmp_path, per_class=3)
+    index = build_index("folder", root, val_fraction=0.0, test_fraction=0.0)
     module = ImageDataModule(index, ["cats", "dogs"], 16, MEAN, STD, batch_size=4, num_workers=1)
     loader = module.val_dataloader()
     assert loader.persistent_workers and not loader.pin_memory
@@ -82,5 +84,6 @@ def test_datamodule_with_worker_processes(tmp_path: Path) -> None:
 
 def test_datamodule_rejects_unknown_label(tmp_path: Path) -> None:
     index = build_index("folder", _dataset(tmp_path, per_class=3))
-    with pytest.raises(CatdogError, match=r"label 'dogs' is not one of the classes \['cats', 'birds'\]"):
+    message = r"label 'dogs' is not one of the classes \['cats', 'birds'\]"
+    with pytest.raises(CatdogError, match=message):
         ImageDataModule(index, ["cats", "birds"], 16, MEAN, STD)

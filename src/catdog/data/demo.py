@@ -26,6 +26,7 @@ from catdog.data.index import absolute_path
 from catdog.errors import CatdogError
 
 DEMO_CLASSES: tuple[str, ...] = ("cat", "dog")
+Colour = tuple[int, int, int]  # RGB
 MARKER_FILE = "demo.json"
 BOXES_FILE = "boxes.csv"
 # Bump when the drawing changes, so existing demo folders are regenerated.
@@ -150,8 +151,8 @@ def draw_demo_image(
     x0 = int(rng.integers(0, image_size - side + 1))
     y0 = int(rng.integers(0, image_size - side + 1))
     mask = np.zeros((image_size, image_size), dtype=np.uint8)
-    face = tuple(int(c) for c in _FACE_COLOURS[rng.integers(len(_FACE_COLOURS))] + rng.integers(-15, 16, 3))
-    face = tuple(min(255, max(0, c)) for c in face)
+    jittered = _FACE_COLOURS[rng.integers(len(_FACE_COLOURS))] + rng.integers(-15, 16, 3)
+    face = tuple(int(c) for c in np.clip(jittered, 0, 255))
     draw = _cat if class_name == "cat" else _dog
     draw(_Canvas(image, mask, x0, y0, side), face)
     ys, xs = np.nonzero(mask)
@@ -163,7 +164,8 @@ def _clutter(rng: np.random.Generator, size: int) -> np.ndarray:
     """A busy background: colour gradient, lines, rectangles, ellipses and pixel noise."""
     ramp = np.linspace(0.0, 1.0, size, dtype=np.float32)
     angle = rng.uniform(0, 2 * np.pi)
-    t = np.clip(0.5 + (np.cos(angle) * (ramp[None, :] - 0.5) + np.sin(angle) * (ramp[:, None] - 0.5)), 0, 1)
+    along = np.cos(angle) * (ramp[None, :] - 0.5) + np.sin(angle) * (ramp[:, None] - 0.5)
+    t = np.clip(0.5 + along, 0, 1)
     start, end = rng.uniform(0, 255, (2, 3)).astype(np.float32)
     image = np.ascontiguousarray((start + t[:, :, None] * (end - start)).astype(np.uint8))
     for _ in range(int(rng.integers(3, 8))):  # rectangles, filled or outlined
@@ -173,15 +175,17 @@ def _clutter(rng: np.random.Generator, size: int) -> np.ndarray:
     for _ in range(int(rng.integers(3, 8))):  # blobs
         centre = tuple(int(v) for v in rng.integers(0, size, 2))
         axes = tuple(int(v) for v in rng.integers(2, max(3, size // 6), 2))
-        cv2.ellipse(image, centre, axes, float(rng.uniform(0, 180)), 0, 360, _colour(rng), -1, cv2.LINE_AA)
+        angle = float(rng.uniform(0, 180))
+        cv2.ellipse(image, centre, axes, angle, 0, 360, _colour(rng), -1, cv2.LINE_AA)
     for _ in range(int(rng.integers(6, 16))):  # lines
         p, q = rng.integers(0, size, (2, 2))
-        cv2.line(image, tuple(map(int, p)), tuple(map(int, q)), _colour(rng), int(rng.integers(1, 4)), cv2.LINE_AA)
+        colour, width = _colour(rng), int(rng.integers(1, 4))
+        cv2.line(image, tuple(map(int, p)), tuple(map(int, q)), colour, width, cv2.LINE_AA)
     noise = rng.normal(0, 12, image.shape)
     return np.clip(image + noise, 0, 255).astype(np.uint8)
 
 
-def _colour(rng: np.random.Generator) -> tuple[int, int, int]:
+def _colour(rng: np.random.Generator) -> Colour:
     """A uniformly random RGB colour."""
     return tuple(int(c) for c in rng.integers(0, 256, 3))
 
@@ -205,17 +209,28 @@ class _Canvas:
     def _len(self, r: float) -> int:
         return max(1, int(round(r * self.half)))
 
-    def ellipse(self, x: float, y: float, rx: float, ry: float, colour, angle: float = 0.0, outline: float = 0.0) -> None:
+    def ellipse(
+        self,
+        x: float,
+        y: float,
+        rx: float,
+        ry: float,
+        colour: Colour,
+        angle: float = 0.0,
+        outline: float = 0.0,
+    ) -> None:
         """Filled ellipse centred at (x, y) with radii (rx, ry), optionally outlined in black."""
-        centre, axes = self._pt(x, y), (self._len(rx), self._len(ry))
-        cv2.ellipse(self.image, centre, axes, angle, 0, 360, colour, -1, cv2.LINE_AA)
-        cv2.ellipse(self.mask, centre, axes, angle, 0, 360, 255, -1, cv2.LINE_AA)
+        shape = (self._pt(x, y), (self._len(rx), self._len(ry)), angle, 0, 360)
+        cv2.ellipse(self.image, *shape, colour, -1, cv2.LINE_AA)
+        cv2.ellipse(self.mask, *shape, 255, -1, cv2.LINE_AA)
         if outline:
             width = self._len(outline)
-            cv2.ellipse(self.image, centre, axes, angle, 0, 360, (0, 0, 0), width, cv2.LINE_AA)
-            cv2.ellipse(self.mask, centre, axes, angle, 0, 360, 255, width, cv2.LINE_AA)
+            cv2.ellipse(self.image, *shape, (0, 0, 0), width, cv2.LINE_AA)
+            cv2.ellipse(self.mask, *shape, 255, width, cv2.LINE_AA)
 
-    def polygon(self, points: list[tuple[float, float]], colour, outline: float = 0.0) -> None:
+    def polygon(
+        self, points: list[tuple[float, float]], colour: Colour, outline: float = 0.0
+    ) -> None:
         """Filled polygon, optionally outlined in black."""
         pts = np.array([self._pt(x, y) for x, y in points], dtype=np.int32)
         cv2.fillPoly(self.image, [pts], colour, cv2.LINE_AA)
@@ -225,13 +240,15 @@ class _Canvas:
             cv2.polylines(self.image, [pts], True, (0, 0, 0), width, cv2.LINE_AA)
             cv2.polylines(self.mask, [pts], True, 255, width, cv2.LINE_AA)
 
-    def line(self, p: tuple[float, float], q: tuple[float, float], colour, width: float) -> None:
+    def line(
+        self, p: tuple[float, float], q: tuple[float, float], colour: Colour, width: float
+    ) -> None:
         """Straight line."""
         cv2.line(self.image, self._pt(*p), self._pt(*q), colour, self._len(width), cv2.LINE_AA)
         cv2.line(self.mask, self._pt(*p), self._pt(*q), 255, self._len(width), cv2.LINE_AA)
 
 
-def _cat(canvas: _Canvas, face: tuple[int, int, int]) -> None:
+def _cat(canvas: _Canvas, face: Colour) -> None:
     """Cat face: pointed ears with big pink insides, green eyes, pink nose, whiskers."""
     pink, green, black = (255, 105, 180), (30, 210, 50), (0, 0, 0)
     for s in (-1, 1):
@@ -246,7 +263,7 @@ def _cat(canvas: _Canvas, face: tuple[int, int, int]) -> None:
     canvas.polygon([(-0.2, 0.3), (0.2, 0.3), (0.0, 0.5)], pink)
 
 
-def _dog(canvas: _Canvas, face: tuple[int, int, int]) -> None:
+def _dog(canvas: _Canvas, face: Colour) -> None:
     """Dog face: long floppy dark ears, black eyes, big black nose, red tongue."""
     brown, black, red = (80, 40, 10), (0, 0, 0), (235, 20, 30)
     canvas.ellipse(0.0, 0.7, 0.24, 0.28, red, outline=0.05)

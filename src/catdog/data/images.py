@@ -66,7 +66,7 @@ def load_rgb(path: str | Path) -> np.ndarray:
         with Image.open(path) as image:
             # load() decodes every byte, so truncated data raises here and not later.
             image.load()
-            ImageOps.exif_transpose(image, in_place=True)
+            _apply_exif_orientation(image)
             return _to_rgb(image)
     except BadImageError:
         raise
@@ -74,15 +74,26 @@ def load_rgb(path: str | Path) -> np.ndarray:
         raise BadImageError("file not found") from None
     except UnidentifiedImageError:
         raise BadImageError("not an image file") from None
-    except (OSError, SyntaxError, EOFError, ValueError) as exc:
+    except (OSError, EOFError) as exc:
         # PIL reports truncation as OSError("image file is truncated ...") or EOFError.
         if isinstance(exc, EOFError) or "truncated" in str(exc).lower():
             raise BadImageError("truncated image data") from None
-        if isinstance(exc, OSError) and exc.errno is not None:
+        if exc.errno is not None:
             raise BadImageError(f"cannot read: {exc.strerror}") from None
         raise BadImageError(f"cannot decode: {exc}") from None
-    except Image.DecompressionBombError as exc:
-        raise BadImageError(f"cannot decode: {exc}") from None
+    except Exception as exc:
+        # Malformed files make decoders raise many types (SyntaxError, ValueError, struct.error,
+        # DecompressionBombError...): all mean "skip this file", none may stop a whole scan.
+        raise BadImageError(f"cannot decode: {type(exc).__name__}: {exc}") from None
+
+
+def _apply_exif_orientation(image: Image.Image) -> None:
+    """Turn the image upright as its EXIF orientation says; a malformed EXIF block is ignored."""
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except Exception:
+        # The pixels decoded fine; only the orientation is unknown, so keep them as stored.
+        pass
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:

@@ -222,7 +222,9 @@ def _existing_root(root: str | Path | None, layout: str) -> Path:
             "run the command), or use data=demo for the built-in demo set"
         )
     if not path.is_dir():
-        raise CatdogError(f"data.root={root} is a file, not a folder: point it at the dataset folder")
+        raise CatdogError(
+            f"data.root={root} is a file, not a folder: point it at the dataset folder"
+        )
     return path.resolve()
 
 
@@ -280,8 +282,8 @@ def _class_folder_rows(folder: Path, split: str | None) -> pd.DataFrame:
         images = list_images(class_folder)
         if not images:
             raise CatdogError(
-                f"class folder {class_folder} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}): "
-                "add images or remove the folder"
+                f"class folder {class_folder} has no images "
+                f"({', '.join(sorted(IMAGE_EXTENSIONS))}): add images or remove the folder"
             )
         rows.extend((os.fspath(p), class_folder.name) for p in images)
     frame = pd.DataFrame(rows, columns=["path", "label"])
