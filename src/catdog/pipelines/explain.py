@@ -1,0 +1,610 @@
+"""Explain pipeline: checkpoint -> one batched forward pass per batch -> exact CAMs -> explain folder.
+
+Explain folder (a new one per run, by default ``<run folder>/explain/<timestamp>``)::
+
+    correct/<class>/                 overlays of correct predictions
+    incorrect/<true>_as_<pred>/      overlays of mistakes ("why dog and not cat?")
+    unlabelled/<pred>/               overlays of images without a known label
+    predictions.csv                  one row per image (see ``_image_row``)
+    cams.npz                         raw float16 maps + their class indices + paths (for compare)
+    skipped.csv                      images that could not be read, and why
+    summary.json                     counts, accuracy, confusion matrix, pointing game, provenance
+    confusion_matrix.png, top_losses.png
+
+Overlay file names start with ``1000 * (1 - confidence)`` (4 digits), so an alphabetical listing of a
+folder shows the most confident predictions first: in ``incorrect/`` the most confident mistakes.
+
+Speed: decoding runs in DataLoader worker processes, the CAM maths runs on the whole batch right after
+the forward pass (no second pass, no backward), and overlays are drawn and written by background
+threads with a bounded queue, so memory does not grow with the number of images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import platform
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from torch.utils.data import DataLoader, Dataset
+
+import catdog
+from catdog.cam import (
+    area_above,
+    cam_logit_check,
+    capture_features,
+    class_activation_maps,
+    normalize_for_display,
+    peak_location,
+    point_in_box,
+    select_classes,
+    upsample_cams,
+)
+from catdog.data import BadImageError, build_transform, index_for_inference, load_boxes, load_rgb
+from catdog.errors import CatdogError
+from catdog.models import ClassifierModule, arch_spec, load_classifier
+from catdog.overlay import draw_label, heatmap_overlay, image_grid, label_text, safe_name, save_image, side_by_side
+from catdog.plots import plot_confusion_matrix
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test", "all")
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: checkpoint, images, output folder
+# ---------------------------------------------------------------------------------------------
+def resolve_checkpoint(ckpt: str | Path) -> Path:
+    """Turn ``ckpt=`` (a checkpoint file or a run folder) into a checkpoint file.
+
+    Raises:
+        CatdogError: nothing usable at that path.
+    """
+    path = Path(ckpt).expanduser()
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "best.ckpt", path / "best.ckpt"):
+            if candidate.is_file():
+                return candidate
+        raise CatdogError(
+            f"ckpt={ckpt} is a folder without checkpoints/best.ckpt: pass a .ckpt file or a run folder "
+            "written by scripts/train.py"
+        )
+    if not path.is_file():
+        raise CatdogError(f"ckpt={ckpt} does not exist: pass a .ckpt file or a run folder written by scripts/train.py")
+    return path
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/best.ckpt`` -> ``<run>``)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+def select_images(
+    source: str | None, split: str, class_names: list[str], data_hparams: dict[str, Any], run_dir: Path
+) -> pd.DataFrame:
+    """Which images to explain: ``source`` (a file or folder) or one split of the run's split.csv.
+
+    Returns:
+        Columns ``path`` (absolute) and ``label`` (class name, or None when unknown).
+
+    Raises:
+        CatdogError: no split file, an unknown split name, or no images.
+    """
+    if source:
+        images = index_for_inference(source, class_names)[["path", "label"]]
+    else:
+        if split not in SPLITS:
+            raise CatdogError(f"data.split={split} is not one of {', '.join(SPLITS)}")
+        split_csv = Path(data_hparams.get("split_csv") or run_dir / "split.csv")
+        if not split_csv.is_file():
+            split_csv = run_dir / "split.csv"
+        if not split_csv.is_file():
+            raise CatdogError(
+                f"No split.csv next to the checkpoint (looked in {run_dir}): pass data.root=<folder> or "
+                "input=<image> to choose the images to explain"
+            )
+        images = pd.read_csv(split_csv)
+        if split != "all":
+            images = images[images["split"] == split]
+        images = images[["path", "label"]]
+    images = images.astype({"path": str}).reset_index(drop=True)
+    images["label"] = images["label"].where(images["label"].notna(), None)
+    if images.empty:
+        where = source or f"the {split} split of {run_dir}"
+        raise CatdogError(f"No images to explain in {where}: check the path or pick another data.split")
+    return images
+
+
+def make_output_dir(out_dir: str | None, run_dir: Path, overwrite: bool) -> Path:
+    """A fresh output folder; an existing non-empty ``out_dir`` needs ``overwrite=true``.
+
+    Raises:
+        CatdogError: ``out_dir`` exists, is not empty and overwrite is false.
+    """
+    if out_dir:
+        path = Path(out_dir).expanduser()
+        if path.exists() and any(path.iterdir()) and not overwrite:
+            raise CatdogError(
+                f"out_dir={out_dir} already holds results: choose a new folder, or add overwrite=true to replace them"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    base = run_dir / "explain" / stamp
+    path, n = base, 1
+    while path.exists():  # two explains in the same second: never share a folder
+        path, n = base.with_name(f"{stamp}_{n}"), n + 1
+    path.mkdir(parents=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding in DataLoader workers
+# ---------------------------------------------------------------------------------------------
+class ExplainDataset(Dataset):
+    """Decodes one image: the model input and the original pixels (overlays use the original size).
+
+    Unreadable files are returned as an error instead of raising, so one bad file never stops a run.
+    """
+
+    def __init__(self, paths: list[str], transform: Callable[[np.ndarray], torch.Tensor]) -> None:
+        self.paths = paths
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            rgb = load_rgb(self.paths[index])
+        except BadImageError as err:
+            return {"index": index, "error": str(err)}
+        return {"index": index, "error": None, "image": self.transform(rgb), "original": torch.from_numpy(rgb)}
+
+
+def collate_explain(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the readable images; keep originals as a list (their sizes differ) and errors aside."""
+    good = [item for item in items if item["error"] is None]
+    return {
+        "images": torch.stack([item["image"] for item in good]) if good else None,
+        "indices": [item["index"] for item in good],
+        "originals": [item["original"] for item in good],
+        "errors": [(item["index"], item["error"]) for item in items if item["error"] is not None],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-image work in background threads (OpenCV and torch release the GIL)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ImageJob:
+    """Everything a writer thread needs for one image."""
+
+    path: str
+    true_idx: int  # -1 when unknown
+    probs: np.ndarray  # [C]
+    loss: float  # NaN when unknown
+    cam_idx: np.ndarray  # [M] class of each map: top-k predictions, then the true class
+    cams: np.ndarray  # [M, h, w] raw maps, float32
+    original: np.ndarray  # [H, W, 3] uint8 RGB
+    box: tuple[float, float, float, float] | None
+    overlay_path: Path
+    overlay_rel: str
+
+
+@dataclass(frozen=True)
+class OverlayStyle:
+    class_names: list[str]
+    topk: int
+    alpha: float
+    side_by_side: bool
+    show_true_cam: bool
+    quality: int
+
+
+def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
+    """Upsample the maps to the original size, score localisation, draw and write the overlay.
+
+    Returns:
+        The image's row of predictions.csv.
+    """
+    names = style.class_names
+    height, width = job.original.shape[:2]
+    maps = upsample_cams(torch.from_numpy(job.cams), (height, width))  # [M, H, W]
+    pred = int(job.cam_idx[0])
+    peak_x, peak_y = peak_location(maps[0])
+    display = normalize_for_display(maps).numpy()
+
+    true_name = names[job.true_idx] if job.true_idx >= 0 else None
+    panels: list[np.ndarray] = []
+    if style.side_by_side:
+        panels.append(draw_label(job.original, "input"))
+    for column in range(style.topk):
+        cls = int(job.cam_idx[column])
+        text = label_text(names[cls], float(job.probs[cls]), true_name if column == 0 else None)
+        panels.append(draw_label(heatmap_overlay(job.original, display[column], style.alpha), text))
+    mistake = job.true_idx >= 0 and job.true_idx != pred
+    if mistake and style.show_true_cam and job.true_idx not in job.cam_idx[: style.topk]:
+        text = f"true: {true_name} {100 * float(job.probs[job.true_idx]):.1f}%"
+        panels.append(draw_label(heatmap_overlay(job.original, display[-1], style.alpha), text))
+    save_image(job.overlay_path, panels[0] if len(panels) == 1 else side_by_side(panels), quality=style.quality)
+
+    row: dict[str, Any] = {
+        "path": job.path,
+        "true": true_name,
+        "pred": names[pred],
+        **{f"p_{name}": float(job.probs[i]) for i, name in enumerate(names)},
+        "loss": job.loss,
+        "correct": (job.true_idx == pred) if job.true_idx >= 0 else None,
+        "peak_x": peak_x,
+        "peak_y": peak_y,
+        "area50": area_above(maps[0], 0.5),
+        "overlay": job.overlay_rel,
+    }
+    if style.topk > 1:
+        row["topk"] = "|".join(names[int(c)] for c in job.cam_idx[: style.topk])
+    if job.box is not None:
+        row["in_box"] = point_in_box(peak_x, peak_y, job.box)
+    return row
+
+
+class BoundedWriter:
+    """A thread pool that keeps at most ``max_pending`` jobs in flight, results in submission order."""
+
+    def __init__(self, fn: Callable[[ImageJob], dict[str, Any]], workers: int, max_pending: int) -> None:
+        self._fn = fn
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="overlay")
+        self._pending: deque[Future] = deque()
+        self._max_pending = max_pending
+        self.results: list[dict[str, Any]] = []
+
+    def submit(self, job: ImageJob) -> None:
+        while len(self._pending) >= self._max_pending:
+            self.results.append(self._pending.popleft().result())
+        self._pending.append(self._pool.submit(self._fn, job))
+
+    def close(self) -> list[dict[str, Any]]:
+        while self._pending:
+            self.results.append(self._pending.popleft().result())
+        self._pool.shutdown()
+        return self.results
+
+
+def overlay_location(
+    true_idx: int, pred: int, confidence: float, path: str, class_names: list[str], used: set[str]
+) -> str:
+    """Relative overlay path: folder by outcome, name prefixed so the most confident sort first."""
+    pred_name = safe_name(class_names[pred])
+    if true_idx < 0:
+        folder = f"unlabelled/{pred_name}"
+    elif true_idx == pred:
+        folder = f"correct/{pred_name}"
+    else:
+        folder = f"incorrect/{safe_name(class_names[true_idx])}_as_{pred_name}"
+    prefix = f"{min(999, round((1.0 - confidence) * 1000)):04d}"
+    stem = safe_name(Path(path).stem)
+    rel, n = f"{folder}/{prefix}_{stem}.jpg", 1
+    while rel in used:  # same file name in two source folders
+        rel, n = f"{folder}/{prefix}_{stem}_{n}.jpg", n + 1
+    used.add(rel)
+    return rel
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+# ---------------------------------------------------------------------------------------------
+def explain(cfg: DictConfig) -> dict[str, Any]:
+    """Explain a checkpoint's predictions on a set of images and write the explain folder.
+
+    Args:
+        cfg: the composed ``conf/explain.yaml`` config.
+
+    Returns:
+        The summary written to ``summary.json`` plus ``out_dir``.
+
+    Raises:
+        CatdogError: bad checkpoint, paths or settings.
+    """
+    checkpoint = resolve_checkpoint(cfg.ckpt)
+    model = load_classifier(checkpoint)
+    hp = model.hparams
+    class_names: list[str] = list(hp.class_names)
+    run_dir = run_dir_of(checkpoint)
+    if not 1 <= cfg.topk <= len(class_names):
+        raise CatdogError(f"topk={cfg.topk} must be between 1 and the number of classes ({len(class_names)})")
+    if str(cfg.precision) not in ("32", "bf16"):
+        raise CatdogError(f"precision={cfg.precision} is not supported: use 32 or bf16")
+
+    source = cfg.input or cfg.data.root
+    images = select_images(source, cfg.data.split, class_names, dict(hp.data or {}), run_dir)
+    if cfg.data.max_images:
+        images = images.head(int(cfg.data.max_images))
+    boxes = _boxes_for(source, dict(hp.data or {}))
+    out_dir = make_output_dir(cfg.out_dir, run_dir, cfg.overwrite)
+    OmegaConf.save(cfg, out_dir / "explain_config.yaml")
+
+    result = run_explain(
+        model,
+        images,
+        out_dir,
+        boxes=boxes,
+        topk=cfg.topk,
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        bf16=str(cfg.precision) == "bf16",
+        style=OverlayStyle(
+            class_names=class_names,
+            topk=cfg.topk,
+            alpha=float(cfg.overlay.alpha),
+            side_by_side=bool(cfg.overlay.side_by_side),
+            show_true_cam=bool(cfg.overlay.show_true_cam),
+            quality=int(cfg.overlay.quality),
+        ),
+        writers=cfg.overlay.writers,
+        save_cams=cfg.save_cams,
+    )
+    predictions, skipped, extra = result
+    summary = write_reports(predictions, skipped, class_names, out_dir, cfg.top_losses)
+    summary.update(extra)
+    summary["checkpoint"] = {"path": str(checkpoint.resolve()), "sha256": _sha256(checkpoint)}
+    config_file = run_dir / ".hydra" / "config.yaml"
+    summary["train_config"] = (
+        {"path": str(config_file.resolve()), "sha256": _sha256(config_file)} if config_file.is_file() else None
+    )
+    summary["arch"] = hp.arch
+    summary["class_names"] = class_names
+    summary["source"] = str(source) if source else f"{run_dir}/split.csv [{cfg.data.split}]"
+    summary["versions"] = _versions()
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    _print_where(out_dir, summary)
+    return dict(summary, out_dir=str(out_dir))
+
+
+def run_explain(
+    model: ClassifierModule,
+    images: pd.DataFrame,
+    out_dir: Path,
+    *,
+    style: OverlayStyle,
+    boxes: dict[str, tuple[float, float, float, float]] | None = None,
+    topk: int = 1,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    bf16: bool = False,
+    writers: int = 2,
+    save_cams: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """The streaming core: batches in, overlays and rows out. Usable without Hydra.
+
+    Args:
+        model: a loaded classifier in eval mode.
+        images: columns ``path`` and ``label`` (class name or None).
+        out_dir: the explain folder (must exist).
+        style: how overlays look.
+        boxes: absolute path -> object box, for the pointing game.
+        topk: maps for the top-k predicted classes.
+        batch_size: images per forward pass.
+        num_workers: decoding worker processes (0: decode in this process).
+        bf16: run the forward pass under bfloat16 autocast.
+        writers: overlay writer threads.
+        save_cams: write raw maps to ``cams.npz``.
+
+    Returns:
+        predictions (one row per readable image), skipped (path, reason), and run statistics.
+    """
+    hp = model.hparams
+    class_names = list(hp.class_names)
+    spec = arch_spec(hp.arch)
+    net = model.net
+    fc = net.get_submodule(spec.fc_layer)
+    to_index = {name: i for i, name in enumerate(class_names)}
+    labels = [to_index.get(label, -1) if label is not None else -1 for label in images["label"]]
+    paths = images["path"].tolist()
+
+    transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
+    loader = DataLoader(
+        ExplainDataset(paths, transform),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=collate_explain,
+        persistent_workers=False,
+    )
+    memory_format = torch.channels_last if hp.get("channels_last", True) else torch.contiguous_format
+    net.to(memory_format=memory_format)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    writer = BoundedWriter(lambda job: render_image(job, style), writers, max_pending=2 * batch_size)
+    used_names: set[str] = set()
+    skipped: list[dict[str, str]] = []
+    cam_chunks: list[np.ndarray] = []
+    idx_chunks: list[np.ndarray] = []
+    cam_paths: list[str] = []
+    max_deviation = 0.0
+    start = datetime.now()
+
+    progress = Progress(
+        TextColumn("[bold]explain"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False
+    )
+    with progress, torch.inference_mode():
+        task = progress.add_task("explain", total=len(paths))
+        for batch in loader:
+            skipped.extend({"path": paths[i], "reason": reason} for i, reason in batch["errors"])
+            if batch["images"] is None:
+                progress.advance(task, len(batch["errors"]))
+                continue
+            indices = batch["indices"]
+            x = batch["images"].contiguous(memory_format=memory_format)
+            with capture_features(net, spec.feature_layer, relu=spec.feature_relu) as captured, autocast:
+                logits = net(x)
+            logits = logits.float()
+            true = torch.tensor([labels[i] for i in indices], dtype=torch.long)
+            cam_idx = select_classes(logits, topk=topk, true_labels=true)
+            cams = class_activation_maps(captured.features, fc.weight, cam_idx)
+            max_deviation = max(max_deviation, float(cam_logit_check(cams, fc.bias, logits, cam_idx)))
+            probs = logits.softmax(dim=1)
+            losses = F.cross_entropy(logits, true.clamp(min=0), reduction="none")
+
+            cams_np, idx_np, probs_np = cams.float().numpy(), cam_idx.numpy(), probs.numpy()
+            if save_cams:
+                cam_chunks.append(cams_np.astype(np.float16))
+                idx_chunks.append(idx_np)
+                cam_paths.extend(paths[i] for i in indices)
+            for row, i in enumerate(indices):
+                pred = int(idx_np[row, 0])
+                rel = overlay_location(labels[i], pred, float(probs_np[row, pred]), paths[i], class_names, used_names)
+                writer.submit(
+                    ImageJob(
+                        path=paths[i],
+                        true_idx=labels[i],
+                        probs=probs_np[row],
+                        loss=float(losses[row]) if labels[i] >= 0 else math.nan,
+                        cam_idx=idx_np[row],
+                        cams=cams_np[row],
+                        original=batch["originals"][row].numpy(),
+                        box=boxes.get(paths[i]) if boxes else None,
+                        overlay_path=out_dir / rel,
+                        overlay_rel=rel,
+                    )
+                )
+            progress.advance(task, len(indices) + len(batch["errors"]))
+        rows = writer.close()
+    seconds = (datetime.now() - start).total_seconds()
+
+    predictions = pd.DataFrame(rows)
+    predictions.to_csv(out_dir / "predictions.csv", index=False)
+    skipped_frame = pd.DataFrame(skipped, columns=["path", "reason"])
+    skipped_frame.to_csv(out_dir / "skipped.csv", index=False)
+    if len(skipped_frame):
+        log.warning("Skipped %d unreadable image(s); listed in %s", len(skipped_frame), out_dir / "skipped.csv")
+    if save_cams and cam_chunks:
+        np.savez_compressed(
+            out_dir / "cams.npz",
+            cams=np.concatenate(cam_chunks),
+            class_idx=np.concatenate(idx_chunks),
+            paths=np.array(cam_paths),
+            class_names=np.array(class_names),
+        )
+    if max_deviation > 1e-3:
+        log.warning("CAM self-check: spatial mean + bias differs from the logit by %.2g", max_deviation)
+    stats = {
+        "cam_logit_max_deviation": max_deviation,
+        "seconds": round(seconds, 2),
+        "images_per_second": round(len(rows) / seconds, 1) if seconds > 0 else None,
+        "precision": "bf16" if bf16 else "32",
+    }
+    return predictions, skipped_frame, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables and pictures
+# ---------------------------------------------------------------------------------------------
+def write_reports(
+    predictions: pd.DataFrame, skipped: pd.DataFrame, class_names: list[str], out_dir: Path, top_losses: int
+) -> dict[str, Any]:
+    """summary numbers, confusion_matrix.png and top_losses.png from the predictions table."""
+    summary: dict[str, Any] = {"images": int(len(predictions)), "skipped": int(len(skipped))}
+    labelled = predictions[predictions["true"].notna()] if len(predictions) else predictions
+    summary["labelled"] = int(len(labelled))
+    if len(labelled):
+        to_index = {name: i for i, name in enumerate(class_names)}
+        true = labelled["true"].map(to_index).to_numpy()
+        pred = labelled["pred"].map(to_index).to_numpy()
+        matrix = np.zeros((len(class_names), len(class_names)), dtype=np.int64)
+        np.add.at(matrix, (true, pred), 1)
+        correct = int((true == pred).sum())
+        summary.update(
+            correct=correct,
+            incorrect=int(len(labelled) - correct),
+            accuracy=correct / len(labelled),
+            confusion_matrix=matrix.tolist(),
+        )
+        plot_confusion_matrix(
+            matrix, class_names, out_dir / "confusion_matrix.png", title=f"accuracy {correct / len(labelled):.1%}"
+        )
+        mistakes = labelled[labelled["true"] != labelled["pred"]].sort_values("loss", ascending=False)
+        if len(mistakes) and top_losses > 0:
+            _top_losses_grid(mistakes.head(top_losses), out_dir)
+    if len(predictions) and "in_box" in predictions.columns:
+        scored = predictions["in_box"].dropna()
+        summary["pointing_game"] = {
+            "hits": int(scored.sum()),
+            "images": int(len(scored)),
+            "hit_rate": float(scored.mean()) if len(scored) else None,
+        }
+    else:
+        summary["pointing_game"] = None
+    return summary
+
+
+def _top_losses_grid(mistakes: pd.DataFrame, out_dir: Path) -> None:
+    tiles, captions = [], []
+    for row in mistakes.itertuples():
+        tile = cv2.imread(str(out_dir / row.overlay), cv2.IMREAD_COLOR)
+        if tile is None:
+            continue
+        tiles.append(cv2.cvtColor(tile, cv2.COLOR_BGR2RGB))
+        captions.append(f"{row.true} as {row.pred}  loss {row.loss:.2f}")
+    if tiles:
+        grid = image_grid(tiles, captions, ncols=min(4, len(tiles)), tile_size=256)
+        save_image(out_dir / "top_losses.png", grid)
+
+
+def _boxes_for(source: str | None, data_hparams: dict[str, Any]) -> dict[str, tuple[float, float, float, float]]:
+    """Object boxes (absolute path -> box) from a boxes.csv beside the images, if there is one."""
+    root = Path(source) if source else (Path(data_hparams["root"]) if data_hparams.get("root") else None)
+    if root is None or not root.is_dir():
+        return {}
+    frame = load_boxes(root)
+    if frame is None:
+        return {}
+    return {
+        str(row.path): (float(row.x0), float(row.y0), float(row.x1), float(row.y1)) for row in frame.itertuples()
+    }
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    import pytorch_lightning
+    import torchvision
+
+    return {
+        "catdog": catdog.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "pytorch_lightning": pytorch_lightning.__version__,
+        "opencv": cv2.__version__,
+    }
+
+
+def _print_where(out_dir: Path, summary: dict[str, Any]) -> None:
+    lines = [f"Explained {summary['images']} images ({summary['skipped']} skipped) in {out_dir}"]
+    if summary.get("accuracy") is not None:
+        lines.append(f"  accuracy {summary['accuracy']:.2%}: overlays in correct/ and incorrect/ (most confident first)")
+    else:
+        lines.append("  overlays in unlabelled/<predicted class>/")
+    if summary.get("pointing_game"):
+        lines.append(f"  pointing game: CAM peak inside the object box for {summary['pointing_game']['hit_rate']:.1%}")
+    lines.append("  predictions.csv, summary.json, confusion_matrix.png, top_losses.png")
+    print("\n".join(lines))
