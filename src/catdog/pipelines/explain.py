@@ -571,8 +571,10 @@ def _boxes_for(source: str | None, data_hparams: dict[str, Any]) -> dict[str, tu
     frame = load_boxes(root)
     if frame is None:
         return {}
+    # boxes.csv has exclusive x1, y1 (the object is image[y0:y1, x0:x1]); point_in_box is inclusive.
     return {
-        str(row.path): (float(row.x0), float(row.y0), float(row.x1), float(row.y1)) for row in frame.itertuples()
+        str(row.path): (float(row.x0), float(row.y0), float(row.x1) - 1, float(row.y1) - 1)
+        for row in frame.itertuples()
     }
 
 
