@@ -1,0 +1,601 @@
+"""A browsable HTML report of one or several explain folders: ``report/index.html`` plus its pictures.
+
+The folder is self-contained: one HTML file with inline CSS and JavaScript (no CDN, no server, no
+network) and the pictures it shows, either copied into ``assets/`` or, for files that live in the
+folder's parent (an explain folder's own overlays), referenced relatively. Open it from disk or serve
+it statically.
+
+Layout: a summary at the top (one row per experiment, pairwise agreement when there are several,
+confusion matrices and training curves), then a gallery of every image with filters and sorting, and a
+per-image view with all experiments side by side at full size.
+
+Safety: every user-supplied string (file names, class names, labels) is HTML-escaped in the static
+part; the gallery data is embedded as JSON that cannot close its ``<script>`` element, and the
+JavaScript only ever writes it with ``textContent``, so a file named ``<img src=x onerror=...>.jpg``
+shows as text.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.resources import files
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import quote
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from catdog.errors import CatdogError
+from catdog.overlay import save_image
+from catdog.plots import plot_confusion_matrix
+
+__all__ = ["Experiment", "experiment_table", "pair_column", "read_explain_dir", "write_report"]
+
+THUMB_SIZE = 220  # longest side of a gallery thumbnail, in pixels
+# Probabilities listed per experiment in the per-image view (all of them would bloat the page for
+# datasets with many classes).
+TOP_PROBABILITIES = 3
+
+
+@dataclass
+class Experiment:
+    """One explain folder as the report and compare see it.
+
+    Attributes:
+        label: short unique name shown everywhere (e.g. ``lr=3e-4``).
+        explain_dir: the explain folder.
+        predictions: its predictions.csv (possibly restricted to the images being compared).
+        summary: its summary.json.
+        class_names: class names in index order.
+        run_dir: the run folder it came from, when known (for curves.png).
+    """
+
+    label: str
+    explain_dir: Path
+    predictions: pd.DataFrame
+    summary: dict[str, Any]
+    class_names: list[str]
+    run_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def read_explain_dir(explain_dir: str | Path, label: str | None = None) -> Experiment:
+    """Read an explain folder (predictions.csv and summary.json).
+
+    Args:
+        explain_dir: a folder written by ``scripts/explain.py``.
+        label: the name to show; default: the run folder's name (or the explain folder's).
+
+    Returns:
+        The experiment, its predictions with ``correct`` as True/False/None.
+
+    Raises:
+        CatdogError: the folder lacks predictions.csv or summary.json.
+    """
+    folder = Path(explain_dir).expanduser()
+    missing = [name for name in ("predictions.csv", "summary.json") if not (folder / name).is_file()]
+    if missing:
+        raise CatdogError(
+            f"{folder} is not an explain folder (no {' or '.join(missing)}): run scripts/explain.py first, "
+            "or pass the run folder"
+        )
+    summary = json.loads((folder / "summary.json").read_text())
+    predictions = pd.read_csv(folder / "predictions.csv", dtype={"path": str, "true": str, "pred": str})
+    predictions["correct"] = [_as_bool(value) for value in predictions.get("correct", [None] * len(predictions))]
+    if "in_box" in predictions.columns:
+        predictions["in_box"] = [_as_bool(value) for value in predictions["in_box"]]
+    run_dir = _run_dir_of_explain(folder, summary)
+    name = label or (run_dir.name if run_dir is not None else folder.name)
+    class_names = list(summary.get("class_names") or [c[2:] for c in predictions.columns if c.startswith("p_")])
+    return Experiment(name, folder, predictions, summary, class_names, run_dir)
+
+
+def _as_bool(value: Any) -> bool | None:
+    """predictions.csv booleans come back as bools, 'True'/'False' strings or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return {"true": True, "false": False}.get(value.strip().lower())
+    return bool(value)
+
+
+def _run_dir_of_explain(folder: Path, summary: dict[str, Any]) -> Path | None:
+    if folder.parent.name == "explain":  # the default <run>/explain/<timestamp>
+        return folder.parent.parent
+    checkpoint = (summary.get("checkpoint") or {}).get("path")
+    if checkpoint:
+        path = Path(checkpoint)
+        return path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers
+# ---------------------------------------------------------------------------------------------
+def confidence(predictions: pd.DataFrame) -> np.ndarray:
+    """Probability of the predicted class of each row."""
+    if predictions.empty:
+        return np.zeros(0)
+    return np.array([row[f"p_{row['pred']}"] for _, row in predictions.iterrows()], dtype=float)
+
+
+def experiment_table(experiments: Sequence[Experiment]) -> pd.DataFrame:
+    """One row per experiment: accuracy, per-class recall, mean confidence, pointing game, provenance.
+
+    Computed on each experiment's ``predictions`` as given (compare passes the common images only).
+
+    Args:
+        experiments: the experiments.
+
+    Returns:
+        Columns experiment, images, labelled, accuracy, recall_<class>..., mean_confidence,
+        pointing_game (NaN without boxes), arch, checkpoint, checkpoint_sha256, train_config, explain_dir.
+    """
+    rows = []
+    for exp in experiments:
+        frame = exp.predictions
+        labelled = frame[frame["correct"].notna()] if len(frame) else frame
+        row: dict[str, Any] = {
+            "experiment": exp.label,
+            "images": len(frame),
+            "labelled": len(labelled),
+            "accuracy": float(labelled["correct"].astype(bool).mean()) if len(labelled) else math.nan,
+        }
+        for name in exp.class_names:
+            of_class = labelled[labelled["true"] == name]
+            row[f"recall_{name}"] = float((of_class["pred"] == name).mean()) if len(of_class) else math.nan
+        row["mean_confidence"] = float(confidence(frame).mean()) if len(frame) else math.nan
+        hits = frame["in_box"].dropna() if "in_box" in frame.columns else pd.Series(dtype=object)
+        row["pointing_game"] = float(hits.astype(bool).mean()) if len(hits) else math.nan
+        checkpoint = exp.summary.get("checkpoint") or {}
+        config = exp.summary.get("train_config") or {}
+        row.update(
+            arch=exp.summary.get("arch"),
+            checkpoint=checkpoint.get("path"),
+            checkpoint_sha256=checkpoint.get("sha256"),
+            train_config=config.get("path"),
+            explain_dir=str(exp.explain_dir),
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pair_column(metric: str, a: str, b: str) -> str:
+    """Name of a per-image column holding a pairwise metric, e.g. ``spearman [A | B]``."""
+    return f"{metric} [{a} | {b}]"
+
+
+# ---------------------------------------------------------------------------------------------
+# The report folder
+# ---------------------------------------------------------------------------------------------
+def write_report(
+    out_dir: str | Path,
+    experiments: Sequence[Experiment],
+    *,
+    pairs: pd.DataFrame | None = None,
+    per_image: pd.DataFrame | None = None,
+    pictures: Sequence[tuple[str, Path, str]] = (),
+    title: str | None = None,
+) -> Path:
+    """Write ``out_dir/index.html`` and its pictures for one or several experiments.
+
+    With one experiment (an explain folder) call ``write_report(explain_dir / "report",
+    [read_explain_dir(explain_dir)])``.
+
+    Args:
+        out_dir: the report folder (created; files of an earlier report there are replaced).
+        experiments: experiments whose predictions cover the same images (matched by path; images
+            missing from any of them are left out). Labels must be unique.
+        pairs: compare's pairwise table (columns a, b, and the counts and similarity statistics).
+        per_image: compare's per-image table (path, flipped, cam_disagreement and pairwise columns
+            named by :func:`pair_column`).
+        pictures: extra pictures as (title, PNG path, one-line explanation), e.g. compare's grids.
+        title: page title; default from the labels.
+
+    Returns:
+        The path of index.html.
+
+    Raises:
+        CatdogError: no experiments, duplicate labels, or no image common to all experiments.
+    """
+    if not experiments:
+        raise CatdogError("The report needs at least one explain folder")
+    labels = [exp.label for exp in experiments]
+    if len(set(labels)) != len(labels):
+        raise CatdogError(f"Experiment labels must be unique, got {labels}: give each experiment its own label")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("assets", "thumbs"):
+        shutil.rmtree(out / stale, ignore_errors=True)
+    (out / "assets").mkdir()
+    (out / "thumbs").mkdir()
+
+    paths = _common_paths(experiments)
+    if not paths:
+        raise CatdogError("The experiments share no image (matched by path): explain them on the same images")
+    table = experiment_table([_restricted(exp, paths) for exp in experiments])
+    images = _gallery_data(out, experiments, paths, per_image)
+    summary_pictures = _summary_pictures(out, experiments, paths)
+    extra = [(name, _asset(out, path, f"picture_{i}{path.suffix}"), note) for i, (name, path, note) in
+             enumerate(pictures) if Path(path).is_file()]
+
+    page_title = title or ("catdog report: " + " vs ".join(labels) if len(labels) > 1 else f"catdog report: {labels[0]}")
+    data = {
+        "experiments": labels,
+        "classes": experiments[0].class_names,
+        "images": images,
+        "pairs": [] if pairs is None else [[labels.index(a), labels.index(b)] for a, b in zip(pairs["a"], pairs["b"])],
+    }
+    assets = files("catdog") / "report_assets"
+    page = _PAGE.format(
+        title=_esc(page_title),
+        css=assets.joinpath("report.css").read_text(encoding="utf-8"),
+        js=assets.joinpath("report.js").read_text(encoding="utf-8"),
+        data=script_json(data),
+        intro=_intro_html(experiments, len(paths)),
+        summary=_summary_html(table, experiments),
+        pairs=_pairs_html(pairs) if pairs is not None and len(pairs) else "",
+        per_experiment=_per_experiment_html(experiments, summary_pictures),
+        pictures=_pictures_html(extra),
+        flipped_help=(
+            "<li><b>Flipped</b>: at least one experiment is right and another wrong on this image.</li>"
+            if len(experiments) > 1
+            else ""
+        ),
+        generated=_esc(datetime.now().strftime("%Y-%m-%d %H:%M")),
+    )
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+def script_json(data: Any) -> str:
+    """JSON that is safe inside ``<script type="application/json">``: no ``</script>``, no ``<!--``.
+
+    Args:
+        data: JSON-serialisable data (NaN becomes null).
+
+    Returns:
+        JSON text with ``<``, ``>``, ``&`` and the JavaScript line separators escaped.
+    """
+    text = json.dumps(_nan_to_none(data), ensure_ascii=False, allow_nan=False)
+    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(raw, escaped)
+    return text
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _nan_to_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nan_to_none(item) for item in value]
+    if isinstance(value, np.generic):
+        return _nan_to_none(value.item())
+    return value
+
+
+def _esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _common_paths(experiments: Sequence[Experiment]) -> list[str]:
+    """Paths present in every experiment, in the first experiment's order."""
+    shared = set(experiments[0].predictions["path"])
+    for exp in experiments[1:]:
+        shared &= set(exp.predictions["path"])
+    return [path for path in experiments[0].predictions["path"] if path in shared]
+
+
+def _restricted(exp: Experiment, paths: list[str]) -> Experiment:
+    frame = exp.predictions.drop_duplicates("path").set_index("path").loc[paths].reset_index()
+    return Experiment(exp.label, exp.explain_dir, frame, exp.summary, exp.class_names, exp.run_dir)
+
+
+def _url(out: Path, target: Path) -> str:
+    """A relative, percent-encoded URL from the report folder to a file."""
+    relative = os.path.relpath(Path(target).resolve(), Path(out).resolve())
+    return "/".join(quote(part) for part in Path(relative).parts)
+
+
+def _asset(out: Path, source: Path, name: str) -> str:
+    """Reference a picture from the report: relatively if it lives beside the report folder, else a copy."""
+    source = Path(source).resolve()
+    if source.is_relative_to(out.parent.resolve()) and not source.is_relative_to(out.resolve()):
+        return _url(out, source)
+    target = out / "assets" / name
+    shutil.copyfile(source, target)
+    return _url(out, target)
+
+
+def _thumbnail(source: Path, target: Path) -> bool:
+    image = cv2.imread(str(source), cv2.IMREAD_COLOR)
+    if image is None:
+        return False
+    height, width = image.shape[:2]
+    scale = min(1.0, THUMB_SIZE / max(height, width))
+    small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    save_image(target, cv2.cvtColor(small, cv2.COLOR_BGR2RGB), quality=85)
+    return True
+
+
+def _gallery_data(
+    out: Path, experiments: Sequence[Experiment], paths: list[str], per_image: pd.DataFrame | None
+) -> list[dict[str, Any]]:
+    """The per-image records the gallery JavaScript renders; copies overlays and writes thumbnails."""
+    labels = [exp.label for exp in experiments]
+    frames = [exp.predictions.drop_duplicates("path").set_index("path") for exp in experiments]
+    extra = per_image.drop_duplicates("path").set_index("path") if per_image is not None else None
+    jobs: list[tuple[Path, Path]] = []
+    records = []
+    for i, path in enumerate(paths):
+        runs = []
+        for e, (exp, frame) in enumerate(zip(experiments, frames)):
+            row = frame.loc[path]
+            probs = sorted(((name, float(row.get(f"p_{name}", math.nan))) for name in exp.class_names),
+                           key=lambda item: -item[1] if math.isfinite(item[1]) else 0.0)
+            overlay = exp.explain_dir / str(row["overlay"])
+            full = _asset(out, overlay, f"{e}_{i}.jpg") if overlay.is_file() else None
+            thumb = out / "thumbs" / f"{e}_{i}.jpg"
+            if overlay.is_file():
+                jobs.append((overlay, thumb))
+            runs.append(
+                {
+                    "pred": row["pred"],
+                    "conf": float(row.get(f"p_{row['pred']}", math.nan)),
+                    "loss": float(row["loss"]) if pd.notna(row.get("loss")) else None,
+                    "correct": row["correct"],
+                    "in_box": row.get("in_box") if "in_box" in frame.columns else None,
+                    "top": probs[:TOP_PROBABILITIES],
+                    "full": full,
+                    "thumb": _url(out, thumb) if overlay.is_file() else None,
+                }
+            )
+        record: dict[str, Any] = {
+            "path": path,
+            "name": Path(path).name,
+            "true": frames[0].loc[path]["true"] if pd.notna(frames[0].loc[path]["true"]) else None,
+            "runs": runs,
+            "flipped": False,
+            "disagreement": None,
+            "sims": [],
+        }
+        if extra is not None and path in extra.index:
+            row = extra.loc[path]
+            record["flipped"] = bool(row.get("flipped", False))
+            record["disagreement"] = float(row["cam_disagreement"]) if pd.notna(row.get("cam_disagreement")) else None
+            for a in range(len(labels)):
+                for b in range(a + 1, len(labels)):
+                    rho = row.get(pair_column("spearman", labels[a], labels[b]))
+                    iou = row.get(pair_column("iou_top20", labels[a], labels[b]))
+                    if rho is not None:
+                        record["sims"].append([a, b, rho, iou])
+        records.append(record)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # OpenCV releases the GIL
+        list(pool.map(lambda job: _thumbnail(*job), jobs))
+    return records
+
+
+def _summary_pictures(out: Path, experiments: Sequence[Experiment], paths: list[str]) -> list[dict[str, str | None]]:
+    """Per experiment: a confusion matrix of exactly the shown images, and the run's training curves."""
+    result = []
+    for e, exp in enumerate(experiments):
+        frame = _restricted(exp, paths).predictions
+        labelled = frame[frame["correct"].notna()]
+        confusion = None
+        if len(labelled):
+            index = {name: i for i, name in enumerate(exp.class_names)}
+            matrix = np.zeros((len(index), len(index)), dtype=np.int64)
+            np.add.at(matrix, (labelled["true"].map(index).to_numpy(), labelled["pred"].map(index).to_numpy()), 1)
+            accuracy = np.trace(matrix) / matrix.sum()
+            target = out / "assets" / f"confusion_{e}.png"
+            plot_confusion_matrix(matrix, exp.class_names, target, title=f"{exp.label}: accuracy {accuracy:.1%}")
+            confusion = _url(out, target)
+        curves = exp.run_dir / "curves.png" if exp.run_dir is not None else None
+        result.append(
+            {
+                "confusion": confusion,
+                "curves": _asset(out, curves, f"curves_{e}.png") if curves is not None and curves.is_file() else None,
+            }
+        )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Static HTML (escaped here; the gallery is rendered by report.js from the JSON data)
+# ---------------------------------------------------------------------------------------------
+def _pct(value: Any) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * float(value):.1f}%"
+
+
+def _num(value: Any, digits: int = 2) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.{digits}f}"
+
+
+def _short_hash(value: Any) -> str:
+    return str(value)[:12] if value else "–"
+
+
+def _intro_html(experiments: Sequence[Experiment], images: int) -> str:
+    if len(experiments) == 1:
+        what = (
+            f"One trained model (<b>{_esc(experiments[0].label)}</b>) explained on {images} images. "
+            "For every image the model's prediction is shown with a Class Activation Map (CAM): red areas are "
+            "where the evidence for the predicted class came from, blue areas contributed least."
+        )
+    else:
+        what = (
+            f"{len(experiments)} trained models (experiments) compared on the same {images} images. "
+            "Each experiment is named by what differs in its training settings. For every image each model's "
+            "prediction is shown with its Class Activation Map (CAM): red areas are where the evidence for the "
+            "predicted class came from, blue areas contributed least."
+        )
+    return f"<p class='lead'>{what}</p>"
+
+
+def _summary_html(table: pd.DataFrame, experiments: Sequence[Experiment]) -> str:
+    classes = experiments[0].class_names
+    pointing = table["pointing_game"].notna().any()
+    head = ["Experiment", "Images", "Accuracy", *[f"Recall {c}" for c in classes], "Mean confidence"]
+    head += ["Pointing game"] if pointing else []
+    head += ["Architecture", "Checkpoint", "Training config"]
+    rows = []
+    for row in table.to_dict("records"):
+        cells = [f"<th scope='row'>{_esc(row['experiment'])}</th>", f"<td>{row['images']}</td>", f"<td>{_pct(row['accuracy'])}</td>"]
+        cells += [f"<td>{_pct(row[f'recall_{c}'])}</td>" for c in classes]
+        cells.append(f"<td>{_pct(row['mean_confidence'])}</td>")
+        if pointing:
+            cells.append(f"<td>{_pct(row['pointing_game'])}</td>")
+        cells.append(f"<td>{_esc(row['arch'])}</td>")
+        cells.append(
+            f"<td class='path' title='{_esc(row['checkpoint'])}'>{_esc(_tail(row['checkpoint']))}"
+            f"<br><small>sha256 {_esc(_short_hash(row['checkpoint_sha256']))}</small></td>"
+        )
+        cells.append(f"<td class='path' title='{_esc(row['train_config'])}'>{_esc(_tail(row['train_config']))}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    header = "".join(f"<th scope='col'>{_esc(h)}</th>" for h in head)
+    help_items = [
+        "<dt>Accuracy</dt><dd>share of labelled images whose predicted class is the true class.</dd>",
+        "<dt>Recall <i>class</i></dt><dd>of the images that truly are this class, the share predicted as it.</dd>",
+        "<dt>Mean confidence</dt><dd>average probability the model gave its own prediction (high confidence "
+        "on wrong answers is a warning sign).</dd>",
+    ]
+    if pointing:
+        help_items.append(
+            "<dt>Pointing game</dt><dd>share of images whose CAM peak (its hottest point) falls inside the "
+            "object's box from boxes.csv: does the model look at the object?</dd>"
+        )
+    return (
+        f"<div class='scroll'><table class='numbers'><thead><tr>{header}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div><dl class='help'>{''.join(help_items)}</dl>"
+    )
+
+
+def _tail(path: Any, parts: int = 4) -> str:
+    if not path:
+        return "–"
+    pieces = Path(str(path)).parts
+    return ("…/" if len(pieces) > parts else "") + "/".join(pieces[-parts:])
+
+
+def _pairs_html(pairs: pd.DataFrame) -> str:
+    head = [
+        "Experiment A",
+        "Experiment B",
+        "Images",
+        "A right → B wrong",
+        "A wrong → B right",
+        "Same prediction",
+        "CAM Spearman (mean; quartiles)",
+        "CAM top-20% IoU (mean; quartiles)",
+    ]
+    rows = []
+    for row in pairs.to_dict("records"):
+        rows.append(
+            "<tr>"
+            f"<td>{_esc(row['a'])}</td><td>{_esc(row['b'])}</td><td>{row['images']}</td>"
+            f"<td>{row['correct_to_incorrect']}</td><td>{row['incorrect_to_correct']}</td>"
+            f"<td>{_pct(row['same_prediction'])}</td>"
+            f"<td>{_num(row['spearman_mean'])} <small>({_num(row['spearman_q25'])} / {_num(row['spearman_median'])}"
+            f" / {_num(row['spearman_q75'])})</small></td>"
+            f"<td>{_num(row['iou_top20_mean'])} <small>({_num(row['iou_top20_q25'])} / "
+            f"{_num(row['iou_top20_median'])} / {_num(row['iou_top20_q75'])})</small></td>"
+            "</tr>"
+        )
+    header = "".join(f"<th scope='col'>{_esc(h)}</th>" for h in head)
+    return (
+        "<section><h2>How the experiments differ, pair by pair</h2>"
+        f"<div class='scroll'><table class='numbers'><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody>"
+        "</table></div><dl class='help'>"
+        "<dt>A right → B wrong / A wrong → B right</dt><dd>images whose outcome flipped between the two "
+        "experiments: what B broke and what B fixed compared with A.</dd>"
+        "<dt>CAM Spearman</dt><dd>rank correlation of the two predicted-class maps of the same image, pixel by "
+        "pixel: 1 = they rank the image regions the same way, 0 = unrelated, negative = opposite.</dd>"
+        "<dt>CAM top-20% IoU</dt><dd>overlap (intersection over union) of the hottest 20% of each map: 1 = both "
+        "look at exactly the same place, 0 = at different places.</dd>"
+        "<dt>Quartiles</dt><dd>25% of the images are below the first number, half below the second (median), "
+        "75% below the third.</dd></dl></section>"
+    )
+
+
+def _per_experiment_html(experiments: Sequence[Experiment], pictures: list[dict[str, str | None]]) -> str:
+    cards = []
+    for exp, pics in zip(experiments, pictures):
+        inner = [f"<h3>{_esc(exp.label)}</h3>"]
+        if pics["confusion"]:
+            inner.append(
+                f"<figure><img src='{_esc(pics['confusion'])}' alt='confusion matrix of {_esc(exp.label)}'>"
+                "<figcaption>Confusion matrix: rows are the true classes, columns the predicted ones; the diagonal "
+                "holds the correct predictions.</figcaption></figure>"
+            )
+        if pics["curves"]:
+            inner.append(
+                f"<figure><img src='{_esc(pics['curves'])}' alt='training curves of {_esc(exp.label)}'>"
+                "<figcaption>Training curves: loss and accuracy per epoch on the training and validation images."
+                "</figcaption></figure>"
+            )
+        if len(inner) == 1:
+            inner.append("<p class='muted'>No labelled images and no training curves for this experiment.</p>")
+        cards.append(f"<div class='card'>{''.join(inner)}</div>")
+    return f"<div class='cards'>{''.join(cards)}</div>"
+
+
+def _pictures_html(pictures: list[tuple[str, str, str]]) -> str:
+    if not pictures:
+        return ""
+    figures = "".join(
+        f"<details><summary>{_esc(name)}</summary><p class='muted'>{_esc(note)}</p>"
+        f"<img src='{_esc(url)}' alt='{_esc(name)}' loading='lazy'></details>"
+        for name, url, note in pictures
+    )
+    return f"<section><h2>Images that matter most</h2>{figures}</section>"
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>{css}</style>
+</head>
+<body>
+<header><h1>{title}</h1><p class="muted">Generated {generated} by catdog.</p>{intro}</header>
+<main>
+<section id="summary"><h2>Summary</h2>{summary}</section>
+{pairs}
+<section><h2>Confusion matrices and training curves</h2>{per_experiment}</section>
+{pictures}
+<section id="gallery-section">
+<h2>Gallery</h2>
+<p class="muted">Every image with each experiment's prediction and probability. Green = correct,
+red = wrong. Click an image to see all experiments side by side at full size
+(arrow keys: previous / next, Esc: close).</p>
+<ul class="help-list">
+<li><b>Correct / Incorrect</b>: judged by the experiment chosen under "Experiment" (or, for
+"all experiments", correct in all of them / wrong in at least one).</li>
+{flipped_help}
+</ul>
+<div id="controls" class="controls"></div>
+<p id="count" class="count" aria-live="polite"></p>
+<div id="gallery" class="gallery"></div>
+<button id="more" class="more" type="button" hidden>Show more</button>
+</section>
+</main>
+<div id="viewer" class="viewer" hidden role="dialog" aria-modal="true" aria-labelledby="viewer-title"></div>
+<noscript><p>The gallery needs JavaScript; the summary above does not.</p></noscript>
+<script type="application/json" id="report-data">{data}</script>
+<script>{js}</script>
+</body>
+</html>
+"""

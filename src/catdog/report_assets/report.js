@@ -1,0 +1,165 @@
+// catdog report: gallery, filters, sorting and the per-image view.
+// Data comes from the JSON block above; every string from it is written with textContent (never
+// innerHTML), so file and class names can never become markup.
+"use strict";
+(function () {
+  const data = JSON.parse(document.getElementById("report-data").textContent);
+  const labels = data.experiments;
+  const many = labels.length > 1;
+  const PAGE = 60;
+  const state = { exp: "all", outcome: "all", truth: "any", pred: "any", sort: many ? "disagreement" : "confidence-desc", shown: PAGE };
+  let visible = [];
+  let current = -1;
+
+  function el(tag, attrs, children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (key === "text") node.textContent = value;
+      else if (key === "class") node.className = value;
+      else node.setAttribute(key, value);
+    }
+    for (const child of children || []) node.append(child);
+    return node;
+  }
+
+  const pct = (p) => (p === null || p === undefined ? "–" : (100 * p).toFixed(1) + "%");
+  const num = (x) => (x === null || x === undefined ? "–" : x.toFixed(2));
+  const runsOf = (img) => (state.exp === "all" ? img.runs : [img.runs[Number(state.exp)]]);
+  const mean = (xs) => { const ok = xs.filter((x) => x !== null && x !== undefined); return ok.length ? ok.reduce((a, b) => a + b, 0) / ok.length : null; };
+
+  // ---- controls --------------------------------------------------------------------------
+  function select(label, key, options) {
+    const node = el("select", { "aria-label": label, id: "filter-" + key });
+    for (const [value, text] of options) node.append(el("option", { value: value, text: text }));
+    node.value = state[key];
+    node.addEventListener("change", () => { state[key] = node.value; state.shown = PAGE; render(); });
+    return el("label", {}, [label, node]);
+  }
+  const classOptions = [["any", "any"]].concat(data.classes.map((c) => [c, c]));
+  const controls = document.getElementById("controls");
+  if (many) controls.append(select("Experiment", "exp", [["all", "all experiments"]].concat(labels.map((l, i) => [String(i), l]))));
+  const outcomes = [["all", "all images"], ["correct", "correct"], ["incorrect", "incorrect"]];
+  if (many) outcomes.push(["flipped", "flipped (experiments disagree)"]);
+  controls.append(select("Show", "outcome", outcomes));
+  controls.append(select("True class", "truth", classOptions));
+  controls.append(select("Predicted class", "pred", classOptions));
+  const sorts = [["confidence-desc", "confidence, high to low"], ["confidence-asc", "confidence, low to high"], ["loss-desc", "loss, high to low"], ["name", "file name"]];
+  if (many) sorts.unshift(["disagreement", "CAM disagreement, most first"]);
+  controls.append(select("Sort by", "sort", sorts));
+
+  // ---- filtering and sorting -------------------------------------------------------------
+  function keep(img) {
+    const runs = runsOf(img);
+    if (state.outcome === "correct" && !runs.every((r) => r.correct === true)) return false;
+    if (state.outcome === "incorrect" && !runs.some((r) => r.correct === false)) return false;
+    if (state.outcome === "flipped" && !img.flipped) return false;
+    if (state.truth !== "any" && img.true !== state.truth) return false;
+    if (state.pred !== "any" && !runs.some((r) => r.pred === state.pred)) return false;
+    return true;
+  }
+  function sortKey(img) {
+    const runs = runsOf(img);
+    if (state.sort === "disagreement") return -(img.disagreement === null ? -Infinity : img.disagreement);
+    if (state.sort === "confidence-desc") return -mean(runs.map((r) => r.conf));
+    if (state.sort === "confidence-asc") return mean(runs.map((r) => r.conf));
+    if (state.sort === "loss-desc") { const loss = mean(runs.map((r) => r.loss)); return loss === null ? Infinity : -loss; }
+    return 0;
+  }
+  function ordered() {
+    const indices = data.images.map((_, i) => i).filter((i) => keep(data.images[i]));
+    if (state.sort === "name") return indices.sort((a, b) => data.images[a].name.localeCompare(data.images[b].name));
+    const keys = new Map(indices.map((i) => [i, sortKey(data.images[i])]));
+    return indices.sort((a, b) => keys.get(a) - keys.get(b) || a - b);
+  }
+
+  // ---- gallery ---------------------------------------------------------------------------
+  function outcome(run) {
+    if (run.correct === true) return el("span", { class: "ok", text: "✓ correct" });
+    if (run.correct === false) return el("span", { class: "bad", text: "✗ wrong" });
+    return el("span", { class: "muted", text: "(no label)" });
+  }
+  function tile(i) {
+    const img = data.images[i];
+    const thumbs = el("div", { class: "thumbs" }, img.runs.map((r, e) =>
+      r.thumb ? el("img", { src: r.thumb, alt: "CAM of " + labels[e], loading: "lazy" }) : el("span", { text: "(no overlay)" })));
+    const lines = img.runs.map((r, e) => el("div", { class: "line" }, [
+      many ? el("span", { class: "exp", text: labels[e] + ":" }) : "",
+      el("span", { text: r.pred + " " + pct(r.conf) }), outcome(r)]));
+    const head = [el("span", { class: "name", text: img.name })];
+    if (img.flipped) head.push(el("span", { class: "badge", text: "flipped" }));
+    const node = el("button", { class: "tile", type: "button", "data-index": String(i) }, [thumbs, el("div", {}, head),
+      el("div", { class: "line muted", text: "true: " + (img.true === null ? "unknown" : img.true) })].concat(lines));
+    node.addEventListener("click", () => open(i));
+    return node;
+  }
+  function render() {
+    visible = ordered();
+    const gallery = document.getElementById("gallery");
+    gallery.replaceChildren(...visible.slice(0, state.shown).map(tile));
+    document.getElementById("count").textContent = "Showing " + Math.min(state.shown, visible.length) + " of " +
+      visible.length + " matching images (" + data.images.length + " in total)";
+    const more = document.getElementById("more");
+    more.hidden = visible.length <= state.shown;
+  }
+  document.getElementById("more").addEventListener("click", () => { state.shown += PAGE; render(); });
+
+  // ---- per-image view --------------------------------------------------------------------
+  const viewer = document.getElementById("viewer");
+  function open(i) {
+    current = i;
+    const img = data.images[i];
+    const position = visible.indexOf(i);
+    const prev = el("button", { type: "button", text: "← previous" });
+    const next = el("button", { type: "button", text: "next →" });
+    const close = el("button", { type: "button", text: "close ✕" });
+    prev.disabled = position <= 0;
+    next.disabled = position < 0 || position >= visible.length - 1;
+    prev.addEventListener("click", () => step(-1));
+    next.addEventListener("click", () => step(1));
+    close.addEventListener("click", shut);
+    const panels = img.runs.map((r, e) => {
+      const facts = [
+        el("li", {}, ["prediction: " + r.pred + " " + pct(r.conf) + " ", outcome(r)]),
+        el("li", { text: "loss: " + num(r.loss) }),
+        el("li", { text: "top classes: " + r.top.map((t) => t[0] + " " + pct(t[1])).join(", ") }),
+      ];
+      if (r.in_box !== null && r.in_box !== undefined) facts.push(el("li", { text: "CAM peak inside the object box: " + (r.in_box ? "yes" : "no") }));
+      return el("div", { class: "panel" }, [el("h3", { text: labels[e] }),
+        r.full ? el("img", { src: r.full, alt: "CAM overlay of " + labels[e] }) : el("p", { text: "(no overlay)" }), el("ul", {}, facts)]);
+    });
+    const parts = [
+      el("div", { class: "bar" }, [el("h2", { id: "viewer-title", text: img.name }), prev, next, close]),
+      el("div", { class: "path", text: img.path }),
+      el("div", { text: "true class: " + (img.true === null ? "unknown" : img.true) + (img.flipped ? " — flipped between experiments" : "") }),
+      el("div", { class: "panels" }, panels),
+    ];
+    if (img.sims.length) {
+      const rows = img.sims.map((s) => el("tr", {}, [el("td", { text: labels[s[0]] + " vs " + labels[s[1]] }), el("td", { text: num(s[2]) }), el("td", { text: num(s[3]) })]));
+      parts.push(el("table", {}, [el("thead", {}, [el("tr", {}, [el("th", { text: "pair" }), el("th", { text: "CAM Spearman" }), el("th", { text: "top-20% IoU" })])]), el("tbody", {}, rows)]));
+    }
+    viewer.replaceChildren(...parts);
+    viewer.hidden = false;
+    if (location.hash !== "#image-" + i) history.replaceState(null, "", "#image-" + i);
+    close.focus();
+  }
+  function step(delta) {
+    const position = visible.indexOf(current) + delta;
+    if (position >= 0 && position < visible.length) open(visible[position]);
+  }
+  function shut() {
+    viewer.hidden = true;
+    history.replaceState(null, "", location.pathname + location.search);
+    const back = document.querySelector('.tile[data-index="' + current + '"]');
+    if (back) back.focus();
+  }
+  document.addEventListener("keydown", (event) => {
+    if (viewer.hidden) return;
+    if (event.key === "Escape") shut();
+    else if (event.key === "ArrowLeft") step(-1);
+    else if (event.key === "ArrowRight") step(1);
+  });
+
+  render();
+  const linked = /^#image-(\d+)$/.exec(location.hash);
+  if (linked && Number(linked[1]) < data.images.length) open(Number(linked[1]));
+})();

@@ -1,0 +1,232 @@
+"""Compare: alignment, labels, flips, CAM similarity, the pipeline on hand-made explain folders (no model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from test_report import CLASSES, make_images, make_run
+
+from catdog.errors import CatdogError
+from catdog.pipelines import compare as compare_module
+from catdog.pipelines.compare import (
+    align,
+    check_class_names,
+    compare,
+    experiment_labels,
+    flip_counts,
+    spearman,
+    to_common_size,
+    top_region_iou,
+)
+from catdog.report import Experiment
+
+
+# --- numbers by hand ------------------------------------------------------------------------
+def test_flip_counts_by_hand() -> None:
+    a = [True, True, False, False, None, True]
+    b = [True, False, True, False, True, None]
+    assert flip_counts(a, b) == (1, 1)  # image 1 broke, image 2 was fixed; unlabelled ones do not count
+    assert flip_counts(b, a) == (1, 1)
+    assert flip_counts([True, True], [False, False]) == (2, 0)
+
+
+def test_spearman_by_hand() -> None:
+    a = np.array([[[1.0, 2.0], [3.0, 4.0]]])
+    # Ranks 1,2,4,3: d^2 sums to 2, rho = 1 - 6*2 / (4 * (16 - 1)) = 0.8.
+    assert spearman(a, np.array([[[1.0, 2.0], [4.0, 3.0]]]))[0] == pytest.approx(0.8)
+    assert spearman(a, 10 * a + 3)[0] == pytest.approx(1.0)  # only the order matters
+    assert spearman(a, -a)[0] == pytest.approx(-1.0)
+    # Ties share their mean rank: ranks (1.5, 1.5, 3, 4) vs (1, 2, 3, 4) -> 4.5 / sqrt(4.5 * 5).
+    tied = spearman(np.array([[[1.0, 1.0], [2.0, 3.0]]]), a)[0]
+    assert tied == pytest.approx(4.5 / np.sqrt(4.5 * 5))
+    assert np.isnan(spearman(np.ones((1, 2, 2)), a)[0])  # a flat map ranks nothing
+
+
+def test_spearman_batch_matches_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 5, size=(6, 4, 4)).astype(np.float32)  # many ties
+    b = rng.normal(size=(6, 4, 4)).astype(np.float32)
+    expected = [stats.spearmanr(x.ravel(), y.ravel()).statistic for x, y in zip(a, b)]
+    np.testing.assert_allclose(spearman(a, b), expected, atol=1e-9)
+
+
+def test_top_region_iou_by_hand() -> None:
+    a = np.arange(10, dtype=np.float32).reshape(1, 5, 2)  # top 20% = the 2 highest pixels: 8 and 9
+    b = a.copy().ravel()
+    b[[8, 0]] = b[[0, 8]]  # now the highest are 9 and 0
+    assert top_region_iou(a, b.reshape(1, 5, 2))[0] == pytest.approx(1 / 3)  # {8,9} vs {9,0}
+    assert top_region_iou(a, a)[0] == 1.0
+    assert top_region_iou(a, -a)[0] == 0.0
+    # ceil(0.2 * 9) = 2 pixels of a 3x3 map
+    c = np.arange(9, dtype=np.float32).reshape(1, 3, 3)
+    d = c.ravel().copy()
+    d[[7, 1]] = d[[1, 7]]
+    assert top_region_iou(c, d.reshape(1, 3, 3))[0] == pytest.approx(1 / 3)
+
+
+def test_maps_of_different_sizes_are_resized() -> None:
+    small = np.arange(4, dtype=np.float32).reshape(1, 2, 2)
+    large = np.zeros((1, 4, 4), dtype=np.float32)
+    resized = to_common_size([small, large])
+    assert resized[0].shape == resized[1].shape == (1, 4, 4)
+    assert resized[1] is large
+    assert spearman(resized[0], to_common_size([small, large])[0])[0] == pytest.approx(1.0)
+
+
+# --- alignment and labels -----------------------------------------------------------------
+def _experiment(label: str, paths: list[str], correct: list[bool]) -> Experiment:
+    frame = pd.DataFrame({"path": paths, "true": "cat", "pred": ["cat" if c else "dog" for c in correct],
+                          "p_cat": 0.5, "p_dog": 0.5, "correct": correct, "overlay": "x.jpg"})
+    return Experiment(label, Path("."), frame, {}, CLASSES)
+
+
+def test_align_matches_by_path_whatever_the_order() -> None:
+    a = _experiment("A", ["/p/1.jpg", "/p/2.jpg", "/p/3.jpg"], [True, True, False])
+    b = _experiment("B", ["/p/3.jpg", "/p/4.jpg", "/p/1.jpg"], [True, False, False])
+    assert align([a, b]) == ["/p/1.jpg", "/p/3.jpg"]
+    assert list(a.predictions["path"]) == list(b.predictions["path"]) == ["/p/1.jpg", "/p/3.jpg"]
+    # Image 1: A right, B wrong; image 3: A wrong, B right.
+    assert flip_counts(list(a.predictions["correct"]), list(b.predictions["correct"])) == (1, 1)
+    assert align([a, b], ["/p/3.jpg", "/p/9.jpg"]) == ["/p/3.jpg"]
+    with pytest.raises(CatdogError, match="share no"):
+        align([a, _experiment("C", ["/q/1.jpg"], [True])])
+
+
+def _settings(overrides: list[str], config: dict[str, str], choices: dict[str, str] | None = None) -> tuple:
+    typed = dict(item.split("=", 1) for item in overrides)
+    return typed, {**config, **(choices or {})}
+
+
+def test_labels_from_what_differs() -> None:
+    base = {"optimizer.lr": "0.001", "model.freeze_backbone": "False", "paths.output_dir": "x", "seed": "42"}
+    sweep = [
+        _settings(["model.freeze_backbone=true", "data=folder"], {**base, "paths.output_dir": "a"}),
+        _settings(["model.freeze_backbone=false", "data=folder"], {**base, "paths.output_dir": "b"}),
+    ]
+    assert experiment_labels(["0", "1"], sweep) == ["freeze_backbone=true", "freeze_backbone=false"]
+    # A run with defaults against one with a typed value: the default comes from its config.
+    lr = [_settings([], base), _settings(["optimizer.lr=3e-4"], {**base, "optimizer.lr": "0.0003"})]
+    assert experiment_labels(["A", "B"], lr) == ["lr=0.001", "lr=3e-4"]
+    # Same short name twice: full keys.
+    two = [_settings(["optimizer.lr=1", "model.lr=2"], {}), _settings(["optimizer.lr=3", "model.lr=4"], {})]
+    assert experiment_labels(["A", "B"], two) == ["optimizer.lr=1 model.lr=2", "optimizer.lr=3 model.lr=4"]
+    # Nothing typed differs: config values do; group choices count too.
+    groups = [_settings([], base, {"model": "resnet18"}), _settings([], base, {"model": "mobilenet_v2"})]
+    assert experiment_labels(["A", "B"], groups) == ["model=resnet18", "model=mobilenet_v2"]
+    # No settings, or nothing differs: folder names, made unique.
+    assert experiment_labels(["run", "run"], [None, sweep[0]]) == ["run", "run #2"]
+    assert experiment_labels(["x", "y"], [sweep[0], sweep[0]]) == ["x", "y"]
+
+
+def test_different_class_lists_are_a_user_error() -> None:
+    assert check_class_names(["A", "B"], [["cat", "dog"], ["dog", "cat"]]) == ["cat", "dog"]
+    with pytest.raises(CatdogError, match="different classes") as err:
+        check_class_names(["A", "B"], [["cat", "dog"], ["cat", "fox"]])
+    assert "\n" not in str(err.value) and "fox" in str(err.value)
+
+
+# --- the pipeline ---------------------------------------------------------------------------
+def _cfg(tmp_path: Path, **values: object) -> OmegaConf:
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "compare.yaml")
+    cfg.pop("defaults")
+    cfg.pop("hydra")
+    cfg.out_dir = str(tmp_path / "compare_out")
+    for key, value in values.items():
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+@pytest.fixture
+def two_runs(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """Runs that differ in lr; the second breaks image 0, fixes image 3, and looks elsewhere on image 1."""
+    paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("cat", "b.jpg"), ("dog", "c.jpg"), ("dog", "d.jpg")])
+    cams = np.arange(4 * 16, dtype=np.float32).reshape(4, 4, 4)
+    other = cams.copy()
+    other[1] = -other[1]
+    a = make_run(tmp_path / "runs", "A", paths, ["cat", "cat", "dog", "cat"], [0.9, 0.8, 0.7, 0.6], cams,
+                 config={"optimizer": {"lr": 0.001}})
+    b = make_run(tmp_path / "runs", "B", paths, ["dog", "cat", "dog", "dog"], [0.95, 0.8, 0.7, 0.6], other,
+                 overrides=["optimizer.lr=3e-4"], config={"optimizer": {"lr": 0.0003}})
+    return a, b, paths
+
+
+def test_compare_run_folders(tmp_path: Path, two_runs: tuple[Path, Path, list[str]]) -> None:
+    a, b, paths = two_runs
+    result = compare(_cfg(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent)]))
+    out = Path(result["out_dir"])
+    assert result["labels"] == ["lr=0.001", "lr=3e-4"]
+    assert result["explain_dirs"] == [str(a), str(b)]  # existing explain folders reused
+
+    experiments = pd.read_csv(out / "experiments.csv")
+    assert experiments["accuracy"].tolist() == pytest.approx([0.75, 0.75])
+    assert experiments["recall_cat"].tolist() == pytest.approx([1.0, 0.5])
+
+    pairs = pd.read_csv(out / "pairs.csv").iloc[0]
+    assert (pairs["correct_to_incorrect"], pairs["incorrect_to_correct"]) == (1, 1)
+    assert pairs["same_prediction"] == pytest.approx(0.5)
+    # Maps equal on 3 images, reversed on one: Spearman 1, 1, 1, -1; IoU 1, 1, 1, 0.
+    assert pairs["spearman_mean"] == pytest.approx(0.5) and pairs["spearman_median"] == pytest.approx(1.0)
+    assert pairs["iou_top20_mean"] == pytest.approx(0.75)
+
+    per_image = pd.read_csv(out / "per_image.csv")
+    assert per_image["path"].tolist() == sorted(paths)
+    assert per_image["flipped"].tolist() == [True, False, False, True]
+    assert per_image["cam_disagreement"].tolist() == pytest.approx([0.0, 2.0, 0.0, 0.0])
+    for picture in ("cam_similarity.png", "flipped.png", "cam_disagreement.png", "confident_mistakes_lr_0.001.png",
+                    "report/index.html"):
+        assert (out / picture).is_file(), picture
+
+
+def test_compare_picks_the_newest_covering_explain_folder_and_explains_the_rest(
+    tmp_path: Path, two_runs: tuple[Path, Path, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, paths = two_runs
+    cams = np.ones((2, 4, 4), dtype=np.float32)
+    # A newer explain folder of A that covers only half the images is passed over.
+    make_run(tmp_path / "runs", "A", paths[:2], ["cat", "cat"], [0.9, 0.9], cams, stamp="2026-02-01_00-00-00",
+             run_files=False)
+    # C has no explain folder at all: compare runs explain on its test split.
+    c_run = tmp_path / "runs" / "C"
+    c_explain = make_run(tmp_path / "runs", "C", paths, ["cat"] * 4, [0.6] * 4, np.ones((4, 4, 4), np.float32),
+                         overrides=["optimizer.lr=1e-2"], config={"optimizer": {"lr": 0.01}}, stamp="later")
+    hidden = c_explain.parent.parent / "explain_done"
+    c_explain.parent.rename(hidden)
+    calls = []
+
+    def fake_explain(cfg: object) -> dict:
+        calls.append(cfg)
+        hidden.rename(c_run / "explain")
+        return {"out_dir": str(c_run / "explain" / "later")}
+
+    monkeypatch.setattr(compare_module, "explain", fake_explain)
+    result = compare(_cfg(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent), str(c_run)]))
+    assert result["explain_dirs"][0] == str(a)
+    assert len(calls) == 1
+    assert Path(calls[0].ckpt) == c_run / "checkpoints" / "best.ckpt" and calls[0].data.split == "test"
+    assert calls[0].data.batch_size == 32 and calls[0].save_cams is True  # conf/explain.yaml plus compare's settings
+    assert len(pd.read_csv(Path(result["out_dir"]) / "pairs.csv")) == 3
+    summary = json.loads((Path(result["explain_dirs"][2]) / "summary.json").read_text())
+    assert summary["class_names"] == CLASSES
+
+
+def test_compare_user_errors(tmp_path: Path, two_runs: tuple[Path, Path, list[str]]) -> None:
+    a, _, paths = two_runs
+    fox = make_run(tmp_path / "runs", "F", paths[:2], ["cat"] * 2, [0.6] * 2, np.ones((2, 2, 2), np.float32),
+                   class_names=["cat", "fox"])
+    with pytest.raises(CatdogError, match="different classes"):
+        compare(_cfg(tmp_path, runs=[str(a), str(fox)]))
+    other = make_run(tmp_path / "runs", "O", paths[:1], ["cat"], [0.6], np.ones((1, 2, 2), np.float32))
+    elsewhere = str(tmp_path / "elsewhere" / "cat" / "x.jpg")
+    pd.DataFrame({"path": [elsewhere], "label": "cat", "split": "test"}).to_csv(other.parent.parent / "split.csv")
+    with pytest.raises(CatdogError, match="share no image"):
+        compare(_cfg(tmp_path, runs=[str(a.parent.parent), str(other.parent.parent)]))
+    with pytest.raises(CatdogError, match="Nothing to compare"):
+        compare(_cfg(tmp_path))
+    with pytest.raises(CatdogError, match="numbered"):
+        compare(_cfg(tmp_path, sweep=str(tmp_path / "runs")))
