@@ -664,7 +664,7 @@ def print_tables(table: pd.DataFrame, pairs: pd.DataFrame, class_names: Sequence
         numbers.add_row(*[escape(_cell(row[c])) for c in columns])
     console.print(numbers)
     if len(pairs):
-        pair_table = Table(title="Pairs: flips and CAM similarity (mean [q25, median, q75])")
+        pair_table = Table(title=escape("Pairs: flips and CAM similarity (mean [q25, median, q75])"))
         for column in ("A", "B", "A right→B wrong", "A wrong→B right", "same pred", "Spearman", "top-20% IoU"):
             pair_table.add_column(column, justify="left" if column in ("A", "B") else "right")
         for row in pairs.to_dict("records"):

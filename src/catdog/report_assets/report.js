@@ -37,6 +37,7 @@
   }
   const classOptions = [["any", "any"]].concat(data.classes.map((c) => [c, c]));
   const controls = document.getElementById("controls");
+  document.getElementById("gallery").style.setProperty("--experiments", String(labels.length));
   if (many) controls.append(select("Experiment", "exp", [["all", "all experiments"]].concat(labels.map((l, i) => [String(i), l]))));
   const outcomes = [["all", "all images"], ["correct", "correct"], ["incorrect", "incorrect"]];
   if (many) outcomes.push(["flipped", "flipped (experiments disagree)"]);
@@ -80,15 +81,15 @@
   }
   function tile(i) {
     const img = data.images[i];
-    const thumbs = el("div", { class: "thumbs" }, img.runs.map((r, e) =>
-      r.thumb ? el("img", { src: r.thumb, alt: "CAM of " + labels[e], loading: "lazy" }) : el("span", { text: "(no overlay)" })));
-    const lines = img.runs.map((r, e) => el("div", { class: "line" }, [
-      many ? el("span", { class: "exp", text: labels[e] + ":" }) : "",
-      el("span", { text: r.pred + " " + pct(r.conf) }), outcome(r)]));
+    const columns = img.runs.map((r, e) => el("div", { class: "run" }, [
+      r.thumb ? el("img", { src: r.thumb, alt: "CAM of " + labels[e], loading: "lazy" }) : el("span", { text: "(no overlay)" }),
+      many ? el("div", { class: "exp", text: labels[e] }) : "",
+      el("div", { text: r.pred + " " + pct(r.conf) }), outcome(r)]));
     const head = [el("span", { class: "name", text: img.name })];
-    if (img.flipped) head.push(el("span", { class: "badge", text: "flipped" }));
-    const node = el("button", { class: "tile", type: "button", "data-index": String(i) }, [thumbs, el("div", {}, head),
-      el("div", { class: "line muted", text: "true: " + (img.true === null ? "unknown" : img.true) })].concat(lines));
+    if (img.flipped) head.push(" ", el("span", { class: "badge", text: "flipped" }));
+    const node = el("button", { class: "tile", type: "button", "data-index": String(i) }, [
+      el("div", {}, head), el("div", { class: "muted small", text: "true: " + (img.true === null ? "unknown" : img.true) }),
+      el("div", { class: "runs" }, columns)]);
     node.addEventListener("click", () => open(i));
     return node;
   }

@@ -1,0 +1,145 @@
+"""The report in a real browser: headless Debian Chromium driven by Playwright (no browser download).
+
+Skips when Playwright or /usr/bin/chromium is missing; CI installs both (.ci/run). Set
+CATDOG_SCREENSHOTS=<folder> to keep screenshots of the summary, the gallery and the per-image view.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+from test_report import HOSTILE, make_images, make_run
+
+from catdog.pipelines.compare import compare
+from catdog.report import read_explain_dir, write_report
+
+CHROMIUM = os.environ.get("CATDOG_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install -e .[dev])")
+if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+    pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def report(tmp_path: Path) -> Path:
+    """Two experiments on 6 images (one with a hostile name); B breaks one image and fixes three."""
+    names = [("cat", "a.jpg"), ("cat", HOSTILE), ("cat", "c.jpg"), ("dog", "d.jpg"), ("dog", "e.jpg"), ("dog", "f.jpg")]
+    paths = make_images(tmp_path / "photos", names)
+    cams = np.random.default_rng(0).normal(size=(6, 4, 4)).astype(np.float32)
+    a = make_run(tmp_path / "runs", "A", paths, ["cat", "cat", "dog", "dog", "cat", "cat"],
+                 [0.9, 0.8, 0.7, 0.95, 0.6, 0.85], cams, config={"model": {"freeze_backbone": True}},
+                 overrides=["model.freeze_backbone=true"], in_box=[True, False, True, True, False, True])
+    b = make_run(tmp_path / "runs", "B", paths, ["dog", "cat", "cat", "dog", "dog", "dog"],
+                 [0.7, 0.9, 0.8, 0.9, 0.75, 0.65], cams[::-1].copy(), config={"model": {"freeze_backbone": False}},
+                 overrides=["model.freeze_backbone=false"], in_box=[True, True, True, False, True, True])
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "compare.yaml")
+    cfg.pop("defaults")
+    cfg.pop("hydra")
+    cfg.runs = [str(a.parent.parent), str(b.parent.parent)]
+    cfg.out_dir = str(tmp_path / "compare")
+    return Path(compare(cfg)["report"])
+
+
+def _open(browser: object, index: Path) -> tuple[object, list[str]]:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", lambda message: problems.append(f"console: {message.text}") if message.type == "error" else None)
+    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+    page.on("request", lambda request: problems.append(f"network: {request.url}")
+            if not request.url.startswith(("file:", "data:")) else None)
+    page.goto(index.resolve().as_uri())
+    page.wait_for_selector(".tile")
+    return page, problems
+
+
+def _shot(page: object, name: str, full_page: bool = False) -> None:
+    folder = os.environ.get("CATDOG_SCREENSHOTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / name), full_page=full_page)
+
+
+def test_compare_report_in_chromium(browser: object, report: Path) -> None:
+    page, problems = _open(browser, report)
+    _shot(page, "summary.png", full_page=True)
+    assert page.locator("#gallery .tile").count() == 6
+    assert "Showing 6 of 6" in page.locator("#count").inner_text()
+    assert page.locator("table.numbers").first.locator("tbody tr").count() == 2  # one row per experiment
+
+    # The hostile file name is text, not an element.
+    tile = page.locator(".tile .name", has_text=HOSTILE)
+    assert tile.count() == 1 and tile.inner_text() == HOSTILE
+    assert page.locator('img[src="x"]').count() == 0
+
+    # Filters change what is shown: flipped = right in one experiment, wrong in the other (a, c, e, f).
+    page.select_option("#filter-outcome", "flipped")
+    assert page.locator("#gallery .tile").count() == 4
+    page.select_option("#filter-outcome", "incorrect")
+    page.select_option("#filter-exp", "0")  # A is wrong on c, e, f
+    assert page.locator("#gallery .tile").count() == 3
+    page.select_option("#filter-truth", "dog")
+    assert page.locator("#gallery .tile").count() == 2
+    page.select_option("#filter-outcome", "all")
+    page.select_option("#filter-truth", "any")
+    page.select_option("#filter-exp", "all")
+    page.select_option("#filter-sort", "confidence-asc")
+    assert page.locator("#gallery .tile").count() == 6
+    page.locator("#gallery-section").scroll_into_view_if_needed()
+    _shot(page, "gallery.png")
+
+    # Per-image view: both experiments side by side at full size, then closed with Escape.
+    page.locator(".tile", has_text=HOSTILE).click()
+    viewer = page.locator("#viewer")
+    assert viewer.is_visible()
+    assert viewer.locator(".panel").count() == 2
+    assert viewer.locator("#viewer-title").inner_text() == HOSTILE
+    assert page.locator('img[src="x"]').count() == 0
+    page.wait_for_function("Array.from(document.querySelectorAll('#viewer .panel img')).every(i => i.naturalWidth > 0)")
+    _shot(page, "image_view.png")
+    page.keyboard.press("ArrowRight")
+    assert viewer.locator("#viewer-title").inner_text() != HOSTILE
+    page.keyboard.press("Escape")
+    assert not viewer.is_visible()
+
+    # Every picture the page shows loaded (assets copied or linked correctly).
+    broken = page.evaluate("Array.from(document.images).filter(i => i.complete && i.naturalWidth === 0).map(i => i.src)")
+    assert broken == []
+    assert problems == []
+    page.close()
+
+
+def test_single_run_report_in_chromium(browser: object, tmp_path: Path) -> None:
+    paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("dog", "b.jpg"), ("dog", HOSTILE)])
+    explain_dir = make_run(tmp_path / "runs", "solo", paths, ["cat", "cat", "dog"], [0.9, 0.6, 0.8],
+                           np.zeros((3, 2, 2), np.float32))
+    index = write_report(explain_dir / "report", [read_explain_dir(explain_dir)])
+    page, problems = _open(browser, index)
+    assert page.locator("#gallery .tile").count() == 3
+    assert page.locator("#filter-exp").count() == 0  # one experiment: no experiment picker, no flips
+    assert page.locator("#filter-outcome option[value=flipped]").count() == 0
+    page.select_option("#filter-outcome", "incorrect")
+    assert page.locator("#gallery .tile").count() == 1
+    page.select_option("#filter-outcome", "all")
+    page.select_option("#filter-pred", "dog")
+    assert page.locator(".tile .name").all_inner_texts() == [HOSTILE]
+    page.locator(".tile").first.click()
+    page.wait_for_function("Array.from(document.querySelectorAll('#viewer .panel img')).every(i => i.naturalWidth > 0)")
+    assert problems == []
+    page.close()
