@@ -81,8 +81,17 @@ def test_maps_of_different_sizes_are_resized() -> None:
 
 # --- alignment and labels -----------------------------------------------------------------
 def _experiment(label: str, paths: list[str], correct: list[bool]) -> Experiment:
-    frame = pd.DataFrame({"path": paths, "true": "cat", "pred": ["cat" if c else "dog" for c in correct],
-                          "p_cat": 0.5, "p_dog": 0.5, "correct": correct, "overlay": "x.jpg"})
+    frame = pd.DataFrame(
+        {
+            "path": paths,
+            "true": "cat",
+            "pred": ["cat" if c else "dog" for c in correct],
+            "p_cat": 0.5,
+            "p_dog": 0.5,
+            "correct": correct,
+            "overlay": "x.jpg",
+        }
+    )
     return Experiment(label, Path("."), frame, {}, CLASSES)
 
 
@@ -149,10 +158,25 @@ def two_runs(tmp_path: Path) -> tuple[Path, Path, list[str]]:
     cams = np.arange(4 * 16, dtype=np.float32).reshape(4, 4, 4)
     other = cams.copy()
     other[1] = -other[1]
-    a = make_run(tmp_path / "runs", "A", paths, ["cat", "cat", "dog", "cat"], [0.9, 0.8, 0.7, 0.6], cams,
-                 config={"optimizer": {"lr": 0.001}})
-    b = make_run(tmp_path / "runs", "B", paths, ["dog", "cat", "dog", "dog"], [0.95, 0.8, 0.7, 0.6], other,
-                 overrides=["optimizer.lr=3e-4"], config={"optimizer": {"lr": 0.0003}})
+    a = make_run(
+        tmp_path / "runs",
+        "A",
+        paths,
+        ["cat", "cat", "dog", "cat"],
+        [0.9, 0.8, 0.7, 0.6],
+        cams,
+        config={"optimizer": {"lr": 0.001}},
+    )
+    b = make_run(
+        tmp_path / "runs",
+        "B",
+        paths,
+        ["dog", "cat", "dog", "dog"],
+        [0.95, 0.8, 0.7, 0.6],
+        other,
+        overrides=["optimizer.lr=3e-4"],
+        config={"optimizer": {"lr": 0.0003}},
+    )
     return a, b, paths
 
 
@@ -178,8 +202,13 @@ def test_compare_run_folders(tmp_path: Path, two_runs: tuple[Path, Path, list[st
     assert per_image["path"].tolist() == sorted(paths)
     assert per_image["flipped"].tolist() == [True, False, False, True]
     assert per_image["cam_disagreement"].tolist() == pytest.approx([0.0, 2.0, 0.0, 0.0])
-    for picture in ("cam_similarity.png", "flipped.png", "cam_disagreement.png", "confident_mistakes_lr_0.001.png",
-                    "report/index.html"):
+    for picture in (
+        "cam_similarity.png",
+        "flipped.png",
+        "cam_disagreement.png",
+        "confident_mistakes_lr_0.001.png",
+        "report/index.html",
+    ):
         assert (out / picture).is_file(), picture
 
 
@@ -189,12 +218,29 @@ def test_compare_picks_the_newest_covering_explain_folder_and_explains_the_rest(
     a, b, paths = two_runs
     cams = np.ones((2, 4, 4), dtype=np.float32)
     # A newer explain folder of A that covers only half the images is passed over.
-    make_run(tmp_path / "runs", "A", paths[:2], ["cat", "cat"], [0.9, 0.9], cams, stamp="2026-02-01_00-00-00",
-             run_files=False)
+    make_run(
+        tmp_path / "runs",
+        "A",
+        paths[:2],
+        ["cat", "cat"],
+        [0.9, 0.9],
+        cams,
+        stamp="2026-02-01_00-00-00",
+        run_files=False,
+    )
     # C has no explain folder at all: compare runs explain on its test split.
     c_run = tmp_path / "runs" / "C"
-    c_explain = make_run(tmp_path / "runs", "C", paths, ["cat"] * 4, [0.6] * 4, np.ones((4, 4, 4), np.float32),
-                         overrides=["optimizer.lr=1e-2"], config={"optimizer": {"lr": 0.01}}, stamp="later")
+    c_explain = make_run(
+        tmp_path / "runs",
+        "C",
+        paths,
+        ["cat"] * 4,
+        [0.6] * 4,
+        np.ones((4, 4, 4), np.float32),
+        overrides=["optimizer.lr=1e-2"],
+        config={"optimizer": {"lr": 0.01}},
+        stamp="later",
+    )
     hidden = c_explain.parent.parent / "explain_done"
     c_explain.parent.rename(hidden)
     calls = []
@@ -217,8 +263,15 @@ def test_compare_picks_the_newest_covering_explain_folder_and_explains_the_rest(
 
 def test_compare_user_errors(tmp_path: Path, two_runs: tuple[Path, Path, list[str]]) -> None:
     a, _, paths = two_runs
-    fox = make_run(tmp_path / "runs", "F", paths[:2], ["cat"] * 2, [0.6] * 2, np.ones((2, 2, 2), np.float32),
-                   class_names=["cat", "fox"])
+    fox = make_run(
+        tmp_path / "runs",
+        "F",
+        paths[:2],
+        ["cat"] * 2,
+        [0.6] * 2,
+        np.ones((2, 2, 2), np.float32),
+        class_names=["cat", "fox"],
+    )
     with pytest.raises(CatdogError, match="different classes"):
         compare(_cfg(tmp_path, runs=[str(a), str(fox)]))
     other = make_run(tmp_path / "runs", "O", paths[:1], ["cat"], [0.6], np.ones((1, 2, 2), np.float32))

@@ -73,9 +73,18 @@ def make_run(
         picture[:, : 8 * (i + 1) % 64] = (200, 30, 30)
         save_image(out / overlay, draw_label(picture, label_text(pred, prob, true)))
         p = {c: (prob if c == pred else (1 - prob) / (len(class_names) - 1)) for c in class_names}
-        row = {"path": path, "true": true, "pred": pred, **{f"p_{c}": p[c] for c in class_names},
-               "loss": -math.log(p[true]), "correct": true == pred, "peak_x": 0, "peak_y": 0, "area50": 0.5,
-               "overlay": overlay}
+        row = {
+            "path": path,
+            "true": true,
+            "pred": pred,
+            **{f"p_{c}": p[c] for c in class_names},
+            "loss": -math.log(p[true]),
+            "correct": true == pred,
+            "peak_x": 0,
+            "peak_y": 0,
+            "area50": 0.5,
+            "overlay": overlay,
+        }
         if in_box is not None:
             row["in_box"] = in_box[i]
         rows.append(row)
@@ -84,11 +93,15 @@ def make_run(
     index = {c: i for i, c in enumerate(class_names)}
     class_idx = np.array([[index[p], index[Path(t).parent.name]] for p, t in zip(preds, paths)])
     both = np.stack([cams, cams], axis=1).astype(np.float16)
-    np.savez_compressed(out / "cams.npz", cams=both, class_idx=class_idx, paths=np.array(paths),
-                        class_names=np.array(class_names))
+    np.savez_compressed(
+        out / "cams.npz", cams=both, class_idx=class_idx, paths=np.array(paths), class_names=np.array(class_names)
+    )
     summary = {
-        "images": len(rows), "accuracy": sum(r["correct"] for r in rows) / len(rows),
-        "class_names": list(class_names), "arch": "resnet18", "pointing_game": None,
+        "images": len(rows),
+        "accuracy": sum(r["correct"] for r in rows) / len(rows),
+        "class_names": list(class_names),
+        "arch": "resnet18",
+        "pointing_game": None,
         "checkpoint": {"path": str((run / "checkpoints" / "best.ckpt").resolve()), "sha256": "ab" * 32},
         "train_config": {"path": str((run / ".hydra" / "config.yaml").resolve()), "sha256": "cd" * 32},
     }
@@ -119,8 +132,15 @@ def _write_run_files(
 def one_run(tmp_path: Path) -> Path:
     paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("cat", HOSTILE), ("dog", "c.jpg"), ("dog", "d.jpg")])
     cams = np.arange(4 * 9, dtype=np.float32).reshape(4, 3, 3)
-    return make_run(tmp_path / "runs", "solo", paths, ["cat", "dog", "dog", "dog"], [0.9, 0.8, 0.7, 0.6], cams,
-                    in_box=[True, False, True, True])
+    return make_run(
+        tmp_path / "runs",
+        "solo",
+        paths,
+        ["cat", "dog", "dog", "dog"],
+        [0.9, 0.8, 0.7, 0.6],
+        cams,
+        in_box=[True, False, True, True],
+    )
 
 
 def test_experiment_table_numbers(one_run: Path) -> None:
@@ -146,7 +166,9 @@ def test_single_run_report_is_escaped_and_self_contained(one_run: Path) -> None:
     assert "<img src=x" not in page  # the hostile file name only appears escaped
     assert "onerror=alert(1)" in page.replace("\\u003c", "<")  # ... but it is there, as data
     assert "http://" not in page and "https://" not in page  # no CDN, no network
-    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S).group(1))
+    data = json.loads(
+        re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S).group(1)
+    )
     assert len(data["images"]) == 4 and data["experiments"] == ["solo"]
     hostile = next(img for img in data["images"] if img["name"] == HOSTILE)
     assert hostile["runs"][0]["pred"] == "dog" and hostile["runs"][0]["correct"] is False
@@ -155,7 +177,9 @@ def test_single_run_report_is_escaped_and_self_contained(one_run: Path) -> None:
     for img in data["images"]:
         assert (index.parent / img["runs"][0]["full"]).is_file()
         assert (index.parent / img["runs"][0]["thumb"]).is_file()
-    assert (index.parent / "assets" / "confusion_0.png").is_file() and (index.parent / "assets" / "curves_0.png").is_file()
+    assert (index.parent / "assets" / "confusion_0.png").is_file() and (
+        index.parent / "assets" / "curves_0.png"
+    ).is_file()
     assert "Pointing game" in page and "Recall cat" in page
 
 

@@ -20,8 +20,14 @@ from catdog.pipelines.compare import compare
 from catdog.report import read_explain_dir, write_report
 
 CHROMIUM = os.environ.get("CATDOG_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install -e .[dev])")
 if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
@@ -42,12 +48,28 @@ def report(tmp_path: Path) -> Path:
     names = [("cat", "a.jpg"), ("cat", HOSTILE), ("cat", "c.jpg"), ("dog", "d.jpg"), ("dog", "e.jpg"), ("dog", "f.jpg")]
     paths = make_images(tmp_path / "photos", names)
     cams = np.random.default_rng(0).normal(size=(6, 4, 4)).astype(np.float32)
-    a = make_run(tmp_path / "runs", "A", paths, ["cat", "cat", "dog", "dog", "cat", "cat"],
-                 [0.9, 0.8, 0.7, 0.95, 0.6, 0.85], cams, config={"model": {"freeze_backbone": True}},
-                 overrides=["model.freeze_backbone=true"], in_box=[True, False, True, True, False, True])
-    b = make_run(tmp_path / "runs", "B", paths, ["dog", "cat", "cat", "dog", "dog", "dog"],
-                 [0.7, 0.9, 0.8, 0.9, 0.75, 0.65], cams[::-1].copy(), config={"model": {"freeze_backbone": False}},
-                 overrides=["model.freeze_backbone=false"], in_box=[True, True, True, False, True, True])
+    a = make_run(
+        tmp_path / "runs",
+        "A",
+        paths,
+        ["cat", "cat", "dog", "dog", "cat", "cat"],
+        [0.9, 0.8, 0.7, 0.95, 0.6, 0.85],
+        cams,
+        config={"model": {"freeze_backbone": True}},
+        overrides=["model.freeze_backbone=true"],
+        in_box=[True, False, True, True, False, True],
+    )
+    b = make_run(
+        tmp_path / "runs",
+        "B",
+        paths,
+        ["dog", "cat", "cat", "dog", "dog", "dog"],
+        [0.7, 0.9, 0.8, 0.9, 0.75, 0.65],
+        cams[::-1].copy(),
+        config={"model": {"freeze_backbone": False}},
+        overrides=["model.freeze_backbone=false"],
+        in_box=[True, True, True, False, True, True],
+    )
     cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "compare.yaml")
     cfg.pop("defaults")
     cfg.pop("hydra")
@@ -62,8 +84,12 @@ def _open(browser: object, index: Path) -> tuple[object, list[str]]:
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on("console", lambda message: problems.append(f"console: {message.text}") if message.type == "error" else None)
     page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
-    page.on("request", lambda request: problems.append(f"network: {request.url}")
-            if not request.url.startswith(("file:", "data:")) else None)
+    page.on(
+        "request",
+        lambda request: (
+            problems.append(f"network: {request.url}") if not request.url.startswith(("file:", "data:")) else None
+        ),
+    )
     page.goto(index.resolve().as_uri())
     page.wait_for_selector(".tile")
     return page, problems
@@ -119,7 +145,9 @@ def test_compare_report_in_chromium(browser: object, report: Path) -> None:
     assert not viewer.is_visible()
 
     # Every picture the page shows loaded (assets copied or linked correctly).
-    broken = page.evaluate("Array.from(document.images).filter(i => i.complete && i.naturalWidth === 0).map(i => i.src)")
+    broken = page.evaluate(
+        "Array.from(document.images).filter(i => i.complete && i.naturalWidth === 0).map(i => i.src)"
+    )
     assert broken == []
     assert problems == []
     page.close()
@@ -127,8 +155,9 @@ def test_compare_report_in_chromium(browser: object, report: Path) -> None:
 
 def test_single_run_report_in_chromium(browser: object, tmp_path: Path) -> None:
     paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("dog", "b.jpg"), ("dog", HOSTILE)])
-    explain_dir = make_run(tmp_path / "runs", "solo", paths, ["cat", "cat", "dog"], [0.9, 0.6, 0.8],
-                           np.zeros((3, 2, 2), np.float32))
+    explain_dir = make_run(
+        tmp_path / "runs", "solo", paths, ["cat", "cat", "dog"], [0.9, 0.6, 0.8], np.zeros((3, 2, 2), np.float32)
+    )
     index = write_report(explain_dir / "report", [read_explain_dir(explain_dir)])
     page, problems = _open(browser, index)
     assert page.locator("#gallery .tile").count() == 3

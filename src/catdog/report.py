@@ -225,10 +225,15 @@ def write_report(
     table = experiment_table([_restricted(exp, paths) for exp in experiments])
     images = _gallery_data(out, experiments, paths, per_image)
     summary_pictures = _summary_pictures(out, experiments, paths)
-    extra = [(name, _asset(out, path, f"picture_{i}{path.suffix}"), note) for i, (name, path, note) in
-             enumerate(pictures) if Path(path).is_file()]
+    extra = [
+        (name, _asset(out, path, f"picture_{i}{path.suffix}"), note)
+        for i, (name, path, note) in enumerate(pictures)
+        if Path(path).is_file()
+    ]
 
-    page_title = title or ("catdog report: " + " vs ".join(labels) if len(labels) > 1 else f"catdog report: {labels[0]}")
+    page_title = title or (
+        "catdog report: " + " vs ".join(labels) if len(labels) > 1 else f"catdog report: {labels[0]}"
+    )
     data = {
         "experiments": labels,
         "classes": experiments[0].class_names,
@@ -268,7 +273,13 @@ def script_json(data: Any) -> str:
         JSON text with ``<``, ``>``, ``&`` and the JavaScript line separators escaped.
     """
     text = json.dumps(_nan_to_none(data), ensure_ascii=False, allow_nan=False)
-    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for raw, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(raw, escaped)
     return text
 
@@ -324,7 +335,9 @@ def _thumbnail(source: Path, target: Path) -> bool:
         return False
     height, width = image.shape[:2]
     scale = min(1.0, THUMB_SIZE / max(height, width))
-    small = cv2.resize(image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
+    )
     save_image(target, cv2.cvtColor(small, cv2.COLOR_BGR2RGB), quality=85)
     return True
 
@@ -342,8 +355,10 @@ def _gallery_data(
         runs = []
         for e, (exp, frame) in enumerate(zip(experiments, frames)):
             row = frame.loc[path]
-            probs = sorted(((name, float(row.get(f"p_{name}", math.nan))) for name in exp.class_names),
-                           key=lambda item: -item[1] if math.isfinite(item[1]) else 0.0)
+            probs = sorted(
+                ((name, float(row.get(f"p_{name}", math.nan))) for name in exp.class_names),
+                key=lambda item: -item[1] if math.isfinite(item[1]) else 0.0,
+            )
             overlay = exp.explain_dir / str(row["overlay"])
             full = _asset(out, overlay, f"{e}_{i}.jpg") if overlay.is_file() else None
             thumb = out / "thumbs" / f"{e}_{i}.jpg"
@@ -451,7 +466,11 @@ def _summary_html(table: pd.DataFrame, experiments: Sequence[Experiment]) -> str
     head += ["Architecture", "Checkpoint", "Training config"]
     rows = []
     for row in table.to_dict("records"):
-        cells = [f"<th scope='row'>{_esc(row['experiment'])}</th>", f"<td>{row['images']}</td>", f"<td>{_pct(row['accuracy'])}</td>"]
+        cells = [
+            f"<th scope='row'>{_esc(row['experiment'])}</th>",
+            f"<td>{row['images']}</td>",
+            f"<td>{_pct(row['accuracy'])}</td>",
+        ]
         cells += [f"<td>{_pct(row[f'recall_{c}'])}</td>" for c in classes]
         cells.append(f"<td>{_pct(row['mean_confidence'])}</td>")
         if pointing:

@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.ticker import MaxNLocator
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.markup import escape
@@ -217,7 +218,9 @@ def read_run_settings(run_dir: Path | None) -> tuple[dict[str, str], dict[str, s
     settings = _flatten(OmegaConf.to_container(OmegaConf.load(hydra_dir / "config.yaml"), resolve=False))
     if (hydra_dir / "hydra.yaml").is_file():
         choices = OmegaConf.select(OmegaConf.load(hydra_dir / "hydra.yaml"), "hydra.runtime.choices") or {}
-        settings.update({str(group): str(choice) for group, choice in choices.items() if not str(group).startswith("hydra")})
+        settings.update(
+            {str(group): str(choice) for group, choice in choices.items() if not str(group).startswith("hydra")}
+        )
     return overrides, settings
 
 
@@ -421,7 +424,12 @@ def _quartiles(values: np.ndarray, name: str) -> dict[str, float]:
     if not len(finite):
         return {f"{name}_{s}": math.nan for s in ("mean", "q25", "median", "q75")}
     q25, median, q75 = np.quantile(finite, [0.25, 0.5, 0.75])
-    return {f"{name}_mean": float(finite.mean()), f"{name}_q25": float(q25), f"{name}_median": float(median), f"{name}_q75": float(q75)}
+    return {
+        f"{name}_mean": float(finite.mean()),
+        f"{name}_q25": float(q25),
+        f"{name}_median": float(median),
+        f"{name}_q75": float(q75),
+    }
 
 
 def compare_tables(
@@ -436,7 +444,6 @@ def compare_tables(
     Returns:
         experiments table, pairs table, per-image table.
     """
-    labels = [exp.label for exp in experiments]
     first = experiments[0].predictions
     maps = to_common_size(cams)
     per_image = pd.DataFrame({"path": first["path"], "true": first["true"]})
@@ -444,7 +451,9 @@ def compare_tables(
         per_image[f"pred [{exp.label}]"] = exp.predictions["pred"].to_numpy()
         per_image[f"confidence [{exp.label}]"] = confidence(exp.predictions)
         per_image[f"correct [{exp.label}]"] = exp.predictions["correct"].to_numpy()
-    outcomes = [set(v for v in values if v is not None) for values in zip(*(e.predictions["correct"] for e in experiments))]
+    outcomes = [
+        set(v for v in values if v is not None) for values in zip(*(e.predictions["correct"] for e in experiments))
+    ]
     per_image["flipped"] = [len(o) > 1 for o in outcomes]
 
     pair_rows, rhos = [], []
@@ -463,14 +472,18 @@ def compare_tables(
                     "images": len(first),
                     "correct_to_incorrect": to_wrong,
                     "incorrect_to_correct": to_right,
-                    "same_prediction": float((a.predictions["pred"].to_numpy() == b.predictions["pred"].to_numpy()).mean()),
+                    "same_prediction": float(
+                        (a.predictions["pred"].to_numpy() == b.predictions["pred"].to_numpy()).mean()
+                    ),
                     **_quartiles(rho, "spearman"),
                     **_quartiles(iou, "iou_top20"),
                 }
             )
     if rhos:
         with np.errstate(invalid="ignore"):
-            per_image["cam_disagreement"] = 1.0 - np.nanmean(np.vstack(rhos), axis=0) if len(rhos) > 1 else 1.0 - rhos[0]
+            per_image["cam_disagreement"] = (
+                1.0 - np.nanmean(np.vstack(rhos), axis=0) if len(rhos) > 1 else 1.0 - rhos[0]
+            )
     else:
         per_image["cam_disagreement"] = math.nan
     pairs = pd.DataFrame(pair_rows) if pair_rows else pd.DataFrame(columns=["a", "b", "images"])
@@ -507,13 +520,24 @@ def overlay_rows_grid(experiments: Sequence[Experiment], paths: Sequence[str], o
 def similarity_histogram(per_image: pd.DataFrame, pairs: pd.DataFrame, out_png: Path) -> Path:
     """Histograms of the per-image Spearman and top-20% IoU of every pair."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for metric, ax, title, low in (("spearman", axes[0], "CAM Spearman correlation", -1.0), ("iou_top20", axes[1], "IoU of the top-20% regions", 0.0)):
+    for metric, ax, title, low in (
+        ("spearman", axes[0], "CAM Spearman correlation", -1.0),
+        ("iou_top20", axes[1], "IoU of the top-20% regions", 0.0),
+    ):
         for a, b in zip(pairs["a"], pairs["b"]):
             values = per_image[pair_column(metric, a, b)].to_numpy(dtype=float)
-            ax.hist(values[np.isfinite(values)], bins=20, range=(low, 1.0), histtype="step", linewidth=2, label=f"{a} vs {b}")
+            ax.hist(
+                values[np.isfinite(values)],
+                bins=20,
+                range=(low, 1.0),
+                histtype="step",
+                linewidth=2,
+                label=f"{a} vs {b}",
+            )
         ax.set_title(title)
         ax.set_xlabel("per image (1 = same map)")
         ax.set_ylabel("images")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -532,23 +556,48 @@ def write_pictures(
     """
     pictures: list[tuple[str, Path, str]] = []
     if len(pairs):
-        pictures.append(("CAM similarity per image", similarity_histogram(per_image, pairs, out_dir / "cam_similarity.png"),
-                         "How similar the experiments' maps are on each image; mass near 1 means they look at the same regions."))
+        pictures.append(
+            (
+                "CAM similarity per image",
+                similarity_histogram(per_image, pairs, out_dir / "cam_similarity.png"),
+                "How similar the experiments' maps are on each image; mass near 1 means they look at the same regions.",
+            )
+        )
         by_disagreement = per_image.sort_values("cam_disagreement", ascending=False)
         flipped = by_disagreement[by_disagreement["flipped"]]
         grid = overlay_rows_grid(experiments, flipped["path"].head(rows).tolist(), out_dir / "flipped.png")
         if grid:
-            pictures.append(("Flipped images", grid, "Right in one experiment and wrong in another; one row per image, one column per experiment."))
-        grid = overlay_rows_grid(experiments, by_disagreement["path"].head(rows).tolist(), out_dir / "cam_disagreement.png")
+            pictures.append(
+                (
+                    "Flipped images",
+                    grid,
+                    "Right in one experiment and wrong in another; one row per image, one column per experiment.",
+                )
+            )
+        grid = overlay_rows_grid(
+            experiments, by_disagreement["path"].head(rows).tolist(), out_dir / "cam_disagreement.png"
+        )
         if grid:
-            pictures.append(("Where the CAMs disagree most", grid, "Images whose maps differ most between experiments (lowest Spearman)."))
+            pictures.append(
+                (
+                    "Where the CAMs disagree most",
+                    grid,
+                    "Images whose maps differ most between experiments (lowest Spearman).",
+                )
+            )
     for exp in experiments:
         frame = exp.predictions.assign(confidence=confidence(exp.predictions))
         mistakes = frame[frame["correct"].eq(False)].sort_values("confidence", ascending=False)
         name = f"confident_mistakes_{safe_name(exp.label)}.png"
         grid = overlay_rows_grid(experiments, mistakes["path"].head(rows).tolist(), out_dir / name)
         if grid:
-            pictures.append((f"Most confident mistakes of {exp.label}", grid, "Its wrong predictions, most confident first, next to the other experiments' maps."))
+            pictures.append(
+                (
+                    f"Most confident mistakes of {exp.label}",
+                    grid,
+                    "Its wrong predictions, most confident first, next to the other experiments' maps.",
+                )
+            )
     return pictures
 
 
@@ -571,7 +620,10 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("sweep"):
         given += [str(p) for p in sweep_runs(cfg.sweep)]
     if not given:
-        raise CatdogError("Nothing to compare: pass runs=[runs/A,runs/B] (run/explain folders or checkpoints) or sweep=<multirun folder>")
+        raise CatdogError(
+            "Nothing to compare: pass runs=[runs/A,runs/B] (run/explain folders or checkpoints) "
+            "or sweep=<multirun folder>"
+        )
     sources = [resolve_source(g) for g in given]
     check_class_names(given, [class_names_of(s) for s in sources])
     common = common_images(sources, cfg.data.root, cfg.data.split)
@@ -583,14 +635,14 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
         if found is None:
             found = _explain_again(source, cfg)
         explain_dirs.append(found)
-    names = [
-        (s.run_dir.name if s.run_dir is not None else Path(s.given).name) for s in sources
-    ]
+    names = [(s.run_dir.name if s.run_dir is not None else Path(s.given).name) for s in sources]
     labels = experiment_labels(names, [read_run_settings(s.run_dir) for s in sources])
     experiments = [read_explain_dir(d, label) for d, label in zip(explain_dirs, labels)]
     paths = align(experiments, common)
     if len(paths) < len(common):
-        log.warning("%d of the %d common images could not be read by every run: left out", len(common) - len(paths), len(common))
+        log.warning(
+            "%d of the %d common images could not be read by every run: left out", len(common) - len(paths), len(common)
+        )
     cams = [load_predicted_cams(exp.explain_dir, paths) for exp in experiments]
 
     out_dir = make_output_dir(cfg.out_dir, Path.cwd(), cfg.overwrite) if cfg.out_dir else _default_out_dir()
@@ -631,7 +683,8 @@ def _explain_again(source: Source, cfg: DictConfig) -> Path:
     overrides = [f"ckpt={source.checkpoint}", f"data.split={cfg.data.split}"]
     if cfg.data.root:
         overrides.append(f"data.root={cfg.data.root}")
-    overrides += [f"{key}={value}" for key, value in (cfg.explain or {}).items()]
+    settings = _flatten(OmegaConf.to_container(cfg.explain, resolve=True)) if cfg.get("explain") else {}
+    overrides += [f"{key}={value}" for key, value in settings.items()]
     print(f"Explaining {source.given} (no explain folder covers the common images)")
     result = explain(_explain_config(overrides))
     return Path(result["out_dir"])
@@ -659,18 +712,29 @@ def print_tables(table: pd.DataFrame, pairs: pd.DataFrame, class_names: Sequence
     if table["pointing_game"].notna().any():
         columns.append("pointing_game")
     for column in columns:
-        numbers.add_column(column.replace("_", " "), justify="left" if column == "experiment" else "right")
+        if column == "experiment":  # labels are what the reader needs: wrap them, never cut them
+            numbers.add_column("experiment", overflow="fold", min_width=min(30, int(table["experiment"].str.len().max())))
+        else:
+            numbers.add_column(column.replace("_", " "), justify="right")
     for row in table.to_dict("records"):
         numbers.add_row(*[escape(_cell(row[c])) for c in columns])
     console.print(numbers)
     if len(pairs):
         pair_table = Table(title=escape("Pairs: flips and CAM similarity (mean [q25, median, q75])"))
         for column in ("A", "B", "A right→B wrong", "A wrong→B right", "same pred", "Spearman", "top-20% IoU"):
-            pair_table.add_column(column, justify="left" if column in ("A", "B") else "right")
+            if column in ("A", "B"):
+                pair_table.add_column(column, overflow="fold", min_width=min(20, int(table["experiment"].str.len().max())))
+            else:
+                pair_table.add_column(column, justify="right")
         for row in pairs.to_dict("records"):
             pair_table.add_row(
-                escape(row["a"]), escape(row["b"]), str(row["correct_to_incorrect"]), str(row["incorrect_to_correct"]),
-                _cell(row["same_prediction"]), _stats(row, "spearman"), _stats(row, "iou_top20"),
+                escape(row["a"]),
+                escape(row["b"]),
+                str(row["correct_to_incorrect"]),
+                str(row["incorrect_to_correct"]),
+                _cell(row["same_prediction"]),
+                _stats(row, "spearman"),
+                _stats(row, "iou_top20"),
             )
         console.print(pair_table)
 
@@ -683,5 +747,9 @@ def _cell(value: Any) -> str:
 
 
 def _stats(row: dict[str, Any], name: str) -> str:
-    return (f"{row[f'{name}_mean']:.2f} [{row[f'{name}_q25']:.2f}, {row[f'{name}_median']:.2f}, "
-            f"{row[f'{name}_q75']:.2f}]")
+    """``mean [q25, median, q75]``; a dash when no image had a usable map (e.g. flat or overflowed maps)."""
+    if not math.isfinite(row.get(f"{name}_mean", math.nan)):
+        return "–"
+    return escape(
+        f"{row[f'{name}_mean']:.2f} [{row[f'{name}_q25']:.2f}, {row[f'{name}_median']:.2f}, {row[f'{name}_q75']:.2f}]"
+    )
