@@ -279,6 +279,8 @@ def test_compare_user_errors(tmp_path: Path, two_runs: tuple[Path, Path, list[st
     pd.DataFrame({"path": [elsewhere], "label": "cat", "split": "test"}).to_csv(other.parent.parent / "split.csv")
     with pytest.raises(CatdogError, match="share no image"):
         compare(_cfg(tmp_path, runs=[str(a.parent.parent), str(other.parent.parent)]))
+    with pytest.raises(CatdogError, match="does not exist"):
+        compare(_cfg(tmp_path, runs=[str(tmp_path / "missing")]))
     with pytest.raises(CatdogError, match="Nothing to compare"):
         compare(_cfg(tmp_path))
     with pytest.raises(CatdogError, match="numbered"):

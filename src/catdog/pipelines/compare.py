@@ -92,6 +92,8 @@ def resolve_source(given: str | Path) -> Source:
         CatdogError: nothing usable at that path.
     """
     path = Path(given).expanduser()
+    if not path.exists():
+        raise CatdogError(f"{given} does not exist: pass run folders, explain folders or .ckpt files to compare")
     if path.is_dir() and (path / "predictions.csv").is_file():
         experiment = read_explain_dir(path)
         checkpoint = Path((experiment.summary.get("checkpoint") or {}).get("path") or "")
