@@ -60,6 +60,7 @@ from catdog.errors import CatdogError
 from catdog.models import ClassifierModule, arch_spec, load_classifier
 from catdog.overlay import draw_label, heatmap_overlay, image_grid, label_text, safe_name, save_image, side_by_side
 from catdog.plots import plot_confusion_matrix
+from catdog.report import read_explain_dir, write_report
 
 log = logging.getLogger(__name__)
 
@@ -371,6 +372,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     summary["source"] = str(source) if source else f"{run_dir}/split.csv [{cfg.data.split}]"
     summary["versions"] = _versions()
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_report(out_dir / "report", [read_explain_dir(out_dir)])
     _print_where(out_dir, summary)
     return dict(summary, out_dir=str(out_dir))
 
@@ -460,7 +462,7 @@ def run_explain(
 
             cams_np, idx_np, probs_np = cams.float().numpy(), cam_idx.numpy(), probs.numpy()
             if save_cams:
-                cam_chunks.append(cams_np.astype(np.float16))
+                cam_chunks.append(cams_np)
                 idx_chunks.append(idx_np)
                 cam_paths.extend(paths[i] for i in indices)
             for row, i in enumerate(indices):
@@ -491,9 +493,13 @@ def run_explain(
     if len(skipped_frame):
         log.warning("Skipped %d unreadable image(s); listed in %s", len(skipped_frame), out_dir / "skipped.csv")
     if save_cams and cam_chunks:
+        all_cams = np.concatenate(cam_chunks)
+        # float16 halves the file; a diverged model's maps can exceed its range, then keep float32.
+        if np.abs(all_cams).max() < np.finfo(np.float16).max:
+            all_cams = all_cams.astype(np.float16)
         np.savez_compressed(
             out_dir / "cams.npz",
-            cams=np.concatenate(cam_chunks),
+            cams=all_cams,
             class_idx=np.concatenate(idx_chunks),
             paths=np.array(cam_paths),
             class_names=np.array(class_names),
@@ -609,4 +615,5 @@ def _print_where(out_dir: Path, summary: dict[str, Any]) -> None:
     if summary.get("pointing_game"):
         lines.append(f"  pointing game: CAM peak inside the object box for {summary['pointing_game']['hit_rate']:.1%}")
     lines.append("  predictions.csv, summary.json, confusion_matrix.png, top_losses.png")
+    lines.append(f"  open {out_dir / 'report' / 'index.html'} in a browser to filter and sort them")
     print("\n".join(lines))
