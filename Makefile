@@ -18,6 +18,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	$(PY) scripts/train.py
+	$(PY) scripts/explain.py ckpt=latest
 
 test: install
 	$(PY) -m pytest

@@ -182,3 +182,14 @@ def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path: Path) -> None:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("catdog: error:"), result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_latest_checkpoint_is_the_newest_run(tmp_path: Path) -> None:
+    import os
+
+    old = save_constant_checkpoint(tmp_path / "runs" / "train" / "a" / "checkpoints" / "best.ckpt")
+    new = save_constant_checkpoint(tmp_path / "runs" / "other" / "b" / "checkpoints" / "best.ckpt")
+    os.utime(old, (1, 1))
+    assert resolve_checkpoint("latest", tmp_path / "runs") == new
+    with pytest.raises(CatdogError, match="train first"):
+        resolve_checkpoint("latest", tmp_path / "nothing")

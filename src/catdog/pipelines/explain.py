@@ -50,7 +50,7 @@ from catdog.cam import (
     capture_features,
     class_activation_maps,
     normalize_for_display,
-    peak_location,
+    peak_in_image,
     point_in_box,
     select_classes,
     upsample_cams,
@@ -70,12 +70,19 @@ SPLITS = ("train", "val", "test", "all")
 # ---------------------------------------------------------------------------------------------
 # Inputs: checkpoint, images, output folder
 # ---------------------------------------------------------------------------------------------
-def resolve_checkpoint(ckpt: str | Path) -> Path:
-    """Turn ``ckpt=`` (a checkpoint file or a run folder) into a checkpoint file.
+def resolve_checkpoint(ckpt: str | Path, runs_dir: str | Path = "runs") -> Path:
+    """Turn ``ckpt=`` (a checkpoint file, a run folder, or ``latest``) into a checkpoint file.
+
+    ``latest`` is the most recently written ``best.ckpt`` below ``runs_dir``.
 
     Raises:
         CatdogError: nothing usable at that path.
     """
+    if str(ckpt) == "latest":
+        candidates = sorted(Path(runs_dir).glob("**/checkpoints/best.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise CatdogError(f"ckpt=latest found no checkpoints/best.ckpt below {runs_dir}: train first, or pass ckpt=")
+        return candidates[-1]
     path = Path(ckpt).expanduser()
     if path.is_dir():
         for candidate in (path / "checkpoints" / "best.ckpt", path / "best.ckpt"):
@@ -216,6 +223,7 @@ class OverlayStyle:
     side_by_side: bool
     show_true_cam: bool
     quality: int
+    pointing_tolerance: float = 0.0
 
 
 def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
@@ -228,7 +236,7 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     height, width = job.original.shape[:2]
     maps = upsample_cams(torch.from_numpy(job.cams), (height, width))  # [M, H, W]
     pred = int(job.cam_idx[0])
-    peak_x, peak_y = peak_location(maps[0])
+    peak_x, peak_y = peak_in_image(torch.from_numpy(job.cams[0]), (height, width))
     display = normalize_for_display(maps).numpy()
 
     true_name = names[job.true_idx] if job.true_idx >= 0 else None
@@ -252,15 +260,18 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
         **{f"p_{name}": float(job.probs[i]) for i, name in enumerate(names)},
         "loss": job.loss,
         "correct": (job.true_idx == pred) if job.true_idx >= 0 else None,
-        "peak_x": peak_x,
-        "peak_y": peak_y,
+        "peak_x": round(peak_x, 1),
+        "peak_y": round(peak_y, 1),
         "area50": area_above(maps[0], 0.5),
         "overlay": job.overlay_rel,
     }
     if style.topk > 1:
         row["topk"] = "|".join(names[int(c)] for c in job.cam_idx[: style.topk])
     if job.box is not None:
+        x0, y0, x1, y1 = job.box
+        margin_x, margin_y = style.pointing_tolerance * width, style.pointing_tolerance * height
         row["in_box"] = point_in_box(peak_x, peak_y, job.box)
+        row["pointing_hit"] = point_in_box(peak_x, peak_y, (x0 - margin_x, y0 - margin_y, x1 + margin_x, y1 + margin_y))
     return row
 
 
@@ -321,7 +332,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         CatdogError: bad checkpoint, paths or settings.
     """
-    checkpoint = resolve_checkpoint(cfg.ckpt)
+    checkpoint = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
     model = load_classifier(checkpoint)
     hp = model.hparams
     class_names: list[str] = list(hp.class_names)
@@ -355,12 +366,15 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
             side_by_side=bool(cfg.overlay.side_by_side),
             show_true_cam=bool(cfg.overlay.show_true_cam),
             quality=int(cfg.overlay.quality),
+            pointing_tolerance=float(cfg.pointing_tolerance),
         ),
         writers=cfg.overlay.writers,
         save_cams=cfg.save_cams,
     )
     predictions, skipped, extra = result
     summary = write_reports(predictions, skipped, class_names, out_dir, cfg.top_losses)
+    if summary["pointing_game"]:
+        summary["pointing_game"]["tolerance"] = float(cfg.pointing_tolerance)
     summary.update(extra)
     summary["checkpoint"] = {"path": str(checkpoint.resolve()), "sha256": _sha256(checkpoint)}
     config_file = run_dir / ".hydra" / "config.yaml"
@@ -544,12 +558,13 @@ def write_reports(
         mistakes = labelled[labelled["true"] != labelled["pred"]].sort_values("loss", ascending=False)
         if len(mistakes) and top_losses > 0:
             _top_losses_grid(mistakes.head(top_losses), out_dir)
-    if len(predictions) and "in_box" in predictions.columns:
-        scored = predictions["in_box"].dropna()
+    if len(predictions) and "pointing_hit" in predictions.columns:
+        scored = predictions[predictions["pointing_hit"].notna()]
         summary["pointing_game"] = {
-            "hits": int(scored.sum()),
+            "hits": int(scored["pointing_hit"].sum()),
             "images": int(len(scored)),
-            "hit_rate": float(scored.mean()) if len(scored) else None,
+            "hit_rate": float(scored["pointing_hit"].mean()) if len(scored) else None,
+            "strict_hit_rate": float(scored["in_box"].mean()) if len(scored) else None,
         }
     else:
         summary["pointing_game"] = None
@@ -613,7 +628,11 @@ def _print_where(out_dir: Path, summary: dict[str, Any]) -> None:
     else:
         lines.append("  overlays in unlabelled/<predicted class>/")
     if summary.get("pointing_game"):
-        lines.append(f"  pointing game: CAM peak inside the object box for {summary['pointing_game']['hit_rate']:.1%}")
+        game = summary["pointing_game"]
+        lines.append(
+            f"  pointing game: CAM peak on the object for {game['hit_rate']:.1%} of {game['images']} images "
+            f"({game['strict_hit_rate']:.1%} strictly inside its box)"
+        )
     lines.append("  predictions.csv, summary.json, confusion_matrix.png, top_losses.png")
     lines.append(f"  open {out_dir / 'report' / 'index.html'} in a browser to filter and sort them")
     print("\n".join(lines))

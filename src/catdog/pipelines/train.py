@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
 
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
     # Absolute paths: explain and compare may run from another directory.
     for key in ("root", "manifest"):
         if data_cfg.get(key):
@@ -130,6 +131,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         augment=data_cfg["augment"],
     )
 
+    # The CSV logger writes into the run folder, which already holds split.csv: expected, not a problem.
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else []
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
