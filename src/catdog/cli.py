@@ -22,7 +22,8 @@ def exit_on_user_error(task: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return task(*args, **kwargs)
         except CatdogError as err:
-            message = str(err)
+            # Raised in a DataLoader worker, the message carries the worker's traceback: keep the last line.
+            message = str(err).strip().splitlines()[-1].removeprefix("catdog.errors.CatdogError: ")
         except MissingMandatoryValue as err:
             key = getattr(err, "full_key", None) or "a required value"
             message = f"{key} is required: add {key}=... to the command line"
