@@ -193,3 +193,24 @@ def test_latest_checkpoint_is_the_newest_run(tmp_path: Path) -> None:
     assert resolve_checkpoint("latest", tmp_path / "runs") == new
     with pytest.raises(CatdogError, match="train first"):
         resolve_checkpoint("latest", tmp_path / "nothing")
+
+
+def test_pointing_game_scores_the_peak_against_every_box_of_an_image(run_folder: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    write_images(images, {"cat": 3}, size=(80, 60))
+    # The constant model's maps are flat: the peak is the first cell's centre, (19.5, 14.5) in the photo.
+    pd.DataFrame(
+        [
+            ("cat/cat_0.png", 10, 5, 30, 25),  # hit
+            ("cat/cat_1.png", 50, 40, 70, 55),  # miss, even with the tolerance
+            ("cat/cat_2.png", 60, 0, 80, 10),  # miss ...
+            ("cat/cat_2.png", 15, 10, 25, 20),  # ... but its second object is hit
+        ],
+        columns=["path", "x0", "y0", "x1", "y1"],
+    ).to_csv(images / "boxes.csv", index=False)
+    summary = explain(explain_cfg(run_folder, f"data.root={images}"))
+    predictions = pd.read_csv(Path(summary["out_dir"]) / "predictions.csv")
+    predictions.index = predictions["path"].map(lambda p: Path(p).name)
+    assert (predictions.loc["cat_0.png", "peak_x"], predictions.loc["cat_0.png", "peak_y"]) == (19.5, 14.5)
+    assert predictions["pointing_hit"].to_dict() == {"cat_0.png": True, "cat_1.png": False, "cat_2.png": True}
+    assert summary["pointing_game"]["hits"] == 2 and summary["pointing_game"]["images"] == 3

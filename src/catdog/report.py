@@ -91,8 +91,9 @@ def read_explain_dir(explain_dir: str | Path, label: str | None = None) -> Exper
     summary = json.loads((folder / "summary.json").read_text())
     predictions = pd.read_csv(folder / "predictions.csv", dtype={"path": str, "true": str, "pred": str})
     predictions["correct"] = [_as_bool(value) for value in predictions.get("correct", [None] * len(predictions))]
-    if "in_box" in predictions.columns:
-        predictions["in_box"] = [_as_bool(value) for value in predictions["in_box"]]
+    for column in ("in_box", "pointing_hit"):
+        if column in predictions.columns:
+            predictions[column] = [_as_bool(value) for value in predictions[column]]
     run_dir = _run_dir_of_explain(folder, summary)
     name = label or (run_dir.name if run_dir is not None else folder.name)
     class_names = list(summary.get("class_names") or [c[2:] for c in predictions.columns if c.startswith("p_")])
@@ -154,7 +155,9 @@ def experiment_table(experiments: Sequence[Experiment]) -> pd.DataFrame:
             of_class = labelled[labelled["true"] == name]
             row[f"recall_{name}"] = float((of_class["pred"] == name).mean()) if len(of_class) else math.nan
         row["mean_confidence"] = float(confidence(frame).mean()) if len(frame) else math.nan
-        hits = frame["in_box"].dropna() if "in_box" in frame.columns else pd.Series(dtype=object)
+        # explain's pointing_hit (with the pointing-game tolerance) when present; strict in_box otherwise
+        column = "pointing_hit" if "pointing_hit" in frame.columns else "in_box"
+        hits = frame[column].dropna() if column in frame.columns else pd.Series(dtype=object)
         row["pointing_game"] = float(hits.astype(bool).mean()) if len(hits) else math.nan
         checkpoint = exp.summary.get("checkpoint") or {}
         config = exp.summary.get("train_config") or {}

@@ -210,7 +210,7 @@ class ImageJob:
     cam_idx: np.ndarray  # [M] class of each map: top-k predictions, then the true class
     cams: np.ndarray  # [M, h, w] raw maps, float32
     original: np.ndarray  # [H, W, 3] uint8 RGB
-    box: tuple[float, float, float, float] | None
+    boxes: list[tuple[float, float, float, float]]  # the image's object boxes; empty when none are known
     overlay_path: Path
     overlay_rel: str
 
@@ -267,11 +267,12 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     }
     if style.topk > 1:
         row["topk"] = "|".join(names[int(c)] for c in job.cam_idx[: style.topk])
-    if job.box is not None:
-        x0, y0, x1, y1 = job.box
-        margin_x, margin_y = style.pointing_tolerance * width, style.pointing_tolerance * height
-        row["in_box"] = point_in_box(peak_x, peak_y, job.box)
-        row["pointing_hit"] = point_in_box(peak_x, peak_y, (x0 - margin_x, y0 - margin_y, x1 + margin_x, y1 + margin_y))
+    if job.boxes:  # a hit on any of the image's objects counts
+        mx, my = style.pointing_tolerance * width, style.pointing_tolerance * height
+        row["in_box"] = any(point_in_box(peak_x, peak_y, box) for box in job.boxes)
+        row["pointing_hit"] = any(
+            point_in_box(peak_x, peak_y, (x0 - mx, y0 - my, x1 + mx, y1 + my)) for x0, y0, x1, y1 in job.boxes
+        )
     return row
 
 
@@ -397,7 +398,7 @@ def run_explain(
     out_dir: Path,
     *,
     style: OverlayStyle,
-    boxes: dict[str, tuple[float, float, float, float]] | None = None,
+    boxes: dict[str, list[tuple[float, float, float, float]]] | None = None,
     topk: int = 1,
     batch_size: int = 32,
     num_workers: int = 2,
@@ -412,7 +413,7 @@ def run_explain(
         images: columns ``path`` and ``label`` (class name or None).
         out_dir: the explain folder (must exist).
         style: how overlays look.
-        boxes: absolute path -> object box, for the pointing game.
+        boxes: absolute path -> object boxes, for the pointing game.
         topk: maps for the top-k predicted classes.
         batch_size: images per forward pass.
         num_workers: decoding worker processes (0: decode in this process).
@@ -491,7 +492,7 @@ def run_explain(
                         cam_idx=idx_np[row],
                         cams=cams_np[row],
                         original=batch["originals"][row].numpy(),
-                        box=boxes.get(paths[i]) if boxes else None,
+                        boxes=boxes.get(paths[i], []) if boxes else [],
                         overlay_path=out_dir / rel,
                         overlay_rel=rel,
                     )
@@ -584,8 +585,10 @@ def _top_losses_grid(mistakes: pd.DataFrame, out_dir: Path) -> None:
         save_image(out_dir / "top_losses.png", grid)
 
 
-def _boxes_for(source: str | None, data_hparams: dict[str, Any]) -> dict[str, tuple[float, float, float, float]]:
-    """Object boxes (absolute path -> box) from a boxes.csv beside the images, if there is one."""
+def _boxes_for(
+    source: str | None, data_hparams: dict[str, Any]
+) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Object boxes (absolute path -> boxes) from a boxes.csv beside the images, if there is one."""
     root = Path(source) if source else (Path(data_hparams["root"]) if data_hparams.get("root") else None)
     if root is None or not root.is_dir():
         return {}
@@ -593,10 +596,10 @@ def _boxes_for(source: str | None, data_hparams: dict[str, Any]) -> dict[str, tu
     if frame is None:
         return {}
     # boxes.csv has exclusive x1, y1 (the object is image[y0:y1, x0:x1]); point_in_box is inclusive.
-    return {
-        str(row.path): (float(row.x0), float(row.y0), float(row.x1) - 1, float(row.y1) - 1)
-        for row in frame.itertuples()
-    }
+    boxes: dict[str, list[tuple[float, float, float, float]]] = {}
+    for row in frame.itertuples():
+        boxes.setdefault(str(row.path), []).append((float(row.x0), float(row.y0), float(row.x1) - 1, float(row.y1) - 1))
+    return boxes
 
 
 def _sha256(path: Path) -> str:
