@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
-from catdog.data import IMAGE_EXTENSIONS, build_transform, ensure_demo_dataset, load_rgb
+from catdog.data import IMAGE_EXTENSIONS, build_transform, ensure_demo_dataset
 from catdog.models import ClassifierModule, arch_spec
 from catdog.overlay import draw_label, heatmap_overlay, label_text, save_image
 from catdog.pipelines.explain import ExplainDataset, OverlayStyle, collate_explain, run_explain
@@ -43,7 +43,9 @@ def plain_inference(model, images, args) -> float:
     hp = model.hparams
     loader = DataLoader(
         ExplainDataset(images["path"].tolist(), build_transform(hp.image_size, hp.mean, hp.std, train=False)),
-        batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_explain,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        collate_fn=collate_explain,
     )
     net = model.net.to(memory_format=torch.channels_last)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
@@ -55,11 +57,20 @@ def plain_inference(model, images, args) -> float:
 
 
 def full_explain(model, images, args, out: Path) -> float:
-    style = OverlayStyle(list(model.hparams.class_names), topk=1, alpha=0.5, side_by_side=False,
-                         show_true_cam=True, quality=90)
+    style = OverlayStyle(
+        list(model.hparams.class_names), topk=1, alpha=0.5, side_by_side=False, show_true_cam=True, quality=90
+    )
     start = time.perf_counter()
-    run_explain(model, images, out, style=style, batch_size=args.batch_size, num_workers=args.num_workers,
-                bf16=args.precision == "bf16", writers=2)
+    run_explain(
+        model,
+        images,
+        out,
+        style=style,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        bf16=args.precision == "bf16",
+        writers=2,
+    )
     return len(images) / (time.perf_counter() - start)
 
 
@@ -70,10 +81,10 @@ def tutorial_loop(model, images, args, out: Path) -> float:
     spec = arch_spec(hp.arch)
     features_blob = []
     handle = net.get_submodule(spec.feature_layer).register_forward_hook(
-        lambda m, i, o: features_blob.append(o.detach().numpy()))
+        lambda m, i, o: features_blob.append(o.detach().numpy())
+    )
     weight = net.get_submodule(spec.fc_layer).weight.detach().numpy()
     transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
-    names = list(hp.class_names)
     start = time.perf_counter()
     with torch.no_grad():
         for i, path in enumerate(images["path"]):
@@ -102,7 +113,9 @@ def gradcam_batched(model, images, args, out: Path) -> float:
     net = model.net.eval()
     loader = DataLoader(
         ExplainDataset(images["path"].tolist(), build_transform(hp.image_size, hp.mean, hp.std, train=False)),
-        batch_size=args.batch_size, num_workers=args.num_workers, collate_fn=collate_explain,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        collate_fn=collate_explain,
     )
     names = list(hp.class_names)
     start = time.perf_counter()
@@ -116,7 +129,9 @@ def gradcam_batched(model, images, args, out: Path) -> float:
             for row, original in enumerate(batch["originals"]):
                 rgb = original.numpy()
                 heat = cv2.resize(maps[row], (rgb.shape[1], rgb.shape[0]))
-                picture = draw_label(heatmap_overlay(rgb, heat, 0.5), label_text(names[pred[row]], float(probs[row, pred[row]]), None))
+                picture = draw_label(
+                    heatmap_overlay(rgb, heat, 0.5), label_text(names[pred[row]], float(probs[row, pred[row]]), None)
+                )
                 save_image(out / f"{batch['indices'][row]}.jpg", picture)
     return len(images) / (time.perf_counter() - start)
 
@@ -132,7 +147,11 @@ def main() -> None:
     parser.add_argument("--precision", choices=["32", "bf16"], default="32")
     args = parser.parse_args()
 
-    root = Path(args.images) if args.images else ensure_demo_dataset("data/demo", num_per_class=600, image_size=128, seed=0)
+    root = (
+        Path(args.images)
+        if args.images
+        else ensure_demo_dataset("data/demo", num_per_class=600, image_size=128, seed=0)
+    )
     images = list_images(Path(root), args.limit)
     class_names = sorted(images["label"].unique().tolist())
     model = ClassifierModule(arch=args.arch, class_names=class_names, weights=None, image_size=args.image_size).eval()
@@ -142,19 +161,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for key, name, fn in [
             ("a", "plain batched inference + decoding", lambda: plain_inference(model, images, args)),
-            ("b", "catdog explain (CAM + overlays + tables)", lambda: full_explain(model, images, args, Path(tmp, "b"))),
+            (
+                "b",
+                "catdog explain (CAM + overlays + tables)",
+                lambda: full_explain(model, images, args, Path(tmp, "b")),
+            ),
             ("c", "per-image tutorial CAM loop", lambda: tutorial_loop(model, images, args, Path(tmp, "c"))),
             ("d", "pytorch-grad-cam GradCAM, batched", lambda: gradcam_batched(model, images, args, Path(tmp, "d"))),
         ]:
             Path(tmp, key).mkdir()
             results[key] = (name, fn())
-    print(f"{len(images)} images from {root}, {args.arch} {args.image_size}px, batch {args.batch_size}, "
-          f"{args.num_workers} workers, {torch.get_num_threads()} threads, precision {args.precision}")
+    print(
+        f"{len(images)} images from {root}, {args.arch} {args.image_size}px, batch {args.batch_size}, "
+        f"{args.num_workers} workers, {torch.get_num_threads()} threads, precision {args.precision}"
+    )
     print("| | method | img/s |\n| --- | --- | --- |")
     for key, (name, speed) in results.items():
         print(f"| ({key}) | {name} | {speed:.1f} |")
     a, b, c, d = (results[k][1] for k in "abcd")
-    print(f"(b)/(a) = {b / a:.2f} (target >= 0.8), (b)/(c) = {b / c:.2f} (target >= 3), (b)/(d) = {b / d:.2f} (target >= 2)")
+    print(
+        f"(b)/(a) = {b / a:.2f} (target >= 0.8), (b)/(c) = {b / c:.2f} (target >= 3), (b)/(d) = {b / d:.2f} (target >= 2)"
+    )
 
 
 if __name__ == "__main__":

@@ -109,8 +109,14 @@ def main() -> None:
     index = build_index("folder", root, val_fraction=0.1, test_fraction=0.1, seed=0)
     class_names = class_names_of(index)
     datamodule = ImageDataModule(
-        index, class_names, image_size=args.image_size, mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
-        batch_size=args.batch_size, num_workers=args.num_workers, augment=True,
+        index,
+        class_names,
+        image_size=args.image_size,
+        mean=[0.485, 0.456, 0.406],
+        std=[0.229, 0.224, 0.225],
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        augment=True,
     )
     datamodule.setup("fit")
     results: dict[str, list[float]] = {"plain": [], "lightning": []}
@@ -120,10 +126,14 @@ def main() -> None:
         pl.seed_everything(0)
         results["lightning"].append(lightning_run(args, datamodule, class_names))
     plain, lightning = max(results["plain"]), max(results["lightning"])
-    print(f"settings: {args.arch} {args.image_size}px batch {args.batch_size} workers {args.num_workers} "
-          f"threads {torch.get_num_threads()} steps {args.steps} (+{args.warmup} warm-up) x{args.repeats}")
-    print(f"all runs img/s: plain {[round(v, 1) for v in results['plain']]}, "
-          f"lightning {[round(v, 1) for v in results['lightning']]}")
+    print(
+        f"settings: {args.arch} {args.image_size}px batch {args.batch_size} workers {args.num_workers} "
+        f"threads {torch.get_num_threads()} steps {args.steps} (+{args.warmup} warm-up) x{args.repeats}"
+    )
+    print(
+        f"all runs img/s: plain {[round(v, 1) for v in results['plain']]}, "
+        f"lightning {[round(v, 1) for v in results['lightning']]}"
+    )
     print("| loop | img/s (best) |\n| --- | --- |")
     print(f"| plain PyTorch | {plain:.1f} |\n| catdog Lightning module | {lightning:.1f} |")
     print(f"Lightning overhead: {100 * (1 - lightning / plain):+.1f}% (target <= 5%)")

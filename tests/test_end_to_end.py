@@ -20,8 +20,13 @@ def test_demo_train_then_explain_points_at_the_objects(tmp_path: Path) -> None:
     summary = train(
         make_config(
             "train",
-            [f"paths.output_dir={run}", f"data.root={tmp_path / 'demo'}", "trainer.max_epochs=8",
-             "trainer.accelerator=cpu", "~callbacks.rich_progress_bar"],
+            [
+                f"paths.output_dir={run}",
+                f"data.root={tmp_path / 'demo'}",
+                "trainer.max_epochs=8",
+                "trainer.accelerator=cpu",
+                "~callbacks.rich_progress_bar",
+            ],
         )
     )
     assert summary["test"]["accuracy"] >= 0.9

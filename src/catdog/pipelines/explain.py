@@ -81,7 +81,9 @@ def resolve_checkpoint(ckpt: str | Path, runs_dir: str | Path = "runs") -> Path:
     if str(ckpt) == "latest":
         candidates = sorted(Path(runs_dir).glob("**/checkpoints/best.ckpt"), key=lambda p: p.stat().st_mtime)
         if not candidates:
-            raise CatdogError(f"ckpt=latest found no checkpoints/best.ckpt below {runs_dir}: train first, or pass ckpt=")
+            raise CatdogError(
+                f"ckpt=latest found no checkpoints/best.ckpt below {runs_dir}: train first, or pass ckpt="
+            )
         return candidates[-1]
     path = Path(ckpt).expanduser()
     if path.is_dir():
@@ -585,9 +587,7 @@ def _top_losses_grid(mistakes: pd.DataFrame, out_dir: Path) -> None:
         save_image(out_dir / "top_losses.png", grid)
 
 
-def _boxes_for(
-    source: str | None, data_hparams: dict[str, Any]
-) -> dict[str, list[tuple[float, float, float, float]]]:
+def _boxes_for(source: str | None, data_hparams: dict[str, Any]) -> dict[str, list[tuple[float, float, float, float]]]:
     """Object boxes (absolute path -> boxes) from a boxes.csv beside the images, if there is one."""
     root = Path(source) if source else (Path(data_hparams["root"]) if data_hparams.get("root") else None)
     if root is None or not root.is_dir():
@@ -627,7 +627,9 @@ def _versions() -> dict[str, str]:
 def _print_where(out_dir: Path, summary: dict[str, Any]) -> None:
     lines = [f"Explained {summary['images']} images ({summary['skipped']} skipped) in {out_dir}"]
     if summary.get("accuracy") is not None:
-        lines.append(f"  accuracy {summary['accuracy']:.2%}: overlays in correct/ and incorrect/ (most confident first)")
+        lines.append(
+            f"  accuracy {summary['accuracy']:.2%}: overlays in correct/ and incorrect/ (most confident first)"
+        )
     else:
         lines.append("  overlays in unlabelled/<predicted class>/")
     if summary.get("pointing_game"):
