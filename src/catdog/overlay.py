@@ -136,11 +136,14 @@ def _text_band(text: str, width: int, scale: float, height: int | None = None) -
     return band
 
 
+_NARROW = 300  # pixels: below this width a label's ' | ' parts go on separate lines
+
+
 def draw_label(image_rgb: np.ndarray, text: str) -> np.ndarray:
     """Writes text on a dark band at the top of a copy of the image.
 
     The font scales with the image width and shrinks (then truncates) so that each
-    line fits; ``"\\n"`` starts a new line.
+    line fits; ``"\\n"`` starts a new line, and on narrow images so does ``" | "``.
 
     Args:
         image_rgb: RGB uint8 ``[H, W, 3]``.
@@ -154,6 +157,8 @@ def draw_label(image_rgb: np.ndarray, text: str) -> np.ndarray:
     """
     _check_rgb(image_rgb)
     height, width = image_rgb.shape[:2]
+    if width < _NARROW:  # small images: "pred | true" on two lines rather than a truncated one
+        text = text.replace(" | ", "\n")
     band = _text_band(text, width, scale=max(_MIN_FONT_SCALE, width / 600))
     out = image_rgb.copy()
     rows = min(height, band.shape[0])
