@@ -120,6 +120,7 @@ def select_images(
     else:
         if split not in SPLITS:
             raise CatdogError(f"data.split={split} is not one of {', '.join(SPLITS)}")
+        # The path recorded at training time, else the run folder's own copy (a moved run folder).
         split_csv = Path(data_hparams.get("split_csv") or run_dir / "split.csv")
         if not split_csv.is_file():
             split_csv = run_dir / "split.csv"
@@ -236,8 +237,12 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     """
     names = style.class_names
     height, width = job.original.shape[:2]
-    maps = upsample_cams(torch.from_numpy(job.cams), (height, width))  # [M, H, W]
     pred = int(job.cam_idx[0])
+    mistake = job.true_idx >= 0 and job.true_idx != pred
+    show_true = mistake and style.show_true_cam and job.true_idx not in job.cam_idx[: style.topk]
+    # Upsample only the maps that are drawn: the true-class column repeats the prediction when correct.
+    shown = list(range(style.topk)) + ([len(job.cam_idx) - 1] if show_true else [])
+    maps = upsample_cams(torch.from_numpy(job.cams[shown]), (height, width))  # [len(shown), H, W]
     peak_x, peak_y = peak_in_image(torch.from_numpy(job.cams[0]), (height, width))
     display = normalize_for_display(maps).numpy()
 
@@ -249,8 +254,7 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
         cls = int(job.cam_idx[column])
         text = label_text(names[cls], float(job.probs[cls]), true_name if column == 0 else None)
         panels.append(draw_label(heatmap_overlay(job.original, display[column], style.alpha), text))
-    mistake = job.true_idx >= 0 and job.true_idx != pred
-    if mistake and style.show_true_cam and job.true_idx not in job.cam_idx[: style.topk]:
+    if show_true:
         text = f"true: {true_name} {100 * float(job.probs[job.true_idx]):.1f}%"
         panels.append(draw_label(heatmap_overlay(job.original, display[-1], style.alpha), text))
     save_image(job.overlay_path, panels[0] if len(panels) == 1 else side_by_side(panels), quality=style.quality)
