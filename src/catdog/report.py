@@ -36,6 +36,7 @@ import pandas as pd
 
 from catdog.errors import CatdogError
 from catdog.overlay import save_image
+from catdog.runs import run_dir_of_explain
 from catdog.plots import plot_confusion_matrix
 
 __all__ = ["Experiment", "experiment_table", "pair_column", "read_explain_dir", "write_report"]
@@ -94,7 +95,7 @@ def read_explain_dir(explain_dir: str | Path, label: str | None = None) -> Exper
     for column in ("in_box", "pointing_hit"):
         if column in predictions.columns:
             predictions[column] = [_as_bool(value) for value in predictions[column]]
-    run_dir = _run_dir_of_explain(folder, summary)
+    run_dir = run_dir_of_explain(folder, summary)
     name = label or (run_dir.name if run_dir is not None else folder.name)
     class_names = list(summary.get("class_names") or [c[2:] for c in predictions.columns if c.startswith("p_")])
     return Experiment(name, folder, predictions, summary, class_names, run_dir)
@@ -107,16 +108,6 @@ def _as_bool(value: Any) -> bool | None:
     if isinstance(value, str):
         return {"true": True, "false": False}.get(value.strip().lower())
     return bool(value)
-
-
-def _run_dir_of_explain(folder: Path, summary: dict[str, Any]) -> Path | None:
-    if folder.parent.name == "explain":  # the default <run>/explain/<timestamp>
-        return folder.parent.parent
-    checkpoint = (summary.get("checkpoint") or {}).get("path")
-    if checkpoint:
-        path = Path(checkpoint)
-        return path.parent.parent if path.parent.name == "checkpoints" else path.parent
-    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -39,7 +39,9 @@ from catdog.cam import upsample_cams
 from catdog.data import index_for_inference
 from catdog.errors import CatdogError
 from catdog.overlay import image_grid, safe_name, save_image
-from catdog.pipelines.explain import explain, make_output_dir, resolve_checkpoint, run_dir_of, select_images
+from catdog.pipelines.explain import explain, select_images
+from catdog.runs import explain_dirs_of as complete_explain_dirs
+from catdog.runs import is_complete_explain_dir, resolve_checkpoint, run_dir_of, staged_output_dir, timestamped_dir
 from catdog.report import Experiment, confidence, experiment_table, pair_column, read_explain_dir, write_report
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,8 @@ def resolve_source(given: str | Path) -> Source:
     if not path.exists():
         raise CatdogError(f"{given} does not exist: pass run folders, explain folders or .ckpt files to compare")
     if path.is_dir() and (path / "predictions.csv").is_file():
+        if not is_complete_explain_dir(path):
+            raise CatdogError(f"{given} is an incomplete explain folder (no summary.json): run explain again")
         experiment = read_explain_dir(path)
         checkpoint = Path((experiment.summary.get("checkpoint") or {}).get("path") or "")
         return Source(str(given), experiment.run_dir, checkpoint if checkpoint.is_file() else None, path)
@@ -109,7 +113,7 @@ def explain_dirs_of(run_dir: Path) -> list[Path]:
     root = run_dir / "explain"
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if (p / "summary.json").is_file() and (p / "cams.npz").is_file()]
+    found = [p for p in complete_explain_dirs(run_dir) if (p / "cams.npz").is_file()]
     return sorted(found, key=lambda p: ((p / "summary.json").stat().st_mtime, p.name), reverse=True)
 
 
@@ -647,13 +651,16 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
         )
     cams = [load_predicted_cams(exp.explain_dir, paths) for exp in experiments]
 
-    out_dir = make_output_dir(cfg.out_dir, Path.cwd(), cfg.overwrite) if cfg.out_dir else _default_out_dir()
+    final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(Path("compare"))
     table, pairs, per_image = compare_tables(experiments, cams)
-    table.to_csv(out_dir / "experiments.csv", index=False)
-    pairs.to_csv(out_dir / "pairs.csv", index=False)
-    per_image.to_csv(out_dir / "per_image.csv", index=False)
-    pictures = write_pictures(experiments, per_image, pairs, out_dir, int(cfg.grid_rows))
-    report = write_report(out_dir / "report", experiments, pairs=pairs, per_image=per_image, pictures=pictures)
+    with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite)) as out_dir:
+        table.to_csv(out_dir / "experiments.csv", index=False)
+        pairs.to_csv(out_dir / "pairs.csv", index=False)
+        per_image.to_csv(out_dir / "per_image.csv", index=False)
+        pictures = write_pictures(experiments, per_image, pairs, out_dir, int(cfg.grid_rows))
+        write_report(out_dir / "report", experiments, pairs=pairs, per_image=per_image, pictures=pictures)
+    out_dir = final_dir
+    report = out_dir / "report" / "index.html"
     print_tables(table, pairs, experiments[0].class_names)
     print(f"Compare folder: {out_dir}\n  report: {report}\n  experiments.csv, pairs.csv, per_image.csv, grids (*.png)")
     return {
@@ -664,15 +671,6 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
         "pairs": pairs.to_dict("records"),
         "report": str(report),
     }
-
-
-def _default_out_dir() -> Path:
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    path, n = Path("compare") / stamp, 1
-    while path.exists():
-        path, n = Path("compare") / f"{stamp}_{n}", n + 1
-    path.mkdir(parents=True)
-    return path
 
 
 def _explain_again(source: Source, cfg: DictConfig) -> Path:

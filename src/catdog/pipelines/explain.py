@@ -44,23 +44,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader, Dataset
 
 import catdog
-from catdog.cam import (
-    area_above,
-    cam_logit_check,
-    capture_features,
-    class_activation_maps,
-    normalize_for_display,
-    peak_in_image,
-    point_in_box,
-    select_classes,
-    upsample_cams,
-)
+from catdog.cam import area_above, normalize_for_display, peak_in_image, upsample_cams
 from catdog.data import BadImageError, build_transform, index_for_inference, load_boxes, load_rgb
 from catdog.errors import CatdogError
+from catdog.explainers import ExactCAM, Explainer
+from catdog.metrics import pointing_columns, summarize_pointing
 from catdog.models import ClassifierModule, arch_spec, load_classifier
 from catdog.overlay import draw_label, heatmap_overlay, image_grid, label_text, safe_name, save_image, side_by_side
 from catdog.plots import plot_confusion_matrix
 from catdog.report import read_explain_dir, write_report
+from catdog.runs import resolve_checkpoint, run_dir_of, staged_output_dir, timestamped_dir
 
 log = logging.getLogger(__name__)
 
@@ -70,40 +63,6 @@ SPLITS = ("train", "val", "test", "all")
 # ---------------------------------------------------------------------------------------------
 # Inputs: checkpoint, images, output folder
 # ---------------------------------------------------------------------------------------------
-def resolve_checkpoint(ckpt: str | Path, runs_dir: str | Path = "runs") -> Path:
-    """Turn ``ckpt=`` (a checkpoint file, a run folder, or ``latest``) into a checkpoint file.
-
-    ``latest`` is the most recently written ``best.ckpt`` below ``runs_dir``.
-
-    Raises:
-        CatdogError: nothing usable at that path.
-    """
-    if str(ckpt) == "latest":
-        candidates = sorted(Path(runs_dir).glob("**/checkpoints/best.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
-            raise CatdogError(
-                f"ckpt=latest found no checkpoints/best.ckpt below {runs_dir}: train first, or pass ckpt="
-            )
-        return candidates[-1]
-    path = Path(ckpt).expanduser()
-    if path.is_dir():
-        for candidate in (path / "checkpoints" / "best.ckpt", path / "best.ckpt"):
-            if candidate.is_file():
-                return candidate
-        raise CatdogError(
-            f"ckpt={ckpt} is a folder without checkpoints/best.ckpt: pass a .ckpt file or a run folder "
-            "written by scripts/train.py"
-        )
-    if not path.is_file():
-        raise CatdogError(f"ckpt={ckpt} does not exist: pass a .ckpt file or a run folder written by scripts/train.py")
-    return path
-
-
-def run_dir_of(checkpoint: Path) -> Path:
-    """The run folder a checkpoint belongs to (``<run>/checkpoints/best.ckpt`` -> ``<run>``)."""
-    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
-
-
 def select_images(
     source: str | None, split: str, class_names: list[str], data_hparams: dict[str, Any], run_dir: Path
 ) -> pd.DataFrame:
@@ -139,29 +98,6 @@ def select_images(
         where = source or f"the {split} split of {run_dir}"
         raise CatdogError(f"No images to explain in {where}: check the path or pick another data.split")
     return images
-
-
-def make_output_dir(out_dir: str | None, run_dir: Path, overwrite: bool) -> Path:
-    """A fresh output folder; an existing non-empty ``out_dir`` needs ``overwrite=true``.
-
-    Raises:
-        CatdogError: ``out_dir`` exists, is not empty and overwrite is false.
-    """
-    if out_dir:
-        path = Path(out_dir).expanduser()
-        if path.exists() and any(path.iterdir()) and not overwrite:
-            raise CatdogError(
-                f"out_dir={out_dir} already holds results: choose a new folder, or add overwrite=true to replace them"
-            )
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    base = run_dir / "explain" / stamp
-    path, n = base, 1
-    while path.exists():  # two explains in the same second: never share a folder
-        path, n = base.with_name(f"{stamp}_{n}"), n + 1
-    path.mkdir(parents=True)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -273,12 +209,7 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     }
     if style.topk > 1:
         row["topk"] = "|".join(names[int(c)] for c in job.cam_idx[: style.topk])
-    if job.boxes:  # a hit on any of the image's objects counts
-        mx, my = style.pointing_tolerance * width, style.pointing_tolerance * height
-        row["in_box"] = any(point_in_box(peak_x, peak_y, box) for box in job.boxes)
-        row["pointing_hit"] = any(
-            point_in_box(peak_x, peak_y, (x0 - mx, y0 - my, x1 + mx, y1 + my)) for x0, y0, x1, y1 in job.boxes
-        )
+    row.update(pointing_columns((peak_x, peak_y), job.boxes, (height, width), style.pointing_tolerance))
     return row
 
 
@@ -354,46 +285,51 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     if cfg.data.max_images:
         images = images.head(int(cfg.data.max_images))
     boxes = _boxes_for(source, dict(hp.data or {}))
-    out_dir = make_output_dir(cfg.out_dir, run_dir, cfg.overwrite)
-    OmegaConf.save(cfg, out_dir / "explain_config.yaml")
+    final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "explain")
+    explainer = build_explainer(model)
 
-    result = run_explain(
-        model,
-        images,
-        out_dir,
-        boxes=boxes,
-        topk=cfg.topk,
-        batch_size=cfg.data.batch_size,
-        num_workers=cfg.data.num_workers,
-        bf16=str(cfg.precision) == "bf16",
-        style=OverlayStyle(
-            class_names=class_names,
+    # Everything is written into a hidden staging folder that becomes final_dir only when complete.
+    with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite)) as out_dir:
+        OmegaConf.save(cfg, out_dir / "explain_config.yaml")
+        predictions, skipped, extra = run_explain(
+            model,
+            images,
+            out_dir,
+            explainer=explainer,
+            boxes=boxes,
             topk=cfg.topk,
-            alpha=float(cfg.overlay.alpha),
-            side_by_side=bool(cfg.overlay.side_by_side),
-            show_true_cam=bool(cfg.overlay.show_true_cam),
-            quality=int(cfg.overlay.quality),
-            pointing_tolerance=float(cfg.pointing_tolerance),
-        ),
-        writers=cfg.overlay.writers,
-        save_cams=cfg.save_cams,
-    )
-    predictions, skipped, extra = result
-    summary = write_reports(predictions, skipped, class_names, out_dir, cfg.top_losses)
-    if summary["pointing_game"]:
-        summary["pointing_game"]["tolerance"] = float(cfg.pointing_tolerance)
-    summary.update(extra)
-    summary["checkpoint"] = {"path": str(checkpoint.resolve()), "sha256": _sha256(checkpoint)}
-    config_file = run_dir / ".hydra" / "config.yaml"
-    summary["train_config"] = (
-        {"path": str(config_file.resolve()), "sha256": _sha256(config_file)} if config_file.is_file() else None
-    )
-    summary["arch"] = hp.arch
-    summary["class_names"] = class_names
-    summary["source"] = str(source) if source else f"{run_dir}/split.csv [{cfg.data.split}]"
-    summary["versions"] = _versions()
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    write_report(out_dir / "report", [read_explain_dir(out_dir)])
+            batch_size=cfg.data.batch_size,
+            num_workers=cfg.data.num_workers,
+            bf16=str(cfg.precision) == "bf16",
+            style=OverlayStyle(
+                class_names=class_names,
+                topk=cfg.topk,
+                alpha=float(cfg.overlay.alpha),
+                side_by_side=bool(cfg.overlay.side_by_side),
+                show_true_cam=bool(cfg.overlay.show_true_cam),
+                quality=int(cfg.overlay.quality),
+                pointing_tolerance=float(cfg.pointing_tolerance),
+            ),
+            writers=cfg.overlay.writers,
+            save_cams=cfg.save_cams,
+        )
+        summary = write_reports(predictions, skipped, class_names, out_dir, cfg.top_losses)
+        if summary["pointing_game"]:
+            summary["pointing_game"]["tolerance"] = float(cfg.pointing_tolerance)
+        summary.update(extra)
+        summary.update(explainer.describe())
+        summary["checkpoint"] = {"path": str(checkpoint.resolve()), "sha256": _sha256(checkpoint)}
+        config_file = run_dir / ".hydra" / "config.yaml"
+        summary["train_config"] = (
+            {"path": str(config_file.resolve()), "sha256": _sha256(config_file)} if config_file.is_file() else None
+        )
+        summary["arch"] = hp.arch
+        summary["class_names"] = class_names
+        summary["source"] = str(source) if source else f"{run_dir}/split.csv [{cfg.data.split}]"
+        summary["versions"] = _versions()
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        write_report(out_dir / "report", [read_explain_dir(out_dir)])
+    out_dir = final_dir
     _print_where(out_dir, summary)
     return dict(summary, out_dir=str(out_dir))
 
@@ -404,6 +340,7 @@ def run_explain(
     out_dir: Path,
     *,
     style: OverlayStyle,
+    explainer: Explainer | None = None,
     boxes: dict[str, list[tuple[float, float, float, float]]] | None = None,
     topk: int = 1,
     batch_size: int = 32,
@@ -419,6 +356,7 @@ def run_explain(
         images: columns ``path`` and ``label`` (class name or None).
         out_dir: the explain folder (must exist).
         style: how overlays look.
+        explainer: the method making the maps; default exact CAM at the registry's feature layer.
         boxes: absolute path -> object boxes, for the pointing game.
         topk: maps for the top-k predicted classes.
         batch_size: images per forward pass.
@@ -432,9 +370,8 @@ def run_explain(
     """
     hp = model.hparams
     class_names = list(hp.class_names)
-    spec = arch_spec(hp.arch)
     net = model.net
-    fc = net.get_submodule(spec.fc_layer)
+    explainer = explainer or build_explainer(model)
     to_index = {name: i for i, name in enumerate(class_names)}
     labels = [to_index.get(label, -1) if label is not None else -1 for label in images["label"]]
     paths = images["path"].tolist()
@@ -456,13 +393,13 @@ def run_explain(
     cam_chunks: list[np.ndarray] = []
     idx_chunks: list[np.ndarray] = []
     cam_paths: list[str] = []
-    max_deviation = 0.0
+    batch_stats: dict[str, float] = {}
     start = datetime.now()
 
     progress = Progress(
         TextColumn("[bold]explain"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False
     )
-    with progress, torch.inference_mode():
+    with progress:
         task = progress.add_task("explain", total=len(paths))
         for batch in loader:
             skipped.extend({"path": paths[i], "reason": reason} for i, reason in batch["errors"])
@@ -471,17 +408,16 @@ def run_explain(
                 continue
             indices = batch["indices"]
             x = batch["images"].contiguous(memory_format=memory_format)
-            with capture_features(net, spec.feature_layer, relu=spec.feature_relu) as captured, autocast:
-                logits = net(x)
-            logits = logits.float()
             true = torch.tensor([labels[i] for i in indices], dtype=torch.long)
-            cam_idx = select_classes(logits, topk=topk, true_labels=true)
-            cams = class_activation_maps(captured.features, fc.weight, cam_idx)
-            max_deviation = max(max_deviation, float(cam_logit_check(cams, fc.bias, logits, cam_idx)))
+            with autocast:
+                explained = explainer.explain(x, true_labels=true, topk=topk)
+            logits, cam_idx, cams = explained.logits, explained.class_idx, explained.maps
+            for key, value in explained.stats.items():  # worst case over batches
+                batch_stats[key] = max(batch_stats.get(key, value), value)
             probs = logits.softmax(dim=1)
             losses = F.cross_entropy(logits, true.clamp(min=0), reduction="none")
 
-            cams_np, idx_np, probs_np = cams.float().numpy(), cam_idx.numpy(), probs.numpy()
+            cams_np, idx_np, probs_np = cams.numpy(), cam_idx.numpy(), probs.numpy()
             if save_cams:
                 cam_chunks.append(cams_np)
                 idx_chunks.append(idx_np)
@@ -524,8 +460,10 @@ def run_explain(
             class_idx=np.concatenate(idx_chunks),
             paths=np.array(cam_paths),
             class_names=np.array(class_names),
+            **{key: np.array(value) for key, value in explainer.describe().items()},
         )
-    if max_deviation > 1e-3:
+    max_deviation = batch_stats.get("cam_logit_deviation")
+    if max_deviation is not None and max_deviation > 1e-3:
         log.warning("CAM self-check: spatial mean + bias differs from the logit by %.2g", max_deviation)
     stats = {
         "cam_logit_max_deviation": max_deviation,
@@ -534,6 +472,12 @@ def run_explain(
         "precision": "bf16" if bf16 else "32",
     }
     return predictions, skipped_frame, stats
+
+
+def build_explainer(model: ClassifierModule) -> Explainer:
+    """The explainer for a loaded classifier: exact CAM at the registry's feature layer."""
+    spec = arch_spec(model.hparams.arch)
+    return ExactCAM(model.net, spec.feature_layer, spec.fc_layer, feature_relu=spec.feature_relu)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -565,16 +509,7 @@ def write_reports(
         mistakes = labelled[labelled["true"] != labelled["pred"]].sort_values("loss", ascending=False)
         if len(mistakes) and top_losses > 0:
             _top_losses_grid(mistakes.head(top_losses), out_dir)
-    if len(predictions) and "pointing_hit" in predictions.columns:
-        scored = predictions[predictions["pointing_hit"].notna()]
-        summary["pointing_game"] = {
-            "hits": int(scored["pointing_hit"].sum()),
-            "images": int(len(scored)),
-            "hit_rate": float(scored["pointing_hit"].mean()) if len(scored) else None,
-            "strict_hit_rate": float(scored["in_box"].mean()) if len(scored) else None,
-        }
-    else:
-        summary["pointing_game"] = None
+    summary["pointing_game"] = summarize_pointing(predictions)
     return summary
 
 

@@ -1,0 +1,153 @@
+"""Run folders, explain folders and checkpoints: the one place that knows their paths.
+
+Train writes ``runs/<task>/<timestamp>/`` (see README); explain writes ``<run>/explain/<timestamp>/``;
+compare writes ``compare/<timestamp>/``. Explain, compare and the report resolve every such path
+through this module, and create output folders through :func:`staged_output_dir`, which writes into a
+hidden temporary sibling and renames it into place only when the work completed, so a killed run never
+leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from catdog.errors import CatdogError
+
+__all__ = [
+    "COMPLETE_MARKER",
+    "explain_dirs_of",
+    "is_complete_explain_dir",
+    "resolve_checkpoint",
+    "run_dir_of",
+    "run_dir_of_explain",
+    "staged_output_dir",
+    "timestamped_dir",
+]
+
+# Written last into every explain folder: its presence means the folder is complete.
+COMPLETE_MARKER = "summary.json"
+_STAGING_PREFIX = "."
+_STAGING_SUFFIX = ".partial"
+
+
+def resolve_checkpoint(ckpt: str | Path, runs_dir: str | Path = "runs") -> Path:
+    """Turn ``ckpt=`` (a checkpoint file, a run folder, or ``latest``) into a checkpoint file.
+
+    ``latest`` is the most recently written ``best.ckpt`` below ``runs_dir``.
+
+    Raises:
+        CatdogError: nothing usable at that path.
+    """
+    if str(ckpt) == "latest":
+        candidates = sorted(Path(runs_dir).glob("**/checkpoints/best.ckpt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise CatdogError(
+                f"ckpt=latest found no checkpoints/best.ckpt below {runs_dir}: train first, or pass ckpt="
+            )
+        return candidates[-1]
+    path = Path(ckpt).expanduser()
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "best.ckpt", path / "best.ckpt", path / "checkpoints" / "last.ckpt"):
+            if candidate.is_file():
+                return candidate
+        raise CatdogError(
+            f"ckpt={ckpt} is a folder without checkpoints/best.ckpt: pass a .ckpt file or a run folder "
+            "written by scripts/train.py"
+        )
+    if not path.is_file():
+        raise CatdogError(f"ckpt={ckpt} does not exist: pass a .ckpt file or a run folder written by scripts/train.py")
+    return path
+
+
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint belongs to (``<run>/checkpoints/best.ckpt`` -> ``<run>``)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+def run_dir_of_explain(folder: Path, summary: dict[str, Any]) -> Path | None:
+    """The run folder an explain folder belongs to, or None (a lone checkpoint's explain)."""
+    if folder.parent.name == "explain":  # the default <run>/explain/<timestamp>
+        return folder.parent.parent
+    checkpoint = (summary.get("checkpoint") or {}).get("path")
+    return run_dir_of(Path(checkpoint)) if checkpoint else None
+
+
+def is_complete_explain_dir(folder: Path) -> bool:
+    """A finished explain folder: not a staging folder, and its summary.json (written last) exists."""
+    return not folder.name.startswith(_STAGING_PREFIX) and (folder / COMPLETE_MARKER).is_file()
+
+
+def explain_dirs_of(run_dir: Path) -> list[Path]:
+    """The complete explain folders of a run, oldest first."""
+    root = Path(run_dir) / "explain"
+    if not root.is_dir():
+        return []
+    return sorted(d for d in root.iterdir() if d.is_dir() and is_complete_explain_dir(d))
+
+
+def timestamped_dir(parent: Path) -> Path:
+    """``parent/<YYYY-mm-dd_HH-MM-SS>`` (with ``_1``, ``_2`` ... when taken); not created."""
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    path, n = Path(parent) / stamp, 1
+    while path.exists() or _staging_path(path).exists():  # two runs in the same second never share a folder
+        path, n = Path(parent) / f"{stamp}_{n}", n + 1
+    return path
+
+
+def _staging_path(final: Path) -> Path:
+    return final.with_name(f"{_STAGING_PREFIX}{final.name}{_STAGING_SUFFIX}")
+
+
+@contextmanager
+def staged_output_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary sibling of ``final``; rename it to ``final`` when the block completes.
+
+    Writers put everything into the yielded folder. Only a block that finishes without an exception
+    moves it into place, so ``final`` is either absent, the old complete result, or the new complete
+    result: never a mix, never half. With ``overwrite`` an existing ``final`` is replaced whole.
+    A block that raises leaves its partial output in the hidden ``.<name>.partial`` folder for inspection;
+    the next run into the same folder starts that staging folder afresh.
+
+    Raises:
+        CatdogError: ``final`` is a file, or a non-empty folder and ``overwrite`` is false, or its parent
+            cannot be created.
+    """
+    final = Path(final).expanduser()
+    _check_writable_target(final, overwrite)
+    staging = _staging_path(final)
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        staging.mkdir(parents=True)
+    except OSError as err:
+        raise CatdogError(f"cannot create the output folder {final}: {err.strerror or err}") from None
+    yield staging
+    _check_writable_target(final, overwrite)  # someone may have written it meanwhile
+    if final.exists():
+        old = final.with_name(f"{_STAGING_PREFIX}{final.name}.old-{os.getpid()}")
+        final.rename(old)
+        staging.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(final)
+
+
+def _check_writable_target(final: Path, overwrite: bool) -> None:
+    if final.exists() and not final.is_dir():
+        raise CatdogError(f"out_dir={final} is a file: choose a folder path")
+    for parent in final.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CatdogError(f"out_dir={final}: {parent} is a file, not a folder")
+            break
+    if final.is_dir() and any(final.iterdir()) and not overwrite:
+        raise CatdogError(
+            f"out_dir={final} already holds results: choose a new folder, or add overwrite=true to replace them"
+        )
