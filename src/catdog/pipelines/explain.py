@@ -44,12 +44,30 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader, Dataset
 
 import catdog
-from catdog.cam import area_above, normalize_for_display, peak_in_image, upsample_cams
-from catdog.data import BadImageError, build_transform, index_for_inference, load_boxes, load_rgb
+from catdog.cam import area_above, normalize_for_display
+from catdog.data import (
+    BadImageError,
+    build_transform,
+    find_masks,
+    index_for_inference,
+    is_mask_file,
+    load_boxes,
+    load_mask,
+    load_rgb,
+)
 from catdog.errors import CatdogError
 from catdog.explainers import ExactCAM, Explainer
-from catdog.metrics import pointing_columns, summarize_pointing
+from catdog.faithfulness import Faithfulness, build_faithfulness
+from catdog.geometry import CellCentres, cell_centres, grid_centres
+from catdog.metrics import (
+    localization_columns,
+    pointing_lines,
+    summarize_faithfulness,
+    summarize_pointing,
+    summary_lines,
+)
 from catdog.models import ClassifierModule, arch_spec, load_classifier
+from catdog.mosaic import mosaic_check
 from catdog.overlay import draw_label, heatmap_overlay, image_grid, label_text, safe_name, save_image, side_by_side
 from catdog.plots import plot_confusion_matrix
 from catdog.report import read_explain_dir, write_report
@@ -92,7 +110,8 @@ def select_images(
         if split != "all":
             images = images[images["split"] == split]
         images = images[["path", "label"]]
-    images = images.astype({"path": str}).reset_index(drop=True)
+    images = images.astype({"path": str})
+    images = images[[not is_mask_file(p) for p in images["path"]]].reset_index(drop=True)  # <stem>_mask.png
     images["label"] = images["label"].where(images["label"].notna(), None)
     if images.empty:
         where = source or f"the {split} split of {run_dir}"
@@ -152,6 +171,8 @@ class ImageJob:
     boxes: list[tuple[float, float, float, float]]  # the image's object boxes; empty when none are known
     overlay_path: Path
     overlay_rel: str
+    mask: str | None = None  # the image's object mask file, when known
+    columns: dict[str, Any] | None = None  # per-image metrics computed on the batch (faithfulness)
 
 
 @dataclass(frozen=True)
@@ -163,6 +184,7 @@ class OverlayStyle:
     show_true_cam: bool
     quality: int
     pointing_tolerance: float = 0.0
+    centres: CellCentres | None = None  # where each map cell's evidence comes from (catdog.geometry)
 
 
 def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
@@ -178,8 +200,9 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     show_true = mistake and style.show_true_cam and job.true_idx not in job.cam_idx[: style.topk]
     # Upsample only the maps that are drawn: the true-class column repeats the prediction when correct.
     shown = list(range(style.topk)) + ([len(job.cam_idx) - 1] if show_true else [])
-    maps = upsample_cams(torch.from_numpy(job.cams[shown]), (height, width))  # [len(shown), H, W]
-    peak_x, peak_y = peak_in_image(torch.from_numpy(job.cams[0]), (height, width))
+    centres = style.centres or grid_centres(job.cams.shape[-2:], job.cams.shape[-2:])
+    maps = centres.upsample(torch.from_numpy(job.cams[shown]), (height, width))  # [len(shown), H, W]
+    peak_x, peak_y = centres.peak(torch.from_numpy(job.cams[0]), (height, width))
     display = normalize_for_display(maps).numpy()
 
     true_name = names[job.true_idx] if job.true_idx >= 0 else None
@@ -209,8 +232,21 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     }
     if style.topk > 1:
         row["topk"] = "|".join(names[int(c)] for c in job.cam_idx[: style.topk])
-    row.update(pointing_columns((peak_x, peak_y), job.boxes, (height, width), style.pointing_tolerance))
+    row.update(_localization(job, centres, style.pointing_tolerance))
+    row.update(job.columns or {})
     return row
+
+
+def _localization(job: ImageJob, centres: CellCentres, tolerance: float) -> dict[str, Any]:
+    """Localization columns of the *true* class's map (the last map; the prediction when unlabelled)."""
+    if not job.boxes and not job.mask:
+        return {}
+    size = job.original.shape[:2]
+    cam = torch.from_numpy(job.cams[-1])
+    mask = load_mask(job.mask) if job.mask else None
+    return localization_columns(
+        centres.peak(cam, size), centres.upsample(cam, size), size, boxes=job.boxes, mask=mask, tolerance=tolerance
+    )
 
 
 class BoundedWriter:
@@ -285,8 +321,21 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     if cfg.data.max_images:
         images = images.head(int(cfg.data.max_images))
     boxes = _boxes_for(source, dict(hp.data or {}))
+    masks = find_masks(_dataset_root(source, dict(hp.data or {})), images["path"].tolist())
     final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "explain")
-    explainer = build_explainer(model)
+    contrast = str(cfg.get("contrast", "none"))
+    explainer = build_explainer(model, contrast=contrast)
+    # Map geometry (issue #8): measured cell centres place the peak and the overlay.
+    size = (int(hp.image_size), int(hp.image_size))
+    centres = cell_centres(model.net, explainer.layer, size, str(cfg.get("align", "cell")), arch=hp.arch)
+    faithfulness = build_faithfulness(
+        model.net,
+        list(cfg.get("metrics") or []),
+        lambda net: build_explainer(model, contrast=contrast, net=net),
+        centres,
+        steps=int(cfg.faithfulness.steps) if "faithfulness" in cfg else 16,
+        batch_size=int(cfg.faithfulness.batch_size) if "faithfulness" in cfg else 64,
+    )
 
     # Everything is written into a hidden staging folder that becomes final_dir only when complete.
     with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite)) as out_dir:
@@ -297,6 +346,8 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
             out_dir,
             explainer=explainer,
             boxes=boxes,
+            masks=masks,
+            faithfulness=faithfulness,
             topk=cfg.topk,
             batch_size=cfg.data.batch_size,
             num_workers=cfg.data.num_workers,
@@ -309,6 +360,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
                 show_true_cam=bool(cfg.overlay.show_true_cam),
                 quality=int(cfg.overlay.quality),
                 pointing_tolerance=float(cfg.pointing_tolerance),
+                centres=centres,
             ),
             writers=cfg.overlay.writers,
             save_cams=cfg.save_cams,
@@ -316,6 +368,10 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
         summary = write_reports(predictions, skipped, class_names, out_dir, cfg.top_losses)
         if summary["pointing_game"]:
             summary["pointing_game"]["tolerance"] = float(cfg.pointing_tolerance)
+        summary["align"] = str(cfg.get("align", "cell"))
+        summary["cell_centres"] = {"x": [round(v, 1) for v in centres.x], "y": [round(v, 1) for v in centres.y]}
+        if "mosaic" in _as_list(cfg.get("localization")):
+            summary["mosaic"] = _run_mosaic(cfg, model, explainer, images, centres, out_dir)
         summary.update(extra)
         summary.update(explainer.describe())
         summary["checkpoint"] = {"path": str(checkpoint.resolve()), "sha256": _sha256(checkpoint)}
@@ -342,6 +398,8 @@ def run_explain(
     style: OverlayStyle,
     explainer: Explainer | None = None,
     boxes: dict[str, list[tuple[float, float, float, float]]] | None = None,
+    masks: dict[str, str] | None = None,
+    faithfulness: Faithfulness | None = None,
     topk: int = 1,
     batch_size: int = 32,
     num_workers: int = 2,
@@ -358,6 +416,8 @@ def run_explain(
         style: how overlays look.
         explainer: the method making the maps; default exact CAM at the registry's feature layer.
         boxes: absolute path -> object boxes, for the pointing game.
+        masks: absolute path -> object mask file (localization metrics; preferred over boxes).
+        faithfulness: opt-in faithfulness metrics, computed per batch (columns of predictions.csv).
         topk: maps for the top-k predicted classes.
         batch_size: images per forward pass.
         num_workers: decoding worker processes (0: decode in this process).
@@ -415,6 +475,7 @@ def run_explain(
             for key, value in explained.stats.items():  # worst case over batches
                 batch_stats[key] = max(batch_stats.get(key, value), value)
             probs = logits.softmax(dim=1)
+            extra_columns = faithfulness.columns(x, explained) if faithfulness else [None] * len(indices)
             losses = F.cross_entropy(logits, true.clamp(min=0), reduction="none")
 
             cams_np, idx_np, probs_np = cams.numpy(), cam_idx.numpy(), probs.numpy()
@@ -437,6 +498,8 @@ def run_explain(
                         boxes=boxes.get(paths[i], []) if boxes else [],
                         overlay_path=out_dir / rel,
                         overlay_rel=rel,
+                        mask=masks.get(paths[i]) if masks else None,
+                        columns=extra_columns[row],
                     )
                 )
             progress.advance(task, len(indices) + len(batch["errors"]))
@@ -474,10 +537,53 @@ def run_explain(
     return predictions, skipped_frame, stats
 
 
-def build_explainer(model: ClassifierModule) -> Explainer:
-    """The explainer for a loaded classifier: exact CAM at the registry's feature layer."""
+def build_explainer(model: ClassifierModule, contrast: str = "none", net: torch.nn.Module | None = None) -> Explainer:
+    """The explainer for a loaded classifier: exact CAM at the registry's feature layer.
+
+    Args:
+        model: the classifier.
+        contrast: ``none`` (exact map), ``mean`` or ``runner_up`` (identifiable map).
+        net: another network of the same architecture to explain (the randomised one of ``metrics=[sanity]``).
+    """
     spec = arch_spec(model.hparams.arch)
-    return ExactCAM(model.net, spec.feature_layer, spec.fc_layer, feature_relu=spec.feature_relu)
+    return ExactCAM(
+        net if net is not None else model.net,
+        spec.feature_layer,
+        spec.fc_layer,
+        feature_relu=spec.feature_relu,
+        contrast=contrast,
+    )
+
+
+def _as_list(value: Any) -> list[str]:
+    """A config value that may be a name, a list of names or null, as a list."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _run_mosaic(
+    cfg: DictConfig, model: ClassifierModule, explainer: Explainer, images: pd.DataFrame, centres: CellCentres, out_dir: Path
+) -> dict[str, Any] | None:
+    """``localization=mosaic``: the mosaic check on the explained photos; writes mosaic.csv."""
+    hp = model.hparams
+    options = cfg.get("mosaic") or {}
+    rows, summary = mosaic_check(
+        explainer,
+        build_transform(hp.image_size, hp.mean, hp.std, train=False),
+        images,
+        list(hp.class_names),
+        centres,
+        int(hp.image_size),
+        count=int(options.get("count", 50)),
+        grid=(int(options.get("grid", 2)), int(options.get("grid", 2))),
+        seed=int(options.get("seed", 0)),
+        batch_size=int(cfg.data.batch_size),
+    )
+    rows.to_csv(out_dir / "mosaic.csv", index=False)
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -510,6 +616,7 @@ def write_reports(
         if len(mistakes) and top_losses > 0:
             _top_losses_grid(mistakes.head(top_losses), out_dir)
     summary["pointing_game"] = summarize_pointing(predictions)
+    summary["faithfulness"] = summarize_faithfulness(predictions)
     return summary
 
 
@@ -526,10 +633,16 @@ def _top_losses_grid(mistakes: pd.DataFrame, out_dir: Path) -> None:
         save_image(out_dir / "top_losses.png", grid)
 
 
+def _dataset_root(source: str | None, data_hparams: dict[str, Any]) -> Path | None:
+    """The folder whose boxes.csv / masks.csv apply: the source folder, else the training data root."""
+    root = Path(source) if source else (Path(data_hparams["root"]) if data_hparams.get("root") else None)
+    return root if root is not None and root.is_dir() else None
+
+
 def _boxes_for(source: str | None, data_hparams: dict[str, Any]) -> dict[str, list[tuple[float, float, float, float]]]:
     """Object boxes (absolute path -> boxes) from a boxes.csv beside the images, if there is one."""
-    root = Path(source) if source else (Path(data_hparams["root"]) if data_hparams.get("root") else None)
-    if root is None or not root.is_dir():
+    root = _dataset_root(source, data_hparams)
+    if root is None:
         return {}
     frame = load_boxes(root)
     if frame is None:
@@ -572,11 +685,8 @@ def _print_where(out_dir: Path, summary: dict[str, Any]) -> None:
     else:
         lines.append("  overlays in unlabelled/<predicted class>/")
     if summary.get("pointing_game"):
-        game = summary["pointing_game"]
-        lines.append(
-            f"  pointing game: CAM peak on the object for {game['hit_rate']:.1%} of {game['images']} images "
-            f"({game['strict_hit_rate']:.1%} strictly inside its box)"
-        )
+        lines.extend("  " + line for line in pointing_lines(summary["pointing_game"]))
+    lines.extend("  " + line for line in summary_lines(summary))
     lines.append("  predictions.csv, summary.json, confusion_matrix.png, top_losses.png")
     lines.append(f"  open {out_dir / 'report' / 'index.html'} in a browser to filter and sort them")
     print("\n".join(lines))
