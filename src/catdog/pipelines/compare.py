@@ -42,7 +42,15 @@ from catdog.overlay import image_grid, safe_name, save_image
 from catdog.pipelines.explain import explain, select_images
 from catdog.runs import explain_dirs_of as complete_explain_dirs
 from catdog.runs import is_complete_explain_dir, resolve_checkpoint, run_dir_of, staged_output_dir, timestamped_dir
-from catdog.report import Experiment, confidence, experiment_table, pair_column, read_explain_dir, write_report
+from catdog.report import (
+    MAP_QUALITY_HEADS,
+    Experiment,
+    confidence,
+    experiment_table,
+    pair_column,
+    read_explain_dir,
+    write_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -711,6 +719,8 @@ def print_tables(table: pd.DataFrame, pairs: pd.DataFrame, class_names: Sequence
     columns = ["experiment", "images", "accuracy", *[f"recall_{c}" for c in class_names], "mean_confidence"]
     if table["pointing_game"].notna().any():
         columns.append("pointing_game")
+    # Localization and faithfulness totals (catdog.metrics), where measured.
+    columns += [c for c in MAP_QUALITY_HEADS if c in table.columns and table[c].notna().any()]
     for column in columns:
         if column == "experiment":  # labels are what the reader needs: wrap them, never cut them
             numbers.add_column("experiment", overflow="fold", min_width=min(30, int(table["experiment"].str.len().max())))
