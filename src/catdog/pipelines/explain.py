@@ -28,7 +28,6 @@ import math
 import platform
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,20 +36,28 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 import pandas as pd
+import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch.utils.data import DataLoader, Dataset
 
 import catdog
 from catdog.cam import area_above, normalize_for_display, peak_in_image, upsample_cams
-from catdog.data import BadImageError, build_transform, index_for_inference, load_boxes, load_rgb
+from catdog.data import build_transform, index_for_inference, load_boxes
 from catdog.errors import CatdogError
 from catdog.explainers import ExactCAM, Explainer
 from catdog.metrics import pointing_columns, summarize_pointing
 from catdog.models import ClassifierModule, arch_spec, load_classifier
 from catdog.overlay import draw_label, heatmap_overlay, image_grid, label_text, safe_name, save_image, side_by_side
+from catdog.pipelines.predict import (
+    ExplainDataset,
+    ExplainPredictor,
+    ShardWriter,
+    bounded_copy,
+    collate_explain,
+    global_rank_from_env,
+    merge_shards,
+    resolve_precision,
+)
 from catdog.plots import plot_confusion_matrix
 from catdog.report import read_explain_dir, write_report
 from catdog.runs import resolve_checkpoint, run_dir_of, staged_output_dir, timestamped_dir
@@ -58,6 +65,8 @@ from catdog.runs import resolve_checkpoint, run_dir_of, staged_output_dir, times
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test", "all")
+THUMBS = "thumbs"  # gallery thumbnails, <explain folder>/thumbs/<overlay path>
+__all__ = ["ExplainDataset", "ImageJob", "OverlayStyle", "collate_explain", "explain", "render_image", "run_explain"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,41 +110,6 @@ def select_images(
 
 
 # ---------------------------------------------------------------------------------------------
-# Decoding in DataLoader workers
-# ---------------------------------------------------------------------------------------------
-class ExplainDataset(Dataset):
-    """Decodes one image: the model input and the original pixels (overlays use the original size).
-
-    Unreadable files are returned as an error instead of raising, so one bad file never stops a run.
-    """
-
-    def __init__(self, paths: list[str], transform: Callable[[np.ndarray], torch.Tensor]) -> None:
-        self.paths = paths
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        try:
-            rgb = load_rgb(self.paths[index])
-        except BadImageError as err:
-            return {"index": index, "error": str(err)}
-        return {"index": index, "error": None, "image": self.transform(rgb), "original": torch.from_numpy(rgb)}
-
-
-def collate_explain(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the readable images; keep originals as a list (their sizes differ) and errors aside."""
-    good = [item for item in items if item["error"] is None]
-    return {
-        "images": torch.stack([item["image"] for item in good]) if good else None,
-        "indices": [item["index"] for item in good],
-        "originals": [item["original"] for item in good],
-        "errors": [(item["index"], item["error"]) for item in items if item["error"] is not None],
-    }
-
-
-# ---------------------------------------------------------------------------------------------
 # Per-image work in background threads (OpenCV and torch release the GIL)
 # ---------------------------------------------------------------------------------------------
 @dataclass
@@ -148,10 +122,12 @@ class ImageJob:
     loss: float  # NaN when unknown
     cam_idx: np.ndarray  # [M] class of each map: top-k predictions, then the true class
     cams: np.ndarray  # [M, h, w] raw maps, float32
-    original: np.ndarray  # [H, W, 3] uint8 RGB
+    original: np.ndarray  # [H, W, 3] uint8 RGB: the original, or a copy bounded by overlay.max_size
     boxes: list[tuple[float, float, float, float]]  # the image's object boxes; empty when none are known
     overlay_path: Path
     overlay_rel: str
+    size: tuple[int, int] | None = None  # (H, W) of the original file (peaks and boxes use it); None: original's
+    thumb_path: Path | None = None  # where to write the report's gallery thumbnail (None: no thumbnail)
 
 
 @dataclass(frozen=True)
@@ -163,6 +139,7 @@ class OverlayStyle:
     show_true_cam: bool
     quality: int
     pointing_tolerance: float = 0.0
+    thumb_size: int = 220  # longest side of the gallery thumbnail made from the overlay in memory
 
 
 def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
@@ -172,13 +149,15 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
         The image's row of predictions.csv.
     """
     names = style.class_names
-    height, width = job.original.shape[:2]
+    # Geometry (peaks, boxes) in the original file's pixels; pictures at the (bounded) copy's size.
+    height, width = job.size or job.original.shape[:2]
+    shown_size = job.original.shape[:2]
     pred = int(job.cam_idx[0])
     mistake = job.true_idx >= 0 and job.true_idx != pred
     show_true = mistake and style.show_true_cam and job.true_idx not in job.cam_idx[: style.topk]
     # Upsample only the maps that are drawn: the true-class column repeats the prediction when correct.
     shown = list(range(style.topk)) + ([len(job.cam_idx) - 1] if show_true else [])
-    maps = upsample_cams(torch.from_numpy(job.cams[shown]), (height, width))  # [len(shown), H, W]
+    maps = upsample_cams(torch.from_numpy(job.cams[shown]), shown_size)  # [len(shown), H, W]
     peak_x, peak_y = peak_in_image(torch.from_numpy(job.cams[0]), (height, width))
     display = normalize_for_display(maps).numpy()
 
@@ -193,7 +172,10 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     if show_true:
         text = f"true: {true_name} {100 * float(job.probs[job.true_idx]):.1f}%"
         panels.append(draw_label(heatmap_overlay(job.original, display[-1], style.alpha), text))
-    save_image(job.overlay_path, panels[0] if len(panels) == 1 else side_by_side(panels), quality=style.quality)
+    picture = panels[0] if len(panels) == 1 else side_by_side(panels)
+    save_image(job.overlay_path, picture, quality=style.quality)
+    if job.thumb_path is not None:  # from the picture in memory: the report never decodes the overlay again
+        save_image(job.thumb_path, bounded_copy(picture, style.thumb_size), quality=85)
 
     row: dict[str, Any] = {
         "path": job.path,
@@ -214,23 +196,39 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
 
 
 class BoundedWriter:
-    """A thread pool that keeps at most ``max_pending`` jobs in flight, results in submission order."""
+    """A thread pool that keeps at most ``max_pending`` jobs in flight, results in submission order.
 
-    def __init__(self, fn: Callable[[ImageJob], dict[str, Any]], workers: int, max_pending: int) -> None:
+    Results go to ``on_result`` as they complete (streaming, nothing kept), or into ``results`` when it is None.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[ImageJob], dict[str, Any]],
+        workers: int,
+        max_pending: int,
+        on_result: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self._fn = fn
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="overlay")
         self._pending: deque[Future] = deque()
         self._max_pending = max_pending
+        self.on_result = on_result
         self.results: list[dict[str, Any]] = []
+
+    def _done(self, result: dict[str, Any]) -> None:
+        if self.on_result is None:
+            self.results.append(result)
+        else:
+            self.on_result(result)
 
     def submit(self, job: ImageJob) -> None:
         while len(self._pending) >= self._max_pending:
-            self.results.append(self._pending.popleft().result())
+            self._done(self._pending.popleft().result())
         self._pending.append(self._pool.submit(self._fn, job))
 
     def close(self) -> list[dict[str, Any]]:
         while self._pending:
-            self.results.append(self._pending.popleft().result())
+            self._done(self._pending.popleft().result())
         self._pool.shutdown()
         return self.results
 
@@ -277,8 +275,8 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     run_dir = run_dir_of(checkpoint)
     if not 1 <= cfg.topk <= len(class_names):
         raise CatdogError(f"topk={cfg.topk} must be between 1 and the number of classes ({len(class_names)})")
-    if str(cfg.precision) not in ("32", "bf16"):
-        raise CatdogError(f"precision={cfg.precision} is not supported: use 32 or bf16")
+    if str(cfg.precision) not in ("auto", "32", "bf16"):
+        raise CatdogError(f"precision={cfg.precision} is not supported: use auto, 32 or bf16")
 
     source = cfg.input or cfg.data.root
     images = select_images(source, cfg.data.split, class_names, dict(hp.data or {}), run_dir)
@@ -288,10 +286,18 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "explain")
     explainer = build_explainer(model)
 
-    # Everything is written into a hidden staging folder that becomes final_dir only when complete.
-    with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite)) as out_dir:
-        OmegaConf.save(cfg, out_dir / "explain_config.yaml")
-        predictions, skipped, extra = run_explain(
+    style = OverlayStyle(
+        class_names=class_names,
+        topk=cfg.topk,
+        alpha=float(cfg.overlay.alpha),
+        side_by_side=bool(cfg.overlay.side_by_side),
+        show_true_cam=bool(cfg.overlay.show_true_cam),
+        quality=int(cfg.overlay.quality),
+        pointing_tolerance=float(cfg.pointing_tolerance),
+    )
+
+    def explain_into(out_dir: Path | None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None:
+        return run_explain(
             model,
             images,
             out_dir,
@@ -300,19 +306,30 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
             topk=cfg.topk,
             batch_size=cfg.data.batch_size,
             num_workers=cfg.data.num_workers,
-            bf16=str(cfg.precision) == "bf16",
-            style=OverlayStyle(
-                class_names=class_names,
-                topk=cfg.topk,
-                alpha=float(cfg.overlay.alpha),
-                side_by_side=bool(cfg.overlay.side_by_side),
-                show_true_cam=bool(cfg.overlay.show_true_cam),
-                quality=int(cfg.overlay.quality),
-                pointing_tolerance=float(cfg.pointing_tolerance),
-            ),
+            precision=str(cfg.precision),
+            style=style,
             writers=cfg.overlay.writers,
             save_cams=cfg.save_cams,
+            max_side=cfg.overlay.get("max_size"),
+            accelerator=str(cfg.get("accelerator", "auto")),
+            devices=cfg.get("devices", 1),
+            num_nodes=int(cfg.get("num_nodes", 1)),
+            strategy=str(cfg.get("strategy", "auto")),
         )
+
+    if global_rank_from_env() != 0:
+        # Another process of a multi-process run: it explains its share into rank 0's folder (received
+        # by broadcast) and leaves the tables, summary and report to rank 0.
+        explain_into(None)
+        return {"out_dir": None, "rank": global_rank_from_env()}
+
+    # Everything is written into a hidden staging folder that becomes final_dir only when complete.
+    with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite)) as out_dir:
+        OmegaConf.save(cfg, out_dir / "explain_config.yaml")
+        result = explain_into(out_dir)
+        if result is None:  # the launcher made this process a non-zero rank after all
+            return {"out_dir": None}
+        predictions, skipped, extra = result
         summary = write_reports(predictions, skipped, class_names, out_dir, cfg.top_losses)
         if summary["pointing_game"]:
             summary["pointing_game"]["tolerance"] = float(cfg.pointing_tolerance)
@@ -337,7 +354,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
 def run_explain(
     model: ClassifierModule,
     images: pd.DataFrame,
-    out_dir: Path,
+    out_dir: Path | None,
     *,
     style: OverlayStyle,
     explainer: Explainer | None = None,
@@ -345,133 +362,154 @@ def run_explain(
     topk: int = 1,
     batch_size: int = 32,
     num_workers: int = 2,
-    bf16: bool = False,
+    precision: str = "32",
+    bf16: bool | None = None,
     writers: int = 2,
     save_cams: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """The streaming core: batches in, overlays and rows out. Usable without Hydra.
+    max_side: int | None = None,
+    thumbnails: bool = True,
+    accelerator: str = "cpu",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None:
+    """The streaming core, as Lightning prediction: batches in, overlays, rows and maps out. Usable without Hydra.
+
+    Each process (rank) explains a contiguous share of ``images`` and writes a shard; rank 0 merges the
+    shards into the explain folder (see :mod:`catdog.pipelines.predict`). With one process it is the
+    same code path.
 
     Args:
         model: a loaded classifier in eval mode.
         images: columns ``path`` and ``label`` (class name or None).
-        out_dir: the explain folder (must exist).
+        out_dir: the explain folder (must exist on rank 0; other ranks get rank 0's, may pass None).
         style: how overlays look.
         explainer: the method making the maps; default exact CAM at the registry's feature layer.
         boxes: absolute path -> object boxes, for the pointing game.
         topk: maps for the top-k predicted classes.
         batch_size: images per forward pass.
-        num_workers: decoding worker processes (0: decode in this process).
-        bf16: run the forward pass under bfloat16 autocast.
-        writers: overlay writer threads.
+        num_workers: decoding worker processes per rank (0: decode in the rank's own process).
+        precision: ``auto``, ``32`` or ``bf16`` (see :func:`catdog.pipelines.predict.resolve_precision`).
+        bf16: deprecated shorthand for ``precision="bf16"`` (True) or ``"32"`` (False).
+        writers: overlay writer threads per rank.
         save_cams: write raw maps to ``cams.npz``.
+        max_side: overlays are drawn on a copy of the original whose longest side is at most this.
+        thumbnails: write the report's gallery thumbnails (``thumbs/``) from the overlays in memory.
+        accelerator, devices, num_nodes, strategy: Lightning Trainer settings (``strategy=ddp`` for many).
+        progress: show Lightning's progress bar.
 
     Returns:
-        predictions (one row per readable image), skipped (path, reason), and run statistics.
+        On rank 0: predictions (one row per readable image, input order), skipped (path, reason) and run
+        statistics; on other ranks: None.
     """
+    if bf16 is not None:
+        precision = "bf16" if bf16 else "32"
     hp = model.hparams
     class_names = list(hp.class_names)
-    net = model.net
     explainer = explainer or build_explainer(model)
     to_index = {name: i for i, name in enumerate(class_names)}
     labels = [to_index.get(label, -1) if label is not None else -1 for label in images["label"]]
     paths = images["path"].tolist()
+    stems = unique_stems(paths)
+    lightning_precision, precision_record = resolve_precision(precision, accelerator)
+    channels_last = bool(hp.get("channels_last", True))
+    if channels_last:
+        model.net.to(memory_format=torch.channels_last)
 
-    transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
-    loader = DataLoader(
-        ExplainDataset(paths, transform),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=collate_explain,
-        persistent_workers=False,
-    )
-    memory_format = torch.channels_last if hp.get("channels_last", True) else torch.contiguous_format
-    net.to(memory_format=memory_format)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
     writer = BoundedWriter(lambda job: render_image(job, style), writers, max_pending=2 * batch_size)
-    used_names: set[str] = set()
-    skipped: list[dict[str, str]] = []
-    cam_chunks: list[np.ndarray] = []
-    idx_chunks: list[np.ndarray] = []
-    cam_paths: list[str] = []
-    batch_stats: dict[str, float] = {}
-    start = datetime.now()
+    used_names: set[str] = set()  # overlay names are unique per stem across ranks (see unique_stems)
 
-    progress = Progress(
-        TextColumn("[bold]explain"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False
-    )
-    with progress:
-        task = progress.add_task("explain", total=len(paths))
-        for batch in loader:
-            skipped.extend({"path": paths[i], "reason": reason} for i, reason in batch["errors"])
-            if batch["images"] is None:
-                progress.advance(task, len(batch["errors"]))
-                continue
-            indices = batch["indices"]
-            x = batch["images"].contiguous(memory_format=memory_format)
-            true = torch.tensor([labels[i] for i in indices], dtype=torch.long)
-            with autocast:
-                explained = explainer.explain(x, true_labels=true, topk=topk)
-            logits, cam_idx, cams = explained.logits, explained.class_idx, explained.maps
-            for key, value in explained.stats.items():  # worst case over batches
-                batch_stats[key] = max(batch_stats.get(key, value), value)
-            probs = logits.softmax(dim=1)
-            losses = F.cross_entropy(logits, true.clamp(min=0), reduction="none")
-
-            cams_np, idx_np, probs_np = cams.numpy(), cam_idx.numpy(), probs.numpy()
-            if save_cams:
-                cam_chunks.append(cams_np)
-                idx_chunks.append(idx_np)
-                cam_paths.extend(paths[i] for i in indices)
-            for row, i in enumerate(indices):
-                pred = int(idx_np[row, 0])
-                rel = overlay_location(labels[i], pred, float(probs_np[row, pred]), paths[i], class_names, used_names)
-                writer.submit(
-                    ImageJob(
-                        path=paths[i],
-                        true_idx=labels[i],
-                        probs=probs_np[row],
-                        loss=float(losses[row]) if labels[i] >= 0 else math.nan,
-                        cam_idx=idx_np[row],
-                        cams=cams_np[row],
-                        original=batch["originals"][row].numpy(),
-                        boxes=boxes.get(paths[i], []) if boxes else [],
-                        overlay_path=out_dir / rel,
-                        overlay_rel=rel,
-                    )
+    def handle_batch(batch: Any, prediction: dict[str, Any], emit_maps: Callable[[np.ndarray, np.ndarray], None]) -> None:
+        probs_np, idx_np, cams_np, losses = (
+            prediction["probs"], prediction["class_idx"], prediction["maps"], prediction["losses"]
+        )
+        emit_maps(cams_np, idx_np)
+        out = shard_writer.out_dir
+        for row, i in enumerate(batch.indices):
+            pred = int(idx_np[row, 0])
+            rel = overlay_location(labels[i], pred, float(probs_np[row, pred]), stems[i], class_names, used_names)
+            writer.submit(
+                ImageJob(
+                    path=paths[i],
+                    true_idx=labels[i],
+                    probs=probs_np[row],
+                    loss=float(losses[row]) if labels[i] >= 0 else math.nan,
+                    cam_idx=idx_np[row],
+                    cams=cams_np[row],
+                    original=batch.originals[row].numpy(),
+                    boxes=boxes.get(paths[i], []) if boxes else [],
+                    overlay_path=out / rel,
+                    overlay_rel=rel,
+                    size=batch.sizes[row],
+                    thumb_path=out / THUMBS / rel if thumbnails else None,
                 )
-            progress.advance(task, len(indices) + len(batch["errors"]))
-        rows = writer.close()
-    seconds = (datetime.now() - start).total_seconds()
+            )
 
-    predictions = pd.DataFrame(rows)
-    predictions.to_csv(out_dir / "predictions.csv", index=False)
-    skipped_frame = pd.DataFrame(skipped, columns=["path", "reason"])
-    skipped_frame.to_csv(out_dir / "skipped.csv", index=False)
+    shard_writer = ShardWriter(out_dir, handle_batch, writer.close, save_cams=save_cams, row_chunk=batch_size)
+    writer.on_result = lambda row: shard_writer.rows.add(row)
+    predictor = ExplainPredictor(
+        model.net,
+        lambda x, true: explainer.explain(x, true_labels=true, topk=topk),
+        paths,
+        labels,
+        build_transform(hp.image_size, hp.mean, hp.std, train=False),
+        max_side,
+        batch_size,
+        num_workers,
+        channels_last,
+    )
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=lightning_precision,
+        callbacks=[shard_writer],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        inference_mode=False,  # gradient explainers enable gradients themselves; CAM uses inference_mode
+        use_distributed_sampler=False,  # each rank takes its own contiguous share (no padding duplicates)
+    )
+    start = datetime.now()
+    trainer.predict(predictor, return_predictions=False)
+    seconds = (datetime.now() - start).total_seconds()
+    if not trainer.is_global_zero:
+        return None
+    out_dir = shard_writer.out_dir
+    predictions, skipped_frame, merged = merge_shards(out_dir, paths, class_names, explainer.describe(), save_cams)
     if len(skipped_frame):
         log.warning("Skipped %d unreadable image(s); listed in %s", len(skipped_frame), out_dir / "skipped.csv")
-    if save_cams and cam_chunks:
-        all_cams = np.concatenate(cam_chunks)
-        # float16 halves the file; a diverged model's maps can exceed its range, then keep float32.
-        if np.abs(all_cams).max() < np.finfo(np.float16).max:
-            all_cams = all_cams.astype(np.float16)
-        np.savez_compressed(
-            out_dir / "cams.npz",
-            cams=all_cams,
-            class_idx=np.concatenate(idx_chunks),
-            paths=np.array(cam_paths),
-            class_names=np.array(class_names),
-            **{key: np.array(value) for key, value in explainer.describe().items()},
-        )
-    max_deviation = batch_stats.get("cam_logit_deviation")
+    max_deviation = merged["stats"].get("cam_logit_deviation")
     if max_deviation is not None and max_deviation > 1e-3:
         log.warning("CAM self-check: spatial mean + bias differs from the logit by %.2g", max_deviation)
     stats = {
         "cam_logit_max_deviation": max_deviation,
         "seconds": round(seconds, 2),
-        "images_per_second": round(len(rows) / seconds, 1) if seconds > 0 else None,
-        "precision": "bf16" if bf16 else "32",
+        "images_per_second": round(len(predictions) / seconds, 1) if seconds > 0 else None,
+        "precision": precision_record["used"],
+        "precision_check": precision_record,
+        "processes": merged["processes"],
+        "accelerator": str(trainer.accelerator.__class__.__name__).replace("Accelerator", "").lower(),
     }
     return predictions, skipped_frame, stats
+
+
+def unique_stems(paths: list[str]) -> list[str]:
+    """Per path, a file stem unique across the whole run: ``img``, then ``img_1``, ``img_2`` ... for repeats.
+
+    Every rank computes the same names from the full path list, so overlays of two ranks never collide.
+    """
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        stem = safe_name(Path(path).stem)
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        stems.append(stem if n == 0 else f"{stem}_{n}")
+    return stems
 
 
 def build_explainer(model: ClassifierModule) -> Explainer:
