@@ -483,7 +483,8 @@ def run_explain(
     if len(skipped_frame):
         log.warning("Skipped %d unreadable image(s); listed in %s", len(skipped_frame), out_dir / "skipped.csv")
     max_deviation = merged["stats"].get("cam_logit_deviation")
-    if max_deviation is not None and max_deviation > 1e-3:
+    # bf16 autocast rounds the features to 8 bits of mantissa: its maps agree with the logits less closely.
+    if max_deviation is not None and max_deviation > (5e-2 if precision_record["used"] == "bf16" else 1e-3):
         log.warning("CAM self-check: spatial mean + bias differs from the logit by %.2g", max_deviation)
     stats = {
         "cam_logit_max_deviation": max_deviation,
