@@ -91,7 +91,7 @@ def test_item03_extreme_image_goes_to_skipped_csv(tmp_path: Path) -> None:
     images = tmp_path / "photos"
     write_images(images, {"cat": 2, "dog": 2}, size=(32, 32))
     wide = images / "cat" / "wide.png"
-    cv2.imwrite(str(wide), np.full((8, 70000, 3), 120, np.uint8))  # valid PNG; beyond JPEG's 65535 px
+    cv2.imwrite(str(wide), np.full((70000, 8, 3), 120, np.uint8))  # valid PNG; beyond JPEG's 65535 px
     run = make_trained_run(tmp_path / "run", images, ["cat", "dog"])
     summary = explain(explain_cfg(run))
     out = Path(summary["out_dir"])
