@@ -31,6 +31,11 @@ from catdog.overlay import draw_label, heatmap_overlay, label_text, save_image
 from catdog.pipelines.explain import ExplainDataset, OverlayStyle, collate_explain, run_explain
 
 
+# Its own folder: regenerating data/demo with other settings would change what earlier runs' split.csv
+# and boxes.csv point at.
+BENCH_DATA = "data/bench_demo_600x128"
+
+
 def list_images(root: Path, limit: int) -> pd.DataFrame:
     paths = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     # interleave classes so a limit keeps both
@@ -138,7 +143,7 @@ def gradcam_batched(model, images, args, out: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", default=None, help="an image folder (default: the demo data)")
+    parser.add_argument("--images", default=None, help="an image folder (default: demo data generated into data/bench_demo_600x128)")
     parser.add_argument("--limit", type=int, default=256)
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--image-size", type=int, default=224)
@@ -150,7 +155,7 @@ def main() -> None:
     root = (
         Path(args.images)
         if args.images
-        else ensure_demo_dataset("data/demo", num_per_class=600, image_size=128, seed=0)
+        else ensure_demo_dataset(BENCH_DATA, num_per_class=600, image_size=128, seed=0)
     )
     images = list_images(Path(root), args.limit)
     class_names = sorted(images["label"].unique().tolist())
