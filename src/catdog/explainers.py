@@ -26,7 +26,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from catdog.cam import cam_logit_check, capture_features, class_activation_maps, select_classes
+from catdog.cam import (
+    CONTRASTS,
+    cam_logit_check,
+    capture_features,
+    class_activation_maps,
+    contrast_weights,
+    select_classes,
+)
 from catdog.errors import CatdogError
 from catdog.models import arch_spec, require_exact_cam, reshape_transform, resolve_layer
 
@@ -95,13 +102,21 @@ class ExactCAM(Explainer):
         feature_layer: dotted name of the module whose output is pooled into the linear head.
         fc_layer: dotted name of that ``nn.Linear``.
         feature_relu: the model applies a ReLU between the feature layer and the pooling (densenet).
+        contrast: ``"none"`` (exact per-class map), ``"mean"`` or ``"runner_up"`` (identifiable map: the
+            class row minus the mean row or the runner-up's row, see :func:`catdog.cam.contrast_weights`).
     """
 
     method = "cam"
 
-    def __init__(self, model: nn.Module, feature_layer: str, fc_layer: str, feature_relu: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, feature_layer: str, fc_layer: str, feature_relu: bool = False, contrast: str = "none"
+    ) -> None:
+        if contrast not in CONTRASTS:
+            raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
+        self.contrast = contrast
         self.model = model
         self.layer, self.module = resolve_layer(model, feature_layer)
+        self.fc_name = fc_layer
         self.fc = model.get_submodule(fc_layer)
         self.feature_relu = feature_relu
 
@@ -109,10 +124,27 @@ class ExactCAM(Explainer):
         with torch.inference_mode(), capture_features(self.model, self.module, relu=self.feature_relu) as captured:
             logits = self.model(images).float()
             class_idx = select_classes(logits, topk=topk, true_labels=true_labels)
-            maps = class_activation_maps(captured.features, self.fc.weight, class_idx).float()
-            deviation = float(cam_logit_check(maps, self.fc.bias, logits, class_idx))
+            weights, reference = contrast_weights(self.fc.weight, class_idx, logits, self.contrast)
+            maps = class_activation_maps(captured.features, self.fc.weight, class_idx, weights=weights).float()
+            if reference is None:
+                deviation = float(cam_logit_check(maps, self.fc.bias, logits, class_idx))
+            else:
+                deviation = float(self._contrast_check(maps, logits, class_idx, reference))
         return Explanation(logits=logits, class_idx=class_idx, maps=maps, stats={"cam_logit_deviation": deviation})
 
+    def _contrast_check(self, maps: Tensor, logits: Tensor, class_idx: Tensor, reference: Tensor) -> Tensor:
+        """Self-check of a contrast map: its mean plus the bias difference is the logit difference."""
+        bias = self.fc.bias.detach().double() if self.fc.bias is not None else torch.zeros(logits.shape[1]).double()
+        logits = logits.double()
+        if self.contrast == "mean":
+            ref_logit, ref_bias = logits.mean(dim=1, keepdim=True), bias.mean()
+        else:
+            ref_logit, ref_bias = logits.gather(1, reference), bias[reference]
+        predicted = maps.double().mean(dim=(-2, -1)) + bias[class_idx] - ref_bias
+        return (predicted - (logits.gather(1, class_idx) - ref_logit)).abs().max()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "contrast": self.contrast}
 
 # ---------------------------------------------------------------------------------------------
 # The Grad-CAM family through pytorch-grad-cam
