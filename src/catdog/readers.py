@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -85,17 +86,21 @@ def read_csv(
     if not path.is_file():
         raise CatdogError(f"{what} {path} does not exist: {fix}")
     try:
-        table = pd.read_csv(
-            path,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            encoding="utf-8",
-            on_bad_lines="error",  # a row with too many cells is an error, not silently dropped
-        )
+        with warnings.catch_warnings():
+            # A row with more cells than the header would silently become an index or lose data.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(
+                path,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                encoding="utf-8",
+                index_col=False,
+                on_bad_lines="error",
+            )
     except pd.errors.EmptyDataError:
         table = pd.DataFrame()
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, csv.Error, ValueError) as err:
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.ParserWarning, csv.Error, ValueError) as err:
         raise CatdogError(f"{what} {path} is not a readable CSV file ({_one_line(err)}): {fix}") from None
     # A header cell left blank (e.g. a pandas index written along) names no data of ours: drop it.
     table = table.loc[:, [not str(c).startswith("Unnamed: ") for c in table.columns]]
