@@ -36,10 +36,20 @@ import pandas as pd
 
 from catdog.errors import CatdogError
 from catdog.overlay import save_image
+from catdog.readers import read_csv, read_json
 from catdog.runs import run_dir_of_explain
-from catdog.plots import plot_confusion_matrix
+from catdog.plots import confusion_counts, plot_confusion_matrix
 
-__all__ = ["Experiment", "experiment_table", "pair_column", "read_explain_dir", "write_report"]
+__all__ = [
+    "Experiment",
+    "experiment_table",
+    "overlay_file",
+    "pair_column",
+    "read_explain_dir",
+    "read_predictions",
+    "restrict_to_paths",
+    "write_report",
+]
 
 THUMB_SIZE = 220  # longest side of a gallery thumbnail, in pixels
 # Probabilities listed per experiment in the per-image view (all of them would bloat the page for
@@ -89,25 +99,39 @@ def read_explain_dir(explain_dir: str | Path, label: str | None = None) -> Exper
             f"{folder} is not an explain folder (no {' or '.join(missing)}): run scripts/explain.py first, "
             "or pass the run folder"
         )
-    summary = json.loads((folder / "summary.json").read_text())
-    predictions = pd.read_csv(folder / "predictions.csv", dtype={"path": str, "true": str, "pred": str})
-    predictions["correct"] = [_as_bool(value) for value in predictions.get("correct", [None] * len(predictions))]
-    for column in ("in_box", "pointing_hit"):
-        if column in predictions.columns:
-            predictions[column] = [_as_bool(value) for value in predictions[column]]
+    fix = "run scripts/explain.py again for this folder"
+    summary = read_json(folder / "summary.json", what="summary", fix=fix)
+    predictions = read_predictions(folder / "predictions.csv", fix=fix)
     run_dir = run_dir_of_explain(folder, summary)
     name = label or (run_dir.name if run_dir is not None else folder.name)
     class_names = list(summary.get("class_names") or [c[2:] for c in predictions.columns if c.startswith("p_")])
     return Experiment(name, folder, predictions, summary, class_names, run_dir)
 
 
-def _as_bool(value: Any) -> bool | None:
-    """predictions.csv booleans come back as bools, 'True'/'False' strings or NaN."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, str):
-        return {"true": True, "false": False}.get(value.strip().lower())
-    return bool(value)
+PREDICTION_TEXT = ("path", "pred", "overlay", "topk")
+PREDICTION_BOOLEANS = ("correct", "in_box", "pointing_hit")
+
+
+def read_predictions(path: str | Path, fix: str = "run scripts/explain.py again") -> pd.DataFrame:
+    """An explain folder's predictions.csv: class names as text, ``true`` None when unlabelled.
+
+    Raises:
+        CatdogError: unreadable, lacks path/pred/overlay, or a number/boolean column holds another value.
+    """
+    frame = read_csv(
+        path,
+        required=("path", "pred", "overlay"),
+        text=PREDICTION_TEXT,
+        optional_text=("true",),
+        booleans=PREDICTION_BOOLEANS,
+        what="predictions",
+        fix=fix,
+    )
+    if "true" not in frame.columns:
+        frame["true"] = None
+    if "correct" not in frame.columns:
+        frame["correct"] = None
+    return frame
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,8 +333,21 @@ def _common_paths(experiments: Sequence[Experiment]) -> list[str]:
     return [path for path in experiments[0].predictions["path"] if path in shared]
 
 
+def restrict_to_paths(predictions: pd.DataFrame, paths: Sequence[str]) -> pd.DataFrame:
+    """The rows of ``paths`` in that order (one per path: the first when a path repeats).
+
+    Args:
+        predictions: a predictions table with a ``path`` column holding every one of ``paths``.
+        paths: the images to keep.
+
+    Returns:
+        A new table with a fresh index.
+    """
+    return predictions.drop_duplicates("path").set_index("path").loc[list(paths)].reset_index()
+
+
 def _restricted(exp: Experiment, paths: list[str]) -> Experiment:
-    frame = exp.predictions.drop_duplicates("path").set_index("path").loc[paths].reset_index()
+    frame = restrict_to_paths(exp.predictions, paths)
     return Experiment(exp.label, exp.explain_dir, frame, exp.summary, exp.class_names, exp.run_dir)
 
 
@@ -328,6 +365,24 @@ def _asset(out: Path, source: Path, name: str) -> str:
     target = out / "assets" / name
     shutil.copyfile(source, target)
     return _url(out, target)
+
+
+def overlay_file(explain_dir: Path, relative: Any) -> Path | None:
+    """The overlay file a predictions.csv row names, only if it lies inside the explain folder.
+
+    predictions.csv is user-editable: an absolute path, ``..`` or a symlink leading out of the folder must
+    never make the report copy (and so publish) another file.
+
+    Returns:
+        The resolved file, or None when the cell is empty, escapes the folder, or is not a file.
+    """
+    if relative is None or (isinstance(relative, float) and math.isnan(relative)) or str(relative) == "":
+        return None
+    base = Path(explain_dir).resolve()
+    candidate = (base / str(relative)).resolve()
+    if not candidate.is_relative_to(base) or not candidate.is_file():
+        return None
+    return candidate
 
 
 def _thumbnail(source: Path, target: Path) -> bool:
@@ -380,8 +435,8 @@ def _gallery_data(
                 key=lambda item: -item[1] if math.isfinite(item[1]) else 0.0,
             )
             rel = str(row["overlay"]) if pd.notna(row.get("overlay")) else None
-            overlay = exp.explain_dir / rel if rel else None
-            exists = overlay is not None and overlay.is_file()
+            # Only a file inside the explain folder: predictions.csv is user-editable (see overlay_file).
+            exists = overlay_file(exp.explain_dir, rel) is not None
             thumb_url = None
             if exists:
                 made = exp.explain_dir / "thumbs" / rel
@@ -389,7 +444,7 @@ def _gallery_data(
                     thumb_url = linkers[e](f"thumbs/{rel}", f"thumb_{e}_{i}.jpg")
                 else:
                     thumb = out / "thumbs" / f"{e}_{i}.jpg"
-                    jobs.append((overlay, thumb))
+                    jobs.append((exp.explain_dir / rel, thumb))
                     thumb_url = _url(out, thumb)
             runs.append(
                 {
@@ -437,9 +492,7 @@ def _summary_pictures(out: Path, experiments: Sequence[Experiment], paths: list[
         labelled = frame[frame["correct"].notna()]
         confusion = None
         if len(labelled):
-            index = {name: i for i, name in enumerate(exp.class_names)}
-            matrix = np.zeros((len(index), len(index)), dtype=np.int64)
-            np.add.at(matrix, (labelled["true"].map(index).to_numpy(), labelled["pred"].map(index).to_numpy()), 1)
+            matrix = confusion_counts(labelled["true"].tolist(), labelled["pred"].tolist(), exp.class_names)
             accuracy = np.trace(matrix) / matrix.sum()
             target = out / "assets" / f"confusion_{e}.png"
             plot_confusion_matrix(matrix, exp.class_names, target, title=f"{exp.label}: accuracy {accuracy:.1%}")

@@ -41,14 +41,25 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import catdog
-from catdog.cam import area_above, normalize_for_display, peak_in_image, upsample_cams
-from catdog.data import build_transform, index_for_inference, load_boxes
+from catdog.cam import area_above, display_maps, parse_threshold, peak_in_image, strongest_region, upsample_cams
+from catdog.data import SPLITS, BadImageError, build_transform, index_for_inference, load_boxes, load_rgb
 from catdog.errors import CatdogError
-from catdog.explainers import ExactCAM, Explainer
+from catdog.explainers import METHODS, ExactCAM, Explainer, build_method
+from catdog.imagenet import PretrainedClassifier, describe_topk, imagenet_arch, load_imagenet
 from catdog.metrics import pointing_columns, summarize_pointing
-from catdog.models import ClassifierModule, arch_spec, load_classifier
-from catdog.overlay import draw_label, heatmap_overlay, image_grid, label_text, safe_name, save_image, side_by_side
+from catdog.models import ClassifierModule, arch_spec, load_classifier, resolve_layer
+from catdog.overlay import (
+    draw_contour,
+    draw_label,
+    heatmap_overlay,
+    image_grid,
+    label_text,
+    safe_name,
+    save_image,
+    side_by_side,
+)
 from catdog.pipelines.predict import (
+    SKIP_REASON,
     ExplainDataset,
     ExplainPredictor,
     ShardWriter,
@@ -58,15 +69,19 @@ from catdog.pipelines.predict import (
     merge_shards,
     resolve_precision,
 )
-from catdog.plots import plot_confusion_matrix
+from catdog.plots import confusion_counts, plot_confusion_matrix
+from catdog.readers import read_csv
 from catdog.report import read_explain_dir, write_report
 from catdog.runs import resolve_checkpoint, run_dir_of, staged_output_dir, timestamped_dir
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test", "all")
 THUMBS = "thumbs"  # gallery thumbnails, <explain folder>/thumbs/<overlay path>
 __all__ = ["ExplainDataset", "ImageJob", "OverlayStyle", "collate_explain", "explain", "render_image", "run_explain"]
+EXPLAIN_SPLITS = (*SPLITS, "all")  # data.split: one split of split.csv, or all of them
+# The CAM self-check compares spatial mean + bias with the logit; bf16 keeps ~3 significant digits,
+# so a deviation of a few thousandths is normal there and only float32 is held to 1e-3.
+CAM_CHECK_TOLERANCE = {"32": 1e-3, "bf16": 5e-2}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,8 +101,8 @@ def select_images(
     if source:
         images = index_for_inference(source, class_names)[["path", "label"]]
     else:
-        if split not in SPLITS:
-            raise CatdogError(f"data.split={split} is not one of {', '.join(SPLITS)}")
+        if split not in EXPLAIN_SPLITS:
+            raise CatdogError(f"data.split={split} is not one of {', '.join(EXPLAIN_SPLITS)}")
         # The path recorded at training time, else the run folder's own copy (a moved run folder).
         split_csv = Path(data_hparams.get("split_csv") or run_dir / "split.csv")
         if not split_csv.is_file():
@@ -97,7 +112,15 @@ def select_images(
                 f"No split.csv next to the checkpoint (looked in {run_dir}): pass data.root=<folder> or "
                 "input=<image> to choose the images to explain"
             )
-        images = pd.read_csv(split_csv)
+        # Text as written: classes called "0", "1", "NA" or "None" stay class names.
+        images = read_csv(
+            split_csv,
+            required=("path", "label", "split"),
+            text=("path", "split"),
+            optional_text=("label",),
+            what="split file",
+            fix="it is written by scripts/train.py; train again or restore it",
+        )
         if split != "all":
             images = images[images["split"] == split]
         images = images[["path", "label"]]
@@ -107,6 +130,39 @@ def select_images(
         where = source or f"the {split} split of {run_dir}"
         raise CatdogError(f"No images to explain in {where}: check the path or pick another data.split")
     return images
+
+
+def sample_across_classes(images: pd.DataFrame, count: int, seed: int = 0) -> pd.DataFrame:
+    """At most ``count`` images, taken in turn from each class (unlabelled images form one group).
+
+    Within a class the images are drawn in a seeded random order, so the same table and count always give
+    the same images, and every class is present when ``count`` is at least the number of classes. The
+    result keeps the table's order.
+
+    Args:
+        images: columns ``path`` and ``label`` (None when unknown).
+        count: how many to keep (at least 1).
+        seed: the random order within each class.
+
+    Returns:
+        The chosen rows, with a fresh index.
+
+    Raises:
+        CatdogError: ``count`` is below 1.
+    """
+    if count < 1:
+        raise CatdogError(f"data.max_images={count} must be at least 1 (or null for all images)")
+    if count >= len(images):
+        return images.reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    keys = images["label"].map(lambda v: "\0unlabelled" if v is None else str(v))
+    queues = [rng.permutation(np.flatnonzero((keys == key).to_numpy())).tolist() for key in sorted(set(keys))]
+    chosen: list[int] = []
+    while len(chosen) < count:
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return images.iloc[sorted(chosen)].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,6 +196,8 @@ class OverlayStyle:
     quality: int
     pointing_tolerance: float = 0.0
     thumb_size: int = 220  # longest side of the gallery thumbnail made from the overlay in memory
+    display: str = "minmax"  # cam.display_maps mode; "signed" draws with a diverging colormap
+    threshold: str | float | None = None  # cam.strongest_region: contour of the predicted map's strongest region
 
 
 def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
@@ -159,7 +217,11 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     shown = list(range(style.topk)) + ([len(job.cam_idx) - 1] if show_true else [])
     maps = upsample_cams(torch.from_numpy(job.cams[shown]), shown_size)  # [len(shown), H, W]
     peak_x, peak_y = peak_in_image(torch.from_numpy(job.cams[0]), (height, width))
-    display = normalize_for_display(maps).numpy()
+    display = display_maps(maps, style.display).numpy()
+    colormap = "diverging" if style.display == "signed" else "jet"
+    region_area = None
+    if style.threshold is not None:
+        region, region_area = strongest_region(display[0], style.threshold)
 
     true_name = names[job.true_idx] if job.true_idx >= 0 else None
     panels: list[np.ndarray] = []
@@ -168,10 +230,13 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     for column in range(style.topk):
         cls = int(job.cam_idx[column])
         text = label_text(names[cls], float(job.probs[cls]), true_name if column == 0 else None)
-        panels.append(draw_label(heatmap_overlay(job.original, display[column], style.alpha), text))
+        panel = heatmap_overlay(job.original, display[column], style.alpha, colormap)
+        if column == 0 and region_area is not None:
+            panel = draw_contour(panel, region)
+        panels.append(draw_label(panel, text))
     if show_true:
         text = f"true: {true_name} {100 * float(job.probs[job.true_idx]):.1f}%"
-        panels.append(draw_label(heatmap_overlay(job.original, display[-1], style.alpha), text))
+        panels.append(draw_label(heatmap_overlay(job.original, display[-1], style.alpha, colormap), text))
     picture = panels[0] if len(panels) == 1 else side_by_side(panels)
     save_image(job.overlay_path, picture, quality=style.quality)
     if job.thumb_path is not None:  # from the picture in memory: the report never decodes the overlay again
@@ -189,10 +254,29 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
         "area50": area_above(maps[0], 0.5),
         "overlay": job.overlay_rel,
     }
+    if region_area is not None:
+        row["region_area"] = region_area  # share of the photo inside the thresholded strongest region
     if style.topk > 1:
         row["topk"] = "|".join(names[int(c)] for c in job.cam_idx[: style.topk])
+        row["topk_p"] = "|".join(f"{float(job.probs[int(c)]):.4f}" for c in job.cam_idx[: style.topk])
     row.update(pointing_columns((peak_x, peak_y), job.boxes, (height, width), style.pointing_tolerance))
     return row
+
+
+def render_or_skip(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
+    """:func:`render_image`, turning a failure on this one image into a skipped.csv reason.
+
+    A valid but extreme image (8x70000 px: beyond JPEG's 65535 px limit) or a full disk for one file
+    must cost that image, not the whole run.
+
+    Returns:
+        The predictions.csv row, or ``{"path": ..., "__skipped__": reason}``.
+    """
+    try:
+        return render_image(job, style)
+    except Exception as err:  # noqa: BLE001 - any failure of one image is reported, never fatal
+        job.overlay_path.unlink(missing_ok=True)
+        return {"path": job.path, SKIP_REASON: f"cannot draw overlay: {type(err).__name__}: {' '.join(str(err).split())[:160]}"}
 
 
 class BoundedWriter:
@@ -257,35 +341,27 @@ def overlay_location(
 # The pipeline
 # ---------------------------------------------------------------------------------------------
 def explain(cfg: DictConfig) -> dict[str, Any]:
-    """Explain a checkpoint's predictions on a set of images and write the explain folder.
+    """Explain a checkpoint's (or a pretrained ImageNet model's) predictions and write the explain folder.
+
+    ``layers=[a,b,...]`` writes one complete explain folder per layer, siblings named
+    ``<folder>_<method>_<layer>``; ``grid=true`` adds ``grid/<image>.jpg`` (methods x layers) to the folder.
 
     Args:
         cfg: the composed ``conf/explain.yaml`` config.
 
     Returns:
-        The summary written to ``summary.json`` plus ``out_dir``.
+        The summary written to ``summary.json`` plus ``out_dir`` (the last folder) and ``out_dirs`` (all).
 
     Raises:
         CatdogError: bad checkpoint, paths or settings.
     """
-    checkpoint = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
-    model = load_classifier(checkpoint)
+    model, checkpoint, run_dir, provenance = _load_model(cfg)
     hp = model.hparams
     class_names: list[str] = list(hp.class_names)
-    run_dir = run_dir_of(checkpoint)
     if not 1 <= cfg.topk <= len(class_names):
         raise CatdogError(f"topk={cfg.topk} must be between 1 and the number of classes ({len(class_names)})")
     if str(cfg.precision) not in ("auto", "32", "bf16"):
         raise CatdogError(f"precision={cfg.precision} is not supported: use auto, 32 or bf16")
-
-    source = cfg.input or cfg.data.root
-    images = select_images(source, cfg.data.split, class_names, dict(hp.data or {}), run_dir)
-    if cfg.data.max_images:
-        images = images.head(int(cfg.data.max_images))
-    boxes = _boxes_for(source, dict(hp.data or {}))
-    final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "explain")
-    explainer = build_explainer(model)
-
     style = OverlayStyle(
         class_names=class_names,
         topk=cfg.topk,
@@ -294,65 +370,150 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
         show_true_cam=bool(cfg.overlay.show_true_cam),
         quality=int(cfg.overlay.quality),
         pointing_tolerance=float(cfg.pointing_tolerance),
+        display=_check_display(cfg.get("display", "minmax")),
+        threshold=parse_threshold(cfg.get("threshold")),
     )
+    layers = [str(layer) for layer in cfg.layers] if cfg.get("layers") else [cfg.get("layer")]
+    explainers = [build_explainer(model, cfg.get("method"), layer) for layer in layers]  # all errors up front
 
-    def explain_into(out_dir: Path | None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None:
-        return run_explain(
-            model,
-            images,
-            out_dir,
-            explainer=explainer,
-            boxes=boxes,
-            topk=cfg.topk,
-            batch_size=cfg.data.batch_size,
-            num_workers=cfg.data.num_workers,
-            precision=str(cfg.precision),
-            style=style,
-            writers=cfg.overlay.writers,
-            save_cams=cfg.save_cams,
-            max_side=cfg.overlay.get("max_size"),
-            accelerator=str(cfg.get("accelerator", "auto")),
-            devices=cfg.get("devices", 1),
-            num_nodes=int(cfg.get("num_nodes", 1)),
-            strategy=str(cfg.get("strategy", "auto")),
-        )
+    source = cfg.input or cfg.data.root
+    if provenance.get("imagenet") and not source:
+        raise CatdogError(f"ckpt={cfg.ckpt} has no held-out split: pass input=<image or folder> or data.root=<folder>")
+    images = select_images(source, cfg.data.split, class_names, dict(hp.data or {}), run_dir)
+    if cfg.data.max_images:
+        images = sample_across_classes(images, int(cfg.data.max_images))
+    boxes = _boxes_for(source, dict(hp.data or {}))
+    base_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "explain")
 
-    if global_rank_from_env() != 0:
-        # Another process of a multi-process run: it explains its share into rank 0's folder (received
-        # by broadcast) and leaves the tables, summary and report to rank 0.
-        explain_into(None)
+    summaries, out_dirs = [], []
+    for explainer in explainers:
+        final_dir = base_dir
+        if len(explainers) > 1:
+            final_dir = base_dir.with_name(f"{base_dir.name}_{safe_name(explainer.method)}_{safe_name(explainer.layer)}")
+
+        def explain_into(
+            out_dir: Path | None, explainer: Explainer = explainer
+        ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None:
+            return run_explain(
+                model,
+                images,
+                out_dir,
+                explainer=explainer,
+                boxes=boxes,
+                topk=cfg.topk,
+                batch_size=cfg.data.batch_size,
+                num_workers=cfg.data.num_workers,
+                precision=str(cfg.precision),
+                style=style,
+                writers=cfg.overlay.writers,
+                save_cams=cfg.save_cams,
+                max_side=cfg.overlay.get("max_size"),
+                accelerator=str(cfg.get("accelerator", "auto")),
+                devices=cfg.get("devices", 1),
+                num_nodes=int(cfg.get("num_nodes", 1)),
+                strategy=str(cfg.get("strategy", "auto")),
+            )
+
+        if global_rank_from_env() != 0:
+            # Another process of a multi-process run: it explains its share into rank 0's folder (received
+            # by broadcast) and leaves the tables, summary and report to rank 0.
+            explain_into(None)
+            continue
+
+        # Everything is written into a hidden staging folder that becomes final_dir only when complete.
+        with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite)) as out_dir:
+            OmegaConf.save(cfg, out_dir / "explain_config.yaml")
+            result = explain_into(out_dir)
+            if result is None:  # the launcher made this process a non-zero rank after all
+                return {"out_dir": None}
+            predictions, skipped, extra = result
+            if predictions.empty:
+                first = skipped.iloc[0] if len(skipped) else None
+                detail = f" (first: {first['path']}: {first['reason']})" if first is not None else ""
+                raise CatdogError(
+                    f"none of the {len(images)} images could be used{detail}: check the files, or point "
+                    "data.root/input at readable images"
+                )
+            summary = write_reports(predictions, skipped, class_names, out_dir, cfg.top_losses)
+            if summary["pointing_game"]:
+                summary["pointing_game"]["tolerance"] = float(cfg.pointing_tolerance)
+            summary.update(extra)
+            summary.update(explainer.describe())
+            summary["display"] = style.display
+            summary["threshold"] = style.threshold
+            if cfg.get("grid"):
+                summary["grids"] = write_grids(model, images, out_dir, cfg, style)
+            summary.update(provenance)
+            summary["arch"] = hp.arch
+            summary["class_names"] = class_names
+            summary["source"] = str(source) if source else f"{run_dir}/split.csv [{cfg.data.split}]"
+            summary["versions"] = _versions()
+            (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            write_report(out_dir / "report", [read_explain_dir(out_dir)])
+        _print_where(final_dir, summary)
+        if provenance.get("imagenet"):
+            _print_topk(predictions, class_names, cfg.topk)
+        summaries.append(summary)
+        out_dirs.append(str(final_dir))
+    if not summaries:  # a non-zero rank of a multi-process run
         return {"out_dir": None, "rank": global_rank_from_env()}
+    return dict(summaries[-1], out_dir=out_dirs[-1], out_dirs=out_dirs)
 
-    # Everything is written into a hidden staging folder that becomes final_dir only when complete.
-    with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite)) as out_dir:
-        OmegaConf.save(cfg, out_dir / "explain_config.yaml")
-        result = explain_into(out_dir)
-        if result is None:  # the launcher made this process a non-zero rank after all
-            return {"out_dir": None}
-        predictions, skipped, extra = result
-        summary = write_reports(predictions, skipped, class_names, out_dir, cfg.top_losses)
-        if summary["pointing_game"]:
-            summary["pointing_game"]["tolerance"] = float(cfg.pointing_tolerance)
-        summary.update(extra)
-        summary.update(explainer.describe())
-        summary["checkpoint"] = {"path": str(checkpoint.resolve()), "sha256": _sha256(checkpoint)}
-        config_file = run_dir / ".hydra" / "config.yaml"
-        summary["train_config"] = (
-            {"path": str(config_file.resolve()), "sha256": _sha256(config_file)} if config_file.is_file() else None
+
+def _load_model(cfg: DictConfig) -> tuple[ClassifierModule | PretrainedClassifier, Path | None, Path, dict[str, Any]]:
+    """The model of ``ckpt=``, its checkpoint file, its run folder, and provenance for summary.json."""
+    arch = imagenet_arch(cfg.ckpt)
+    if arch is not None:
+        model = load_imagenet(
+            arch,
+            weights=cfg.get("weights"),
+            labels=cfg.get("labels"),
+            mean=list(cfg.mean) if cfg.get("mean") is not None else None,
+            std=list(cfg.std) if cfg.get("std") is not None else None,
         )
-        summary["arch"] = hp.arch
-        summary["class_names"] = class_names
-        summary["source"] = str(source) if source else f"{run_dir}/split.csv [{cfg.data.split}]"
-        summary["versions"] = _versions()
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        write_report(out_dir / "report", [read_explain_dir(out_dir)])
-    out_dir = final_dir
-    _print_where(out_dir, summary)
-    return dict(summary, out_dir=str(out_dir))
+        weights_file = Path(model.source)
+        provenance = {
+            "imagenet": {"arch": arch, "weights": model.source},
+            "checkpoint": {"path": None, "sha256": _sha256(weights_file) if weights_file.is_file() else None},
+            "train_config": None,
+        }
+        # No run folder: explain folders of ImageNet models go below runs_dir/imagenet_<arch>/explain/.
+        return model, None, Path(cfg.runs_dir) / f"imagenet_{arch}", provenance
+    if cfg.get("weights") or cfg.get("labels"):
+        raise CatdogError("weights= and labels= are for ckpt=imagenet:<arch>: a catdog checkpoint carries its own")
+    checkpoint = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
+    model = load_classifier(checkpoint)
+    run_dir = run_dir_of(checkpoint)
+    config_file = run_dir / ".hydra" / "config.yaml"
+    provenance = {
+        "checkpoint": {"path": str(checkpoint.resolve()), "sha256": _sha256(checkpoint)},
+        "train_config": (
+            {"path": str(config_file.resolve()), "sha256": _sha256(config_file)} if config_file.is_file() else None
+        ),
+    }
+    return model, checkpoint, run_dir, provenance
+
+
+def _check_display(value: object) -> str:
+    from catdog.cam import DISPLAYS
+
+    mode = str(value).strip().lower()
+    if mode not in DISPLAYS:
+        raise CatdogError(f"display={value} is unknown: choose one of {', '.join(DISPLAYS)}")
+    return mode
+
+
+def _print_topk(predictions: pd.DataFrame, class_names: list[str], topk: int, limit: int = 20) -> None:
+    """ImageNet mode: each image's top-k classes with their probabilities."""
+    probs = predictions[[f"p_{name}" for name in class_names]].to_numpy(dtype=float)
+    for path, row in zip(predictions["path"].head(limit), probs[:limit]):
+        print(f"  {Path(path).name}: {describe_topk(class_names, row.tolist(), topk)}")
+    if len(predictions) > limit:
+        print(f"  ... {len(predictions) - limit} more in predictions.csv")
 
 
 def run_explain(
-    model: ClassifierModule,
+    model: ClassifierModule | PretrainedClassifier,
     images: pd.DataFrame,
     out_dir: Path | None,
     *,
@@ -417,7 +578,7 @@ def run_explain(
     if channels_last:
         model.net.to(memory_format=torch.channels_last)
 
-    writer = BoundedWriter(lambda job: render_image(job, style), writers, max_pending=2 * batch_size)
+    writer = BoundedWriter(lambda job: render_or_skip(job, style), writers, max_pending=2 * batch_size)
     used_names: set[str] = set()  # overlay names are unique per stem across ranks (see unique_stems)
 
     def handle_batch(batch: Any, prediction: dict[str, Any], emit_maps: Callable[[np.ndarray, np.ndarray], None]) -> None:
@@ -484,8 +645,15 @@ def run_explain(
         log.warning("Skipped %d unreadable image(s); listed in %s", len(skipped_frame), out_dir / "skipped.csv")
     max_deviation = merged["stats"].get("cam_logit_deviation")
     # bf16 autocast rounds the features to 8 bits of mantissa: its maps agree with the logits less closely.
-    if max_deviation is not None and max_deviation > (5e-2 if precision_record["used"] == "bf16" else 1e-3):
-        log.warning("CAM self-check: spatial mean + bias differs from the logit by %.2g", max_deviation)
+    used = precision_record["used"]
+    tolerance = CAM_CHECK_TOLERANCE.get(used, CAM_CHECK_TOLERANCE["bf16"])
+    if max_deviation is not None and max_deviation > tolerance:
+        log.warning(
+            "CAM self-check: spatial mean + bias differs from the logit by %.2g (more than %g expected at %s)",
+            max_deviation,
+            tolerance,
+            used,
+        )
     stats = {
         "cam_logit_max_deviation": max_deviation,
         "seconds": round(seconds, 2),
@@ -513,10 +681,85 @@ def unique_stems(paths: list[str]) -> list[str]:
     return stems
 
 
-def build_explainer(model: ClassifierModule) -> Explainer:
-    """The explainer for a loaded classifier: exact CAM at the registry's feature layer."""
-    spec = arch_spec(model.hparams.arch)
-    return ExactCAM(model.net, spec.feature_layer, spec.fc_layer, feature_relu=spec.feature_relu)
+def build_explainer(
+    model: ClassifierModule | PretrainedClassifier, method: str | None = None, layer: str | None = None
+) -> Explainer:
+    """The explainer for a loaded model: ``method=`` at ``layer=`` (defaults from the registry).
+
+    Exact CAM at its default layer uses the layer names stored in the checkpoint: they are what the model
+    was trained and checked with, so a later registry change cannot silently move the CAM to another layer.
+
+    Raises:
+        CatdogError: unknown method or layer, or exact CAM where it does not apply.
+    """
+    explainer = build_method(model.net, model.hparams.arch, method, layer)
+    hp = model.hparams
+    if isinstance(explainer, ExactCAM) and layer is None and hp.get("feature_layer") and hp.get("fc_layer"):
+        relu = hp.get("feature_relu")
+        return ExactCAM(
+            model.net,
+            hp.feature_layer,
+            hp.fc_layer,
+            feature_relu=explainer.feature_relu if relu is None else bool(relu),
+        )
+    return explainer
+
+
+def write_grids(
+    model: ClassifierModule | PretrainedClassifier,
+    images: pd.DataFrame,
+    out_dir: Path,
+    cfg: DictConfig,
+    style: OverlayStyle,
+) -> list[str]:
+    """``grid/<image>.jpg``: every method (rows) at every layer (columns), the predicted class's map.
+
+    Layers: ``layers=`` or the registry's stages (ResNet: layer1..layer4). Methods: ``grid_methods=`` or
+    all that apply (exact CAM only on heads it decomposes, and only at its own layer: other cells say so).
+
+    Returns:
+        The written files, relative to ``out_dir``.
+    """
+    hp, net = model.hparams, model.net
+    spec = arch_spec(hp.arch)
+    layers = [str(x) for x in cfg.layers] if cfg.get("layers") else list(spec.stages or (spec.feature_layer,))
+    methods = (
+        [str(m) for m in cfg.grid_methods]
+        if cfg.get("grid_methods")
+        else [m for m in METHODS if m != "cam" or spec.exact_cam]
+    )
+    transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
+    colormap = "diverging" if style.display == "signed" else "jet"
+    written = []
+    for path in images["path"].head(int(cfg.get("grid_images") or 1)):
+        try:
+            rgb = load_rgb(path)
+        except BadImageError:
+            continue
+        x = transform(rgb)[None].contiguous(memory_format=torch.channels_last)
+        height, width = rgb.shape[:2]
+        tiles, captions = [], []
+        for method in methods:
+            for layer in layers:
+                try:
+                    explainer = build_explainer(model, method, layer)
+                except CatdogError:
+                    if method != "cam":
+                        raise
+                    exact_at = resolve_layer(net, spec.feature_layer)[0]
+                    tiles.append(draw_label(np.full_like(rgb, 24), f"exact CAM: {exact_at} only"))
+                    captions.append(f"{method} @ {layer}\nn/a")
+                    continue
+                out = explainer.explain(x, None, topk=1)
+                cls = int(out.class_idx[0, 0])
+                shown = display_maps(upsample_cams(out.maps[0, :1], (height, width)), style.display)[0].numpy()
+                tiles.append(heatmap_overlay(rgb, shown, style.alpha, colormap))
+                prob = float(out.logits.softmax(dim=1)[0, cls])
+                captions.append(f"{method} @ {layer}\n{style.class_names[cls]} {100 * prob:.1f}%")
+        rel = f"grid/{safe_name(Path(path).stem)}.jpg"
+        save_image(out_dir / rel, image_grid(tiles, captions, ncols=len(layers), tile_size=192), quality=style.quality)
+        written.append(rel)
+    return written
 
 
 # ---------------------------------------------------------------------------------------------
@@ -530,12 +773,8 @@ def write_reports(
     labelled = predictions[predictions["true"].notna()] if len(predictions) else predictions
     summary["labelled"] = int(len(labelled))
     if len(labelled):
-        to_index = {name: i for i, name in enumerate(class_names)}
-        true = labelled["true"].map(to_index).to_numpy()
-        pred = labelled["pred"].map(to_index).to_numpy()
-        matrix = np.zeros((len(class_names), len(class_names)), dtype=np.int64)
-        np.add.at(matrix, (true, pred), 1)
-        correct = int((true == pred).sum())
+        matrix = confusion_counts(labelled["true"].tolist(), labelled["pred"].tolist(), class_names)
+        correct = int(np.trace(matrix))
         summary.update(
             correct=correct,
             incorrect=int(len(labelled) - correct),

@@ -46,6 +46,7 @@ from catdog.errors import CatdogError
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "SKIP_REASON",
     "ExplainBatch",
     "ExplainDataset",
     "ShardWriter",
@@ -57,6 +58,9 @@ __all__ = [
 ]
 
 SHARDS = ".shards"
+# A row carrying this key is an image whose prediction ran but whose overlay could not be drawn or written:
+# the merge moves it to skipped.csv (with this reason) and drops its maps.
+SKIP_REASON = "__skip_reason__"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -477,6 +481,16 @@ def merge_shards(
             f"merging the shards gave {len(explained)} explained + {len(skipped)} skipped images for "
             f"{len(paths)} inputs: run explain again"
         )
+    keep = None  # rows (and maps) to keep, when some overlays failed
+    if SKIP_REASON in predictions.columns:
+        failed = predictions[SKIP_REASON].notna()
+        keep = (~failed).to_numpy()
+        position = {path: i for i, path in enumerate(paths)}
+        failures = predictions.loc[failed, ["path", SKIP_REASON]].rename(columns={SKIP_REASON: "reason"})
+        skipped = pd.concat([skipped, failures], ignore_index=True)
+        skipped = skipped.sort_values("path", key=lambda col: col.map(position), kind="stable").reset_index(drop=True)
+        predictions = predictions[keep].drop(columns=[SKIP_REASON]).reset_index(drop=True)
+        explained = predictions["path"].tolist()
     predictions.to_csv(out_dir / "predictions.csv", index=False)
     skipped.to_csv(out_dir / "skipped.csv", index=False)
 
@@ -489,7 +503,9 @@ def merge_shards(
         if len(shapes) > 1:
             raise CatdogError(f"the processes returned maps of different shapes {sorted(shapes)}")
         max_abs = max(meta["max_abs"] for meta in metas)
-        _write_cams_npz(out_dir / "cams.npz", shards, shapes.pop(), max_abs, explained, class_names, describe, chunk_images)
+        _write_cams_npz(
+            out_dir / "cams.npz", shards, shapes.pop(), max_abs, explained, class_names, describe, chunk_images, keep
+        )
     shutil.rmtree(root, ignore_errors=True)
     return predictions, skipped, {"stats": stats, "processes": len(shards)}
 
@@ -503,6 +519,7 @@ def _write_cams_npz(
     class_names: list[str],
     describe: dict[str, Any],
     chunk_images: int,
+    keep: np.ndarray | None = None,
 ) -> None:
     """Stream the shards' raw maps into a compressed .npz that ``np.load`` reads like ``np.savez_compressed``'s."""
     # float16 halves the file; a diverged model's maps can exceed its range, then keep float32.
@@ -517,6 +534,7 @@ def _write_cams_npz(
             with archive.open(f"{name}.npy", "w", force_zip64=True) as handle:
                 header = {"descr": np.lib.format.dtype_to_descr(item_dtype), "fortran_order": False, "shape": shape}
                 np.lib.format.write_array_header_2_0(handle, header)
+                offset = 0  # images read so far, across shards (indexes ``keep``)
                 for shard in shards:
                     raw_dtype, stride = item
                     with open(shard / source, "rb") as raw:
@@ -524,6 +542,10 @@ def _write_cams_npz(
                             block = np.fromfile(raw, dtype=raw_dtype, count=chunk_images * stride)
                             if not block.size:
                                 break
+                            if keep is not None:
+                                rows = block.reshape(-1, stride)
+                                block = rows[keep[offset : offset + len(rows)]]
+                                offset += len(rows)
                             handle.write(block.astype(item_dtype).tobytes())
         small = {
             "paths": np.array(explained),
