@@ -234,3 +234,50 @@ def test_threshold_region_is_the_connected_region_around_the_peak() -> None:
     assert parse_threshold("otsu") == "otsu" and parse_threshold("0.3") == 0.3 and parse_threshold(None) is None
     with pytest.raises(CatdogError, match="threshold=2"):
         parse_threshold(2)
+
+
+def test_pipeline_methods_layers_display_threshold_and_compare_names(tmp_path) -> None:
+    """method/layers/display/threshold through the explain stage; compare names the folders by method@layer."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from catdog.pipelines.compare import compare
+    from catdog.pipelines.explain import explain
+    from helpers import make_config, write_images
+    from test_explain import save_constant_checkpoint
+
+    run = tmp_path / "run"
+    ckpt = save_constant_checkpoint(run / "checkpoints" / "best.ckpt")
+    module = torch.load(ckpt, weights_only=True)
+    torch.manual_seed(0)
+    for key, value in module["state_dict"].items():  # a non-constant head: maps differ per class
+        if key.endswith("fc.weight"):
+            value.normal_()
+    torch.save(module, ckpt)
+    images = tmp_path / "images"
+    write_images(images, {"cat": 2, "dog": 1}, size=(64, 48))
+    summary = explain(
+        make_config(
+            "explain",
+            [
+                f"ckpt={run}", f"data.root={images}", "data.num_workers=0", "method=gradcam",
+                "layers=[layer3,layer4]", "display=signed", "threshold=otsu", f"out_dir={tmp_path / 'ex'}",
+            ],
+        )  # fmt: skip
+    )
+    folders = [Path(p) for p in summary["out_dirs"]]
+    assert [f.name for f in folders] == ["ex_gradcam_layer3", "ex_gradcam_layer4"]
+    for folder, layer, side in zip(folders, ("layer3", "layer4"), (4, 2)):
+        described = json.loads((folder / "summary.json").read_text())
+        assert (described["method"], described["layer"], described["display"]) == ("gradcam", layer, "signed")
+        with np.load(folder / "cams.npz") as npz:
+            assert str(npz["method"]) == "gradcam" and str(npz["layer"]) == layer
+            assert npz["cams"].shape == (3, 2, side, side) and (npz["cams"] < 0).any()  # raw, signed
+        predictions = pd.read_csv(folder / "predictions.csv")
+        assert predictions["region_area"].between(0, 1).all() and (predictions["region_area"] > 0).all()
+    result = compare(make_config("compare", [f"runs=[{folders[0]},{folders[1]}]", f"out_dir={tmp_path / 'cmp'}"]))
+    assert result["labels"] == ["gradcam@layer3", "gradcam@layer4"]
+    with pytest.raises(CatdogError, match="only applies to layer4"):
+        explain(make_config("explain", [f"ckpt={run}", f"data.root={images}", "method=cam", "layer=layer2"]))
