@@ -94,8 +94,22 @@ class FeatureCapture:
         return self._features
 
 
-def _resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
-    """Finds the module to hook from its dotted name or the module itself."""
+def resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
+    """Finds a submodule from its dotted name (e.g. ``"classifier.1"``) or checks the module given.
+
+    The one lookup of layers by name in catdog (``catdog.models.get_submodule`` and the explainers use it).
+
+    Args:
+        model: the model to look into.
+        layer: a dotted name as in ``model.named_modules()``, or a module of ``model``.
+
+    Returns:
+        The submodule.
+
+    Raises:
+        CatdogError: ``model`` has no submodule of that name (the message lists the closest names).
+        ValueError: a module was given that is not part of ``model``.
+    """
     if isinstance(layer, nn.Module):
         if not any(module is layer for module in model.modules()):
             raise ValueError(f"the given {type(layer).__name__} is not a submodule of {type(model).__name__}")
@@ -106,7 +120,10 @@ def _resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
         names = [name for name, _ in model.named_modules() if name]
         close = get_close_matches(layer, names, n=3)
         hint = f"closest: {', '.join(close)}" if close else "see `model.named_modules()`"
-        raise CatdogError(f"layer {layer!r} not found in {type(model).__name__}; {hint}") from None
+        raise CatdogError(
+            f"{type(model).__name__} has no submodule {layer!r} ({hint}): the model was not built for the "
+            "architecture whose layer names are used; build it with catdog.models.build_model"
+        ) from None
 
 
 @contextmanager
@@ -130,7 +147,7 @@ def capture_features(model: nn.Module, layer: str | nn.Module, relu: bool = Fals
         ValueError: If a module is given that does not belong to ``model``.
     """
     capture = FeatureCapture(relu=relu)
-    handle = _resolve_layer(model, layer).register_forward_hook(capture.hook)
+    handle = resolve_layer(model, layer).register_forward_hook(capture.hook)
     try:
         yield capture
     finally:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from catdog.cam import cam_logit_check, capture_features, class_activation_maps, select_classes
+from catdog.cam import cam_logit_check, capture_features, class_activation_maps, resolve_layer, select_classes
 
 __all__ = ["ExactCAM", "Explainer", "Explanation"]
 
@@ -89,7 +89,7 @@ class ExactCAM(Explainer):
     def __init__(self, model: nn.Module, feature_layer: str, fc_layer: str, feature_relu: bool = False) -> None:
         self.model = model
         self.layer = feature_layer
-        self.fc = model.get_submodule(fc_layer)
+        self.fc = resolve_layer(model, fc_layer)
         self.feature_relu = feature_relu
 
     def explain(self, images: Tensor, true_labels: Tensor | None = None, topk: int = 1) -> Explanation:

@@ -42,6 +42,7 @@ from torchmetrics.classification import (
 )
 from torchvision.models import WeightsEnum
 
+from catdog.cam import resolve_layer
 from catdog.errors import CatdogError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -174,13 +175,7 @@ def get_submodule(model: nn.Module, dotted: str) -> nn.Module:
     Raises:
         CatdogError: ``model`` has no such submodule (the model and the spec do not match).
     """
-    try:
-        return model.get_submodule(dotted)
-    except AttributeError:
-        raise CatdogError(
-            f"{type(model).__name__} has no submodule {dotted!r}: the model was not built for "
-            "the architecture whose spec is used; build it with catdog.models.build_model."
-        ) from None
+    return resolve_layer(model, dotted)
 
 
 def feature_layer(model: nn.Module, spec: ArchSpec | str) -> nn.Module:
