@@ -417,3 +417,19 @@ def test_item17_cam_self_check_can_fail(tmp_path: Path) -> None:
     wrong = ExactCAM(model.net, "layer4.0", "fc", feature_relu=False)
     x = torch.randn(2, 3, 32, 32)
     assert wrong.explain(x, true_labels=torch.tensor([0, 1]), topk=1).stats["cam_logit_deviation"] > 1e-2
+
+
+def test_item06_report_takes_curves_only_from_the_run_holding_the_explain_folder(tmp_path: Path) -> None:
+    paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("dog", "b.jpg")])
+    out = make_run(tmp_path / "runs", "A", paths, ["cat", "dog"], [0.9, 0.8], np.ones((2, 2, 2), np.float32))
+    moved = tmp_path / "moved"
+    out.rename(moved)  # no longer inside a run folder: the run is taken from summary.json
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "checkpoints").mkdir(parents=True)
+    secret = cv2.imencode(".png", np.full((5, 5, 3), 7, np.uint8))[1].tobytes()
+    (elsewhere / "curves.png").write_bytes(secret)
+    summary = json.loads((moved / "summary.json").read_text())
+    summary["checkpoint"]["path"] = str(elsewhere / "checkpoints" / "best.ckpt")
+    (moved / "summary.json").write_text(json.dumps(summary))
+    report = write_report(tmp_path / "report", [read_explain_dir(moved)])
+    assert secret not in [p.read_bytes() for p in report.parent.rglob("*") if p.is_file()]

@@ -302,13 +302,9 @@ def _torch_load(path: Path, map_location: str | torch.device, hint: str) -> Any:
     Raises:
         CatdogError: the file is not a torch file, or holds objects that are not plain data.
     """
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    # A non-torch file can fail in many ways (KeyError, UnpicklingError, RuntimeError, ...).
-    except Exception as error:  # noqa: BLE001
-        raise CatdogError(
-            f"{path} could not be read as a torch file ({_one_line(error)}): {hint}."
-        ) from None
+    from catdog.readers import read_checkpoint  # the one validating reader of user files
+
+    return read_checkpoint(path, map_location=map_location, fix=f"{hint}.", require_mapping=False)
 
 
 def _mismatch(

@@ -464,7 +464,10 @@ def _summary_pictures(out: Path, experiments: Sequence[Experiment], paths: list[
             target = out / "assets" / f"confusion_{e}.png"
             plot_confusion_matrix(matrix, exp.class_names, target, title=f"{exp.label}: accuracy {accuracy:.1%}")
             confusion = _url(out, target)
-        curves = exp.run_dir / "curves.png" if exp.run_dir is not None else None
+        # Only the run folder that holds this explain folder: a run_dir taken from summary.json (user-editable)
+        # must not make the report copy a file from elsewhere.
+        inside = exp.run_dir is not None and exp.explain_dir.resolve().is_relative_to(exp.run_dir.resolve())
+        curves = exp.run_dir / "curves.png" if inside else None
         result.append(
             {
                 "confusion": confusion,
