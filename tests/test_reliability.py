@@ -21,12 +21,12 @@ from test_report import make_images, make_run
 
 from catdog.data import build_index, ensure_demo_dataset, index_for_inference
 from catdog.data import images as images_module
-from catdog.data.images import load_rgb, BadImageError
+from catdog.data.images import BadImageError, load_rgb
 from catdog.errors import CatdogError
 from catdog.models import ClassifierModule, load_classifier
 from catdog.pipelines import explain as explain_module
 from catdog.pipelines.compare import compare, read_run_settings
-from catdog.pipelines.explain import explain, run_explain, sample_across_classes, OverlayStyle
+from catdog.pipelines.explain import OverlayStyle, explain, run_explain
 from catdog.plots import plot_confusion_matrix
 from catdog.report import read_explain_dir, write_report
 from helpers import make_config, write_images
@@ -347,6 +347,8 @@ def test_item14_benchmarks_use_their_own_data_folders() -> None:
 
 # --- item 15 (explain parts) -------------------------------------------------------------------
 def test_item15_max_images_samples_every_class_reproducibly(tmp_path: Path) -> None:
+    from catdog.pipelines.explain import sample_across_classes
+
     table = pd.DataFrame(
         {"path": [f"/x/{i}.png" for i in range(30)], "label": ["cat"] * 20 + ["dog"] * 8 + [None] * 2}
     )
