@@ -342,7 +342,7 @@ def test_item14_benchmarks_use_their_own_data_folders() -> None:
             folder = Path(value)
             assert folder.name != "demo" and folder.parts[:1] != ("demo",), (script.name, value)
             checked += 1
-    assert checked >= 2  # both benchmarks generate demo-like data, each into its own folder
+    assert checked >= 1  # the benchmarks that generate demo-like data do so into their own folder
 
 
 # --- item 15 (explain parts) -------------------------------------------------------------------

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
 import cv2
@@ -141,7 +141,14 @@ def confidence(predictions: pd.DataFrame) -> np.ndarray:
     """Probability of the predicted class of each row."""
     if predictions.empty:
         return np.zeros(0)
-    return np.array([row[f"p_{row['pred']}"] for _, row in predictions.iterrows()], dtype=float)
+    result = np.full(len(predictions), np.nan)
+    pred = predictions["pred"].to_numpy()
+    for name in pd.unique(pred):  # one vectorised pick per class, not one pandas row per image
+        column = f"p_{name}"
+        if column in predictions.columns:
+            mask = pred == name
+            result[mask] = predictions[column].to_numpy(dtype=float)[mask]
+    return result
 
 
 def experiment_table(experiments: Sequence[Experiment]) -> pd.DataFrame:
@@ -392,51 +399,78 @@ def _thumbnail(source: Path, target: Path) -> bool:
     return True
 
 
+def _folder_linker(out: Path, folder: Path) -> Callable[[str, str], str]:
+    """``link(rel, name)``: the URL of ``folder/rel`` from the report, as :func:`_asset` makes it.
+
+    Paths are resolved once per folder, not once per file (20,000 images: seconds saved).
+    """
+    base, out_resolved = Path(folder).resolve(), Path(out).resolve()
+    if base.is_relative_to(out_resolved.parent) and not base.is_relative_to(out_resolved):
+        prefix = [quote(part) for part in Path(os.path.relpath(base, out_resolved)).parts]
+        return lambda rel, name: "/".join(prefix + [quote(part) for part in rel.split("/")])
+    return lambda rel, name: _asset(out, base / rel, name)
+
+
 def _gallery_data(
     out: Path, experiments: Sequence[Experiment], paths: list[str], per_image: pd.DataFrame | None
 ) -> list[dict[str, Any]]:
-    """The per-image records the gallery JavaScript renders; copies overlays and writes thumbnails."""
+    """The per-image records the gallery JavaScript renders.
+
+    Thumbnails come from the explain folder's ``thumbs/`` (written by explain from each overlay in memory);
+    only overlays without one (older explain folders) are decoded again to make a thumbnail here.
+    """
     labels = [exp.label for exp in experiments]
-    frames = [exp.predictions.drop_duplicates("path").set_index("path") for exp in experiments]
-    extra = per_image.drop_duplicates("path").set_index("path") if per_image is not None else None
+    # One dict per experiment, path -> row: a plain lookup per image instead of a DataFrame .loc.
+    tables = [exp.predictions.drop_duplicates("path").set_index("path", drop=False).to_dict("index") for exp in experiments]
+    has_box = ["in_box" in exp.predictions.columns for exp in experiments]
+    extra = per_image.drop_duplicates("path").set_index("path", drop=False).to_dict("index") if per_image is not None else {}
     jobs: list[tuple[Path, Path]] = []
     records = []
+    linkers = [_folder_linker(out, exp.explain_dir) for exp in experiments]
     for i, path in enumerate(paths):
         runs = []
-        for e, (exp, frame) in enumerate(zip(experiments, frames)):
-            row = frame.loc[path]
+        for e, (exp, table) in enumerate(zip(experiments, tables)):
+            row = table[path]
             probs = sorted(
                 ((name, float(row.get(f"p_{name}", math.nan))) for name in exp.class_names),
                 key=lambda item: -item[1] if math.isfinite(item[1]) else 0.0,
             )
-            overlay = overlay_file(exp.explain_dir, row["overlay"])
-            full = _asset(out, overlay, f"{e}_{i}.jpg") if overlay is not None else None
-            thumb = out / "thumbs" / f"{e}_{i}.jpg"
-            if overlay is not None:
-                jobs.append((overlay, thumb))
+            rel = str(row["overlay"]) if pd.notna(row.get("overlay")) else None
+            # Only a file inside the explain folder: predictions.csv is user-editable (see overlay_file).
+            exists = overlay_file(exp.explain_dir, rel) is not None
+            thumb_url = None
+            if exists:
+                made = exp.explain_dir / "thumbs" / rel
+                if made.is_file():
+                    thumb_url = linkers[e](f"thumbs/{rel}", f"thumb_{e}_{i}.jpg")
+                else:
+                    thumb = out / "thumbs" / f"{e}_{i}.jpg"
+                    jobs.append((exp.explain_dir / rel, thumb))
+                    thumb_url = _url(out, thumb)
             runs.append(
                 {
                     "pred": row["pred"],
                     "conf": float(row.get(f"p_{row['pred']}", math.nan)),
                     "loss": float(row["loss"]) if pd.notna(row.get("loss")) else None,
                     "correct": row["correct"],
-                    "in_box": row.get("in_box") if "in_box" in frame.columns else None,
+                    "in_box": row.get("in_box") if has_box[e] else None,
                     "top": probs[:TOP_PROBABILITIES],
-                    "full": full,
-                    "thumb": _url(out, thumb) if overlay is not None else None,
+                    "full": linkers[e](rel, f"{e}_{i}.jpg") if exists else None,
+                    "thumb": thumb_url,
                 }
             )
+        true = tables[0][path]["true"]
         record: dict[str, Any] = {
             "path": path,
             "name": Path(path).name,
-            "true": frames[0].loc[path]["true"] if pd.notna(frames[0].loc[path]["true"]) else None,
+            "true": true if pd.notna(true) else None,
             "runs": runs,
             "flipped": False,
             "disagreement": None,
             "sims": [],
         }
-        if extra is not None and path in extra.index:
-            row = extra.loc[path]
+        if path in extra:
+            row = extra[path]
             record["flipped"] = bool(row.get("flipped", False))
             record["disagreement"] = float(row["cam_disagreement"]) if pd.notna(row.get("cam_disagreement")) else None
             for a in range(len(labels)):
