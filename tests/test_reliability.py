@@ -62,7 +62,8 @@ def make_trained_run(run: Path, images: Path, classes: list[str], favourite: int
 
 
 def explain_cfg(ckpt: Path, *overrides: str):
-    return make_config("explain", [f"ckpt={ckpt}", "data.num_workers=0", "data.batch_size=4", *overrides])
+    # precision=32: "auto" picks bf16 on CPUs with AVX512-BF16, and the self-check bounds below are float32's.
+    return make_config("explain", [f"ckpt={ckpt}", "data.num_workers=0", "data.batch_size=4", "precision=32", *overrides])
 
 
 def one_line(err: pytest.ExceptionInfo) -> str:
@@ -93,7 +94,11 @@ def test_item03_extreme_image_goes_to_skipped_csv(tmp_path: Path) -> None:
     wide = images / "cat" / "wide.png"
     cv2.imwrite(str(wide), np.full((70000, 8, 3), 120, np.uint8))  # valid PNG; beyond JPEG's 65535 px
     run = make_trained_run(tmp_path / "run", images, ["cat", "dog"])
-    summary = explain(explain_cfg(run))
+    # Drawn on a bounded copy (the default overlay.max_size) the image is explained like any other ...
+    bounded = explain(explain_cfg(run))
+    assert bounded["images"] == 5 and bounded["skipped"] == 0
+    # ... and at full size its JPEG cannot be written: that one image is skipped, the run completes.
+    summary = explain(explain_cfg(run, "overlay.max_size=null"))
     out = Path(summary["out_dir"])
     skipped = pd.read_csv(out / "skipped.csv", dtype=str)
     assert skipped["path"].tolist() == [str(wide.resolve())]
