@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from difflib import get_close_matches
 
 import cv2
 import numpy as np
@@ -107,18 +106,14 @@ class FeatureCapture:
 
 
 def _resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
-    """Finds the module to hook from its dotted name or the module itself."""
+    """Finds the module to hook from its dotted name (via :func:`catdog.models.resolve_layer`) or checks the module given."""
     if isinstance(layer, nn.Module):
         if not any(module is layer for module in model.modules()):
             raise ValueError(f"the given {type(layer).__name__} is not a submodule of {type(model).__name__}")
         return layer
-    try:
-        return model.get_submodule(layer)
-    except AttributeError:
-        names = [name for name, _ in model.named_modules() if name]
-        close = get_close_matches(layer, names, n=3)
-        hint = f"closest: {', '.join(close)}" if close else "see `model.named_modules()`"
-        raise CatdogError(f"layer {layer!r} not found in {type(model).__name__}; {hint}") from None
+    from catdog.models import resolve_layer  # here: models is heavy, and the one lookup by name lives there
+
+    return resolve_layer(model, layer)[1]
 
 
 @contextmanager

@@ -123,7 +123,7 @@ class ExactCAM(Explainer):
         self.model = model
         self.layer, self.module = resolve_layer(model, feature_layer)
         self.fc_name = fc_layer
-        self.fc = model.get_submodule(fc_layer)
+        self.fc = resolve_layer(model, fc_layer)[1]
         self.feature_relu = feature_relu
 
     def explain(self, images: Tensor, true_labels: Tensor | None = None, topk: int = 1) -> Explanation:

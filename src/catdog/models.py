@@ -329,13 +329,7 @@ def get_submodule(model: nn.Module, dotted: str) -> nn.Module:
     Raises:
         CatdogError: ``model`` has no such submodule (the model and the spec do not match).
     """
-    try:
-        return model.get_submodule(dotted)
-    except AttributeError:
-        raise CatdogError(
-            f"{type(model).__name__} has no submodule {dotted!r}: the model was not built for "
-            "the architecture whose spec is used; build it with catdog.models.build_model."
-        ) from None
+    return resolve_layer(model, dotted)[1]  # the one lookup by name (also used by cam and the explainers)
 
 
 def feature_layer(model: nn.Module, spec: ArchSpec | str) -> nn.Module:
@@ -462,13 +456,9 @@ def _torch_load(path: Path, map_location: str | torch.device, hint: str) -> Any:
     Raises:
         CatdogError: the file is not a torch file, or holds objects that are not plain data.
     """
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    # A non-torch file can fail in many ways (KeyError, UnpicklingError, RuntimeError, ...).
-    except Exception as error:  # noqa: BLE001
-        raise CatdogError(
-            f"{path} could not be read as a torch file ({_one_line(error)}): {hint}."
-        ) from None
+    from catdog.readers import read_checkpoint  # the one validating reader of user files
+
+    return read_checkpoint(path, map_location=map_location, fix=f"{hint}.", require_mapping=False)
 
 
 def _mismatch(

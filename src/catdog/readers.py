@@ -201,9 +201,21 @@ def read_yaml(path: str | Path, *, what: str = "file", fix: str = "write it agai
 
 
 def read_checkpoint(
-    path: str | Path, *, map_location: str = "cpu", mmap: bool = False, fix: str = "pass a checkpoint written by scripts/train.py"
-) -> Mapping[str, Any]:
-    """``torch.load(weights_only=True)`` of a checkpoint that must be a mapping.
+    path: str | Path,
+    *,
+    map_location: Any = "cpu",
+    mmap: bool = False,
+    fix: str = "pass a checkpoint written by scripts/train.py",
+    require_mapping: bool = True,
+) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain data only, never arbitrary pickled objects.
+
+    Args:
+        path: the checkpoint or weights file.
+        map_location: device to load onto.
+        mmap: memory-map the file (reading a few fields of a large checkpoint).
+        fix: what the user should do when the file is bad.
+        require_mapping: refuse files that do not hold a dict (checkpoints and state dicts do).
 
     Raises:
         CatdogError: missing, not a torch file, holds objects that are not plain data, or not a mapping.
@@ -216,8 +228,8 @@ def read_checkpoint(
     try:
         data = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - corrupt files fail in many ways (UnpicklingError, RuntimeError, ...)
-        raise CatdogError(f"checkpoint {path} could not be read ({_one_line(err)}): {fix}") from None
-    if not isinstance(data, Mapping):
+        raise CatdogError(f"{path} could not be read as a torch file ({_one_line(err)}): {fix}") from None
+    if require_mapping and not isinstance(data, Mapping):
         raise CatdogError(f"checkpoint {path} holds a {type(data).__name__}, not a checkpoint: {fix}")
     return data
 

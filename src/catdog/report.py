@@ -266,7 +266,8 @@ def write_report(
         "pairs": [] if pairs is None else [[labels.index(a), labels.index(b)] for a, b in zip(pairs["a"], pairs["b"])],
     }
     assets = files("catdog") / "report_assets"
-    page = _PAGE.format(
+    # page.html is a str.format template: its literal braces are doubled; every value is escaped or JSON.
+    page = assets.joinpath("page.html").read_text(encoding="utf-8").format(
         title=_esc(page_title),
         css=assets.joinpath("report.css").read_text(encoding="utf-8"),
         js=assets.joinpath("report.js").read_text(encoding="utf-8"),
@@ -497,7 +498,10 @@ def _summary_pictures(out: Path, experiments: Sequence[Experiment], paths: list[
             target = out / "assets" / f"confusion_{e}.png"
             plot_confusion_matrix(matrix, exp.class_names, target, title=f"{exp.label}: accuracy {accuracy:.1%}")
             confusion = _url(out, target)
-        curves = exp.run_dir / "curves.png" if exp.run_dir is not None else None
+        # Only the run folder that holds this explain folder: a run_dir taken from summary.json (user-editable)
+        # must not make the report copy a file from elsewhere.
+        inside = exp.run_dir is not None and exp.explain_dir.resolve().is_relative_to(exp.run_dir.resolve())
+        curves = exp.run_dir / "curves.png" if inside else None
         result.append(
             {
                 "confusion": confusion,
@@ -659,43 +663,3 @@ def _pictures_html(pictures: list[tuple[str, str, str]]) -> str:
         for name, url, note in pictures
     )
     return f"<section><h2>Images that matter most</h2>{figures}</section>"
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>{css}</style>
-</head>
-<body>
-<header><h1>{title}</h1><p class="muted">Generated {generated} by catdog.</p>{intro}</header>
-<main>
-<section id="summary"><h2>Summary</h2>{summary}</section>
-{pairs}
-<section><h2>Confusion matrices and training curves</h2>{per_experiment}</section>
-{pictures}
-<section id="gallery-section">
-<h2>Gallery</h2>
-<p class="muted">Every image with each experiment's prediction and probability. Green = correct,
-red = wrong. Click an image to see all experiments side by side at full size
-(arrow keys: previous / next, Esc: close).</p>
-<ul class="help-list">
-<li><b>Correct / Incorrect</b>: judged by the experiment chosen under "Experiment" (or, for
-"all experiments", correct in all of them / wrong in at least one).</li>
-{flipped_help}
-</ul>
-<div id="controls" class="controls"></div>
-<p id="count" class="count" aria-live="polite"></p>
-<div id="gallery" class="gallery"></div>
-<button id="more" class="more" type="button" hidden>Show more</button>
-</section>
-</main>
-<div id="viewer" class="viewer" hidden role="dialog" aria-modal="true" aria-labelledby="viewer-title"></div>
-<noscript><p>The gallery needs JavaScript; the summary above does not.</p></noscript>
-<script type="application/json" id="report-data">{data}</script>
-<script>{js}</script>
-</body>
-</html>
-"""

@@ -118,11 +118,12 @@ def ensure_demo_dataset(
 
 def _read_marker(root: Path) -> dict | None:
     """The parameters a demo folder was generated with, or None when it is not one."""
+    from catdog.readers import read_json  # here: readers imports the data package
+
     try:
-        marker = json.loads((root / MARKER_FILE).read_text())
-    except (OSError, ValueError):
+        return read_json(root / MARKER_FILE)
+    except CatdogError:
         return None
-    return marker if isinstance(marker, dict) else None
 
 
 def _generated_here(root: Path) -> bool:
