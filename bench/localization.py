@@ -2,7 +2,7 @@
 
 Sets (each made here, from data the developer machine has):
 - ``demo``: the demo run's test split with its boxes.csv (cat, dog; "none" has no box);
-- ``coral``: ../shared/data/coral/dog_segmentation.bmp with its mask (energy in the mask);
+- ``coral``: ../shared/data/coral/dog_segmentation.bmp with its mask (a trimap: value 0 is the dog);
 - ``pasted``: held-out photos of ../shared/data/catdog pasted at a random place and scale (40-60% of the
   side) onto a heavily blurred other photo, with the pasted box as boxes.csv;
 - ``mosaic``: ``localization=mosaic`` on the held-out photos (2x2 mosaics, two classes).
@@ -42,7 +42,9 @@ def make_coral(out: Path) -> Path | None:
         return None
     (out / "dogs").mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out / "dogs" / "dog_segmentation.png"), cv2.imread(str(photo)))
-    cv2.imwrite(str(out / "dog_segmentation_mask.png"), cv2.imread(str(mask)))
+    # The coral mask is a trimap (Oxford-IIIT Pet style, shifted): 0 dog, 1 background, 2 border.
+    trimap = cv2.imread(str(mask))[..., 0]
+    cv2.imwrite(str(out / "dog_segmentation_mask.png"), np.where(trimap == 0, 255, 0).astype(np.uint8))
     pd.DataFrame({"path": ["dogs/dog_segmentation.png"], "mask": ["dog_segmentation_mask.png"]}).to_csv(
         out / "masks.csv", index=False
     )
@@ -117,6 +119,7 @@ def main() -> None:
     parser.add_argument("--faithfulness", action="store_true", help="time each faithfulness metric instead")
     parser.add_argument("--limit", type=int, default=64, help="images for the faithfulness timing")
     parser.add_argument("--mosaics", type=int, default=100)
+    parser.add_argument("--sets", nargs="*", default=["demo", "coral", "pasted", "mosaic"], help="which sets")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%H%M%S")
@@ -148,11 +151,12 @@ def main() -> None:
         sets.append(("demo", args.demo_run / "checkpoints" / args.ckpt_name, []))
     if args.photo_run:
         ckpt = args.photo_run / "checkpoints" / args.ckpt_name
-        coral = make_coral(args.out / "coral")
+        coral = make_coral(args.out / "coral") if "coral" in args.sets else None
         if coral:
             sets.append(("coral", ckpt, [f"data.root={coral}"]))
-        pasted = make_pasted(args.photo_run / "split.csv", args.out / "pasted")
-        sets.append(("pasted", ckpt, [f"data.root={pasted}"]))
+        if "pasted" in args.sets:
+            pasted = make_pasted(args.photo_run / "split.csv", args.out / "pasted")
+            sets.append(("pasted", ckpt, [f"data.root={pasted}"]))
     mosaic_rows = []
     for name, ckpt, extra in sets:
         for contrast in args.contrast:
@@ -161,7 +165,7 @@ def main() -> None:
                 out = args.out / f"{name}-{stamp}-{align}-{contrast}"
                 summary, _ = run_explain(ckpt, out, *common, *extra, *over)
                 print(pointing_row(name, over, summary), flush=True)
-    if args.photo_run:
+    if args.photo_run and "mosaic" in args.sets:
         ckpt = args.photo_run / "checkpoints" / args.ckpt_name
         for contrast in args.contrast:
             for align in ("cell", "receptive_field"):

@@ -88,7 +88,7 @@ def test_overlays_sorted_into_correct_incorrect_and_unlabelled(run_folder: Path,
     assert summary_file["labelled"] == 6 and summary_file["correct"] == 2
     assert summary_file["accuracy"] == pytest.approx(2 / 6)
     assert summary_file["confusion_matrix"] == [[2, 0, 0], [3, 0, 0], [1, 0, 0]]
-    assert summary_file["cam_logit_max_deviation"] < 1e-4
+    # The CAM self-check is exercised on a non-zero head in test_reliability.py::test_item17_cam_self_check_can_fail.
     assert len(summary_file["checkpoint"]["sha256"]) == 64
     assert (out / "confusion_matrix.png").is_file() and (out / "top_losses.png").is_file()
 

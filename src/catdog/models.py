@@ -1,13 +1,16 @@
-"""Image classifiers: which torchvision architectures work with CAM, how to build and train them.
+"""Image classifiers: which torchvision architectures catdog trains and explains, how to build and train them.
 
-Class Activation Maps need a network whose head is exactly
+Exact Class Activation Maps need a network whose head is exactly
 ``feature map -> global average pool -> (dropout) -> Linear``: then the class score is the
 spatial mean of ``fc.weight[c] @ feature_map``, and that per-position product *is* the map.
+Other heads (ViT, Swin, ConvNeXt, MobileNetV3, VGG) are explained by gradient methods.
 The architecture registry (:func:`arch_spec`) is the one place that knows, per torchvision
-family, which module outputs that feature map and which module is the final ``nn.Linear``.
+family, which module outputs the feature map, which module is the final ``nn.Linear``, whether
+exact CAM applies, how hooked outputs become ``NCHW`` maps, and which layers a grid shows.
 
 Public API:
-    - :class:`ArchSpec`, :func:`arch_spec`, :func:`supported_archs`: the registry.
+    - :class:`ArchSpec`, :func:`arch_spec`, :func:`supported_archs`, :func:`require_exact_cam`,
+      :func:`resolve_layer`, :func:`reshape_transform`: the registry.
     - :func:`build_model`, :func:`default_normalization`: torchvision models with a new head,
       from scratch, from torchvision weights, or from a local state dict file.
     - :func:`get_submodule`, :func:`feature_layer`, :func:`fc_layer`: the layers CAM hooks into.
@@ -18,10 +21,12 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import os
 import urllib.error
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -59,59 +64,121 @@ _TRAIN_SCRIPT_HINT = "pass the best.ckpt/last.ckpt written by scripts/train.py"
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """Where a torchvision classifier keeps the two layers Class Activation Maps need.
+    """What catdog knows about one torchvision classifier: its head, its maps, its explainable layers.
 
     Attributes:
         name: torchvision builder name, e.g. ``"resnet18"``.
-        feature_layer: dotted path of the module whose *output* is the feature map right before
-            global average pooling, e.g. ``"layer4"``.
-        fc_layer: dotted path of the final ``nn.Linear``, e.g. ``"fc"`` or ``"classifier.1"``.
+        feature_layer: dotted path of the module whose *output* feeds the pooled head (exact CAM hooks
+            it), and the default layer of the gradient methods, e.g. ``"layer4"``. A path part may be
+            a child's position (``encoder.layers.-1.ln_1``: the last encoder block's ``ln_1``).
+        fc_layer: dotted path of the final ``nn.Linear`` (replaced by a new head for your classes).
         feature_relu: the model's ``forward()`` applies ``F.relu`` to the feature layer's output
             before pooling (densenet), so CAM must apply it too.
+        not_exact: why exact CAM does not apply to this head, or None when it does.
+        reshape: how a hooked output becomes an ``NCHW`` map: None (already is), ``"tokens"``
+            (``[B, 1 + h*w, D]`` ViT tokens: class token dropped, patch tokens laid on their grid) or
+            ``"channels_last"`` (``[B, h, w, C]`` Swin stage outputs).
+        stages: the layers a ``grid=true`` picture shows, shallow to deep.
     """
 
     name: str
     feature_layer: str
     fc_layer: str
     feature_relu: bool = False
+    not_exact: str | None = None
+    reshape: str | None = None
+    stages: tuple[str, ...] = ()
+
+    @property
+    def exact_cam(self) -> bool:
+        """Whether exact CAM (``method=cam``) applies: the head is pool -> (dropout) -> one Linear."""
+        return self.not_exact is None
 
 
-# Families whose head is global-average-pool -> (dropout) -> Linear, by builder-name prefix:
-# (feature_layer, fc_layer, feature_relu). Each is checked against real logits in the tests.
-_FAMILIES: dict[str, tuple[str, str, bool]] = {
-    "resnet": ("layer4", "fc", False),
-    "resnext": ("layer4", "fc", False),
-    "wide_resnet": ("layer4", "fc", False),
-    "mobilenet_v2": ("features", "classifier.1", False),
-    "efficientnet_": ("features", "classifier.1", False),  # b0..b7 and v2_s/m/l
-    "densenet": ("features", "classifier", True),
-    "regnet_": ("trunk_output", "fc", False),
-    "mnasnet": ("layers", "classifier.1", False),
-    "shufflenet_v2": ("conv5", "fc", False),
+@dataclass(frozen=True)
+class _Family:
+    feature_layer: str
+    fc_layer: str
+    feature_relu: bool = False
+    not_exact: str | None = None
+    reshape: str | None = None
+    stages: tuple[str, ...] = ()
+
+
+_RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+# Every torchvision classifier family catdog trains and explains, by builder-name prefix. Exact CAM
+# applies where ``not_exact`` is None (checked against real logits in the tests); gradient methods
+# apply to all. Longer prefixes first where one is the prefix of another (mobilenet_v3 vs mobilenet_v2).
+_FAMILIES: dict[str, _Family] = {
+    "resnet": _Family("layer4", "fc", stages=_RESNET_STAGES),
+    "resnext": _Family("layer4", "fc", stages=_RESNET_STAGES),
+    "wide_resnet": _Family("layer4", "fc", stages=_RESNET_STAGES),
+    "mobilenet_v2": _Family("features", "classifier.1", stages=("features.3", "features.6", "features.13", "features")),
+    "efficientnet_": _Family("features", "classifier.1", stages=("features.2", "features.3", "features.5", "features")),
+    "densenet": _Family(
+        "features", "classifier", True,
+        stages=("features.denseblock1", "features.denseblock2", "features.denseblock3", "features"),
+    ),  # fmt: skip
+    "regnet_": _Family("trunk_output", "fc", stages=tuple(f"trunk_output.block{i}" for i in range(1, 5))),
+    "mnasnet": _Family("layers", "classifier.1"),
+    "shufflenet_v2": _Family("conv5", "fc", stages=("stage2", "stage3", "stage4", "conv5")),
+    # Heads exact CAM cannot decompose: gradient methods only.
+    "mobilenet_v3": _Family(
+        "features", "classifier.3",
+        not_exact="its head is pool -> Linear -> Hardswish -> Linear, not a single Linear",
+        stages=("features.3", "features.6", "features.9", "features"),
+    ),  # fmt: skip
+    "convnext": _Family(
+        "features", "classifier.2",
+        not_exact="its head applies LayerNorm to the pooled features before the Linear",
+        stages=("features.1", "features.3", "features.5", "features"),
+    ),  # fmt: skip
+    # Hook ln_1 of the last block: the block output only reaches the head through the class token,
+    # so its patch tokens get zero gradient (all-zero Grad-CAM maps; pytorch-grad-cam's ViT tutorial).
+    "vit_": _Family(
+        "encoder.layers.-1.ln_1", "heads.head",
+        not_exact="it is a vision transformer whose head reads a class token, not a pooled feature map",
+        reshape="tokens",
+        stages=("encoder.layers.2.ln_1", "encoder.layers.5.ln_1", "encoder.layers.8.ln_1", "encoder.layers.-1.ln_1"),
+    ),  # fmt: skip
+    "swin_": _Family(
+        "norm", "head",
+        not_exact="it is a transformer whose head applies LayerNorm before pooling",
+        reshape="channels_last",
+        stages=("features.1", "features.3", "features.5", "norm"),
+    ),  # fmt: skip
+    "vgg": _Family(
+        "features", "classifier.6",
+        not_exact="its head flattens a 7x7 map into fully connected layers instead of average pooling",
+        stages=("features.4", "features.9", "features.19", "features"),
+    ),  # fmt: skip
+    "alexnet": _Family(
+        "features", "classifier.6",
+        not_exact="its head flattens a 6x6 map into fully connected layers instead of average pooling",
+    ),
 }
 
-# Torchvision classifiers that exact CAM does not apply to, and why.
+# Torchvision classifiers catdog does not build, and why.
 _UNSUPPORTED: dict[str, str] = {
-    "mobilenet_v3": "its head is pool -> Linear -> Hardswish -> Linear, not a single Linear",
-    "convnext": "its head applies LayerNorm to the pooled features before the Linear",
-    "vit_": "it is a vision transformer whose head reads a class token, not a pooled feature map",
-    "swin_": "it is a transformer whose feature map is not an NCHW convolutional map",
-    "maxvit": "its head applies LayerNorm and an MLP to the pooled features",
-    "vgg": "its head flattens a 7x7 map into fully connected layers instead of average pooling",
-    "alexnet": "its head flattens a 6x6 map into fully connected layers instead of average pooling",
-    "squeezenet": "its classifier is a 1x1 convolution followed by pooling, not pooling -> Linear",
+    "maxvit": "its head applies LayerNorm and an MLP to the pooled features and it needs 224 px input",
+    "squeezenet": "its classifier is a 1x1 convolution followed by pooling, not a Linear layer to replace",
     "googlenet": "it returns auxiliary logits while training, which catdog does not handle",
     "inception_v3": "it returns auxiliary logits while training, which catdog does not handle",
 }
 
 
 def _family(name: str) -> str | None:
-    """Returns the supported family prefix ``name`` belongs to, or None."""
+    """Returns the family prefix ``name`` belongs to, or None."""
     return next((prefix for prefix in _FAMILIES if name.startswith(prefix)), None)
 
 
 def _families_hint() -> str:
     return ", ".join(f"{prefix.rstrip('_')}*" for prefix in _FAMILIES)
+
+
+def _exact_families_hint() -> str:
+    return ", ".join(f"{prefix.rstrip('_')}*" for prefix, fam in _FAMILIES.items() if fam.not_exact is None)
 
 
 @functools.cache
@@ -120,41 +187,129 @@ def _supported() -> tuple[str, ...]:
     return tuple(sorted(name for name in names if _family(name)))
 
 
-def supported_archs() -> list[str]:
-    """Lists every torchvision classifier builder name that :func:`arch_spec` supports.
+def supported_archs(exact_cam: bool | None = None) -> list[str]:
+    """Lists the torchvision classifier builder names that :func:`arch_spec` knows.
+
+    Args:
+        exact_cam: True: only those exact CAM applies to; False: only the others; None: all.
 
     Returns:
-        Sorted builder names, e.g. ``["densenet121", ..., "resnet18", ...]``.
+        Sorted builder names, e.g. ``["alexnet", "convnext_base", ..., "resnet18", ...]``.
     """
-    return list(_supported())
+    return [n for n in _supported() if exact_cam is None or (_FAMILIES[_family(n)].not_exact is None) == exact_cam]
 
 
 def arch_spec(name: str) -> ArchSpec:
-    """Looks up where an architecture's feature map and final Linear layer live.
+    """Looks up an architecture's head, default explained layer, map reshape and grid stages.
 
     Args:
         name: a torchvision classifier builder name, e.g. ``"resnet18"`` (case-insensitive).
 
     Returns:
-        The architecture's :class:`ArchSpec`.
+        The architecture's :class:`ArchSpec`; ``spec.exact_cam`` says whether exact CAM applies.
 
     Raises:
-        CatdogError: the architecture is unknown, or known but its head does not allow exact CAM.
+        CatdogError: the architecture is unknown or not supported by catdog.
     """
     key = str(name).strip().lower()
     if key in _supported():
-        feature, fc, relu = _FAMILIES[_family(key)]
-        return ArchSpec(name=key, feature_layer=feature, fc_layer=fc, feature_relu=relu)
+        fam = _FAMILIES[_family(key)]
+        return ArchSpec(key, fam.feature_layer, fam.fc_layer, fam.feature_relu, fam.not_exact, fam.reshape, fam.stages)
     reason = next((why for prefix, why in _UNSUPPORTED.items() if key.startswith(prefix)), None)
     if reason is not None:
         raise CatdogError(
-            f"Architecture {name!r} is not supported because {reason}, so Class Activation Maps "
-            f"do not apply: choose one of the families {_families_hint()} (e.g. resnet18)."
+            f"Architecture {name!r} is not supported because {reason}: choose one of the families "
+            f"{_families_hint()} (e.g. resnet18)."
         )
     raise CatdogError(
         f"Unknown architecture {name!r}: choose a torchvision classifier from the families "
-        f"{_families_hint()} (e.g. resnet18, mobilenet_v2, efficientnet_b0)."
+        f"{_families_hint()} (e.g. resnet18, mobilenet_v2, vit_b_16)."
     )
+
+
+def require_exact_cam(spec: ArchSpec, gradient_methods: Sequence[str] = ("gradcam",)) -> None:
+    """Raises the one-line reason why exact CAM does not apply to ``spec``, if it does not.
+
+    Args:
+        spec: the architecture.
+        gradient_methods: method names to suggest instead.
+
+    Raises:
+        CatdogError: exact CAM cannot decompose this head.
+    """
+    if spec.not_exact is not None:
+        raise CatdogError(
+            f"method=cam (exact CAM) does not apply to {spec.name} because {spec.not_exact}: use a gradient "
+            f"method such as method={gradient_methods[0]} ({', '.join(gradient_methods)}), or a model of the "
+            f"families {_exact_families_hint()}."
+        )
+
+
+def tokens_to_grid(tensor: torch.Tensor) -> torch.Tensor:
+    """ViT tokens ``[B, 1 + h*w, D]`` -> ``[B, D, h, w]``: the class token dropped, patches on their grid.
+
+    Raises:
+        CatdogError: the patch tokens do not form a square grid (not a ViT token sequence).
+    """
+    patches = tensor[:, 1:, :]
+    side = math.isqrt(patches.shape[1])
+    if side * side != patches.shape[1]:
+        raise CatdogError(
+            f"the hooked layer returned {tensor.shape[1]} tokens, not a class token plus a square patch grid: "
+            "choose a layer inside an encoder block (e.g. layer=encoder.layers.-1.ln_1)"
+        )
+    return patches.reshape(patches.shape[0], side, side, patches.shape[2]).permute(0, 3, 1, 2)
+
+
+def reshape_transform(layout: str | None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The function turning a family's hooked outputs into ``NCHW`` maps, or None when they are.
+
+    Args:
+        layout: an :attr:`ArchSpec.reshape` value (None, ``"tokens"``, ``"channels_last"``).
+
+    Returns:
+        The transform; 4-D outputs of a ViT (its patch embedding convolution) pass unchanged.
+    """
+    if layout == "tokens":
+        return lambda t: tokens_to_grid(t) if t.ndim == 3 else t
+    if layout == "channels_last":
+        return lambda t: t.permute(0, 3, 1, 2) if t.ndim == 4 else t
+    return None
+
+
+def resolve_layer(model: nn.Module, layer: str) -> tuple[str, nn.Module]:
+    """Finds a module by dotted name; a numeric part may also be a child's position (``-1``: the last).
+
+    Args:
+        model: the network (e.g. ``module.net``).
+        layer: e.g. ``"layer3"``, ``"layer4.1.conv2"``, ``"features.14"``, ``"encoder.layers.-1.ln_1"``.
+
+    Returns:
+        ``(canonical dotted name, module)``.
+
+    Raises:
+        CatdogError: no such module; the message lists the closest names and the top-level candidates.
+    """
+    module, parts = model, []
+    for part in str(layer).strip().split("."):
+        children = dict(module.named_children())
+        if part in children:
+            module = children[part]
+            parts.append(part)
+            continue
+        try:
+            name, module = list(children.items())[int(part)]
+        except (ValueError, IndexError):
+            names = [n for n, _ in model.named_modules() if n]
+            close = get_close_matches(str(layer), names, n=4)
+            top = [n for n in names if "." not in n]
+            raise CatdogError(
+                f"layer={layer} is not a module of {type(model).__name__}: "
+                + (f"closest {', '.join(close)}; " if close else "")
+                + f"top-level modules {', '.join(top)} (any dotted name of model.named_modules() works)"
+            ) from None
+        parts.append(name)
+    return ".".join(parts), module
 
 
 def _as_spec(spec: ArchSpec | str) -> ArchSpec:
@@ -174,13 +329,7 @@ def get_submodule(model: nn.Module, dotted: str) -> nn.Module:
     Raises:
         CatdogError: ``model`` has no such submodule (the model and the spec do not match).
     """
-    try:
-        return model.get_submodule(dotted)
-    except AttributeError:
-        raise CatdogError(
-            f"{type(model).__name__} has no submodule {dotted!r}: the model was not built for "
-            "the architecture whose spec is used; build it with catdog.models.build_model."
-        ) from None
+    return resolve_layer(model, dotted)[1]  # the one lookup by name (also used by cam and the explainers)
 
 
 def feature_layer(model: nn.Module, spec: ArchSpec | str) -> nn.Module:
@@ -193,7 +342,7 @@ def feature_layer(model: nn.Module, spec: ArchSpec | str) -> nn.Module:
     Returns:
         The feature module. Apply ``F.relu`` to its output when ``spec.feature_relu``.
     """
-    return get_submodule(model, _as_spec(spec).feature_layer)
+    return resolve_layer(model, _as_spec(spec).feature_layer)[1]
 
 
 def fc_layer(model: nn.Module, spec: ArchSpec | str) -> nn.Linear:
@@ -307,13 +456,9 @@ def _torch_load(path: Path, map_location: str | torch.device, hint: str) -> Any:
     Raises:
         CatdogError: the file is not a torch file, or holds objects that are not plain data.
     """
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    # A non-torch file can fail in many ways (KeyError, UnpicklingError, RuntimeError, ...).
-    except Exception as error:  # noqa: BLE001
-        raise CatdogError(
-            f"{path} could not be read as a torch file ({_one_line(error)}): {hint}."
-        ) from None
+    from catdog.readers import read_checkpoint  # the one validating reader of user files
+
+    return read_checkpoint(path, map_location=map_location, fix=f"{hint}.", require_mapping=False)
 
 
 def _mismatch(
@@ -462,8 +607,39 @@ def _to_plain(value: Any, name: str) -> Any:
     )
 
 
+# Which classes an optimizer/scheduler ``_target_`` may name. A checkpoint's hyper-parameters are
+# instantiated when training resumes from it, so an arbitrary callable there (``os.system``)
+# would run code from a downloaded file: only torch's own optimizers and schedulers are allowed.
+_TARGET_MODULES: dict[str, tuple[Any, tuple[type, ...]]] = {
+    "optimizer": (torch.optim, (torch.optim.Optimizer,)),
+    "scheduler": (
+        torch.optim.lr_scheduler,
+        (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau),
+    ),
+}
+
+
+def _allowed_target(target: Any, name: str) -> bool:
+    """Whether ``target`` names a torch optimizer (``name="optimizer"``) or LR scheduler class."""
+    module, bases = _TARGET_MODULES[name]
+    if not isinstance(target, str):
+        return False
+    prefix = module.__name__ + "."
+    # torch.optim.AdamW or torch.optim.lr_scheduler.OneCycleLR; looked up, never imported.
+    attribute = target[len(prefix) :] if target.startswith(prefix) else None
+    if name == "scheduler" and attribute is None and target.startswith("torch.optim."):
+        return False
+    candidate = getattr(module, attribute, None) if attribute and "." not in attribute else None
+    return isinstance(candidate, type) and issubclass(candidate, bases)
+
+
 def _check_target_config(cfg: Any, name: str) -> dict[str, Any] | None:
-    """Validates an optimizer/scheduler config: None/empty, or a dict with ``_target_``."""
+    """Validates an optimizer/scheduler config: None/empty, or a dict with an allowed ``_target_``.
+
+    Raises:
+        CatdogError: not a mapping, no ``_target_``, or a ``_target_`` that is not a torch
+            optimizer (``torch.optim.*``) / LR scheduler (``torch.optim.lr_scheduler.*``) class.
+    """
     cfg = _to_plain(cfg, name)
     if not cfg:
         return None
@@ -472,6 +648,15 @@ def _check_target_config(cfg: Any, name: str) -> dict[str, Any] | None:
             f"{name} must be a mapping with a _target_ (e.g. _target_: torch.optim.AdamW), "
             f"got {cfg!r}: fix the {name} config."
         )
+    if not _allowed_target(cfg["_target_"], name):
+        where = "torch.optim" if name == "optimizer" else "torch.optim.lr_scheduler"
+        raise CatdogError(
+            f"{name}._target_={cfg['_target_']!r} is not a {where} class: only torch's own "
+            f"{name}s are instantiated (also from checkpoints); use one of {where}.*"
+        )
+    for key in ("_partial_", "_recursive_", "_args_", "_convert_"):
+        if key in cfg:
+            raise CatdogError(f"{name}.{key} is not supported: remove it from the {name} config")
     return cfg
 
 
@@ -520,6 +705,12 @@ class ClassifierModule(pl.LightningModule):
         channels_last: use the channels-last memory format (faster on CPU).
         data: the data config (layout, root, split seed and fractions...), recorded as is.
         label_smoothing: cross-entropy label smoothing in ``[0, 1)``.
+        freeze_epochs: train only the head (a linear probe, BatchNorm statistics frozen) for the
+            first this many epochs, then fine-tune everything; 0: from the start.
+        no_decay_norm_bias: no weight decay on normalisation and bias parameters (the usual
+            practice: decaying them only hurts), the optimizer's weight decay on the rest.
+        seed: seeds torch's RNG at every training step (with the step number), so that dropout
+            is a function of the step only and a resumed run repeats an uninterrupted one.
 
     Raises:
         CatdogError: on any invalid setting (see the messages).
@@ -541,6 +732,9 @@ class ClassifierModule(pl.LightningModule):
         channels_last: bool = True,
         data: Mapping[str, Any] | None = None,
         label_smoothing: float = 0.0,
+        freeze_epochs: int = 0,
+        no_decay_norm_bias: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         spec = arch_spec(arch)
@@ -588,6 +782,9 @@ class ClassifierModule(pl.LightningModule):
                 "channels_last": bool(channels_last),
                 "data": _to_plain(data, "data"),
                 "label_smoothing": float(label_smoothing),
+                "freeze_epochs": int(freeze_epochs),
+                "no_decay_norm_bias": bool(no_decay_norm_bias),
+                "seed": int(seed),
                 "feature_layer": spec.feature_layer,
                 "fc_layer": spec.fc_layer,
             }
@@ -597,14 +794,19 @@ class ClassifierModule(pl.LightningModule):
         self.net = build_model(spec.name, len(class_names), weights)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        if freeze_backbone:
-            for name, param in self.net.named_parameters():
-                param.requires_grad = self._is_head(name)
+        self._set_backbone_trainable(not freeze_backbone)
+        # What the training/eval steps receive: "images", or "features" (the pooled backbone
+        # output, see extract_features) when a frozen backbone's features were computed once.
+        self.inputs = "images"
 
         n = len(class_names)
         self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
+        # Saved in checkpoints, so an epoch interrupted mid-way reports the same epoch metrics.
+        for metric in (self.train_acc, self.val_acc, self.train_loss, self.val_loss):
+            metric.persistent(True)
         self.test_loss = MeanMetric()
         self.test_confusion = MulticlassConfusionMatrix(num_classes=n)
         self.test_precision = MulticlassPrecision(num_classes=n, average=None)
@@ -613,6 +815,66 @@ class ClassifierModule(pl.LightningModule):
 
     def _is_head(self, param_name: str) -> bool:
         return param_name.startswith(self.spec.fc_layer + ".")
+
+    def _set_backbone_trainable(self, trainable: bool) -> None:
+        for name, param in self.net.named_parameters():
+            param.requires_grad = trainable or self._is_head(name)
+
+    def _backbone_frozen(self) -> bool:
+        """Whether the backbone is frozen now (always, or during the linear-probe epochs)."""
+        if self.hparams.freeze_backbone:
+            return True
+        return self._trainer is not None and self.current_epoch < self.hparams.freeze_epochs
+
+    @property
+    def lr(self) -> float:
+        """The optimizer's (head's) learning rate; setting it scales ``backbone_lr`` alike.
+
+        Lightning's learning-rate finder reads and writes this attribute.
+        """
+        return float(self.hparams.optimizer["lr"])
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        old = float(self.hparams.optimizer["lr"])
+        self.hparams.optimizer = {**self.hparams.optimizer, "lr": float(value)}
+        if self.hparams.backbone_lr is not None and old > 0:
+            self.hparams.backbone_lr = self.hparams.backbone_lr * float(value) / old
+
+    def _head_dropout(self) -> float:
+        """The dropout probability right before the final Linear layer (0 when there is none)."""
+        parent_name = self.spec.fc_layer.rpartition(".")[0]
+        parent = get_submodule(self.net, parent_name) if parent_name else self.net
+        drops = [m.p for m in parent.children() if isinstance(m, nn.Dropout)] if parent_name else []
+        return float(drops[-1]) if drops else 0.0
+
+    @torch.no_grad()
+    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled backbone features that the final Linear layer reads, in eval mode.
+
+        Args:
+            x: normalised images, shape ``(N, 3, H, W)``.
+
+        Returns:
+            Float32 features, shape ``(N, in_features)``.
+        """
+        captured: list[torch.Tensor] = []
+        head = fc_layer(self.net, self.spec)
+        handle = head.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+        was_training = self.training
+        try:
+            self.eval()
+            self(x)
+        finally:
+            handle.remove()
+            self.train(was_training)
+        return captured[0].float()
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.inputs == "features":
+            x = F.dropout(x, p=self._head_dropout(), training=self.training)
+            return fc_layer(self.net, self.spec)(x)
+        return self(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Computes class logits.
@@ -637,8 +899,15 @@ class ClassifierModule(pl.LightningModule):
         return self
 
     def on_train_epoch_start(self) -> None:
-        if not self.hparams.train_bn:
+        # Decided from the epoch number alone, so a resumed run freezes exactly as the original.
+        frozen = self._backbone_frozen()
+        self._set_backbone_trainable(not frozen)
+        if frozen or not self.hparams.train_bn:
             self._freeze_batchnorm()
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Dropout (and anything else random in the step) depends on the step number only.
+        torch.manual_seed(_step_seed(self.hparams.seed, self.global_step))
 
     def _freeze_batchnorm(self) -> None:
         for module in self.net.modules():
@@ -650,11 +919,18 @@ class ClassifierModule(pl.LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Computes and logs loss and accuracy; returns ``(loss, predictions, labels)``."""
         images, labels = batch[0], batch[1]
-        logits = self(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        logits = self._logits(images)
+        loss = F.cross_entropy(
+            logits.float(), labels, label_smoothing=self.hparams.label_smoothing
+        )
         preds = logits.argmax(dim=1)
         accuracy.update(preds, labels)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
+        mean_loss = {"train": self.train_loss, "val": self.val_loss}.get(stage)
+        if mean_loss is not None:
+            mean_loss.update(loss.detach(), weight=len(labels))
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True)
+        else:
+            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return loss, preds, labels
 
@@ -694,18 +970,44 @@ class ClassifierModule(pl.LightningModule):
             metric.reset()
 
     def _param_groups(self) -> list[dict[str, Any]]:
-        """Trainable parameters, split into backbone and head groups when backbone_lr is set."""
-        trainable = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
-        if self.hparams.backbone_lr is None:
-            return [{"params": [p for _, p in trainable], "name": "all"}]
-        backbone = [p for n, p in trainable if not self._is_head(n)]
-        head = [p for n, p in trainable if self._is_head(n)]
-        # "name" labels the groups for LearningRateMonitor; the head keeps the optimizer's lr.
-        groups = [
-            {"params": backbone, "lr": self.hparams.backbone_lr, "name": "backbone"},
-            {"params": head, "name": "head"},
-        ]
-        return [g for g in groups if g["params"]]
+        """Parameter groups: backbone and head (when backbone_lr is set), each split into
+        decayed and not decayed (norm and bias) parameters when ``no_decay_norm_bias`` is set.
+
+        A frozen-for-now backbone (``freeze_epochs``) is in the optimizer from the start: its
+        parameters get no gradient, so the optimizer skips them until they are unfrozen.
+        """
+        if self.hparams.freeze_backbone:
+            params = [(n, p) for n, p in self.net.named_parameters() if self._is_head(n)]
+        else:
+            params = list(self.net.named_parameters())
+        no_decay = self._no_decay_names() if self.hparams.no_decay_norm_bias else set()
+        parts: dict[tuple[str, bool], list[torch.Tensor]] = {}
+        split_head = self.hparams.backbone_lr is not None
+        for name, param in params:
+            part = ("head" if self._is_head(name) else "backbone") if split_head else "all"
+            parts.setdefault((part, name in no_decay), []).append(param)
+        groups = []
+        for (part, plain), members in sorted(parts.items()):
+            # "name" labels the groups for LearningRateMonitor; the head keeps the optimizer's lr.
+            group: dict[str, Any] = {"params": members, "name": part + ("_no_decay" if plain else "")}
+            if part == "backbone":
+                group["lr"] = self.hparams.backbone_lr
+            if plain:
+                group["weight_decay"] = 0.0
+            groups.append(group)
+        return groups
+
+    def _no_decay_names(self) -> set[str]:
+        """Names of the bias parameters and the parameters of normalisation layers."""
+        names = set()
+        for module_name, module in self.net.named_modules():
+            is_norm = isinstance(
+                module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+            )
+            for param_name, _ in module.named_parameters(recurse=False):
+                if is_norm or param_name == "bias":
+                    names.add(f"{module_name}.{param_name}" if module_name else param_name)
+        return names
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Builds the optimizer (and scheduler) from their Hydra configs.
@@ -725,15 +1027,27 @@ class ClassifierModule(pl.LightningModule):
             lightning_keys = {"interval": cfg.pop("interval", "epoch")}
             if "monitor" in cfg:
                 lightning_keys["monitor"] = cfg.pop("monitor")
+            if cfg["_target_"] == "torch.optim.lr_scheduler.OneCycleLR":
+                # Warm-up + cosine over the whole run: one peak per parameter group (the head at
+                # optimizer.lr, the backbone at backbone_lr) unless max_lr is given.
+                cfg.setdefault("max_lr", [group["lr"] for group in optimizer.param_groups])
+                if cfg.get("total_steps") is None:
+                    cfg["total_steps"] = int(self.trainer.estimated_stepping_batches)
+                    cfg.pop("epochs", None), cfg.pop("steps_per_epoch", None)
             scheduler = _instantiate(cfg, "scheduler", optimizer)
             result["lr_scheduler"] = {"scheduler": scheduler, **lightning_keys}
         return result
 
 
+def _step_seed(seed: int, step: int) -> int:
+    """A well-mixed 63-bit seed for training step `step` of a run seeded with `seed`."""
+    return (int(seed) * 6364136223846793005 + int(step) * 1442695040888963407 + 1) % (2**63)
+
+
 def _instantiate(cfg: Mapping[str, Any], name: str, first_arg: Any) -> Any:
     """Calls the Hydra ``_target_`` of ``cfg`` with ``first_arg`` plus the config's arguments."""
     try:
-        return hydra.utils.instantiate(dict(cfg), _partial_=True)(first_arg)
+        return hydra.utils.instantiate(dict(cfg), _partial_=True, _convert_="all")(first_arg)
     except (InstantiationException, TypeError, ValueError) as error:
         raise CatdogError(
             f"The {name} config {dict(cfg)!r} could not be instantiated ({_one_line(error)}): "
@@ -777,11 +1091,14 @@ def load_classifier(
         **{key: value for key, value in hparams.items() if key in accepted and key != "weights"}
     )
     module.hparams["weights"] = hparams.get("weights")  # kept as a record of the fine-tuning
-    problem = _mismatch(module.state_dict(), checkpoint["state_dict"])
+    # Only the network's weights: training-metric states are in newer checkpoints only.
+    weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    expected = {k: v for k, v in module.state_dict().items() if k.startswith("net.")}
+    problem = _mismatch(expected, weights)
     if problem:
         raise CatdogError(
             f"{path} does not fit the {module.hparams.arch} architecture its hyper-parameters name "
             f"({problem}): {_TRAIN_SCRIPT_HINT} with this version of catdog."
         )
-    module.load_state_dict(checkpoint["state_dict"], strict=True)
+    module.load_state_dict(weights, strict=False)
     return module.to(map_location).eval()

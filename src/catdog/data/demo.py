@@ -36,6 +36,9 @@ MARKER_FILE = "demo.json"
 BOXES_FILE = "boxes.csv"
 # Bump when the drawing changes, so existing demo folders are regenerated.
 GENERATOR_VERSION = 2
+# Written into demo.json: only a folder carrying this exact generator name is ever deleted to regenerate.
+GENERATOR_NAME = "catdog.data.demo"
+_LEGACY_KEYS = {"generator_version", "num_per_class", "image_size", "seed"}
 
 # Object side as a share of the image side: at least ~1.3 feature cells of a stride-32 network at 112 px,
 # so the strongest cell's centre can lie on the object (smaller objects make a strict pointing game a lottery).
@@ -80,6 +83,7 @@ def ensure_demo_dataset(
         )
     root = Path(root).expanduser().resolve()
     params = {
+        "generator": GENERATOR_NAME,
         "generator_version": GENERATOR_VERSION,
         "num_per_class": num_per_class,
         "image_size": image_size,
@@ -87,7 +91,9 @@ def ensure_demo_dataset(
     }
     if _read_marker(root) == params:
         return root
-    if root.exists() and any(root.iterdir()) and _read_marker(root) is None:
+    if root.exists() and not root.is_dir():
+        raise CatdogError(f"data.root={root} is a file: choose a folder for the demo dataset")
+    if root.exists() and any(root.iterdir()) and not _generated_here(root):
         raise CatdogError(
             f"{root} exists and is not a catdog demo dataset: refusing to overwrite it; "
             "choose another data.root for the demo"
@@ -112,10 +118,28 @@ def ensure_demo_dataset(
 
 def _read_marker(root: Path) -> dict | None:
     """The parameters a demo folder was generated with, or None when it is not one."""
+    from catdog.readers import read_json  # here: readers imports the data package
+
     try:
-        return json.loads((root / MARKER_FILE).read_text())
-    except (OSError, ValueError):
+        return read_json(root / MARKER_FILE)
+    except CatdogError:
         return None
+
+
+def _generated_here(root: Path) -> bool:
+    """Whether ``root`` was written by this generator, so regenerating it may delete it.
+
+    Any parseable demo.json is not enough (a user's own folder may hold one): the marker must name this
+    generator. Folders of the first version (no generator name) qualify only when their marker has
+    exactly that version's keys and the folder holds nothing but what it wrote.
+    """
+    marker = _read_marker(root)
+    if marker is None:
+        return False
+    if marker.get("generator") == GENERATOR_NAME:
+        return True
+    written = {*DEMO_CLASSES, BOXES_FILE, MARKER_FILE}
+    return set(marker) == _LEGACY_KEYS and {p.name for p in root.iterdir()} <= written
 
 
 def _write_dataset(folder: Path, num_per_class: int, image_size: int, seed: int) -> None:
@@ -306,14 +330,16 @@ def load_boxes(root: str | Path) -> pd.DataFrame | None:
     file = Path(root).expanduser() / BOXES_FILE
     if not file.is_file():
         return None
-    boxes = pd.read_csv(file, dtype={"path": str})
+    from catdog.readers import read_csv  # here: readers imports the data package
+
     columns = ["path", "x0", "y0", "x1", "y1"]
-    missing = [c for c in columns if c not in boxes.columns]
-    if missing:
-        raise CatdogError(
-            f"{file} lacks column(s) {', '.join(missing)}: it needs a header path,x0,y0,x1,y1"
-        )
+    fix = "it needs a header path,x0,y0,x1,y1 and one box per row"
+    boxes = read_csv(file, required=columns, text=["path"], numeric=columns[1:], what="boxes", fix=fix)
     boxes = boxes[columns].copy()
+    bad = ~np.isfinite(boxes[columns[1:]].to_numpy(dtype=float)).all(axis=1) | (boxes["path"].str.strip() == "").to_numpy()
+    if bad.any():
+        row = int(bad.nonzero()[0][0])
+        raise CatdogError(f"boxes {file} has an empty or non-finite cell in data row {row + 1}: {fix}")
     boxes["path"] = [absolute_path(p, file.parent) for p in boxes["path"]]
     boxes[columns[1:]] = boxes[columns[1:]].round().astype(int)
     return boxes
