@@ -500,7 +500,7 @@ def _gallery_data(
                     **{
                         key: (float(row[key]) if pd.notna(row[key]) else None)
                         for key in PER_IMAGE_METRICS
-                        if key in frame.columns
+                        if key in row
                     },
                     "top": probs[:TOP_PROBABILITIES],
                     "full": linkers[e](rel, f"{e}_{i}.jpg") if exists else None,
