@@ -111,10 +111,9 @@ def _labels_beside(weights: Path) -> Path:
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     hint = "pass a state dict (.pth) saved from a torchvision ImageNet classifier"
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - a non-torch file fails in many ways
-        raise CatdogError(f"weights={path} could not be read as a torch file ({type(error).__name__}): {hint}") from None
+    from catdog.readers import read_checkpoint  # the one validating reader of user files
+
+    state = read_checkpoint(path, fix=hint, require_mapping=False)
     for wrapper in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
