@@ -228,7 +228,12 @@ def read_checkpoint(
     try:
         data = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - corrupt files fail in many ways (UnpicklingError, RuntimeError, ...)
-        raise CatdogError(f"{path} could not be read as a torch file ({_one_line(err)}): {fix}") from None
+        reason = (
+            "not a torch file, or it holds Python objects that weights_only loading refuses"
+            if "Weights only load failed" in str(err)
+            else f"{type(err).__name__}: {_one_line(err, 120)}"
+        )
+        raise CatdogError(f"{path} could not be read as a torch file ({reason}): {fix}") from None
     if require_mapping and not isinstance(data, Mapping):
         raise CatdogError(f"checkpoint {path} holds a {type(data).__name__}, not a checkpoint: {fix}")
     return data
