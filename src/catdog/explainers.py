@@ -12,10 +12,16 @@ which method runs::
 
 Each explainer owns its gradient mode: exact CAM runs under ``torch.inference_mode``; methods that need
 gradients enable them themselves. The caller wraps the call in autocast if it wants mixed precision.
+
+:func:`build_method` picks the explainer for ``method=``/``layer=`` from the architecture registry
+(:mod:`catdog.models`): exact CAM (:class:`ExactCAM`) where the head allows it, or any pytorch-grad-cam
+method (:class:`GradCAMFamily`: gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam, scorecam,
+ablationcam) at any layer, with ViT tokens and Swin channels-last outputs reshaped to maps.
 """
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -146,6 +152,9 @@ class ExactCAM(Explainer):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "contrast": self.contrast}
 
+log = logging.getLogger(__name__)
+
+
 # ---------------------------------------------------------------------------------------------
 # The Grad-CAM family through pytorch-grad-cam
 # ---------------------------------------------------------------------------------------------
@@ -261,6 +270,36 @@ class GradCAMFamily(Explainer):
         return cam
 
     def explain(self, images: Tensor, true_labels: Tensor | None = None, topk: int = 1) -> Explanation:
+        return self._run(images, lambda logits: select_classes(logits, topk=topk, true_labels=true_labels))
+
+    def explain_classes(self, images: Tensor, class_idx: Tensor) -> Explanation:
+        """Maps of given classes: ``class_idx[b, m]`` is the class of image ``b``'s ``m``-th map.
+
+        Args:
+            images: ``Tensor[B, 3, H, W]`` normalized model input.
+            class_idx: ``Tensor[B, M]`` int64, exactly one row of targets per image.
+
+        Returns:
+            The batch's :class:`Explanation` with ``class_idx`` as given.
+
+        Raises:
+            CatdogError: ``class_idx`` does not hold one row per image, or a class is out of range.
+        """
+        batch = images.shape[0]
+
+        def given(logits: Tensor) -> Tensor:
+            if class_idx.ndim != 2 or class_idx.shape[0] != batch:
+                raise CatdogError(
+                    f"one target per image: got class_idx of shape {tuple(class_idx.shape)} for {batch} images "
+                    "(pytorch-grad-cam would silently give the images without a target all-zero maps): pass [B, M]"
+                )
+            if class_idx.numel() and (int(class_idx.min()) < 0 or int(class_idx.max()) >= logits.shape[1]):
+                raise CatdogError(f"class_idx values must be in [0, {logits.shape[1]}): the model's classes")
+            return class_idx.long()
+
+        return self._run(images, given)
+
+    def _run(self, images: Tensor, choose: Callable[[Tensor], Tensor]) -> Explanation:
         was_training = self.model.training
         raw: list[Tensor] = []
         handle = self.module.register_forward_hook(lambda _m, _i, out: raw.append(out))
@@ -279,7 +318,7 @@ class GradCAMFamily(Explainer):
                         "tensor: choose a layer whose output is a feature map (e.g. a block, not its attention)"
                     )
                 logits = outputs.detach().float()
-                class_idx = select_classes(logits, topk=topk, true_labels=true_labels)
+                class_idx = choose(logits)
                 activations = cam.activations_and_grads.activations[-1].float().numpy()
                 if activations.ndim != 4:
                     raise CatdogError(
@@ -288,6 +327,13 @@ class GradCAMFamily(Explainer):
                     )
                 with _quiet_progress_bars():
                     maps = self._maps(cam, x, outputs, raw[-1], activations, class_idx)
+                if self.uses_gradients and maps.numel() and not maps.any():
+                    log.warning(
+                        "%s at layer=%s gave all-zero maps: its output may reach the head only through a class "
+                        "token (a ViT block's output); hook a sub-module such as encoder.layers.-1.ln_1",
+                        self.method,
+                        self.layer,
+                    )
         finally:
             handle.remove()
             if cam is not None:
@@ -303,8 +349,8 @@ class GradCAMFamily(Explainer):
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         batch, columns = class_idx.shape
-        if batch != x.shape[0]:
-            raise ValueError(f"one target per image: got {batch} target rows for {x.shape[0]} images")
+        if batch != x.shape[0]:  # zip() would drop the images without a target: their maps stay zero
+            raise CatdogError(f"one target per image: got {batch} target rows for {x.shape[0]} images")
         maps = np.zeros((batch, columns, *activations.shape[2:]), dtype=np.float32)
         if self.method in _CLASS_AGNOSTIC:
             maps[:] = cam.get_cam_image(x.detach(), self.module, None, activations, None, False)[:, None]

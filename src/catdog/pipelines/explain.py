@@ -401,6 +401,11 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     class_names: list[str] = list(hp.class_names)
     if not 1 <= cfg.topk <= len(class_names):
         raise CatdogError(f"topk={cfg.topk} must be between 1 and the number of classes ({len(class_names)})")
+    if "spawn" in str(cfg.get("strategy", "auto")) or "fork" in str(cfg.get("strategy", "auto")):
+        raise CatdogError(
+            f"strategy={cfg.strategy} is not supported by explain: use strategy=ddp (with torchrun, SLURM, "
+            "or Lightning starting the other processes)"
+        )
     if str(cfg.precision) not in ("auto", "32", "bf16"):
         raise CatdogError(f"precision={cfg.precision} is not supported: use auto, 32 or bf16")
     style = OverlayStyle(

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -133,6 +132,47 @@ class LastCheckpoint(pl.Callback):
         if trainer.state.fn == "fit" and trainer.global_step > 0:
             self._save(trainer)
             self.saved_on_exception = True
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its live child processes (DataLoader workers).
+
+    ``time.process_time`` misses persistent workers, which do the decoding and augmentation; on
+    Linux their time is read from /proc. Used to state training cost independently of how many
+    other jobs share the machine (wall clock on a shared CPU only gives an upper bound).
+    """
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    pending = [os.getpid()]
+    while pending:
+        pid = pending.pop()
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in children:
+                try:
+                    fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+                    total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+                except (OSError, IndexError, ValueError):
+                    continue
+                pending.append(int(child))
+    return total
+
+
+class EpochClock(pl.Callback):
+    """Logs ``time/wall_min`` and ``time/cpu_min`` (minutes since fit started) at every validation,
+    so that metrics.csv holds accuracy against training time (bench/train_recipes.py plots it)."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not hasattr(self, "wall"):
+            return
+        pl_module.log("time/wall_min", (time.perf_counter() - self.wall) / 60)
+        pl_module.log("time/cpu_min", (cpu_seconds() - self.cpu) / 60)
 
 
 def _resume_data(ckpt_path: Path, run_dir: Path) -> tuple[pd.DataFrame, list[str]]:
@@ -322,7 +362,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] if cfg.get("callbacks") else []
     last_checkpoint = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
-    callbacks.append(last_checkpoint)
+    callbacks += [last_checkpoint, EpochClock()]
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else []
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     summary: dict[str, Any] = {"run_dir": str(run_dir), "test": None, "lr_find": None}
@@ -331,7 +371,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             raise CatdogError("lr_find.enabled=true cannot be combined with ckpt_path: drop one of them")
         summary["lr_find"] = _run_lr_finder(cfg, trainer, model, datamodule, run_dir)
 
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     try:
         # weights_only: a checkpoint cannot run code when it is loaded.
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -342,6 +382,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             f"{trainer.global_step}; its state is in {last}. Resume with: {_resume_command(last)}"
         ) from None
     timing["fit_s"] = time.perf_counter() - start
+    timing["fit_cpu_s"] = cpu_seconds() - cpu_start
 
     checkpoint_callback = trainer.checkpoint_callback
     best = checkpoint_callback.best_model_path if checkpoint_callback else ""
