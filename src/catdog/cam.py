@@ -45,18 +45,18 @@ from catdog.errors import CatdogError
 __all__ = [
     "DISPLAYS",
     "FeatureCapture",
-    "display_maps",
-    "parse_threshold",
-    "strongest_region",
     "area_above",
     "cam_logit_check",
     "capture_features",
     "class_activation_maps",
+    "display_maps",
     "normalize_for_display",
+    "parse_threshold",
     "peak_in_image",
     "peak_location",
     "point_in_box",
     "select_classes",
+    "strongest_region",
     "upsample_cams",
 ]
 

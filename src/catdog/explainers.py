@@ -32,7 +32,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from catdog.cam import cam_logit_check, capture_features, class_activation_maps, select_classes
+from catdog.cam import (
+    cam_logit_check,
+    capture_features,
+    class_activation_maps,
+    select_classes,
+)
 from catdog.errors import CatdogError
 from catdog.models import arch_spec, require_exact_cam, reshape_transform, resolve_layer
 
@@ -105,19 +110,33 @@ class ExactCAM(Explainer):
 
     method = "cam"
 
-    def __init__(self, model: nn.Module, feature_layer: str, fc_layer: str, feature_relu: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        feature_layer: str,
+        fc_layer: str,
+        feature_relu: bool = False,
+    ) -> None:
         self.model = model
         self.layer, self.module = resolve_layer(model, feature_layer)
         self.fc = model.get_submodule(fc_layer)
         self.feature_relu = feature_relu
 
     def explain(self, images: Tensor, true_labels: Tensor | None = None, topk: int = 1) -> Explanation:
-        with torch.inference_mode(), capture_features(self.model, self.module, relu=self.feature_relu) as captured:
+        with (
+            torch.inference_mode(),
+            capture_features(self.model, self.module, relu=self.feature_relu) as captured,
+        ):
             logits = self.model(images).float()
             class_idx = select_classes(logits, topk=topk, true_labels=true_labels)
             maps = class_activation_maps(captured.features, self.fc.weight, class_idx).float()
             deviation = float(cam_logit_check(maps, self.fc.bias, logits, class_idx))
-        return Explanation(logits=logits, class_idx=class_idx, maps=maps, stats={"cam_logit_deviation": deviation})
+        return Explanation(
+            logits=logits,
+            class_idx=class_idx,
+            maps=maps,
+            stats={"cam_logit_deviation": deviation},
+        )
 
 
 log = logging.getLogger(__name__)
@@ -238,7 +257,10 @@ class GradCAMFamily(Explainer):
         return cam
 
     def explain(self, images: Tensor, true_labels: Tensor | None = None, topk: int = 1) -> Explanation:
-        return self._run(images, lambda logits: select_classes(logits, topk=topk, true_labels=true_labels))
+        return self._run(
+            images,
+            lambda logits: select_classes(logits, topk=topk, true_labels=true_labels),
+        )
 
     def explain_classes(self, images: Tensor, class_idx: Tensor) -> Explanation:
         """Maps of given classes: ``class_idx[b, m]`` is the class of image ``b``'s ``m``-th map.
@@ -274,7 +296,10 @@ class GradCAMFamily(Explainer):
         cam = None
         try:
             self.model.eval()
-            with torch.inference_mode(False), torch.set_grad_enabled(self.uses_gradients):
+            with (
+                torch.inference_mode(False),
+                torch.set_grad_enabled(self.uses_gradients),
+            ):
                 cam = self._new_cam()  # registers the library's hooks (and sets eval mode)
                 x = images.detach().clone()
                 if self.uses_gradients:
@@ -311,7 +336,13 @@ class GradCAMFamily(Explainer):
         return Explanation(logits=logits, class_idx=class_idx, maps=maps)
 
     def _maps(
-        self, cam: Any, x: Tensor, outputs: Tensor, hooked: Tensor, activations: np.ndarray, class_idx: Tensor
+        self,
+        cam: Any,
+        x: Tensor,
+        outputs: Tensor,
+        hooked: Tensor,
+        activations: np.ndarray,
+        class_idx: Tensor,
     ) -> Tensor:
         """Raw maps ``[B, M, h, w]``, one target column at a time."""
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -326,7 +357,13 @@ class GradCAMFamily(Explainer):
         for column in range(columns):
             classes = class_idx[:, column].tolist()
             # An (image, class) pair already mapped in an earlier column is copied, not recomputed.
-            done = [next((c for c in range(column) if int(class_idx[b, c]) == classes[b]), None) for b in range(batch)]
+            done = [
+                next(
+                    (c for c in range(column) if int(class_idx[b, c]) == classes[b]),
+                    None,
+                )
+                for b in range(batch)
+            ]
             todo = [b for b in range(batch) if done[b] is None]
             for b in range(batch):
                 if done[b] is not None:
@@ -357,9 +394,7 @@ class GradCAMFamily(Explainer):
             replace_layer_recursive(self.model, ablation, self.module)
 
 
-def build_method(
-    model: nn.Module, arch: str, method: str | None = None, layer: str | None = None
-) -> Explainer:
+def build_method(model: nn.Module, arch: str, method: str | None = None, layer: str | None = None) -> Explainer:
     """The explainer for ``method=`` and ``layer=`` on a torchvision classifier of architecture ``arch``.
 
     Args:
@@ -392,4 +427,9 @@ def build_method(
                     f"({', '.join(GRADIENT_METHODS)})"
                 )
         return ExactCAM(model, spec.feature_layer, spec.fc_layer, feature_relu=spec.feature_relu)
-    return GradCAMFamily(model, method, str(layer) if layer is not None else spec.feature_layer, spec.reshape)
+    return GradCAMFamily(
+        model,
+        method,
+        str(layer) if layer is not None else spec.feature_layer,
+        spec.reshape,
+    )

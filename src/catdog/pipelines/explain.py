@@ -295,7 +295,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         CatdogError: bad checkpoint, paths or settings.
     """
-    model, checkpoint, run_dir, provenance = _load_model(cfg)
+    model, _checkpoint, run_dir, provenance = _load_model(cfg)
     hp = model.hparams
     class_names: list[str] = list(hp.class_names)
     if not 1 <= cfg.topk <= len(class_names):
