@@ -146,7 +146,7 @@ def test_feature_and_fc_layers_reproduce_logits(arch: str) -> None:
 
 
 def test_get_submodule_names_the_mismatch() -> None:
-    with pytest.raises(CatdogError, match="no submodule 'layer4'"):
+    with pytest.raises(CatdogError, match="layer=layer4 is not a module of MobileNetV2"):
         get_submodule(torchvision.models.mobilenet_v2(num_classes=2), "layer4")
 
 

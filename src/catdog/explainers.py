@@ -33,9 +33,11 @@ import torch
 from torch import Tensor, nn
 
 from catdog.cam import (
+    CONTRASTS,
     cam_logit_check,
     capture_features,
     class_activation_maps,
+    contrast_weights,
     select_classes,
 )
 from catdog.errors import CatdogError
@@ -106,38 +108,49 @@ class ExactCAM(Explainer):
         feature_layer: dotted name of the module whose output is pooled into the linear head.
         fc_layer: dotted name of that ``nn.Linear``.
         feature_relu: the model applies a ReLU between the feature layer and the pooling (densenet).
+        contrast: ``"none"`` (exact per-class map), ``"mean"`` or ``"runner_up"`` (identifiable map: the
+            class row minus the mean row or the runner-up's row, see :func:`catdog.cam.contrast_weights`).
     """
 
     method = "cam"
 
     def __init__(
-        self,
-        model: nn.Module,
-        feature_layer: str,
-        fc_layer: str,
-        feature_relu: bool = False,
+        self, model: nn.Module, feature_layer: str, fc_layer: str, feature_relu: bool = False, contrast: str = "none"
     ) -> None:
+        if contrast not in CONTRASTS:
+            raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
+        self.contrast = contrast
         self.model = model
         self.layer, self.module = resolve_layer(model, feature_layer)
-        self.fc = model.get_submodule(fc_layer)
+        self.fc_name = fc_layer
+        self.fc = resolve_layer(model, fc_layer)[1]
         self.feature_relu = feature_relu
 
     def explain(self, images: Tensor, true_labels: Tensor | None = None, topk: int = 1) -> Explanation:
-        with (
-            torch.inference_mode(),
-            capture_features(self.model, self.module, relu=self.feature_relu) as captured,
-        ):
+        with torch.inference_mode(), capture_features(self.model, self.module, relu=self.feature_relu) as captured:
             logits = self.model(images).float()
             class_idx = select_classes(logits, topk=topk, true_labels=true_labels)
-            maps = class_activation_maps(captured.features, self.fc.weight, class_idx).float()
-            deviation = float(cam_logit_check(maps, self.fc.bias, logits, class_idx))
-        return Explanation(
-            logits=logits,
-            class_idx=class_idx,
-            maps=maps,
-            stats={"cam_logit_deviation": deviation},
-        )
+            weights, reference = contrast_weights(self.fc.weight, class_idx, logits, self.contrast)
+            maps = class_activation_maps(captured.features, self.fc.weight, class_idx, weights=weights).float()
+            if reference is None:
+                deviation = float(cam_logit_check(maps, self.fc.bias, logits, class_idx))
+            else:
+                deviation = float(self._contrast_check(maps, logits, class_idx, reference))
+        return Explanation(logits=logits, class_idx=class_idx, maps=maps, stats={"cam_logit_deviation": deviation})
 
+    def _contrast_check(self, maps: Tensor, logits: Tensor, class_idx: Tensor, reference: Tensor) -> Tensor:
+        """Self-check of a contrast map: its mean plus the bias difference is the logit difference."""
+        bias = self.fc.bias.detach().double() if self.fc.bias is not None else torch.zeros(logits.shape[1]).double()
+        logits = logits.double()
+        if self.contrast == "mean":
+            ref_logit, ref_bias = logits.mean(dim=1, keepdim=True), bias.mean()
+        else:
+            ref_logit, ref_bias = logits.gather(1, reference), bias[reference]
+        predicted = maps.double().mean(dim=(-2, -1)) + bias[class_idx] - ref_bias
+        return (predicted - (logits.gather(1, class_idx) - ref_logit)).abs().max()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "contrast": self.contrast}
 
 log = logging.getLogger(__name__)
 
@@ -257,10 +270,7 @@ class GradCAMFamily(Explainer):
         return cam
 
     def explain(self, images: Tensor, true_labels: Tensor | None = None, topk: int = 1) -> Explanation:
-        return self._run(
-            images,
-            lambda logits: select_classes(logits, topk=topk, true_labels=true_labels),
-        )
+        return self._run(images, lambda logits: select_classes(logits, topk=topk, true_labels=true_labels))
 
     def explain_classes(self, images: Tensor, class_idx: Tensor) -> Explanation:
         """Maps of given classes: ``class_idx[b, m]`` is the class of image ``b``'s ``m``-th map.
@@ -296,10 +306,7 @@ class GradCAMFamily(Explainer):
         cam = None
         try:
             self.model.eval()
-            with (
-                torch.inference_mode(False),
-                torch.set_grad_enabled(self.uses_gradients),
-            ):
+            with torch.inference_mode(False), torch.set_grad_enabled(self.uses_gradients):
                 cam = self._new_cam()  # registers the library's hooks (and sets eval mode)
                 x = images.detach().clone()
                 if self.uses_gradients:
@@ -336,13 +343,7 @@ class GradCAMFamily(Explainer):
         return Explanation(logits=logits, class_idx=class_idx, maps=maps)
 
     def _maps(
-        self,
-        cam: Any,
-        x: Tensor,
-        outputs: Tensor,
-        hooked: Tensor,
-        activations: np.ndarray,
-        class_idx: Tensor,
+        self, cam: Any, x: Tensor, outputs: Tensor, hooked: Tensor, activations: np.ndarray, class_idx: Tensor
     ) -> Tensor:
         """Raw maps ``[B, M, h, w]``, one target column at a time."""
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -357,13 +358,7 @@ class GradCAMFamily(Explainer):
         for column in range(columns):
             classes = class_idx[:, column].tolist()
             # An (image, class) pair already mapped in an earlier column is copied, not recomputed.
-            done = [
-                next(
-                    (c for c in range(column) if int(class_idx[b, c]) == classes[b]),
-                    None,
-                )
-                for b in range(batch)
-            ]
+            done = [next((c for c in range(column) if int(class_idx[b, c]) == classes[b]), None) for b in range(batch)]
             todo = [b for b in range(batch) if done[b] is None]
             for b in range(batch):
                 if done[b] is not None:
@@ -394,7 +389,9 @@ class GradCAMFamily(Explainer):
             replace_layer_recursive(self.model, ablation, self.module)
 
 
-def build_method(model: nn.Module, arch: str, method: str | None = None, layer: str | None = None) -> Explainer:
+def build_method(
+    model: nn.Module, arch: str, method: str | None = None, layer: str | None = None
+) -> Explainer:
     """The explainer for ``method=`` and ``layer=`` on a torchvision classifier of architecture ``arch``.
 
     Args:
@@ -427,9 +424,4 @@ def build_method(model: nn.Module, arch: str, method: str | None = None, layer: 
                     f"({', '.join(GRADIENT_METHODS)})"
                 )
         return ExactCAM(model, spec.feature_layer, spec.fc_layer, feature_relu=spec.feature_relu)
-    return GradCAMFamily(
-        model,
-        method,
-        str(layer) if layer is not None else spec.feature_layer,
-        spec.reshape,
-    )
+    return GradCAMFamily(model, method, str(layer) if layer is not None else spec.feature_layer, spec.reshape)
