@@ -277,6 +277,11 @@ def test_pipeline_methods_layers_display_threshold_and_compare_names(tmp_path) -
     torch.save(module, ckpt)
     images = tmp_path / "images"
     write_images(images, {"cat": 2, "dog": 1}, size=(64, 48))
+    import cv2  # odd inputs: a grayscale photo and a thin strip go through every stage too
+
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(images / "cat" / "gray.png"), rng.integers(0, 256, (30, 50), dtype=np.uint8))
+    cv2.imwrite(str(images / "dog" / "strip.png"), rng.integers(0, 256, (9, 200, 3), dtype=np.uint8))
     summary = explain(
         make_config(
             "explain",
@@ -303,9 +308,10 @@ def test_pipeline_methods_layers_display_threshold_and_compare_names(tmp_path) -
         )
         with np.load(folder / "cams.npz") as npz:
             assert str(npz["method"]) == "gradcam" and str(npz["layer"]) == layer
-            assert npz["cams"].shape == (3, 2, side, side) and (npz["cams"] < 0).any()  # raw, signed
+            assert npz["cams"].shape == (5, 2, side, side) and (npz["cams"] < 0).any()  # raw, signed
         predictions = pd.read_csv(folder / "predictions.csv")
         assert predictions["region_area"].between(0, 1).all() and (predictions["region_area"] > 0).all()
+        assert len(predictions) == 5  # grayscale and the 9 px strip explained, nothing skipped
     result = compare(
         make_config(
             "compare",
