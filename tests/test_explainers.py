@@ -326,3 +326,18 @@ def test_pipeline_methods_layers_display_threshold_and_compare_names(tmp_path) -
                 [f"ckpt={run}", f"data.root={images}", "method=cam", "layer=layer2"],
             )
         )
+
+
+def test_vit_maps_get_the_patch_grid_as_their_cell_centres() -> None:
+    """The explain stage places token maps on the patch grid (no conv geometry to measure on tokens)."""
+    from types import SimpleNamespace
+
+    from catdog.pipelines.explain import map_centres
+
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=16, num_classes=2
+    ).eval()
+    model = SimpleNamespace(net=vit, hparams=SimpleNamespace(arch="vit_b_16"))
+    centres = map_centres(model, build_method(vit, "vit_b_16", "gradcam"), (32, 32), "receptive_field")
+    np.testing.assert_allclose(np.asarray(centres.x), [3.5, 11.5, 19.5, 27.5])  # patch centres, 0-based pixels
+    np.testing.assert_allclose(np.asarray(centres.y), [3.5, 11.5, 19.5, 27.5])
