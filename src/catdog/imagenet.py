@@ -21,6 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
 import torch
 import torchvision
 from lightning_fabric.utilities.data import AttributeDict
@@ -30,7 +31,14 @@ from torchvision.models import WeightsEnum
 from catdog.errors import CatdogError
 from catdog.models import IMAGENET_MEAN, IMAGENET_STD, arch_spec
 
-__all__ = ["PREFIX", "PretrainedClassifier", "imagenet_arch", "load_imagenet", "read_labels", "unique_names"]
+__all__ = [
+    "PREFIX",
+    "PretrainedClassifier",
+    "imagenet_arch",
+    "load_imagenet",
+    "read_labels",
+    "unique_names",
+]
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +174,12 @@ def _from_torchvision(arch: str, name: str | None) -> tuple[nn.Module, list[str]
         ) from None
     preset = weights.transforms()
     size = int(preset.crop_size[0]) if getattr(preset, "crop_size", None) else 224
-    return net, list(weights.meta["categories"]), ([float(m) for m in preset.mean], [float(s) for s in preset.std]), size
+    return (
+        net,
+        list(weights.meta["categories"]),
+        ([float(m) for m in preset.mean], [float(s) for s in preset.std]),
+        size,
+    )
 
 
 def load_imagenet(

@@ -119,7 +119,7 @@ _FAMILIES: dict[str, _Family] = {
     "densenet": _Family(
         "features", "classifier", True,
         stages=("features.denseblock1", "features.denseblock2", "features.denseblock3", "features"),
-    ),  # fmt: skip
+    ),
     "regnet_": _Family("trunk_output", "fc", stages=tuple(f"trunk_output.block{i}" for i in range(1, 5))),
     "mnasnet": _Family("layers", "classifier.1"),
     "shufflenet_v2": _Family("conv5", "fc", stages=("stage2", "stage3", "stage4", "conv5")),
@@ -128,12 +128,12 @@ _FAMILIES: dict[str, _Family] = {
         "features", "classifier.3",
         not_exact="its head is pool -> Linear -> Hardswish -> Linear, not a single Linear",
         stages=("features.3", "features.6", "features.9", "features"),
-    ),  # fmt: skip
+    ),
     "convnext": _Family(
         "features", "classifier.2",
         not_exact="its head applies LayerNorm to the pooled features before the Linear",
         stages=("features.1", "features.3", "features.5", "features"),
-    ),  # fmt: skip
+    ),
     # Hook ln_1 of the last block: the block output only reaches the head through the class token,
     # so its patch tokens get zero gradient (all-zero Grad-CAM maps; pytorch-grad-cam's ViT tutorial).
     "vit_": _Family(
@@ -141,18 +141,18 @@ _FAMILIES: dict[str, _Family] = {
         not_exact="it is a vision transformer whose head reads a class token, not a pooled feature map",
         reshape="tokens",
         stages=("encoder.layers.2.ln_1", "encoder.layers.5.ln_1", "encoder.layers.8.ln_1", "encoder.layers.-1.ln_1"),
-    ),  # fmt: skip
+    ),
     "swin_": _Family(
         "norm", "head",
         not_exact="it is a transformer whose head applies LayerNorm before pooling",
         reshape="channels_last",
         stages=("features.1", "features.3", "features.5", "norm"),
-    ),  # fmt: skip
+    ),
     "vgg": _Family(
         "features", "classifier.6",
         not_exact="its head flattens a 7x7 map into fully connected layers instead of average pooling",
         stages=("features.4", "features.9", "features.19", "features"),
-    ),  # fmt: skip
+    ),
     "alexnet": _Family(
         "features", "classifier.6",
         not_exact="its head flattens a 6x6 map into fully connected layers instead of average pooling",
