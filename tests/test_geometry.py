@@ -41,9 +41,10 @@ def test_measured_centres_follow_the_receptive_field_at_the_borders() -> None:
 def test_receptive_field_upsample_places_each_cell_at_its_centre(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("CATDOG_CACHE", str(tmp_path))
     model = _ones_conv(5, 4, 2)
-    centres = cell_centres(model, "0", (16, 16), "receptive_field", arch="toy")
+    centres = cell_centres(model, "0", (16, 16), "receptive_field", arch="toy", probe_weights="model")
     assert list((tmp_path / "geometry").glob("toy-0-16x16-*.json"))  # cached
-    assert cell_centres(model, "0", (16, 16), "receptive_field", arch="toy") == centres
+    assert cell_centres(model, "0", (16, 16), "receptive_field", arch="toy", probe_weights="model") == centres
+    assert centres.x == (1.0, 4.0, 8.0, 12.0)
     cams = torch.arange(16.0).view(4, 4)
     up = centres.upsample(cams, (16, 16))
     # At a cell's centre the upsampled map is the cell's value; half-way between two centres, their mean;

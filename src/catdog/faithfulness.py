@@ -21,7 +21,6 @@ insertion ``steps + 1`` forward passes each, drop_increase one, sanity one expla
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,7 +30,7 @@ from torch import Tensor, nn
 
 from catdog.errors import CatdogError
 from catdog.explainers import Explainer, Explanation
-from catdog.geometry import CellCentres
+from catdog.geometry import CellCentres, randomized_copy
 from catdog.metrics import rank_correlation
 
 __all__ = ["METRICS", "Faithfulness", "curve_auc", "randomized_copy"]
@@ -51,31 +50,6 @@ def curve_auc(curve: Tensor) -> Tensor:
     if curve.shape[1] < 2:
         return curve[:, 0]
     return (curve[:, 1:] + curve[:, :-1]).sum(dim=1) / (2 * (curve.shape[1] - 1))
-
-
-def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
-    """The same architecture with every parameter and buffer re-initialised (seeded).
-
-    Args:
-        model: the trained model (not changed).
-        seed: seed of the new weights.
-
-    Returns:
-        A copy in eval mode.
-    """
-    clone = copy.deepcopy(model)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        for module in clone.modules():
-            reset = getattr(module, "reset_parameters", None)
-            if callable(reset):
-                reset()
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.reset_running_stats()
-    finally:
-        torch.random.set_rng_state(state)
-    return clone.eval()
 
 
 class Faithfulness:

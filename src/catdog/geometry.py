@@ -8,7 +8,9 @@ measures the centres with a gradient probe and uses them for both the peak and t
 - ``align="cell"``: the usual grid, ``(n + 0.5) * S / n_cells - 0.5`` (bilinear upsampling,
   ``align_corners=False``);
 - ``align="receptive_field"``: the centroid of ``|d cell / d input|`` over random inputs, measured
-  once per architecture, layer, input size and weights, and cached.
+  once per architecture, layer and input size on randomly initialised weights (a property of the
+  architecture's padding and strides, smooth and symmetric; a trained model's probe from two noise
+  images is noisy), and cached. ``probe_weights="model"`` measures the model's own weights instead.
 
 Both are the same :class:`CellCentres`; a map is upsampled by interpolating linearly between its
 cells placed at their centres (flat beyond the outermost centres), which for ``align="cell"`` is
@@ -17,6 +19,7 @@ exactly bilinear ``align_corners=False`` upsampling.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -31,7 +34,15 @@ from torch import Tensor, nn
 from catdog.cam import capture_features
 from catdog.errors import CatdogError
 
-__all__ = ["ALIGNMENTS", "CellCentres", "grid_centres", "measure_centres", "cell_centres", "weights_fingerprint"]
+__all__ = [
+    "ALIGNMENTS",
+    "CellCentres",
+    "cell_centres",
+    "grid_centres",
+    "measure_centres",
+    "randomized_copy",
+    "weights_fingerprint",
+]
 
 ALIGNMENTS = ("cell", "receptive_field")
 
@@ -175,10 +186,36 @@ def measure_centres(
                 profile = grad.abs().sum(dim=(0, 1)).double()  # [H, W]
                 profile = profile.sum(dim=0) if axis == 1 else profile.sum(dim=1)
                 values.append(float((profile * coords).sum() / profile.sum().clamp_min(1e-30)))
-            centres.append(tuple(values))
+            # Cells are ordered: a noisy probe must not swap two neighbours' centres.
+            centres.append(tuple(float(v) for v in np.maximum.accumulate(values)))
     finally:
         model.train(was_training)
     return CellCentres(x=centres[0], y=centres[1], input_size=tuple(input_size))
+
+
+def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """The same architecture with every parameter and buffer re-initialised (seeded), in eval mode.
+
+    Args:
+        model: the trained model (not changed).
+        seed: seed of the new weights.
+
+    Returns:
+        The copy.
+    """
+    clone = copy.deepcopy(model)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        for module in clone.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+    finally:
+        torch.random.set_rng_state(state)
+    return clone.eval()
 
 
 def weights_fingerprint(model: nn.Module) -> str:
@@ -205,6 +242,7 @@ def cell_centres(
     *,
     arch: str = "model",
     cache: bool = True,
+    probe_weights: str = "random",
 ) -> CellCentres:
     """The cell centres for ``align``, measured once and cached per architecture, layer, size and weights.
 
@@ -215,6 +253,8 @@ def cell_centres(
         align: ``"cell"`` (grid) or ``"receptive_field"`` (measured).
         arch: architecture name, part of the cache file name.
         cache: read and write ``$CATDOG_CACHE`` (default ``~/.cache/catdog``)``/geometry/*.json``.
+        probe_weights: ``"random"`` (the architecture, re-initialised: cached per architecture) or
+            ``"model"`` (the model's own weights: cached per weights).
 
     Returns:
         The centres.
@@ -233,7 +273,10 @@ def cell_centres(
             model(probe)
             model.train(was_training)
         return grid_centres(tuple(captured.features.shape[-2:]), input_size)
-    key = f"{arch}-{layer}-{input_size[0]}x{input_size[1]}-{weights_fingerprint(model)}"
+    if probe_weights not in ("random", "model"):
+        raise CatdogError(f"probe_weights={probe_weights} is not one of random, model")
+    weights = "random" if probe_weights == "random" else weights_fingerprint(model)
+    key = f"{arch}-{layer}-{input_size[0]}x{input_size[1]}-{weights}"
     file = _cache_dir() / f"{key}.json"
     if cache and file.is_file():
         try:
@@ -241,7 +284,8 @@ def cell_centres(
             return CellCentres(x=tuple(data["x"]), y=tuple(data["y"]), input_size=tuple(data["input_size"]))
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache file is measured again and rewritten
-    centres = measure_centres(model, layer, input_size)
+    probe = randomized_copy(model) if probe_weights == "random" else model
+    centres = measure_centres(probe, layer, input_size)
     if cache:
         try:
             file.parent.mkdir(parents=True, exist_ok=True)

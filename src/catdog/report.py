@@ -111,7 +111,7 @@ def read_explain_dir(explain_dir: str | Path, label: str | None = None) -> Exper
 PREDICTION_TEXT = ("path", "pred", "overlay", "topk", "topk_p")
 # Columns holding class names (e.g. a per-method prediction) are text even when a class is called "0".
 PREDICTION_TEXT_PREFIXES = ("pred", "true_", "label", "topk")
-PREDICTION_BOOLEANS = ("correct", "in_box", "pointing_hit")
+PREDICTION_BOOLEANS = ("correct", "in_box", "pointing_hit", "centre_in_box", "centre_hit", "increase")
 
 
 def read_predictions(path: str | Path, fix: str = "run scripts/explain.py again") -> pd.DataFrame:
@@ -154,6 +154,48 @@ def confidence(predictions: pd.DataFrame) -> np.ndarray:
     return result
 
 
+# Per-image map-quality columns of predictions.csv (catdog.metrics) shown in the image view and sortable.
+PER_IMAGE_METRICS = ("energy_in_box", "deletion_auc", "insertion_auc", "drop", "sanity_rank_corr")
+# Experiment-table columns from catdog.metrics and how the summary table heads them.
+MAP_QUALITY_HEADS = {
+    "pointing_strict": "Pointing strict",
+    "centre_baseline": "Centre baseline",
+    "energy_in_box": "Energy on object",
+    "mosaic_peak": "Mosaic peak on own tiles",
+    "deletion_auc": "Deletion AUC",
+    "insertion_auc": "Insertion AUC",
+    "drop": "Average drop",
+    "sanity_rank_corr": "Sanity rank corr.",
+}
+
+
+def map_quality_columns(frame: pd.DataFrame, summary: dict[str, Any]) -> dict[str, float]:
+    """An experiment's localization and faithfulness totals (NaN where not measured).
+
+    Args:
+        frame: its predictions (the images compared).
+        summary: its summary.json (for the mosaic check, which has no per-image rows).
+    """
+
+    def mean(column: str) -> float:
+        if column not in frame.columns:
+            return math.nan
+        values = pd.to_numeric(frame[column].map(lambda v: float(v) if v is not None else math.nan), errors="coerce")
+        return float(values.mean()) if values.notna().any() else math.nan
+
+    mosaic = summary.get("mosaic") or {}
+    return {
+        "pointing_strict": mean("in_box"),
+        "centre_baseline": mean("centre_in_box"),
+        "energy_in_box": mean("energy_in_box"),
+        "mosaic_peak": float(mosaic["peak_on_own_tile"]) if mosaic.get("peak_on_own_tile") is not None else math.nan,
+        "deletion_auc": mean("deletion_auc"),
+        "insertion_auc": mean("insertion_auc"),
+        "drop": mean("drop"),
+        "sanity_rank_corr": mean("sanity_rank_corr"),
+    }
+
+
 def experiment_table(experiments: Sequence[Experiment]) -> pd.DataFrame:
     """One row per experiment: accuracy, per-class recall, mean confidence, pointing game, provenance.
 
@@ -184,6 +226,7 @@ def experiment_table(experiments: Sequence[Experiment]) -> pd.DataFrame:
         column = "pointing_hit" if "pointing_hit" in frame.columns else "in_box"
         hits = frame[column].dropna() if column in frame.columns else pd.Series(dtype=object)
         row["pointing_game"] = float(hits.astype(bool).mean()) if len(hits) else math.nan
+        row.update(map_quality_columns(frame, exp.summary))
         checkpoint = exp.summary.get("checkpoint") or {}
         config = exp.summary.get("train_config") or {}
         row.update(
@@ -457,6 +500,11 @@ def _gallery_data(
                     "loss": float(row["loss"]) if pd.notna(row.get("loss")) else None,
                     "correct": row["correct"],
                     "in_box": row.get("in_box") if has_box[e] else None,
+                    **{
+                        key: (float(row[key]) if pd.notna(row[key]) else None)
+                        for key in PER_IMAGE_METRICS
+                        if key in row
+                    },
                     "top": probs[:TOP_PROBABILITIES],
                     "full": linkers[e](rel, f"{e}_{i}.jpg") if exists else None,
                     "thumb": thumb_url,
@@ -551,6 +599,8 @@ def _summary_html(table: pd.DataFrame, experiments: Sequence[Experiment]) -> str
     pointing = table["pointing_game"].notna().any()
     head = ["Experiment", "Images", "Accuracy", *[f"Recall {c}" for c in classes], "Mean confidence"]
     head += ["Pointing game"] if pointing else []
+    quality = [key for key in MAP_QUALITY_HEADS if key in table.columns and table[key].notna().any()]
+    head += [MAP_QUALITY_HEADS[key] for key in quality]
     head += ["Architecture", "Checkpoint", "Training config"]
     rows = []
     for row in table.to_dict("records"):
@@ -563,6 +613,12 @@ def _summary_html(table: pd.DataFrame, experiments: Sequence[Experiment]) -> str
         cells.append(f"<td>{_pct(row['mean_confidence'])}</td>")
         if pointing:
             cells.append(f"<td>{_pct(row['pointing_game'])}</td>")
+        for key in quality:
+            value = row[key]
+            text = _pct(value) if key in ("pointing_strict", "centre_baseline", "energy_in_box", "mosaic_peak") else (
+                f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else "–"
+            )
+            cells.append(f"<td>{_esc(text)}</td>")
         cells.append(f"<td>{_esc(row['arch'])}</td>")
         cells.append(
             f"<td class='path' title='{_esc(row['checkpoint'])}'>{_esc(_tail(row['checkpoint']))}"

@@ -51,6 +51,7 @@ from catdog.runs import (
 from catdog.plots import plain_text
 from catdog.readers import read_checkpoint, read_csv, read_json, read_yaml
 from catdog.report import (
+    MAP_QUALITY_HEADS,
     Experiment,
     confidence,
     experiment_table,
@@ -845,6 +846,8 @@ def print_tables(table: pd.DataFrame, pairs: pd.DataFrame, class_names: Sequence
     columns = ["experiment", "images", "accuracy", *[f"recall_{c}" for c in class_names], "mean_confidence"]
     if table["pointing_game"].notna().any():
         columns.append("pointing_game")
+    # Localization and faithfulness totals (catdog.metrics), where measured.
+    columns += [c for c in MAP_QUALITY_HEADS if c in table.columns and table[c].notna().any()]
     for column in columns:
         if column == "experiment":  # labels are what the reader needs: wrap them, never cut them
             numbers.add_column("experiment", overflow="fold", min_width=min(30, int(table["experiment"].str.len().max())))
