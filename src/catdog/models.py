@@ -902,8 +902,12 @@ class ClassifierModule(pl.LightningModule):
         # Decided from the epoch number alone, so a resumed run freezes exactly as the original.
         frozen = self._backbone_frozen()
         self._set_backbone_trainable(not frozen)
-        if frozen or not self.hparams.train_bn:
-            self._freeze_batchnorm()
+        # Set both ways: Lightning restores the modules' modes after validation, so BatchNorm
+        # frozen during the probe epochs would otherwise stay frozen after unfreezing, but not in
+        # a run resumed after the probe (a fresh module is in training mode).
+        for module in self.net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.train(not (frozen or not self.hparams.train_bn))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Dropout (and anything else random in the step) depends on the step number only.
@@ -1032,11 +1036,31 @@ class ClassifierModule(pl.LightningModule):
                 # optimizer.lr, the backbone at backbone_lr) unless max_lr is given.
                 cfg.setdefault("max_lr", [group["lr"] for group in optimizer.param_groups])
                 if cfg.get("total_steps") is None:
-                    cfg["total_steps"] = int(self.trainer.estimated_stepping_batches)
+                    cfg["total_steps"] = self._total_steps()
                     cfg.pop("epochs", None), cfg.pop("steps_per_epoch", None)
             scheduler = _instantiate(cfg, "scheduler", optimizer)
             result["lr_scheduler"] = {"scheduler": scheduler, **lightning_keys}
         return result
+
+    def _total_steps(self) -> int:
+        """Optimizer steps of the whole run, without building the training dataloader.
+
+        ``trainer.estimated_stepping_batches`` would create (and start iterating) the training
+        dataloader before a checkpoint is restored, so a resumed run would start the wrong epoch.
+        """
+        trainer = self.trainer
+        if trainer.max_steps != -1:
+            return int(trainer.max_steps)
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "num_train_batches"):
+            return int(trainer.estimated_stepping_batches)
+        batches = datamodule.num_train_batches()
+        if isinstance(trainer.limit_train_batches, int):
+            batches = min(batches, trainer.limit_train_batches)
+        else:
+            batches = max(1, int(batches * trainer.limit_train_batches))
+        per_epoch = -(-batches // trainer.accumulate_grad_batches)
+        return int(per_epoch * trainer.max_epochs)
 
 
 def _step_seed(seed: int, step: int) -> int:
