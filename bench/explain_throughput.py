@@ -1,13 +1,25 @@
-"""Explain throughput on the same images, batch size and threads, in one process (img/s).
+"""Explain throughput against plain inference on the same images, batch size and threads (img/s).
 
-(a) plain batched inference with decoding (DataLoader workers): no CAM, no writing
-(b) catdog's full explain (run_explain): CAMs, overlays at the original size, tables
-(c) a per-image loop in the style of the classic CAM tutorials: decode one image, a features forward
-    and a second full forward, returnCAM in numpy, cv2 overlay and write
-(d) pytorch-grad-cam GradCAM on the same model, batched, with the same overlay writing as (b)
+Methods (each does what its name says and no extra work):
 
-    python bench/explain_throughput.py --images ../shared/data/catdog --limit 256
-    python bench/explain_throughput.py --precision bf16
+(a)  plain batched decode + inference: DataLoader workers decode and transform, one forward per batch,
+     softmax; nothing else (no originals shipped, no CAM, no writing)
+(a32) the same in float32, when --precision is not 32 (the baseline "auto >= 1.3x plain fp32" needs)
+(b)  catdog explain in-loop: ``run_explain`` (Lightning prediction, CAMs, overlays, thumbnails, rows, maps),
+     timed over its prediction loop as summary.json's ``seconds`` (img/s of the loop)
+(b+) the same call timed end to end, including the shard merge (predictions.csv, cams.npz)
+(w)  the whole ``python scripts/explain.py`` process: start-up, loading, explain, tables, summary and the
+     HTML report, timed from process start to exit
+(c)  the classic CAM tutorial loop: one image at a time, one forward with a feature hook, numpy CAM,
+     cv2 overlay and write, as the original demo code does
+(d)  pytorch-grad-cam GradCAM, batched, its own forward only (predictions read from ``cam.outputs``),
+     with catdog's overlay writing
+
+Methods alternate within each round and the rounds repeat (``--rounds``), so a load change on the shared
+machine hits every method alike; the table lists every round and the ratios use the median.
+
+    python bench/explain_throughput.py --images ../shared/data/catdog --methods a,b,w --rounds 2
+    python bench/explain_throughput.py --images ../shared/data/catdog --precision auto --methods a32,a,b
 
 Results are written down in bench/RESULTS.md.
 """
@@ -15,6 +27,11 @@ Results are written down in bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,59 +40,99 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from catdog.data import IMAGE_EXTENSIONS, build_transform, ensure_demo_dataset
+from catdog.data import IMAGE_EXTENSIONS, build_transform, load_rgb
 from catdog.models import ClassifierModule, arch_spec
 from catdog.overlay import draw_label, heatmap_overlay, label_text, save_image
-from catdog.pipelines.explain import ExplainDataset, OverlayStyle, collate_explain, run_explain
+from catdog.pipelines.explain import OverlayStyle, run_explain
+from catdog.pipelines.predict import ExplainDataset, collate_explain, resolve_precision
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def list_images(root: Path, limit: int) -> pd.DataFrame:
+def list_images(root: Path, limit: int | None) -> pd.DataFrame:
     paths = sorted(str(p) for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-    # interleave classes so a limit keeps both
-    paths = paths[:: max(1, len(paths) // limit)][:limit] if len(paths) > limit else paths
-    labels = [Path(p).parent.name for p in paths]
-    return pd.DataFrame({"path": paths, "label": labels})
+    if limit and len(paths) > limit:  # interleave classes so a limit keeps both
+        paths = paths[:: max(1, len(paths) // limit)][:limit]
+    return pd.DataFrame({"path": paths, "label": [Path(p).parent.name for p in paths]})
 
 
-def plain_inference(model, images, args) -> float:
+class DecodeDataset(Dataset):
+    """Decode and transform only: what inference needs."""
+
+    def __init__(self, paths: list[str], transform) -> None:
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.transform(load_rgb(self.paths[index]))
+
+
+def plain_inference(model, images, args, precision: str) -> float:
     hp = model.hparams
     loader = DataLoader(
-        ExplainDataset(images["path"].tolist(), build_transform(hp.image_size, hp.mean, hp.std, train=False)),
+        DecodeDataset(images["path"].tolist(), build_transform(hp.image_size, hp.mean, hp.std, train=False)),
         batch_size=args.batch_size,
         num_workers=args.num_workers,
-        collate_fn=collate_explain,
     )
     net = model.net.to(memory_format=torch.channels_last)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
     start = time.perf_counter()
     with torch.inference_mode(), autocast:
-        for batch in loader:
-            net(batch["images"].contiguous(memory_format=torch.channels_last)).float().softmax(1)
+        for x in loader:
+            net(x.contiguous(memory_format=torch.channels_last)).float().softmax(1)
     return len(images) / (time.perf_counter() - start)
 
 
-def full_explain(model, images, args, out: Path) -> float:
+def catdog_explain(model, images, args, out: Path) -> tuple[float, float]:
     style = OverlayStyle(
         list(model.hparams.class_names), topk=1, alpha=0.5, side_by_side=False, show_true_cam=True, quality=90
     )
     start = time.perf_counter()
-    run_explain(
+    predictions, _, stats = run_explain(
         model,
         images,
         out,
         style=style,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
-        bf16=args.precision == "bf16",
+        precision=args.precision,
         writers=2,
+        max_side=1024,
+        progress=False,
     )
+    total = time.perf_counter() - start
+    return len(predictions) / stats["seconds"], len(predictions) / total
+
+
+def whole_process(images, args, ckpt: Path, out: Path) -> float:
+    """scripts/explain.py as a user runs it; the images listed in a folder of symlinks (same order)."""
+    folder = out.parent / f"{out.name}_input"
+    for i, row in enumerate(images.itertuples()):
+        link = folder / row.label / f"{i:06d}_{Path(row.path).name}"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(row.path)
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "explain.py"),
+        f"ckpt={ckpt}",
+        f"data.root={folder}",
+        f"out_dir={out}",
+        f"data.batch_size={args.batch_size}",
+        f"data.num_workers={args.num_workers}",
+        f"precision={args.precision}",
+        "accelerator=cpu",
+    ]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return len(images) / (time.perf_counter() - start)
 
 
 def tutorial_loop(model, images, args, out: Path) -> float:
-    """One image at a time, as in the CAM demo: hook features, forward twice, numpy CAM."""
+    """One image at a time, as in the CAM demo: hook the features, one forward, numpy CAM, cv2 overlay."""
     hp = model.hparams
     net = model.net.eval()
     spec = arch_spec(hp.arch)
@@ -89,10 +146,8 @@ def tutorial_loop(model, images, args, out: Path) -> float:
     with torch.no_grad():
         for i, path in enumerate(images["path"]):
             rgb = cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB)
-            x = transform(rgb).unsqueeze(0)
             features_blob.clear()
-            net(x)  # the tutorials' forward that fills the features blob
-            probs = net(x).softmax(1)[0].numpy()  # and a second full forward for the prediction
+            probs = net(transform(rgb).unsqueeze(0)).softmax(1)[0].numpy()  # the one forward
             idx = int(probs.argmax())
             nc, h, w = features_blob[0].shape[1:]
             cam = weight[idx].dot(features_blob[0].reshape(nc, h * w)).reshape(h, w)
@@ -107,12 +162,11 @@ def tutorial_loop(model, images, args, out: Path) -> float:
 
 def gradcam_batched(model, images, args, out: Path) -> float:
     from pytorch_grad_cam import GradCAM
-    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     hp = model.hparams
     net = model.net.eval()
     loader = DataLoader(
-        ExplainDataset(images["path"].tolist(), build_transform(hp.image_size, hp.mean, hp.std, train=False)),
+        ExplainDataset(images["path"].tolist(), build_transform(hp.image_size, hp.mean, hp.std, train=False), 1024),
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         collate_fn=collate_explain,
@@ -121,67 +175,105 @@ def gradcam_batched(model, images, args, out: Path) -> float:
     start = time.perf_counter()
     with GradCAM(model=net, target_layers=[net.get_submodule(arch_spec(hp.arch).feature_layer)]) as cam:
         for batch in loader:
-            x = batch["images"]
-            with torch.no_grad():
-                probs = net(x).softmax(1)
+            maps = cam(input_tensor=batch.images, targets=None)  # targets=None: the predicted class
+            probs = cam.outputs.detach().softmax(1)  # the forward GradCAM ran itself: no second one
             pred = probs.argmax(1)
-            maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in pred])
-            for row, original in enumerate(batch["originals"]):
+            for row, original in enumerate(batch.originals):
                 rgb = original.numpy()
                 heat = cv2.resize(maps[row], (rgb.shape[1], rgb.shape[0]))
                 picture = draw_label(
                     heatmap_overlay(rgb, heat, 0.5), label_text(names[pred[row]], float(probs[row, pred[row]]), None)
                 )
-                save_image(out / f"{batch['indices'][row]}.jpg", picture)
+                save_image(out / f"{batch.indices[row]}.jpg", picture)
     return len(images) / (time.perf_counter() - start)
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished children (workers, subprocesses)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", default=None, help="an image folder (default: the demo data)")
-    parser.add_argument("--limit", type=int, default=256)
+    parser.add_argument("--images", required=True, help="an image folder (e.g. ../shared/data/catdog)")
+    parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=2)
-    parser.add_argument("--precision", choices=["32", "bf16"], default="32")
+    parser.add_argument("--precision", choices=["32", "bf16", "auto"], default="32")
+    parser.add_argument("--methods", default="a,b,w", help="comma-separated: a32,a,b,w,c,d")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    root = (
-        Path(args.images)
-        if args.images
-        else ensure_demo_dataset("data/demo", num_per_class=600, image_size=128, seed=0)
-    )
-    images = list_images(Path(root), args.limit)
+    images = list_images(Path(args.images), args.limit)
     class_names = sorted(images["label"].unique().tolist())
+    torch.manual_seed(0)
     model = ClassifierModule(arch=args.arch, class_names=class_names, weights=None, image_size=args.image_size).eval()
-    plain_inference(model, images.head(args.batch_size), args)  # warm-up: first-call allocations, page cache
-
-    results = {}
+    used = resolve_precision(args.precision, "cpu")[1]
+    plain_precision = used["used"]
+    methods = args.methods.split(",")
+    speeds: dict[str, list[float]] = {}
+    cpu_ms: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for key, name, fn in [
-            ("a", "plain batched inference + decoding", lambda: plain_inference(model, images, args)),
-            (
-                "b",
-                "catdog explain (CAM + overlays + tables)",
-                lambda: full_explain(model, images, args, Path(tmp, "b")),
-            ),
-            ("c", "per-image tutorial CAM loop", lambda: tutorial_loop(model, images, args, Path(tmp, "c"))),
-            ("d", "pytorch-grad-cam GradCAM, batched", lambda: gradcam_batched(model, images, args, Path(tmp, "d"))),
-        ]:
-            Path(tmp, key).mkdir()
-            results[key] = (name, fn())
+        ckpt = Path(tmp, "run", "checkpoints", "best.ckpt")
+        ckpt.parent.mkdir(parents=True)
+        torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, ckpt)
+        plain_inference(model, images.head(args.batch_size), args, "32")  # warm-up: allocations, page cache
+        for round_ in range(args.rounds):
+            for key in methods:
+                out = Path(tmp, f"{key}_{round_}")
+                out.mkdir()
+                cpu_start = cpu_seconds()
+                if key == "a32":
+                    result = {"a32": plain_inference(model, images, args, "32")}
+                elif key == "a":
+                    result = {"a": plain_inference(model, images, args, plain_precision)}
+                elif key == "b":
+                    loop, total = catdog_explain(model, images, args, out)
+                    result = {"b": loop, "b+": total}
+                elif key == "w":
+                    out.rmdir()
+                    result = {"w": whole_process(images, args, ckpt, out)}
+                elif key == "c":
+                    result = {"c": tutorial_loop(model, images, args, out)}
+                elif key == "d":
+                    result = {"d": gradcam_batched(model, images, args, out)}
+                else:
+                    raise SystemExit(f"unknown method {key}")
+                # CPU time per image: the work a method does, whatever share of the shared CPU it got.
+                cpu_ms[key] = cpu_ms.get(key, []) + [1000 * (cpu_seconds() - cpu_start) / len(images)]
+                for name, value in result.items():
+                    speeds.setdefault(name, []).append(value)
+                    print(f"round {round_ + 1} ({name}) {value:.1f} img/s, {cpu_ms[key][-1]:.1f} CPU ms/img", flush=True)
     print(
-        f"{len(images)} images from {root}, {args.arch} {args.image_size}px, batch {args.batch_size}, "
-        f"{args.num_workers} workers, {torch.get_num_threads()} threads, precision {args.precision}"
+        f"\n{len(images)} images from {args.images}, {args.arch} {args.image_size}px, batch {args.batch_size}, "
+        f"{args.num_workers} workers, {torch.get_num_threads()} threads, precision {args.precision} "
+        f"(used: {used['used']}; {used['reason']}), {os.cpu_count()} CPUs"
     )
-    print("| | method | img/s |\n| --- | --- | --- |")
-    for key, (name, speed) in results.items():
-        print(f"| ({key}) | {name} | {speed:.1f} |")
-    a, b, c, d = (results[k][1] for k in "abcd")
-    print(
-        f"(b)/(a) = {b / a:.2f} (target >= 0.8), (b)/(c) = {b / c:.2f} (target >= 3), (b)/(d) = {b / d:.2f} (target >= 2)"
-    )
+    print("| | img/s, rounds | median | CPU ms per image (process + workers), rounds |\n| --- | --- | --- | --- |")
+    median = {name: statistics.median(values) for name, values in speeds.items()}
+    for name, values in speeds.items():
+        cpu = cpu_ms.get(name, cpu_ms.get(name.rstrip("+"), []))
+        print(
+            f"| ({name}) | {' / '.join(f'{v:.1f}' for v in values)} | {median[name]:.1f} | "
+            f"{' / '.join(f'{v:.1f}' for v in cpu)} |"
+        )
+    cpu_median = {name: statistics.median(values) for name, values in cpu_ms.items()}
+    if "a" in cpu_median:
+        for name in ("b", "w", "c", "d"):
+            if name in cpu_median:
+                print(f"CPU time per image (a)/({name}) = {cpu_median['a'] / cpu_median[name]:.2f}")
+    base = median.get("a")
+    if base:
+        for name in ("b", "b+", "w", "c", "d"):
+            if name in median:
+                print(f"({name})/(a) = {median[name] / base:.2f}")
+    if "a32" in median:
+        for name in ("a", "b", "w"):
+            if name in median:
+                print(f"({name})/(a32) = {median[name] / median['a32']:.2f}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import cv2
@@ -122,7 +123,8 @@ def test_safe_name_hostile_inputs(hostile: str, expected: str) -> None:
 def test_safe_name_is_bounded_and_deterministic() -> None:
     long_a, long_b = "é" * 200 + "a", "é" * 200 + "b"
     assert len(safe_name(long_a).encode()) <= 100
-    assert safe_name(long_a) == safe_name(long_a)
+    # Deterministic across processes: the suffix is sha256 of the full name (not Python's salted hash()).
+    assert safe_name(long_a).endswith("-" + hashlib.sha256(long_a.encode()).hexdigest()[:8])
     assert safe_name(long_a) != safe_name(long_b)  # the hash keeps truncated names apart
     for name in ["../x", "a/b", "\x00", "🐱/🐶", " . ", "_"]:
         out = safe_name(name)

@@ -11,7 +11,10 @@ import shutil
 from pathlib import Path
 from typing import Iterator
 
+import cv2
+import json
 import numpy as np
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 from test_report import HOSTILE, make_images, make_run
@@ -171,4 +174,61 @@ def test_single_run_report_in_chromium(browser: object, tmp_path: Path) -> None:
     page.locator(".tile").first.click()
     page.wait_for_function("Array.from(document.querySelectorAll('#viewer .panel img')).every(i => i.naturalWidth > 0)")
     assert problems == []
+    page.close()
+
+
+def large_explain_dir(root: Path, count: int) -> Path:
+    """An explain folder of ``count`` images, as explain writes it (overlays, thumbs/, tables), made fast:
+    the rows are synthetic and 16 overlay files are shared by all of them."""
+    rng = np.random.default_rng(0)
+    out = root / "explain" / "big"
+    rels = []
+    for k in range(16):
+        rel = f"correct/cat/{k:04d}_shared_{k}.jpg"
+        picture = np.full((60, 80, 3), 15 * k, np.uint8)
+        for folder in (out, out / "thumbs"):
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / rel), picture)
+        rels.append(rel)
+    p_cat = rng.uniform(0, 1, count)
+    true = np.where(rng.uniform(0, 1, count) < 0.5, "cat", "dog")
+    pred = np.where(p_cat >= 0.5, "cat", "dog")
+    pd.DataFrame(
+        {
+            "path": [f"/photos/{t}/img_{i:05d}.jpg" for i, t in enumerate(true)],
+            "true": true,
+            "pred": pred,
+            "p_cat": p_cat,
+            "p_dog": 1 - p_cat,
+            "loss": -np.log(np.where(true == "cat", p_cat, 1 - p_cat).clip(1e-6)),
+            "correct": true == pred,
+            "overlay": [rels[i % 16] for i in range(count)],
+        }
+    ).to_csv(out / "predictions.csv", index=False)
+    (out / "summary.json").write_text(json.dumps({"class_names": ["cat", "dog"], "images": count}))
+    return out
+
+
+def test_report_of_20000_images_opens_within_seconds(browser: object, tmp_path: Path) -> None:
+    explain_dir = large_explain_dir(tmp_path, 20_000)
+    index = write_report(explain_dir / "report", [read_explain_dir(explain_dir)])
+    assert not any((explain_dir / "report" / "thumbs").iterdir())  # explain's thumbnails used, none decoded again
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.goto(index.resolve().as_uri(), timeout=10_000)
+    # The gallery is paged: its first page renders within a few seconds even with 20,000 images.
+    page.wait_for_selector("#gallery .tile", timeout=5_000)
+    tiles = page.locator("#gallery .tile").count()
+    assert 0 < tiles <= 100
+    assert f"of 20000 matching images" in page.locator("#count").inner_text()
+    page.select_option("#filter-outcome", "incorrect", timeout=5_000)  # filtering all 20,000 stays interactive
+    page.wait_for_function("document.getElementById('count').textContent.includes('matching')", timeout=5_000)
+    wrong = page.locator("#count").inner_text()
+    expected = int((pd.read_csv(explain_dir / "predictions.csv")["correct"] == False).sum())  # noqa: E712
+    assert f"of {expected} matching images" in wrong
+    page.locator("#more").click(timeout=5_000)
+    assert page.locator("#gallery .tile").count() == 2 * tiles
+    broken = page.evaluate("Array.from(document.images).filter(i => i.complete && i.naturalWidth === 0).length")
+    assert broken == 0 and problems == []
     page.close()

@@ -21,15 +21,20 @@ original CAM code and torchcam's ``CAM`` do (pytorch-grad-cam applies a ReLU fir
 Negative regions are evidence *against* the class; keeping them means the coldest
 colour shows the strongest counter-evidence instead of clipping all of it to one value.
 
+:func:`display_maps` offers the other looks (``relu``: pytorch-grad-cam's; ``signed``: zero in the
+middle of a diverging colormap) and :func:`strongest_region` the thresholded region around the peak.
+
 No file I/O happens here; pictures are made in :mod:`catdog.overlay`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from difflib import get_close_matches
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,11 +42,17 @@ from torch import Tensor, nn
 from catdog.errors import CatdogError
 
 __all__ = [
+    "DISPLAYS",
+    "CONTRASTS",
     "FeatureCapture",
+    "display_maps",
+    "parse_threshold",
+    "strongest_region",
     "area_above",
     "cam_logit_check",
     "capture_features",
     "class_activation_maps",
+    "contrast_weights",
     "normalize_for_display",
     "peak_in_image",
     "peak_location",
@@ -95,18 +106,14 @@ class FeatureCapture:
 
 
 def _resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
-    """Finds the module to hook from its dotted name or the module itself."""
+    """Finds the module to hook from its dotted name (via :func:`catdog.models.resolve_layer`) or checks the module given."""
     if isinstance(layer, nn.Module):
         if not any(module is layer for module in model.modules()):
             raise ValueError(f"the given {type(layer).__name__} is not a submodule of {type(model).__name__}")
         return layer
-    try:
-        return model.get_submodule(layer)
-    except AttributeError:
-        names = [name for name, _ in model.named_modules() if name]
-        close = get_close_matches(layer, names, n=3)
-        hint = f"closest: {', '.join(close)}" if close else "see `model.named_modules()`"
-        raise CatdogError(f"layer {layer!r} not found in {type(model).__name__}; {hint}") from None
+    from catdog.models import resolve_layer  # here: models is heavy, and the one lookup by name lives there
+
+    return resolve_layer(model, layer)[1]
 
 
 @contextmanager
@@ -145,13 +152,17 @@ def _compute_dtype(*tensors: Tensor) -> torch.dtype:
     return dtype
 
 
-def class_activation_maps(features: Tensor, fc_weight: Tensor, class_idx: Tensor) -> Tensor:
+def class_activation_maps(
+    features: Tensor, fc_weight: Tensor, class_idx: Tensor, weights: Tensor | None = None
+) -> Tensor:
     """Raw class activation maps of selected classes, for the whole batch at once.
 
     Args:
         features: Output of the feature layer, ``Tensor[B, K, h, w]`` (any memory format/dtype).
         fc_weight: Weight of the linear head, ``Tensor[C, K]``.
         class_idx: Classes to map per image, ``Tensor[B, M]`` of integers in ``[0, C)``.
+        weights: per-map rows ``Tensor[B, M, K]`` to use instead of ``fc_weight[class_idx]``
+            (see :func:`contrast_weights`).
 
     Returns:
         ``Tensor[B, M, h, w]`` of raw maps (no ReLU, no normalization), float32 or wider.
@@ -168,8 +179,51 @@ def class_activation_maps(features: Tensor, fc_weight: Tensor, class_idx: Tensor
         )
     _check_class_idx(class_idx, features.shape[0], fc_weight.shape[0])
     dtype = _compute_dtype(features, fc_weight)
-    weights = fc_weight.detach().to(dtype)[class_idx]  # [B, M, K]
+    weights = (fc_weight.detach()[class_idx] if weights is None else weights.detach()).to(dtype)  # [B, M, K]
     return torch.einsum("bmk,bkhw->bmhw", weights, features.detach().to(dtype))
+
+
+CONTRASTS = ("none", "mean", "runner_up")
+
+
+def contrast_weights(
+    fc_weight: Tensor, class_idx: Tensor, logits: Tensor, contrast: str = "none"
+) -> tuple[Tensor, Tensor | None]:
+    """Per-map head weights, exact or made identifiable by subtracting a reference row.
+
+    A softmax head identifies only the differences between its class rows: adding one vector to
+    every row changes no probability, so the part all rows share is arbitrary and so is the part of
+    an exact CAM it contributes. Subtracting a reference row removes it:
+
+    - ``"none"``: the exact row ``W[c]`` (the map's mean plus the bias is the logit);
+    - ``"mean"``: ``W[c] - mean_j W[j]`` (the map's mean is the logit minus the mean logit, less biases);
+    - ``"runner_up"``: ``W[c] - W[r]`` with ``r`` the most likely *other* class ("why c and not r?").
+
+    Args:
+        fc_weight: ``Tensor[C, K]``.
+        class_idx: ``Tensor[B, M]`` classes of the maps.
+        logits: ``Tensor[B, C]`` (to find the runner-up).
+        contrast: one of :data:`CONTRASTS`.
+
+    Returns:
+        ``(weights [B, M, K], reference [B, M] or None)``: the reference class index of each map for
+        ``"runner_up"``, -2 for the mean row (``"mean"``), None for ``"none"``.
+
+    Raises:
+        ValueError: unknown ``contrast``.
+    """
+    if contrast not in CONTRASTS:
+        raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
+    weight = fc_weight.detach()
+    rows = weight[class_idx]  # [B, M, K]
+    if contrast == "none":
+        return rows, None
+    if contrast == "mean":
+        return rows - weight.mean(dim=0), torch.full_like(class_idx, -2)
+    # The strongest class other than the map's own: the top logit, or the second when c is the top.
+    top2 = logits.detach().topk(min(2, logits.shape[1]), dim=1).indices  # [B, 2]
+    reference = torch.where(class_idx == top2[:, :1], top2[:, -1:], top2[:, :1])
+    return rows - weight[reference], reference
 
 
 def _check_class_idx(class_idx: Tensor, batch: int, num_classes: int) -> None:
@@ -380,3 +434,87 @@ def point_in_box(x: float, y: float, box: tuple[float, float, float, float]) -> 
     if x_min > x_max or y_min > y_max:
         raise ValueError(f"box must be (x_min, y_min, x_max, y_max) with min <= max, got {box}")
     return x_min <= x <= x_max and y_min <= y <= y_max
+
+
+DISPLAYS = ("minmax", "relu", "signed")
+
+
+def display_maps(cam: Tensor, mode: str = "minmax") -> Tensor:
+    """Scales raw maps to ``[0, 1]`` for drawing, per map.
+
+    Args:
+        cam: Raw maps ``Tensor[..., h, w]``.
+        mode: ``"minmax"``: min-max without ReLU (:func:`normalize_for_display`; blue is counter-evidence);
+            ``"relu"``: negative values cut to 0, then divided by the peak (pytorch-grad-cam's look);
+            ``"signed"``: ``0.5 + 0.5 * v / max|v|``, so 0.5 is zero evidence (draw with a diverging colormap).
+
+    Returns:
+        Same shape, float32 or wider, in ``[0, 1]``; a map without evidence becomes 0 (0.5 for signed).
+
+    Raises:
+        CatdogError: unknown mode.
+    """
+    if mode == "minmax":
+        return normalize_for_display(cam)
+    cam = cam.detach().to(_compute_dtype(cam))
+    if mode == "relu":
+        cam = cam.clamp(min=0)
+        peak = cam.amax(dim=(-2, -1), keepdim=True)
+        return cam / torch.where(peak > 0, peak, torch.ones_like(peak))
+    if mode == "signed":
+        scale = cam.abs().amax(dim=(-2, -1), keepdim=True)
+        return 0.5 + 0.5 * cam / torch.where(scale > 0, scale, torch.ones_like(scale))
+    raise CatdogError(f"display={mode} is unknown: choose one of {', '.join(DISPLAYS)}")
+
+
+def parse_threshold(value: object) -> str | float | None:
+    """Validates ``threshold=``: None/``"none"`` (no contour), ``"otsu"``, or a fraction in ``(0, 1)``.
+
+    Raises:
+        CatdogError: anything else.
+    """
+    if value is None or str(value).strip().lower() in ("", "none", "null", "false"):
+        return None
+    text = str(value).strip().lower()
+    if text == "otsu":
+        return "otsu"
+    try:
+        fraction = float(text)
+    except ValueError:
+        fraction = math.nan
+    if not 0 < fraction < 1:
+        raise CatdogError(f"threshold={value} is invalid: use otsu, a fraction in (0, 1) such as 0.5, or null")
+    return fraction
+
+
+def strongest_region(display01: np.ndarray, threshold: str | float) -> tuple[np.ndarray, float]:
+    """The connected region around the map's peak that lies above a threshold.
+
+    Args:
+        display01: One map ``[H, W]`` scaled to ``[0, 1]`` (:func:`display_maps`).
+        threshold: ``"otsu"`` (Otsu's threshold of the map's 256 levels) or a fraction of the display
+            range (``0.5``: half way between the map's lowest and highest display value).
+
+    Returns:
+        ``(mask, area)``: boolean ``[H, W]`` mask of the region containing the peak, and its share of the
+        pixels. A flat map has no region: an empty mask and area 0.
+
+    Raises:
+        ValueError: If the map is not 2-D and non-empty.
+    """
+    display01 = np.asarray(display01, dtype=np.float32)
+    if display01.ndim != 2 or display01.size == 0:
+        raise ValueError(f"expected one non-empty [H, W] map, got shape {display01.shape}")
+    low, high = float(display01.min()), float(display01.max())
+    if high - low <= 1e-12:
+        return np.zeros(display01.shape, dtype=bool), 0.0
+    levels = np.rint((display01 - low) / (high - low) * 255).astype(np.uint8)
+    if threshold == "otsu":
+        level, _ = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    else:
+        level = float(threshold) * 255
+    above = (levels > level).astype(np.uint8)
+    _count, components = cv2.connectedComponents(above, connectivity=8)
+    peak = np.unravel_index(int(np.argmax(levels)), levels.shape)
+    mask = components == components[peak] if above[peak] else np.zeros(levels.shape, dtype=bool)
+    return mask, float(mask.mean())

@@ -9,6 +9,7 @@ when possible (``é`` -> ``e``) and shown as ``?`` otherwise.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -21,6 +22,7 @@ import numpy as np
 from catdog.errors import CatdogError
 
 __all__ = [
+    "draw_contour",
     "draw_label",
     "heatmap_overlay",
     "image_grid",
@@ -46,13 +48,24 @@ def _check_rgb(image: np.ndarray, name: str = "image_rgb") -> None:
         raise ValueError(f"{name} is empty: shape {image.shape}")
 
 
-def heatmap_overlay(image_rgb: np.ndarray, cam01: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blends a JET-coloured map (red = high) on the image at the image's resolution.
+@functools.cache
+def _diverging_lut() -> np.ndarray:
+    """256 RGB colours of matplotlib's ``RdBu_r``: blue (negative), white (zero), red (positive)."""
+    from matplotlib import colormaps
+
+    return np.rint(colormaps["RdBu_r"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+
+
+def heatmap_overlay(
+    image_rgb: np.ndarray, cam01: np.ndarray, alpha: float = 0.5, colormap: str = "jet"
+) -> np.ndarray:
+    """Blends a coloured map on the image at the image's resolution.
 
     Args:
         image_rgb: The original picture, RGB uint8 ``[H, W, 3]``.
         cam01: Map ``[H, W]`` scaled to ``[0, 1]`` (values outside are clipped).
         alpha: Weight of the heatmap: 0 gives the image, 1 the pure colormap.
+        colormap: ``"jet"`` (red = high) or ``"diverging"`` (blue < 0.5 = white < red; for signed maps).
 
     Returns:
         RGB uint8 ``[H, W, 3]``.
@@ -71,9 +84,37 @@ def heatmap_overlay(image_rgb: np.ndarray, cam01: np.ndarray, alpha: float = 0.5
         raise ValueError("cam01 contains NaN or inf values")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    if colormap not in ("jet", "diverging"):
+        raise ValueError(f"colormap must be 'jet' or 'diverging', got {colormap!r}")
     levels = np.rint(np.clip(cam01, 0.0, 1.0) * 255).astype(np.uint8)
-    heat = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    if colormap == "diverging":
+        heat = _diverging_lut()[levels]
+    else:
+        heat = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     return cv2.addWeighted(heat, alpha, np.ascontiguousarray(image_rgb), 1.0 - alpha, 0.0)
+
+
+def draw_contour(image_rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """Draws the outline of a boolean region (e.g. :func:`catdog.cam.strongest_region`) on a copy of the image.
+
+    Args:
+        image_rgb: RGB uint8 ``[H, W, 3]``.
+        mask: Boolean ``[H, W]`` region; an empty mask draws nothing.
+        color: RGB colour of the line (its width grows with the image).
+
+    Returns:
+        RGB uint8 ``[H, W, 3]``.
+
+    Raises:
+        ValueError: If the mask's shape differs from the image's.
+    """
+    _check_rgb(image_rgb)
+    if mask.shape != image_rgb.shape[:2]:
+        raise ValueError(f"mask shape {mask.shape} differs from the image's {image_rgb.shape[:2]}")
+    out = np.ascontiguousarray(image_rgb).copy()
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(out, contours, -1, color, max(1, round(max(image_rgb.shape[:2]) / 200)), cv2.LINE_AA)
+    return out
 
 
 def label_text(pred: str, prob: float, true: str | None = None) -> str:

@@ -1,7 +1,13 @@
-"""Matplotlib figures written as PNG files: training curves and confusion matrices."""
+"""Matplotlib figures written as PNG files: training curves and confusion matrices.
+
+Every text on them may come from a user (class names, experiment labels): it is drawn as plain text
+(:func:`plain_text`), so a ``$`` in a class name never starts matplotlib's mathtext parser.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -11,6 +17,38 @@ matplotlib.use("Agg")  # files only: no display on servers, and no GUI toolkit n
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from catdog.readers import read_csv  # noqa: E402
+
+
+@contextmanager
+def plain_text() -> Iterator[None]:
+    """Figures made inside the block draw ``$`` and ``\\`` literally (no mathtext): for user-supplied text."""
+    with matplotlib.rc_context({"text.parse_math": False, "text.usetex": False}):
+        yield
+
+
+def confusion_counts(true: Sequence[str], pred: Sequence[str], class_names: Sequence[str]) -> np.ndarray:
+    """Confusion matrix of class-name pairs: rows the true class, columns the predicted one.
+
+    Args:
+        true: true class name of each image.
+        pred: predicted class name of each image.
+        class_names: the classes in index order; names outside it are an error.
+
+    Returns:
+        int64 counts ``[C, C]``.
+
+    Raises:
+        ValueError: a name is not in ``class_names``.
+    """
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted({str(n) for n in [*true, *pred] if n not in index})
+    if unknown:
+        raise ValueError(f"class name(s) {unknown} are not among {list(class_names)}")
+    matrix = np.zeros((len(index), len(index)), dtype=np.int64)
+    np.add.at(matrix, ([index[n] for n in true], [index[n] for n in pred]), 1)
+    return matrix
 
 
 def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> Path | None:
@@ -23,11 +61,16 @@ def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> Path |
     Returns:
         The PNG path, or None when the file holds no epoch-level metrics yet.
     """
-    metrics = pd.read_csv(metrics_csv)
-    if "epoch" not in metrics.columns:
+    metrics = read_csv(metrics_csv, what="metrics", fix="it is written by the training logger")
+    if "epoch" not in metrics.columns or metrics["epoch"].dtype == object:
         return None
     # CSVLogger writes one row per log call; rows of one epoch hold different columns: merge them.
     per_epoch = metrics.groupby("epoch").last(skipna=True)
+    with plain_text():
+        return _draw_curves(per_epoch, Path(out_png))
+
+
+def _draw_curves(per_epoch: pd.DataFrame, out_png: Path) -> Path | None:
     panels = [("loss", "Loss"), ("acc", "Accuracy")]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     drawn = False
@@ -66,7 +109,11 @@ def plot_confusion_matrix(
     Returns:
         The PNG path.
     """
-    counts = np.asarray(matrix, dtype=np.int64)
+    with plain_text():
+        return _draw_confusion(np.asarray(matrix, dtype=np.int64), class_names, Path(out_png), title)
+
+
+def _draw_confusion(counts: np.ndarray, class_names: Sequence[str], out_png: Path, title: str) -> Path:
     row_sums = counts.sum(axis=1, keepdims=True)
     fractions = np.divide(counts, row_sums, out=np.zeros(counts.shape, dtype=float), where=row_sums > 0)
     n = len(class_names)

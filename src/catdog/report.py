@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import quote
 
 import cv2
@@ -36,10 +36,20 @@ import pandas as pd
 
 from catdog.errors import CatdogError
 from catdog.overlay import save_image
+from catdog.readers import read_csv, read_json
 from catdog.runs import run_dir_of_explain
-from catdog.plots import plot_confusion_matrix
+from catdog.plots import confusion_counts, plot_confusion_matrix
 
-__all__ = ["Experiment", "experiment_table", "pair_column", "read_explain_dir", "write_report"]
+__all__ = [
+    "Experiment",
+    "experiment_table",
+    "overlay_file",
+    "pair_column",
+    "read_explain_dir",
+    "read_predictions",
+    "restrict_to_paths",
+    "write_report",
+]
 
 THUMB_SIZE = 220  # longest side of a gallery thumbnail, in pixels
 # Probabilities listed per experiment in the per-image view (all of them would bloat the page for
@@ -89,25 +99,42 @@ def read_explain_dir(explain_dir: str | Path, label: str | None = None) -> Exper
             f"{folder} is not an explain folder (no {' or '.join(missing)}): run scripts/explain.py first, "
             "or pass the run folder"
         )
-    summary = json.loads((folder / "summary.json").read_text())
-    predictions = pd.read_csv(folder / "predictions.csv", dtype={"path": str, "true": str, "pred": str})
-    predictions["correct"] = [_as_bool(value) for value in predictions.get("correct", [None] * len(predictions))]
-    for column in ("in_box", "pointing_hit"):
-        if column in predictions.columns:
-            predictions[column] = [_as_bool(value) for value in predictions[column]]
+    fix = "run scripts/explain.py again for this folder"
+    summary = read_json(folder / "summary.json", what="summary", fix=fix)
+    predictions = read_predictions(folder / "predictions.csv", fix=fix)
     run_dir = run_dir_of_explain(folder, summary)
     name = label or (run_dir.name if run_dir is not None else folder.name)
     class_names = list(summary.get("class_names") or [c[2:] for c in predictions.columns if c.startswith("p_")])
     return Experiment(name, folder, predictions, summary, class_names, run_dir)
 
 
-def _as_bool(value: Any) -> bool | None:
-    """predictions.csv booleans come back as bools, 'True'/'False' strings or NaN."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    if isinstance(value, str):
-        return {"true": True, "false": False}.get(value.strip().lower())
-    return bool(value)
+PREDICTION_TEXT = ("path", "pred", "overlay", "topk", "topk_p")
+# Columns holding class names (e.g. a per-method prediction) are text even when a class is called "0".
+PREDICTION_TEXT_PREFIXES = ("pred", "true_", "label", "topk")
+PREDICTION_BOOLEANS = ("correct", "in_box", "pointing_hit", "centre_in_box", "centre_hit", "increase")
+
+
+def read_predictions(path: str | Path, fix: str = "run scripts/explain.py again") -> pd.DataFrame:
+    """An explain folder's predictions.csv: class names as text, ``true`` None when unlabelled.
+
+    Raises:
+        CatdogError: unreadable, lacks path/pred/overlay, or a number/boolean column holds another value.
+    """
+    frame = read_csv(
+        path,
+        required=("path", "pred", "overlay"),
+        text=PREDICTION_TEXT,
+        text_prefixes=PREDICTION_TEXT_PREFIXES,
+        optional_text=("true",),
+        booleans=PREDICTION_BOOLEANS,
+        what="predictions",
+        fix=fix,
+    )
+    if "true" not in frame.columns:
+        frame["true"] = None
+    if "correct" not in frame.columns:
+        frame["correct"] = None
+    return frame
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,7 +144,56 @@ def confidence(predictions: pd.DataFrame) -> np.ndarray:
     """Probability of the predicted class of each row."""
     if predictions.empty:
         return np.zeros(0)
-    return np.array([row[f"p_{row['pred']}"] for _, row in predictions.iterrows()], dtype=float)
+    result = np.full(len(predictions), np.nan)
+    pred = predictions["pred"].to_numpy()
+    for name in pd.unique(pred):  # one vectorised pick per class, not one pandas row per image
+        column = f"p_{name}"
+        if column in predictions.columns:
+            mask = pred == name
+            result[mask] = predictions[column].to_numpy(dtype=float)[mask]
+    return result
+
+
+# Per-image map-quality columns of predictions.csv (catdog.metrics) shown in the image view and sortable.
+PER_IMAGE_METRICS = ("energy_in_box", "deletion_auc", "insertion_auc", "drop", "sanity_rank_corr")
+# Experiment-table columns from catdog.metrics and how the summary table heads them.
+MAP_QUALITY_HEADS = {
+    "pointing_strict": "Pointing strict",
+    "centre_baseline": "Centre baseline",
+    "energy_in_box": "Energy on object",
+    "mosaic_peak": "Mosaic peak on own tiles",
+    "deletion_auc": "Deletion AUC",
+    "insertion_auc": "Insertion AUC",
+    "drop": "Average drop",
+    "sanity_rank_corr": "Sanity rank corr.",
+}
+
+
+def map_quality_columns(frame: pd.DataFrame, summary: dict[str, Any]) -> dict[str, float]:
+    """An experiment's localization and faithfulness totals (NaN where not measured).
+
+    Args:
+        frame: its predictions (the images compared).
+        summary: its summary.json (for the mosaic check, which has no per-image rows).
+    """
+
+    def mean(column: str) -> float:
+        if column not in frame.columns:
+            return math.nan
+        values = pd.to_numeric(frame[column].map(lambda v: float(v) if v is not None else math.nan), errors="coerce")
+        return float(values.mean()) if values.notna().any() else math.nan
+
+    mosaic = summary.get("mosaic") or {}
+    return {
+        "pointing_strict": mean("in_box"),
+        "centre_baseline": mean("centre_in_box"),
+        "energy_in_box": mean("energy_in_box"),
+        "mosaic_peak": float(mosaic["peak_on_own_tile"]) if mosaic.get("peak_on_own_tile") is not None else math.nan,
+        "deletion_auc": mean("deletion_auc"),
+        "insertion_auc": mean("insertion_auc"),
+        "drop": mean("drop"),
+        "sanity_rank_corr": mean("sanity_rank_corr"),
+    }
 
 
 def experiment_table(experiments: Sequence[Experiment]) -> pd.DataFrame:
@@ -150,6 +226,7 @@ def experiment_table(experiments: Sequence[Experiment]) -> pd.DataFrame:
         column = "pointing_hit" if "pointing_hit" in frame.columns else "in_box"
         hits = frame[column].dropna() if column in frame.columns else pd.Series(dtype=object)
         row["pointing_game"] = float(hits.astype(bool).mean()) if len(hits) else math.nan
+        row.update(map_quality_columns(frame, exp.summary))
         checkpoint = exp.summary.get("checkpoint") or {}
         config = exp.summary.get("train_config") or {}
         row.update(
@@ -235,7 +312,8 @@ def write_report(
         "pairs": [] if pairs is None else [[labels.index(a), labels.index(b)] for a, b in zip(pairs["a"], pairs["b"])],
     }
     assets = files("catdog") / "report_assets"
-    page = _PAGE.format(
+    # page.html is a str.format template: its literal braces are doubled; every value is escaped or JSON.
+    page = assets.joinpath("page.html").read_text(encoding="utf-8").format(
         title=_esc(page_title),
         css=assets.joinpath("report.css").read_text(encoding="utf-8"),
         js=assets.joinpath("report.js").read_text(encoding="utf-8"),
@@ -302,8 +380,21 @@ def _common_paths(experiments: Sequence[Experiment]) -> list[str]:
     return [path for path in experiments[0].predictions["path"] if path in shared]
 
 
+def restrict_to_paths(predictions: pd.DataFrame, paths: Sequence[str]) -> pd.DataFrame:
+    """The rows of ``paths`` in that order (one per path: the first when a path repeats).
+
+    Args:
+        predictions: a predictions table with a ``path`` column holding every one of ``paths``.
+        paths: the images to keep.
+
+    Returns:
+        A new table with a fresh index.
+    """
+    return predictions.drop_duplicates("path").set_index("path").loc[list(paths)].reset_index()
+
+
 def _restricted(exp: Experiment, paths: list[str]) -> Experiment:
-    frame = exp.predictions.drop_duplicates("path").set_index("path").loc[paths].reset_index()
+    frame = restrict_to_paths(exp.predictions, paths)
     return Experiment(exp.label, exp.explain_dir, frame, exp.summary, exp.class_names, exp.run_dir)
 
 
@@ -323,6 +414,24 @@ def _asset(out: Path, source: Path, name: str) -> str:
     return _url(out, target)
 
 
+def overlay_file(explain_dir: Path, relative: Any) -> Path | None:
+    """The overlay file a predictions.csv row names, only if it lies inside the explain folder.
+
+    predictions.csv is user-editable: an absolute path, ``..`` or a symlink leading out of the folder must
+    never make the report copy (and so publish) another file.
+
+    Returns:
+        The resolved file, or None when the cell is empty, escapes the folder, or is not a file.
+    """
+    if relative is None or (isinstance(relative, float) and math.isnan(relative)) or str(relative) == "":
+        return None
+    base = Path(explain_dir).resolve()
+    candidate = (base / str(relative)).resolve()
+    if not candidate.is_relative_to(base) or not candidate.is_file():
+        return None
+    return candidate
+
+
 def _thumbnail(source: Path, target: Path) -> bool:
     image = cv2.imread(str(source), cv2.IMREAD_COLOR)
     if image is None:
@@ -336,51 +445,83 @@ def _thumbnail(source: Path, target: Path) -> bool:
     return True
 
 
+def _folder_linker(out: Path, folder: Path) -> Callable[[str, str], str]:
+    """``link(rel, name)``: the URL of ``folder/rel`` from the report, as :func:`_asset` makes it.
+
+    Paths are resolved once per folder, not once per file (20,000 images: seconds saved).
+    """
+    base, out_resolved = Path(folder).resolve(), Path(out).resolve()
+    if base.is_relative_to(out_resolved.parent) and not base.is_relative_to(out_resolved):
+        prefix = [quote(part) for part in Path(os.path.relpath(base, out_resolved)).parts]
+        return lambda rel, name: "/".join(prefix + [quote(part) for part in rel.split("/")])
+    return lambda rel, name: _asset(out, base / rel, name)
+
+
 def _gallery_data(
     out: Path, experiments: Sequence[Experiment], paths: list[str], per_image: pd.DataFrame | None
 ) -> list[dict[str, Any]]:
-    """The per-image records the gallery JavaScript renders; copies overlays and writes thumbnails."""
+    """The per-image records the gallery JavaScript renders.
+
+    Thumbnails come from the explain folder's ``thumbs/`` (written by explain from each overlay in memory);
+    only overlays without one (older explain folders) are decoded again to make a thumbnail here.
+    """
     labels = [exp.label for exp in experiments]
-    frames = [exp.predictions.drop_duplicates("path").set_index("path") for exp in experiments]
-    extra = per_image.drop_duplicates("path").set_index("path") if per_image is not None else None
+    # One dict per experiment, path -> row: a plain lookup per image instead of a DataFrame .loc.
+    tables = [exp.predictions.drop_duplicates("path").set_index("path", drop=False).to_dict("index") for exp in experiments]
+    has_box = ["in_box" in exp.predictions.columns for exp in experiments]
+    extra = per_image.drop_duplicates("path").set_index("path", drop=False).to_dict("index") if per_image is not None else {}
     jobs: list[tuple[Path, Path]] = []
     records = []
+    linkers = [_folder_linker(out, exp.explain_dir) for exp in experiments]
     for i, path in enumerate(paths):
         runs = []
-        for e, (exp, frame) in enumerate(zip(experiments, frames)):
-            row = frame.loc[path]
+        for e, (exp, table) in enumerate(zip(experiments, tables)):
+            row = table[path]
             probs = sorted(
                 ((name, float(row.get(f"p_{name}", math.nan))) for name in exp.class_names),
                 key=lambda item: -item[1] if math.isfinite(item[1]) else 0.0,
             )
-            overlay = exp.explain_dir / str(row["overlay"])
-            full = _asset(out, overlay, f"{e}_{i}.jpg") if overlay.is_file() else None
-            thumb = out / "thumbs" / f"{e}_{i}.jpg"
-            if overlay.is_file():
-                jobs.append((overlay, thumb))
+            rel = str(row["overlay"]) if pd.notna(row.get("overlay")) else None
+            # Only a file inside the explain folder: predictions.csv is user-editable (see overlay_file).
+            exists = overlay_file(exp.explain_dir, rel) is not None
+            thumb_url = None
+            if exists:
+                made = exp.explain_dir / "thumbs" / rel
+                if made.is_file():
+                    thumb_url = linkers[e](f"thumbs/{rel}", f"thumb_{e}_{i}.jpg")
+                else:
+                    thumb = out / "thumbs" / f"{e}_{i}.jpg"
+                    jobs.append((exp.explain_dir / rel, thumb))
+                    thumb_url = _url(out, thumb)
             runs.append(
                 {
                     "pred": row["pred"],
                     "conf": float(row.get(f"p_{row['pred']}", math.nan)),
                     "loss": float(row["loss"]) if pd.notna(row.get("loss")) else None,
                     "correct": row["correct"],
-                    "in_box": row.get("in_box") if "in_box" in frame.columns else None,
+                    "in_box": row.get("in_box") if has_box[e] else None,
+                    **{
+                        key: (float(row[key]) if pd.notna(row[key]) else None)
+                        for key in PER_IMAGE_METRICS
+                        if key in row
+                    },
                     "top": probs[:TOP_PROBABILITIES],
-                    "full": full,
-                    "thumb": _url(out, thumb) if overlay.is_file() else None,
+                    "full": linkers[e](rel, f"{e}_{i}.jpg") if exists else None,
+                    "thumb": thumb_url,
                 }
             )
+        true = tables[0][path]["true"]
         record: dict[str, Any] = {
             "path": path,
             "name": Path(path).name,
-            "true": frames[0].loc[path]["true"] if pd.notna(frames[0].loc[path]["true"]) else None,
+            "true": true if pd.notna(true) else None,
             "runs": runs,
             "flipped": False,
             "disagreement": None,
             "sims": [],
         }
-        if extra is not None and path in extra.index:
-            row = extra.loc[path]
+        if path in extra:
+            row = extra[path]
             record["flipped"] = bool(row.get("flipped", False))
             record["disagreement"] = float(row["cam_disagreement"]) if pd.notna(row.get("cam_disagreement")) else None
             for a in range(len(labels)):
@@ -403,14 +544,15 @@ def _summary_pictures(out: Path, experiments: Sequence[Experiment], paths: list[
         labelled = frame[frame["correct"].notna()]
         confusion = None
         if len(labelled):
-            index = {name: i for i, name in enumerate(exp.class_names)}
-            matrix = np.zeros((len(index), len(index)), dtype=np.int64)
-            np.add.at(matrix, (labelled["true"].map(index).to_numpy(), labelled["pred"].map(index).to_numpy()), 1)
+            matrix = confusion_counts(labelled["true"].tolist(), labelled["pred"].tolist(), exp.class_names)
             accuracy = np.trace(matrix) / matrix.sum()
             target = out / "assets" / f"confusion_{e}.png"
             plot_confusion_matrix(matrix, exp.class_names, target, title=f"{exp.label}: accuracy {accuracy:.1%}")
             confusion = _url(out, target)
-        curves = exp.run_dir / "curves.png" if exp.run_dir is not None else None
+        # Only the run folder that holds this explain folder: a run_dir taken from summary.json (user-editable)
+        # must not make the report copy a file from elsewhere.
+        inside = exp.run_dir is not None and exp.explain_dir.resolve().is_relative_to(exp.run_dir.resolve())
+        curves = exp.run_dir / "curves.png" if inside else None
         result.append(
             {
                 "confusion": confusion,
@@ -457,6 +599,8 @@ def _summary_html(table: pd.DataFrame, experiments: Sequence[Experiment]) -> str
     pointing = table["pointing_game"].notna().any()
     head = ["Experiment", "Images", "Accuracy", *[f"Recall {c}" for c in classes], "Mean confidence"]
     head += ["Pointing game"] if pointing else []
+    quality = [key for key in MAP_QUALITY_HEADS if key in table.columns and table[key].notna().any()]
+    head += [MAP_QUALITY_HEADS[key] for key in quality]
     head += ["Architecture", "Checkpoint", "Training config"]
     rows = []
     for row in table.to_dict("records"):
@@ -469,6 +613,12 @@ def _summary_html(table: pd.DataFrame, experiments: Sequence[Experiment]) -> str
         cells.append(f"<td>{_pct(row['mean_confidence'])}</td>")
         if pointing:
             cells.append(f"<td>{_pct(row['pointing_game'])}</td>")
+        for key in quality:
+            value = row[key]
+            text = _pct(value) if key in ("pointing_strict", "centre_baseline", "energy_in_box", "mosaic_peak") else (
+                f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else "–"
+            )
+            cells.append(f"<td>{_esc(text)}</td>")
         cells.append(f"<td>{_esc(row['arch'])}</td>")
         cells.append(
             f"<td class='path' title='{_esc(row['checkpoint'])}'>{_esc(_tail(row['checkpoint']))}"
@@ -572,43 +722,3 @@ def _pictures_html(pictures: list[tuple[str, str, str]]) -> str:
         for name, url, note in pictures
     )
     return f"<section><h2>Images that matter most</h2>{figures}</section>"
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>{css}</style>
-</head>
-<body>
-<header><h1>{title}</h1><p class="muted">Generated {generated} by catdog.</p>{intro}</header>
-<main>
-<section id="summary"><h2>Summary</h2>{summary}</section>
-{pairs}
-<section><h2>Confusion matrices and training curves</h2>{per_experiment}</section>
-{pictures}
-<section id="gallery-section">
-<h2>Gallery</h2>
-<p class="muted">Every image with each experiment's prediction and probability. Green = correct,
-red = wrong. Click an image to see all experiments side by side at full size
-(arrow keys: previous / next, Esc: close).</p>
-<ul class="help-list">
-<li><b>Correct / Incorrect</b>: judged by the experiment chosen under "Experiment" (or, for
-"all experiments", correct in all of them / wrong in at least one).</li>
-{flipped_help}
-</ul>
-<div id="controls" class="controls"></div>
-<p id="count" class="count" aria-live="polite"></p>
-<div id="gallery" class="gallery"></div>
-<button id="more" class="more" type="button" hidden>Show more</button>
-</section>
-</main>
-<div id="viewer" class="viewer" hidden role="dialog" aria-modal="true" aria-labelledby="viewer-title"></div>
-<noscript><p>The gallery needs JavaScript; the summary above does not.</p></noscript>
-<script type="application/json" id="report-data">{data}</script>
-<script>{js}</script>
-</body>
-</html>
-"""

@@ -22,7 +22,9 @@ from catdog.errors import CatdogError
 __all__ = [
     "COMPLETE_MARKER",
     "explain_dirs_of",
+    "is_catdog_output_dir",
     "is_complete_explain_dir",
+    "is_staging_dir",
     "resolve_checkpoint",
     "run_dir_of",
     "run_dir_of_explain",
@@ -82,6 +84,24 @@ def run_dir_of_explain(folder: Path, summary: dict[str, Any]) -> Path | None:
 def is_complete_explain_dir(folder: Path) -> bool:
     """A finished explain folder: not a staging folder, and its summary.json (written last) exists."""
     return not folder.name.startswith(_STAGING_PREFIX) and (folder / COMPLETE_MARKER).is_file()
+
+
+def is_staging_dir(folder: Path) -> bool:
+    """A hidden staging folder of :func:`staged_output_dir` (an unfinished or interrupted run)."""
+    name = Path(folder).name
+    return name.startswith(_STAGING_PREFIX) and (name.endswith(_STAGING_SUFFIX) or ".old-" in name)
+
+
+# Files that only catdog's explain and compare folders hold (explain writes its config first).
+_OUTPUT_SIGNATURES = (("explain_config.yaml",), ("predictions.csv", "summary.json"), ("pairs.csv", "per_image.csv"))
+
+
+def is_catdog_output_dir(folder: Path) -> bool:
+    """An explain or compare folder (finished or staging): its images are our overlays, not input data."""
+    folder = Path(folder)
+    if is_staging_dir(folder):
+        return True
+    return any(all((folder / name).is_file() for name in names) for names in _OUTPUT_SIGNATURES)
 
 
 def explain_dirs_of(run_dir: Path) -> list[Path]:

@@ -27,6 +27,14 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 # A truncated file must be reported, never silently decoded as a half-grey image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
+MAX_IMAGE_PIXELS = 100_000_000
+"""Images with more pixels are refused before decoding ("too many pixels"): a decompression bomb (a small
+file that decodes to gigabytes) must not exhaust memory. 100 MP is a large photo (12 MP phones, 50 MP
+cameras); decoded as RGB it is 300 MB."""
+# PIL's own guard (a warning above its limit, an error above twice that) is set to the same limit, so a
+# format that decodes before catdog can look at the size is stopped too.
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+
 # Below this many files a progress bar is just noise.
 _PROGRESS_MIN_FILES = 200
 
@@ -56,14 +64,19 @@ def load_rgb(path: str | Path) -> np.ndarray:
         Array of shape (H, W, 3), dtype uint8, RGB order, C-contiguous.
 
     Raises:
-        BadImageError: The file is missing, empty, not an image, truncated or otherwise
-            undecodable. Its message is the short reason.
+        BadImageError: The file is missing, empty, not an image, truncated, larger than
+            `MAX_IMAGE_PIXELS` or otherwise undecodable. Its message is the short reason.
     """
     path = Path(path)
     try:
         if path.stat().st_size == 0:
             raise BadImageError("zero-byte file")
         with Image.open(path) as image:
+            width, height = image.size  # from the header, before any pixel is decoded
+            if width * height > MAX_IMAGE_PIXELS:
+                raise BadImageError(
+                    f"too many pixels ({width}x{height} > {MAX_IMAGE_PIXELS:,}): possible decompression bomb"
+                )
             # load() decodes every byte, so truncated data raises here and not later.
             image.load()
             _apply_exif_orientation(image)

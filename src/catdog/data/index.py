@@ -61,6 +61,10 @@ def absolute_path(path: str | Path, base: str | Path) -> str:
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     """List the image files in a folder, sorted, skipping hidden files and folders.
 
+    Symlinked sub-folders are followed (each real folder once, so a link loop ends), the same way for
+    training and for explain. Folders that catdog itself wrote (explain and compare output: overlays of
+    earlier runs) are skipped, so explaining a root that holds them never explains our own pictures.
+
     Args:
         folder: Folder to search.
         recursive: Whether to search sub-folders too.
@@ -68,16 +72,27 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     Returns:
         Files whose extension (any case) is in IMAGE_EXTENSIONS, sorted by path.
     """
-    found: list[Path] = []
-    for current, dirs, files in os.walk(folder):
+    from catdog.runs import is_catdog_output_dir
+
+    found: list[str] = []
+    seen: set[str] = set()
+    for current, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen or (current != os.fspath(folder) and is_catdog_output_dir(Path(current))):
+            dirs[:] = []
+            continue
+        seen.add(real)
         # Pruning in place stops os.walk from entering hidden folders (.git, .ipynb_checkpoints).
         dirs[:] = [d for d in dirs if not d.startswith(".")] if recursive else []
+        # Strings, not Path objects, while filtering: 25,000 files index in well under a second.
         found.extend(
-            Path(current, name)
+            os.path.join(current, name)
             for name in files
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_EXTENSIONS
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
         )
-    return sorted(found)
+    # The order Path sorting gives (part by part), which split assignment depends on.
+    found.sort(key=lambda path: path.split(os.sep))
+    return [Path(path) for path in found]
 
 
 def assign_splits(
@@ -348,8 +363,10 @@ def _csv_index(manifest: str | Path | None, root: str | Path | None) -> pd.DataF
     manifest = Path(manifest).expanduser()
     if not manifest.is_file():
         raise CatdogError(f"data.manifest={manifest} does not exist: check the path")
-    # dtype=str and no NA parsing: a class called "NA" or "None" stays a class name.
-    table = pd.read_csv(manifest, dtype=str, keep_default_na=False, skipinitialspace=True)
+    from catdog.readers import read_csv  # here: readers imports the data package
+
+    # Text as written, no NA parsing: a class called "NA", "None" or "0" stays a class name.
+    table = read_csv(manifest, text="*", what="manifest", fix="it needs a header path,label[,split]")
     table.columns = [str(c).strip().lower() for c in table.columns]
     missing = [c for c in ("path", "label") if c not in table.columns]
     if missing:
@@ -465,12 +482,16 @@ def index_for_inference(root_or_file: str | Path, class_names: Sequence[str]) ->
         )
     known = set(class_names)
     labels: list[str | None] = []
-    for image in images:
-        # Parent folders from the nearest up to the target itself.
-        folders = [image.parents[i].name for i in range(len(image.relative_to(target).parts))]
-        label = next((name for name in folders if name in known), None)
+    paths = [os.fspath(p) for p in images]
+    skip = len(os.fspath(target).rstrip(os.sep)) + 1
+    for path in paths:
+        # Parent folders from the nearest up to the target itself (string parts: fast at 25,000 files).
+        parts = path[skip:].split(os.sep)
+        name = parts[-1]
+        folders = [target.name, *parts[:-1]][::-1]
+        label = next((folder for folder in folders if folder in known), None)
         if label is None:
-            prefix = image.name.split(".", 1)[0] if image.name.count(".") >= 2 else None
+            prefix = name.split(".", 1)[0] if name.count(".") >= 2 else None
             label = prefix if prefix in known else None
         labels.append(label)
-    return pd.DataFrame({"path": [os.fspath(p) for p in images], "label": labels})
+    return pd.DataFrame({"path": paths, "label": labels})

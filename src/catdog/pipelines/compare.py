@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -41,8 +40,27 @@ from catdog.errors import CatdogError
 from catdog.overlay import image_grid, safe_name, save_image
 from catdog.pipelines.explain import explain, select_images
 from catdog.runs import explain_dirs_of as complete_explain_dirs
-from catdog.runs import is_complete_explain_dir, resolve_checkpoint, run_dir_of, staged_output_dir, timestamped_dir
-from catdog.report import Experiment, confidence, experiment_table, pair_column, read_explain_dir, write_report
+from catdog.runs import (
+    is_complete_explain_dir,
+    is_staging_dir,
+    resolve_checkpoint,
+    run_dir_of,
+    staged_output_dir,
+    timestamped_dir,
+)
+from catdog.plots import plain_text
+from catdog.readers import read_checkpoint, read_csv, read_json, read_yaml
+from catdog.report import (
+    MAP_QUALITY_HEADS,
+    Experiment,
+    confidence,
+    experiment_table,
+    overlay_file,
+    pair_column,
+    read_explain_dir,
+    restrict_to_paths,
+    write_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +114,11 @@ def resolve_source(given: str | Path) -> Source:
     path = Path(given).expanduser()
     if not path.exists():
         raise CatdogError(f"{given} does not exist: pass run folders, explain folders or .ckpt files to compare")
+    if is_staging_dir(path):
+        raise CatdogError(
+            f"{given} is the unfinished output of an interrupted run (a hidden staging folder): run explain again "
+            "and pass the folder it completes"
+        )
     if path.is_dir() and (path / "predictions.csv").is_file():
         if not is_complete_explain_dir(path):
             raise CatdogError(f"{given} is an incomplete explain folder (no summary.json): run explain again")
@@ -119,11 +142,17 @@ def explain_dirs_of(run_dir: Path) -> list[Path]:
 
 def covered_paths(explain_dir: Path) -> set[str]:
     """Images an explain folder has seen: explained, or skipped as unreadable."""
-    paths = set(pd.read_csv(explain_dir / "predictions.csv", usecols=["path"], dtype=str)["path"])
+    paths = _listed_paths(explain_dir / "predictions.csv")
     skipped = explain_dir / "skipped.csv"
     if skipped.is_file():
-        paths |= set(pd.read_csv(skipped, usecols=["path"], dtype=str)["path"])
+        paths |= _listed_paths(skipped)
     return paths
+
+
+def _listed_paths(csv_file: Path) -> set[str]:
+    """The ``path`` column of one of an explain folder's CSVs."""
+    table = read_csv(csv_file, required=("path",), text=("path",), what=csv_file.name, fix="run explain again")
+    return set(table["path"])
 
 
 def common_images(sources: Sequence[Source], root: str | None, split: str) -> list[str]:
@@ -145,7 +174,7 @@ def common_images(sources: Sequence[Source], root: str | None, split: str) -> li
     shared: set[str] | None = None
     for source in sources:
         if source.explain_dir is not None:
-            paths = set(pd.read_csv(source.explain_dir / "predictions.csv", usecols=["path"], dtype=str)["path"])
+            paths = _listed_paths(source.explain_dir / "predictions.csv")
         elif source.run_dir is not None and (source.run_dir / "split.csv").is_file():
             paths = set(select_images(None, split, [], {}, source.run_dir)["path"])
         else:
@@ -162,13 +191,24 @@ def common_images(sources: Sequence[Source], root: str | None, split: str) -> li
     return sorted(shared)
 
 
-def class_names_of(source: Source) -> list[str]:
-    """A source's class names, without loading the whole model."""
+def source_class_names(source: Source) -> list[str]:
+    """A source's class names, without loading the whole model.
+
+    Raises:
+        CatdogError: the checkpoint is unreadable or has no class names.
+    """
     if source.explain_dir is not None:
         return read_explain_dir(source.explain_dir).class_names
     assert source.checkpoint is not None
-    checkpoint = torch.load(source.checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    return list(checkpoint.get("hyper_parameters", {}).get("class_names") or [])
+    checkpoint = read_checkpoint(source.checkpoint, mmap=True)
+    hparams = checkpoint.get("hyper_parameters")
+    names = hparams.get("class_names") if isinstance(hparams, dict) else None
+    if not isinstance(names, (list, tuple)) or not names:
+        raise CatdogError(
+            f"checkpoint {source.checkpoint} has no class names (not written by scripts/train.py): "
+            "pass a catdog checkpoint or run folder"
+        )
+    return [str(name) for name in names]
 
 
 def check_class_names(names: Sequence[str], class_lists: Sequence[Sequence[str]]) -> list[str]:
@@ -215,17 +255,26 @@ def read_run_settings(run_dir: Path | None) -> tuple[dict[str, str], dict[str, s
     hydra_dir = run_dir / ".hydra" if run_dir is not None else None
     if hydra_dir is None or not (hydra_dir / "config.yaml").is_file():
         return None
+    # Read without resolving: "${oc.env:SECRET}" in a run's metadata stays that text (never the secret).
+    fix = "fix or delete the run's .hydra folder"
     overrides: dict[str, str] = {}
     if (hydra_dir / "overrides.yaml").is_file():
-        for item in OmegaConf.load(hydra_dir / "overrides.yaml") or []:
+        items = read_yaml(hydra_dir / "overrides.yaml", what="run metadata", fix=fix) or []
+        for item in items if isinstance(items, list) else []:
             key, _, value = str(item).partition("=")
             # "~key" deletes a setting, "+key"/"++key" adds one: the key is what matters.
             overrides[key.lstrip("+~")] = value if not key.startswith("~") else "removed"
-    settings = _flatten(OmegaConf.to_container(OmegaConf.load(hydra_dir / "config.yaml"), resolve=False))
+    config = read_yaml(hydra_dir / "config.yaml", what="run metadata", fix=fix)
+    settings = _flatten(config if isinstance(config, dict) else {})
     if (hydra_dir / "hydra.yaml").is_file():
-        choices = OmegaConf.select(OmegaConf.load(hydra_dir / "hydra.yaml"), "hydra.runtime.choices") or {}
+        hydra_cfg = read_yaml(hydra_dir / "hydra.yaml", what="run metadata", fix=fix)
+        choices = ((hydra_cfg or {}).get("hydra") or {}).get("runtime", {}).get("choices") if isinstance(hydra_cfg, dict) else None
         settings.update(
-            {str(group): str(choice) for group, choice in choices.items() if not str(group).startswith("hydra")}
+            {
+                str(group): str(choice)
+                for group, choice in (choices if isinstance(choices, dict) else {}).items()
+                if not str(group).startswith("hydra")
+            }
         )
     return overrides, settings
 
@@ -324,7 +373,7 @@ def align(experiments: Sequence[Experiment], paths: Sequence[str] | None = None)
         raise CatdogError("The experiments share no explained image: compare them on the same images (data.root=...)")
     ordered = sorted(shared)
     for exp in experiments:
-        exp.predictions = exp.predictions.drop_duplicates("path").set_index("path").loc[ordered].reset_index()
+        exp.predictions = restrict_to_paths(exp.predictions, ordered)
     return ordered
 
 
@@ -347,12 +396,70 @@ def load_predicted_cams(explain_dir: Path, paths: Sequence[str]) -> np.ndarray:
     file = explain_dir / "cams.npz"
     if not file.is_file():
         raise CatdogError(f"{explain_dir} has no cams.npz: explain again with save_cams=true")
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            row = {str(path): i for i, path in enumerate(npz["paths"])}
+            missing = [p for p in paths if p not in row]
+            if missing:
+                raise CatdogError(f"{file} lacks the maps of {len(missing)} image(s) such as {missing[0]}: explain again")
+            cams = npz["cams"]
+            if cams.ndim != 4 or len(cams) != len(row):
+                raise CatdogError(f"{file} holds maps of shape {cams.shape}, not [images, maps, h, w]: explain again")
+            return cams[[row[p] for p in paths], 0].astype(np.float32)
+    except CatdogError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a corrupt zip fails as BadZipFile, ValueError, KeyError, EOFError...
+        raise CatdogError(f"{file} could not be read ({type(err).__name__}: {err}): explain again") from None
+
+
+def load_class_cams(explain_dir: Path, paths: Sequence[str], classes: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """Each image's raw map of a given class from cams.npz, so experiments compare maps of the same class.
+
+    Args:
+        explain_dir: an explain folder with cams.npz.
+        paths: the images, in order.
+        classes: ``[N]`` class index per image (e.g. the first experiment's predictions); None: the
+            predicted class's map (column 0).
+
+    Returns:
+        float32 ``[N, h, w]``, and how many images lacked a map of the wanted class (their predicted
+        class's map is used instead).
+
+    Raises:
+        CatdogError: no cams.npz, or an image is missing from it.
+    """
+    file = explain_dir / "cams.npz"
+    if not file.is_file():
+        raise CatdogError(f"{explain_dir} has no cams.npz: explain again with save_cams=true")
     with np.load(file, allow_pickle=False) as npz:
         row = {str(path): i for i, path in enumerate(npz["paths"])}
         missing = [p for p in paths if p not in row]
         if missing:
             raise CatdogError(f"{file} lacks the maps of {len(missing)} image(s) such as {missing[0]}: explain again")
-        return npz["cams"][[row[p] for p in paths], 0].astype(np.float32)
+        rows = [row[p] for p in paths]
+        cams, class_idx = npz["cams"][rows], npz["class_idx"][rows]
+    if classes is None:
+        return cams[:, 0].astype(np.float32), 0
+    match = class_idx == np.asarray(classes)[:, None]
+    column = np.where(match.any(axis=1), match.argmax(axis=1), 0)
+    return cams[np.arange(len(rows)), column].astype(np.float32), int((~match.any(axis=1)).sum())
+
+
+def method_labels(explain_dirs: Sequence[Path]) -> list[str] | None:
+    """``gradcam@layer3`` per explain folder when their methods or layers differ, else None."""
+    described = []
+    for folder in explain_dirs:
+        try:
+            summary = read_json(folder / "summary.json", what="summary")
+        except CatdogError:
+            return None
+        described.append(f"{summary.get('method') or 'cam'}@{summary.get('layer') or 'default'}")
+    return described if len(set(described)) > 1 else None
+
+
+def class_names_index(class_names: Sequence[str], name: str) -> int:
+    """Index of a class name (the predictions table stores names)."""
+    return list(class_names).index(name)
 
 
 def to_common_size(maps: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -501,7 +608,8 @@ def compare_tables(
 # ---------------------------------------------------------------------------------------------
 def _overlay(exp: Experiment, path: str) -> np.ndarray | None:
     rel = exp.predictions.loc[exp.predictions["path"] == path, "overlay"]
-    image = cv2.imread(str(exp.explain_dir / str(rel.iloc[0])), cv2.IMREAD_COLOR) if len(rel) else None
+    file = overlay_file(exp.explain_dir, rel.iloc[0]) if len(rel) else None  # only files inside the folder
+    image = cv2.imread(str(file), cv2.IMREAD_COLOR) if file is not None else None
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image is not None else None
 
 
@@ -525,6 +633,11 @@ def overlay_rows_grid(experiments: Sequence[Experiment], paths: Sequence[str], o
 
 def similarity_histogram(per_image: pd.DataFrame, pairs: pd.DataFrame, out_png: Path) -> Path:
     """Histograms of the per-image Spearman and top-20% IoU of every pair."""
+    with plain_text():  # labels are user text: "$" must not start matplotlib mathtext
+        return _similarity_histogram(per_image, pairs, out_png)
+
+
+def _similarity_histogram(per_image: pd.DataFrame, pairs: pd.DataFrame, out_png: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for metric, ax, title, low in (
         ("spearman", axes[0], "CAM Spearman correlation", -1.0),
@@ -631,7 +744,7 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
             "or sweep=<multirun folder>"
         )
     sources = [resolve_source(g) for g in given]
-    check_class_names(given, [class_names_of(s) for s in sources])
+    check_class_names(given, [source_class_names(s) for s in sources])
     common = common_images(sources, cfg.data.root, cfg.data.split)
     print(f"Comparing {len(sources)} experiments on {len(common)} common images")
 
@@ -643,13 +756,25 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
         explain_dirs.append(found)
     names = [(s.run_dir.name if s.run_dir is not None else Path(s.given).name) for s in sources]
     labels = experiment_labels(names, [read_run_settings(s.run_dir) for s in sources])
+    by_method = method_labels(explain_dirs)
+    if by_method is not None:  # explain folders of different methods/layers are experiments named by them
+        same_run = len({str(s.run_dir) for s in sources}) == 1
+        labels = _unique(by_method if same_run else [f"{a} {b}" for a, b in zip(labels, by_method)])
     experiments = [read_explain_dir(d, label) for d, label in zip(explain_dirs, labels)]
     paths = align(experiments, common)
     if len(paths) < len(common):
         log.warning(
             "%d of the %d common images could not be read by every run: left out", len(common) - len(paths), len(common)
         )
-    cams = [load_predicted_cams(exp.explain_dir, paths) for exp in experiments]
+    # Maps of the same class: each image's class is the first experiment's prediction.
+    reference = np.array([class_names_index(experiments[0].class_names, p) for p in experiments[0].predictions["pred"]])
+    cams, lacking = [], 0
+    for exp in experiments:
+        maps, missing = load_class_cams(exp.explain_dir, paths, reference)
+        cams.append(maps)
+        lacking = max(lacking, missing)
+    if lacking:
+        log.warning("%d image(s): an experiment has no map of the reference class; its predicted map is used", lacking)
 
     final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(Path("compare"))
     table, pairs, per_image = compare_tables(experiments, cams)
@@ -680,14 +805,24 @@ def _explain_again(source: Source, cfg: DictConfig) -> Path:
             f"{source.given} does not cover the common images and its checkpoint is gone: pass its run folder or "
             "checkpoint instead"
         )
-    overrides = [f"ckpt={source.checkpoint}", f"data.split={cfg.data.split}"]
-    if cfg.data.root:
-        overrides.append(f"data.root={cfg.data.root}")
-    settings = _flatten(OmegaConf.to_container(cfg.explain, resolve=True)) if cfg.get("explain") else {}
-    overrides += [f"{key}={value}" for key, value in settings.items()]
+    # Values are merged as data, never pasted into override strings: a folder named "lr=0.1,bs=32" or a
+    # path with quotes or "$" would otherwise be parsed by Hydra's override grammar.
+    explain_cfg = _explain_config([])
+    settings = OmegaConf.to_container(cfg.explain, resolve=True) if cfg.get("explain") else {}
+    merged = OmegaConf.merge(
+        explain_cfg,
+        settings,
+        {"ckpt": _literal(source.checkpoint), "data": {"split": str(cfg.data.split)}},
+        {"data": {"root": _literal(cfg.data.root)}} if cfg.data.root else {},
+    )
     print(f"Explaining {source.given} (no explain folder covers the common images)")
-    result = explain(_explain_config(overrides))
+    result = explain(merged)
     return Path(result["out_dir"])
+
+
+def _literal(value: Any) -> str:
+    """A path as an OmegaConf value that is never read as an interpolation (``${`` escaped)."""
+    return str(value).replace("${", "\\${")
 
 
 def _explain_config(overrides: list[str]) -> DictConfig:
@@ -711,6 +846,8 @@ def print_tables(table: pd.DataFrame, pairs: pd.DataFrame, class_names: Sequence
     columns = ["experiment", "images", "accuracy", *[f"recall_{c}" for c in class_names], "mean_confidence"]
     if table["pointing_game"].notna().any():
         columns.append("pointing_game")
+    # Localization and faithfulness totals (catdog.metrics), where measured.
+    columns += [c for c in MAP_QUALITY_HEADS if c in table.columns and table[c].notna().any()]
     for column in columns:
         if column == "experiment":  # labels are what the reader needs: wrap them, never cut them
             numbers.add_column("experiment", overflow="fold", min_width=min(30, int(table["experiment"].str.len().max())))

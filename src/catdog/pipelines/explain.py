@@ -21,6 +21,7 @@ threads with a bounded queue, so memory does not grow with the number of images.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -28,7 +29,6 @@ import math
 import platform
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -37,27 +37,71 @@ from typing import Any, Callable
 import cv2
 import numpy as np
 import pandas as pd
+import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from torch.utils.data import DataLoader, Dataset
 
 import catdog
-from catdog.cam import area_above, normalize_for_display, peak_in_image, upsample_cams
-from catdog.data import BadImageError, build_transform, index_for_inference, load_boxes, load_rgb
+from catdog.cam import area_above, display_maps, parse_threshold, strongest_region, upsample_cams
+from catdog.data import (
+    SPLITS,
+    BadImageError,
+    build_transform,
+    find_masks,
+    is_mask_file,
+    index_for_inference,
+    load_boxes,
+    load_mask,
+    load_rgb,
+)
 from catdog.errors import CatdogError
-from catdog.explainers import ExactCAM, Explainer
-from catdog.metrics import pointing_columns, summarize_pointing
-from catdog.models import ClassifierModule, arch_spec, load_classifier
-from catdog.overlay import draw_label, heatmap_overlay, image_grid, label_text, safe_name, save_image, side_by_side
-from catdog.plots import plot_confusion_matrix
+from catdog.explainers import METHODS, ExactCAM, Explainer, build_method
+from catdog.faithfulness import Faithfulness, build_faithfulness
+from catdog.geometry import CellCentres, cell_centres, grid_centres
+from catdog.imagenet import PretrainedClassifier, describe_topk, imagenet_arch, load_imagenet
+from catdog.metrics import (
+    localization_columns,
+    pointing_lines,
+    summarize_faithfulness,
+    summarize_pointing,
+    summary_lines,
+)
+from catdog.models import ClassifierModule, arch_spec, load_classifier, resolve_layer
+from catdog.mosaic import mosaic_check
+from catdog.overlay import (
+    draw_contour,
+    draw_label,
+    heatmap_overlay,
+    image_grid,
+    label_text,
+    safe_name,
+    save_image,
+    side_by_side,
+)
+from catdog.pipelines.predict import (
+    SKIP_REASON,
+    ExplainDataset,
+    ExplainPredictor,
+    ShardWriter,
+    bounded_copy,
+    collate_explain,
+    global_rank_from_env,
+    merge_shards,
+    resolve_precision,
+)
+from catdog.plots import confusion_counts, plot_confusion_matrix
+from catdog.readers import read_csv
 from catdog.report import read_explain_dir, write_report
 from catdog.runs import resolve_checkpoint, run_dir_of, staged_output_dir, timestamped_dir
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test", "all")
+THUMBS = "thumbs"  # gallery thumbnails, <explain folder>/thumbs/<overlay path>
+__all__ = ["ExplainDataset", "ImageJob", "OverlayStyle", "collate_explain", "explain", "render_image", "run_explain"]
+EXPLAIN_SPLITS = (*SPLITS, "all")  # data.split: one split of split.csv, or all of them
+# The CAM self-check compares spatial mean + bias with the logit; bf16 keeps ~3 significant digits,
+# so a deviation of a few thousandths is normal there and only float32 is held to 1e-3.
+CAM_CHECK_TOLERANCE = {"32": 1e-3, "bf16": 5e-2}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,8 +121,8 @@ def select_images(
     if source:
         images = index_for_inference(source, class_names)[["path", "label"]]
     else:
-        if split not in SPLITS:
-            raise CatdogError(f"data.split={split} is not one of {', '.join(SPLITS)}")
+        if split not in EXPLAIN_SPLITS:
+            raise CatdogError(f"data.split={split} is not one of {', '.join(EXPLAIN_SPLITS)}")
         # The path recorded at training time, else the run folder's own copy (a moved run folder).
         split_csv = Path(data_hparams.get("split_csv") or run_dir / "split.csv")
         if not split_csv.is_file():
@@ -88,11 +132,20 @@ def select_images(
                 f"No split.csv next to the checkpoint (looked in {run_dir}): pass data.root=<folder> or "
                 "input=<image> to choose the images to explain"
             )
-        images = pd.read_csv(split_csv)
+        # Text as written: classes called "0", "1", "NA" or "None" stay class names.
+        images = read_csv(
+            split_csv,
+            required=("path", "label", "split"),
+            text=("path", "split"),
+            optional_text=("label",),
+            what="split file",
+            fix="it is written by scripts/train.py; train again or restore it",
+        )
         if split != "all":
             images = images[images["split"] == split]
         images = images[["path", "label"]]
-    images = images.astype({"path": str}).reset_index(drop=True)
+    images = images.astype({"path": str})
+    images = images[[not is_mask_file(p) for p in images["path"]]].reset_index(drop=True)  # <stem>_mask.png
     images["label"] = images["label"].where(images["label"].notna(), None)
     if images.empty:
         where = source or f"the {split} split of {run_dir}"
@@ -100,39 +153,37 @@ def select_images(
     return images
 
 
-# ---------------------------------------------------------------------------------------------
-# Decoding in DataLoader workers
-# ---------------------------------------------------------------------------------------------
-class ExplainDataset(Dataset):
-    """Decodes one image: the model input and the original pixels (overlays use the original size).
+def sample_across_classes(images: pd.DataFrame, count: int, seed: int = 0) -> pd.DataFrame:
+    """At most ``count`` images, taken in turn from each class (unlabelled images form one group).
 
-    Unreadable files are returned as an error instead of raising, so one bad file never stops a run.
+    Within a class the images are drawn in a seeded random order, so the same table and count always give
+    the same images, and every class is present when ``count`` is at least the number of classes. The
+    result keeps the table's order.
+
+    Args:
+        images: columns ``path`` and ``label`` (None when unknown).
+        count: how many to keep (at least 1).
+        seed: the random order within each class.
+
+    Returns:
+        The chosen rows, with a fresh index.
+
+    Raises:
+        CatdogError: ``count`` is below 1.
     """
-
-    def __init__(self, paths: list[str], transform: Callable[[np.ndarray], torch.Tensor]) -> None:
-        self.paths = paths
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        try:
-            rgb = load_rgb(self.paths[index])
-        except BadImageError as err:
-            return {"index": index, "error": str(err)}
-        return {"index": index, "error": None, "image": self.transform(rgb), "original": torch.from_numpy(rgb)}
-
-
-def collate_explain(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack the readable images; keep originals as a list (their sizes differ) and errors aside."""
-    good = [item for item in items if item["error"] is None]
-    return {
-        "images": torch.stack([item["image"] for item in good]) if good else None,
-        "indices": [item["index"] for item in good],
-        "originals": [item["original"] for item in good],
-        "errors": [(item["index"], item["error"]) for item in items if item["error"] is not None],
-    }
+    if count < 1:
+        raise CatdogError(f"data.max_images={count} must be at least 1 (or null for all images)")
+    if count >= len(images):
+        return images.reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    keys = images["label"].map(lambda v: "\0unlabelled" if v is None else str(v))
+    queues = [rng.permutation(np.flatnonzero((keys == key).to_numpy())).tolist() for key in sorted(set(keys))]
+    chosen: list[int] = []
+    while len(chosen) < count:
+        for queue in queues:
+            if queue and len(chosen) < count:
+                chosen.append(queue.pop(0))
+    return images.iloc[sorted(chosen)].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,10 +199,14 @@ class ImageJob:
     loss: float  # NaN when unknown
     cam_idx: np.ndarray  # [M] class of each map: top-k predictions, then the true class
     cams: np.ndarray  # [M, h, w] raw maps, float32
-    original: np.ndarray  # [H, W, 3] uint8 RGB
+    original: np.ndarray  # [H, W, 3] uint8 RGB: the original, or a copy bounded by overlay.max_size
     boxes: list[tuple[float, float, float, float]]  # the image's object boxes; empty when none are known
     overlay_path: Path
     overlay_rel: str
+    size: tuple[int, int] | None = None  # (H, W) of the original file (peaks and boxes use it); None: original's
+    thumb_path: Path | None = None  # where to write the report's gallery thumbnail (None: no thumbnail)
+    mask: str | None = None  # the image's object mask file, when known
+    columns: dict[str, Any] | None = None  # per-image metrics computed on the batch (faithfulness)
 
 
 @dataclass(frozen=True)
@@ -163,6 +218,10 @@ class OverlayStyle:
     show_true_cam: bool
     quality: int
     pointing_tolerance: float = 0.0
+    thumb_size: int = 220  # longest side of the gallery thumbnail made from the overlay in memory
+    display: str = "minmax"  # cam.display_maps mode; "signed" draws with a diverging colormap
+    threshold: str | float | None = None  # cam.strongest_region: contour of the predicted map's strongest region
+    centres: CellCentres | None = None  # where each map cell's evidence comes from (catdog.geometry)
 
 
 def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
@@ -172,15 +231,22 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
         The image's row of predictions.csv.
     """
     names = style.class_names
-    height, width = job.original.shape[:2]
+    # Geometry (peaks, boxes) in the original file's pixels; pictures at the (bounded) copy's size.
+    height, width = job.size or job.original.shape[:2]
+    shown_size = job.original.shape[:2]
     pred = int(job.cam_idx[0])
     mistake = job.true_idx >= 0 and job.true_idx != pred
     show_true = mistake and style.show_true_cam and job.true_idx not in job.cam_idx[: style.topk]
     # Upsample only the maps that are drawn: the true-class column repeats the prediction when correct.
     shown = list(range(style.topk)) + ([len(job.cam_idx) - 1] if show_true else [])
-    maps = upsample_cams(torch.from_numpy(job.cams[shown]), (height, width))  # [len(shown), H, W]
-    peak_x, peak_y = peak_in_image(torch.from_numpy(job.cams[0]), (height, width))
-    display = normalize_for_display(maps).numpy()
+    centres = style.centres or grid_centres(job.cams.shape[-2:], job.cams.shape[-2:])
+    maps = centres.upsample(torch.from_numpy(job.cams[shown]), shown_size)  # [len(shown), H, W]
+    peak_x, peak_y = centres.peak(torch.from_numpy(job.cams[0]), (height, width))
+    display = display_maps(maps, style.display).numpy()
+    colormap = "diverging" if style.display == "signed" else "jet"
+    region_area = None
+    if style.threshold is not None:
+        region, region_area = strongest_region(display[0], style.threshold)
 
     true_name = names[job.true_idx] if job.true_idx >= 0 else None
     panels: list[np.ndarray] = []
@@ -189,11 +255,17 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     for column in range(style.topk):
         cls = int(job.cam_idx[column])
         text = label_text(names[cls], float(job.probs[cls]), true_name if column == 0 else None)
-        panels.append(draw_label(heatmap_overlay(job.original, display[column], style.alpha), text))
+        panel = heatmap_overlay(job.original, display[column], style.alpha, colormap)
+        if column == 0 and region_area is not None:
+            panel = draw_contour(panel, region)
+        panels.append(draw_label(panel, text))
     if show_true:
         text = f"true: {true_name} {100 * float(job.probs[job.true_idx]):.1f}%"
-        panels.append(draw_label(heatmap_overlay(job.original, display[-1], style.alpha), text))
-    save_image(job.overlay_path, panels[0] if len(panels) == 1 else side_by_side(panels), quality=style.quality)
+        panels.append(draw_label(heatmap_overlay(job.original, display[-1], style.alpha, colormap), text))
+    picture = panels[0] if len(panels) == 1 else side_by_side(panels)
+    save_image(job.overlay_path, picture, quality=style.quality)
+    if job.thumb_path is not None:  # from the picture in memory: the report never decodes the overlay again
+        save_image(job.thumb_path, bounded_copy(picture, style.thumb_size), quality=85)
 
     row: dict[str, Any] = {
         "path": job.path,
@@ -207,30 +279,81 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
         "area50": area_above(maps[0], 0.5),
         "overlay": job.overlay_rel,
     }
+    if region_area is not None:
+        row["region_area"] = region_area  # share of the photo inside the thresholded strongest region
     if style.topk > 1:
         row["topk"] = "|".join(names[int(c)] for c in job.cam_idx[: style.topk])
-    row.update(pointing_columns((peak_x, peak_y), job.boxes, (height, width), style.pointing_tolerance))
+        row["topk_p"] = "|".join(f"{float(job.probs[int(c)]):.4f}" for c in job.cam_idx[: style.topk])
+    row.update(_localization(job, centres, style.pointing_tolerance))
+    row.update(job.columns or {})
     return row
 
 
-class BoundedWriter:
-    """A thread pool that keeps at most ``max_pending`` jobs in flight, results in submission order."""
+def _localization(job: ImageJob, centres: CellCentres, tolerance: float) -> dict[str, Any]:
+    """Localization columns of the *true* class's map (the last map; the prediction when unlabelled).
 
-    def __init__(self, fn: Callable[[ImageJob], dict[str, Any]], workers: int, max_pending: int) -> None:
+    In the original file's pixels (boxes and masks are), not the bounded copy the overlay is drawn on.
+    """
+    if not job.boxes and not job.mask:
+        return {}
+    size = job.size or job.original.shape[:2]
+    cam = torch.from_numpy(job.cams[-1])
+    mask = load_mask(job.mask) if job.mask else None
+    return localization_columns(
+        centres.peak(cam, size), centres.upsample(cam, size), size, boxes=job.boxes, mask=mask, tolerance=tolerance
+    )
+
+
+def render_or_skip(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
+    """:func:`render_image`, turning a failure on this one image into a skipped.csv reason.
+
+    A valid but extreme image (8x70000 px: beyond JPEG's 65535 px limit) or a full disk for one file
+    must cost that image, not the whole run.
+
+    Returns:
+        The predictions.csv row, or ``{"path": ..., "__skipped__": reason}``.
+    """
+    try:
+        return render_image(job, style)
+    except Exception as err:  # noqa: BLE001 - any failure of one image is reported, never fatal
+        job.overlay_path.unlink(missing_ok=True)
+        return {"path": job.path, SKIP_REASON: f"cannot draw overlay: {type(err).__name__}: {' '.join(str(err).split())[:160]}"}
+
+
+class BoundedWriter:
+    """A thread pool that keeps at most ``max_pending`` jobs in flight, results in submission order.
+
+    Results go to ``on_result`` as they complete (streaming, nothing kept), or into ``results`` when it is None.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[ImageJob], dict[str, Any]],
+        workers: int,
+        max_pending: int,
+        on_result: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self._fn = fn
         self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="overlay")
         self._pending: deque[Future] = deque()
         self._max_pending = max_pending
+        self.on_result = on_result
         self.results: list[dict[str, Any]] = []
+
+    def _done(self, result: dict[str, Any]) -> None:
+        if self.on_result is None:
+            self.results.append(result)
+        else:
+            self.on_result(result)
 
     def submit(self, job: ImageJob) -> None:
         while len(self._pending) >= self._max_pending:
-            self.results.append(self._pending.popleft().result())
+            self._done(self._pending.popleft().result())
         self._pending.append(self._pool.submit(self._fn, job))
 
     def close(self) -> list[dict[str, Any]]:
         while self._pending:
-            self.results.append(self._pending.popleft().result())
+            self._done(self._pending.popleft().result())
         self._pool.shutdown()
         return self.results
 
@@ -259,225 +382,530 @@ def overlay_location(
 # The pipeline
 # ---------------------------------------------------------------------------------------------
 def explain(cfg: DictConfig) -> dict[str, Any]:
-    """Explain a checkpoint's predictions on a set of images and write the explain folder.
+    """Explain a checkpoint's (or a pretrained ImageNet model's) predictions and write the explain folder.
+
+    ``layers=[a,b,...]`` writes one complete explain folder per layer, siblings named
+    ``<folder>_<method>_<layer>``; ``grid=true`` adds ``grid/<image>.jpg`` (methods x layers) to the folder.
 
     Args:
         cfg: the composed ``conf/explain.yaml`` config.
 
     Returns:
-        The summary written to ``summary.json`` plus ``out_dir``.
+        The summary written to ``summary.json`` plus ``out_dir`` (the last folder) and ``out_dirs`` (all).
 
     Raises:
         CatdogError: bad checkpoint, paths or settings.
     """
-    checkpoint = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
-    model = load_classifier(checkpoint)
+    model, _checkpoint, run_dir, provenance = _load_model(cfg)
     hp = model.hparams
     class_names: list[str] = list(hp.class_names)
-    run_dir = run_dir_of(checkpoint)
     if not 1 <= cfg.topk <= len(class_names):
         raise CatdogError(f"topk={cfg.topk} must be between 1 and the number of classes ({len(class_names)})")
-    if str(cfg.precision) not in ("32", "bf16"):
-        raise CatdogError(f"precision={cfg.precision} is not supported: use 32 or bf16")
+    if "spawn" in str(cfg.get("strategy", "auto")) or "fork" in str(cfg.get("strategy", "auto")):
+        raise CatdogError(
+            f"strategy={cfg.strategy} is not supported by explain: use strategy=ddp (with torchrun, SLURM, "
+            "or Lightning starting the other processes)"
+        )
+    if str(cfg.precision) not in ("auto", "32", "bf16"):
+        raise CatdogError(f"precision={cfg.precision} is not supported: use auto, 32 or bf16")
+    style = OverlayStyle(
+        class_names=class_names,
+        topk=cfg.topk,
+        alpha=float(cfg.overlay.alpha),
+        side_by_side=bool(cfg.overlay.side_by_side),
+        show_true_cam=bool(cfg.overlay.show_true_cam),
+        quality=int(cfg.overlay.quality),
+        pointing_tolerance=float(cfg.pointing_tolerance),
+        display=_check_display(cfg.get("display", "minmax")),
+        threshold=parse_threshold(cfg.get("threshold")),
+    )
+    layers = [str(layer) for layer in cfg.layers] if cfg.get("layers") else [cfg.get("layer")]
+    explainers = [build_explainer(model, cfg.get("method"), layer) for layer in layers]  # all errors up front
 
     source = cfg.input or cfg.data.root
+    if provenance.get("imagenet") and not source:
+        raise CatdogError(f"ckpt={cfg.ckpt} has no held-out split: pass input=<image or folder> or data.root=<folder>")
     images = select_images(source, cfg.data.split, class_names, dict(hp.data or {}), run_dir)
     if cfg.data.max_images:
-        images = images.head(int(cfg.data.max_images))
+        images = sample_across_classes(images, int(cfg.data.max_images))
     boxes = _boxes_for(source, dict(hp.data or {}))
-    final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "explain")
-    explainer = build_explainer(model)
+    masks = find_masks(_dataset_root(source, dict(hp.data or {})), images["path"].tolist())
+    base_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "explain")
+    contrast = str(cfg.get("contrast", "none"))
+    metric_names = list(cfg.get("metrics") or [])
+    steps = int(cfg.faithfulness.steps) if "faithfulness" in cfg else 16
+    faithfulness_batch = int(cfg.faithfulness.batch_size) if "faithfulness" in cfg else 64
+    size = (int(hp.image_size), int(hp.image_size))
 
-    # Everything is written into a hidden staging folder that becomes final_dir only when complete.
-    with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite)) as out_dir:
-        OmegaConf.save(cfg, out_dir / "explain_config.yaml")
-        predictions, skipped, extra = run_explain(
-            model,
-            images,
-            out_dir,
-            explainer=explainer,
-            boxes=boxes,
-            topk=cfg.topk,
-            batch_size=cfg.data.batch_size,
-            num_workers=cfg.data.num_workers,
-            bf16=str(cfg.precision) == "bf16",
-            style=OverlayStyle(
-                class_names=class_names,
-                topk=cfg.topk,
-                alpha=float(cfg.overlay.alpha),
-                side_by_side=bool(cfg.overlay.side_by_side),
-                show_true_cam=bool(cfg.overlay.show_true_cam),
-                quality=int(cfg.overlay.quality),
-                pointing_tolerance=float(cfg.pointing_tolerance),
+    summaries, out_dirs = [], []
+    for explainer in explainers:
+        final_dir = base_dir
+        if len(explainers) > 1:
+            final_dir = base_dir.with_name(f"{base_dir.name}_{safe_name(explainer.method)}_{safe_name(explainer.layer)}")
+        # Map geometry (issue #8): measured cell centres place the peak and the overlay.
+        centres = map_centres(model, explainer, size, str(cfg.get("align", "cell")))
+        faithfulness = build_faithfulness(
+            model.net,
+            metric_names,
+            lambda net, explainer=explainer: build_explainer(
+                model, cfg.get("method"), explainer.layer, contrast=contrast, net=net
             ),
-            writers=cfg.overlay.writers,
-            save_cams=cfg.save_cams,
+            centres,
+            steps=steps,
+            batch_size=faithfulness_batch,
         )
-        summary = write_reports(predictions, skipped, class_names, out_dir, cfg.top_losses)
-        if summary["pointing_game"]:
-            summary["pointing_game"]["tolerance"] = float(cfg.pointing_tolerance)
-        summary.update(extra)
-        summary.update(explainer.describe())
-        summary["checkpoint"] = {"path": str(checkpoint.resolve()), "sha256": _sha256(checkpoint)}
-        config_file = run_dir / ".hydra" / "config.yaml"
-        summary["train_config"] = (
+        layer_style = dataclasses.replace(style, centres=centres)
+
+        def explain_into(
+            out_dir: Path | None,
+            explainer: Explainer = explainer,
+            faithfulness: Faithfulness | None = faithfulness,
+            layer_style: OverlayStyle = layer_style,
+        ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None:
+            return run_explain(
+                model,
+                images,
+                out_dir,
+                explainer=explainer,
+                boxes=boxes,
+                masks=masks,
+                faithfulness=faithfulness,
+                topk=cfg.topk,
+                batch_size=cfg.data.batch_size,
+                num_workers=cfg.data.num_workers,
+                precision=str(cfg.precision),
+                style=layer_style,
+                writers=cfg.overlay.writers,
+                save_cams=cfg.save_cams,
+                max_side=cfg.overlay.get("max_size"),
+                accelerator=str(cfg.get("accelerator", "auto")),
+                devices=cfg.get("devices", 1),
+                num_nodes=int(cfg.get("num_nodes", 1)),
+                strategy=str(cfg.get("strategy", "auto")),
+            )
+
+        if global_rank_from_env() != 0:
+            # Another process of a multi-process run: it explains its share into rank 0's folder (received
+            # by broadcast) and leaves the tables, summary and report to rank 0.
+            explain_into(None)
+            continue
+
+        # Everything is written into a hidden staging folder that becomes final_dir only when complete.
+        with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite)) as out_dir:
+            OmegaConf.save(cfg, out_dir / "explain_config.yaml")
+            result = explain_into(out_dir)
+            if result is None:  # the launcher made this process a non-zero rank after all
+                return {"out_dir": None}
+            predictions, skipped, extra = result
+            if predictions.empty:
+                first = skipped.iloc[0] if len(skipped) else None
+                detail = f" (first: {first['path']}: {first['reason']})" if first is not None else ""
+                raise CatdogError(
+                    f"none of the {len(images)} images could be used{detail}: check the files, or point "
+                    "data.root/input at readable images"
+                )
+            summary = write_reports(predictions, skipped, class_names, out_dir, cfg.top_losses)
+            if summary["pointing_game"]:
+                summary["pointing_game"]["tolerance"] = float(cfg.pointing_tolerance)
+            summary["align"] = str(cfg.get("align", "cell"))
+            summary["cell_centres"] = {"x": [round(v, 1) for v in centres.x], "y": [round(v, 1) for v in centres.y]}
+            if "mosaic" in _as_list(cfg.get("localization")):
+                summary["mosaic"] = _run_mosaic(cfg, model, explainer, images, centres, out_dir)
+            summary.update(extra)
+            summary.update(explainer.describe())
+            summary["display"] = style.display
+            summary["threshold"] = style.threshold
+            if cfg.get("grid"):
+                summary["grids"] = write_grids(model, images, out_dir, cfg, style)
+            summary.update(provenance)
+            summary["arch"] = hp.arch
+            summary["class_names"] = class_names
+            summary["source"] = str(source) if source else f"{run_dir}/split.csv [{cfg.data.split}]"
+            summary["versions"] = _versions()
+            (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+            write_report(out_dir / "report", [read_explain_dir(out_dir)])
+        _print_where(final_dir, summary)
+        if provenance.get("imagenet"):
+            _print_topk(predictions, class_names, cfg.topk)
+        summaries.append(summary)
+        out_dirs.append(str(final_dir))
+    if not summaries:  # a non-zero rank of a multi-process run
+        return {"out_dir": None, "rank": global_rank_from_env()}
+    return dict(summaries[-1], out_dir=out_dirs[-1], out_dirs=out_dirs)
+
+
+def _load_model(cfg: DictConfig) -> tuple[ClassifierModule | PretrainedClassifier, Path | None, Path, dict[str, Any]]:
+    """The model of ``ckpt=``, its checkpoint file, its run folder, and provenance for summary.json."""
+    arch = imagenet_arch(cfg.ckpt)
+    if arch is not None:
+        model = load_imagenet(
+            arch,
+            weights=cfg.get("weights"),
+            labels=cfg.get("labels"),
+            mean=list(cfg.mean) if cfg.get("mean") is not None else None,
+            std=list(cfg.std) if cfg.get("std") is not None else None,
+        )
+        weights_file = Path(model.source)
+        provenance = {
+            "imagenet": {"arch": arch, "weights": model.source},
+            "checkpoint": {"path": None, "sha256": _sha256(weights_file) if weights_file.is_file() else None},
+            "train_config": None,
+        }
+        # No run folder: explain folders of ImageNet models go below runs_dir/imagenet_<arch>/explain/.
+        return model, None, Path(cfg.runs_dir) / f"imagenet_{arch}", provenance
+    if cfg.get("weights") or cfg.get("labels"):
+        raise CatdogError("weights= and labels= are for ckpt=imagenet:<arch>: a catdog checkpoint carries its own")
+    checkpoint = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
+    model = load_classifier(checkpoint)
+    run_dir = run_dir_of(checkpoint)
+    config_file = run_dir / ".hydra" / "config.yaml"
+    provenance = {
+        "checkpoint": {"path": str(checkpoint.resolve()), "sha256": _sha256(checkpoint)},
+        "train_config": (
             {"path": str(config_file.resolve()), "sha256": _sha256(config_file)} if config_file.is_file() else None
-        )
-        summary["arch"] = hp.arch
-        summary["class_names"] = class_names
-        summary["source"] = str(source) if source else f"{run_dir}/split.csv [{cfg.data.split}]"
-        summary["versions"] = _versions()
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        write_report(out_dir / "report", [read_explain_dir(out_dir)])
-    out_dir = final_dir
-    _print_where(out_dir, summary)
-    return dict(summary, out_dir=str(out_dir))
+        ),
+    }
+    return model, checkpoint, run_dir, provenance
+
+
+def _check_display(value: object) -> str:
+    from catdog.cam import DISPLAYS
+
+    mode = str(value).strip().lower()
+    if mode not in DISPLAYS:
+        raise CatdogError(f"display={value} is unknown: choose one of {', '.join(DISPLAYS)}")
+    return mode
+
+
+def _print_topk(predictions: pd.DataFrame, class_names: list[str], topk: int, limit: int = 20) -> None:
+    """ImageNet mode: each image's top-k classes with their probabilities."""
+    probs = predictions[[f"p_{name}" for name in class_names]].to_numpy(dtype=float)
+    for path, row in zip(predictions["path"].head(limit), probs[:limit]):
+        print(f"  {Path(path).name}: {describe_topk(class_names, row.tolist(), topk)}")
+    if len(predictions) > limit:
+        print(f"  ... {len(predictions) - limit} more in predictions.csv")
 
 
 def run_explain(
-    model: ClassifierModule,
+    model: ClassifierModule | PretrainedClassifier,
     images: pd.DataFrame,
-    out_dir: Path,
+    out_dir: Path | None,
     *,
     style: OverlayStyle,
     explainer: Explainer | None = None,
     boxes: dict[str, list[tuple[float, float, float, float]]] | None = None,
+    masks: dict[str, str] | None = None,
+    faithfulness: Faithfulness | None = None,
     topk: int = 1,
     batch_size: int = 32,
     num_workers: int = 2,
-    bf16: bool = False,
+    precision: str = "32",
+    bf16: bool | None = None,
     writers: int = 2,
     save_cams: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """The streaming core: batches in, overlays and rows out. Usable without Hydra.
+    max_side: int | None = None,
+    thumbnails: bool = True,
+    accelerator: str = "cpu",
+    devices: int | str = 1,
+    num_nodes: int = 1,
+    strategy: str = "auto",
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None:
+    """The streaming core, as Lightning prediction: batches in, overlays, rows and maps out. Usable without Hydra.
+
+    Each process (rank) explains a contiguous share of ``images`` and writes a shard; rank 0 merges the
+    shards into the explain folder (see :mod:`catdog.pipelines.predict`). With one process it is the
+    same code path.
 
     Args:
         model: a loaded classifier in eval mode.
         images: columns ``path`` and ``label`` (class name or None).
-        out_dir: the explain folder (must exist).
+        out_dir: the explain folder (must exist on rank 0; other ranks get rank 0's, may pass None).
         style: how overlays look.
         explainer: the method making the maps; default exact CAM at the registry's feature layer.
         boxes: absolute path -> object boxes, for the pointing game.
+        masks: absolute path -> object mask file (localization metrics; preferred over boxes).
+        faithfulness: opt-in faithfulness metrics, computed per batch (columns of predictions.csv).
         topk: maps for the top-k predicted classes.
         batch_size: images per forward pass.
-        num_workers: decoding worker processes (0: decode in this process).
-        bf16: run the forward pass under bfloat16 autocast.
-        writers: overlay writer threads.
+        num_workers: decoding worker processes per rank (0: decode in the rank's own process).
+        precision: ``auto``, ``32`` or ``bf16`` (see :func:`catdog.pipelines.predict.resolve_precision`).
+        bf16: deprecated shorthand for ``precision="bf16"`` (True) or ``"32"`` (False).
+        writers: overlay writer threads per rank.
         save_cams: write raw maps to ``cams.npz``.
+        max_side: overlays are drawn on a copy of the original whose longest side is at most this.
+        thumbnails: write the report's gallery thumbnails (``thumbs/``) from the overlays in memory.
+        accelerator, devices, num_nodes, strategy: Lightning Trainer settings (``strategy=ddp`` for many).
+        progress: show Lightning's progress bar.
 
     Returns:
-        predictions (one row per readable image), skipped (path, reason), and run statistics.
+        On rank 0: predictions (one row per readable image, input order), skipped (path, reason) and run
+        statistics; on other ranks: None.
     """
+    if bf16 is not None:
+        precision = "bf16" if bf16 else "32"
     hp = model.hparams
     class_names = list(hp.class_names)
-    net = model.net
     explainer = explainer or build_explainer(model)
     to_index = {name: i for i, name in enumerate(class_names)}
     labels = [to_index.get(label, -1) if label is not None else -1 for label in images["label"]]
     paths = images["path"].tolist()
+    stems = unique_stems(paths)
+    lightning_precision, precision_record = resolve_precision(precision, accelerator)
+    channels_last = bool(hp.get("channels_last", True))
+    if channels_last:
+        model.net.to(memory_format=torch.channels_last)
 
-    transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
-    loader = DataLoader(
-        ExplainDataset(paths, transform),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=collate_explain,
-        persistent_workers=False,
-    )
-    memory_format = torch.channels_last if hp.get("channels_last", True) else torch.contiguous_format
-    net.to(memory_format=memory_format)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
-    writer = BoundedWriter(lambda job: render_image(job, style), writers, max_pending=2 * batch_size)
-    used_names: set[str] = set()
-    skipped: list[dict[str, str]] = []
-    cam_chunks: list[np.ndarray] = []
-    idx_chunks: list[np.ndarray] = []
-    cam_paths: list[str] = []
-    batch_stats: dict[str, float] = {}
-    start = datetime.now()
+    writer = BoundedWriter(lambda job: render_or_skip(job, style), writers, max_pending=2 * batch_size)
+    used_names: set[str] = set()  # overlay names are unique per stem across ranks (see unique_stems)
 
-    progress = Progress(
-        TextColumn("[bold]explain"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=False
-    )
-    with progress:
-        task = progress.add_task("explain", total=len(paths))
-        for batch in loader:
-            skipped.extend({"path": paths[i], "reason": reason} for i, reason in batch["errors"])
-            if batch["images"] is None:
-                progress.advance(task, len(batch["errors"]))
-                continue
-            indices = batch["indices"]
-            x = batch["images"].contiguous(memory_format=memory_format)
-            true = torch.tensor([labels[i] for i in indices], dtype=torch.long)
-            with autocast:
-                explained = explainer.explain(x, true_labels=true, topk=topk)
-            logits, cam_idx, cams = explained.logits, explained.class_idx, explained.maps
-            for key, value in explained.stats.items():  # worst case over batches
-                batch_stats[key] = max(batch_stats.get(key, value), value)
-            probs = logits.softmax(dim=1)
-            losses = F.cross_entropy(logits, true.clamp(min=0), reduction="none")
-
-            cams_np, idx_np, probs_np = cams.numpy(), cam_idx.numpy(), probs.numpy()
-            if save_cams:
-                cam_chunks.append(cams_np)
-                idx_chunks.append(idx_np)
-                cam_paths.extend(paths[i] for i in indices)
-            for row, i in enumerate(indices):
-                pred = int(idx_np[row, 0])
-                rel = overlay_location(labels[i], pred, float(probs_np[row, pred]), paths[i], class_names, used_names)
-                writer.submit(
-                    ImageJob(
-                        path=paths[i],
-                        true_idx=labels[i],
-                        probs=probs_np[row],
-                        loss=float(losses[row]) if labels[i] >= 0 else math.nan,
-                        cam_idx=idx_np[row],
-                        cams=cams_np[row],
-                        original=batch["originals"][row].numpy(),
-                        boxes=boxes.get(paths[i], []) if boxes else [],
-                        overlay_path=out_dir / rel,
-                        overlay_rel=rel,
-                    )
+    def handle_batch(batch: Any, prediction: dict[str, Any], emit_maps: Callable[[np.ndarray, np.ndarray], None]) -> None:
+        probs_np, idx_np, cams_np, losses = (
+            prediction["probs"], prediction["class_idx"], prediction["maps"], prediction["losses"]
+        )
+        emit_maps(cams_np, idx_np)
+        out = shard_writer.out_dir
+        for row, i in enumerate(batch.indices):
+            pred = int(idx_np[row, 0])
+            rel = overlay_location(labels[i], pred, float(probs_np[row, pred]), stems[i], class_names, used_names)
+            writer.submit(
+                ImageJob(
+                    path=paths[i],
+                    true_idx=labels[i],
+                    probs=probs_np[row],
+                    loss=float(losses[row]) if labels[i] >= 0 else math.nan,
+                    cam_idx=idx_np[row],
+                    cams=cams_np[row],
+                    original=batch.originals[row].numpy(),
+                    boxes=boxes.get(paths[i], []) if boxes else [],
+                    overlay_path=out / rel,
+                    overlay_rel=rel,
+                    size=batch.sizes[row],
+                    thumb_path=out / THUMBS / rel if thumbnails else None,
+                    mask=masks.get(paths[i]) if masks else None,
+                    columns=prediction["columns"][row] if prediction.get("columns") else None,
                 )
-            progress.advance(task, len(indices) + len(batch["errors"]))
-        rows = writer.close()
-    seconds = (datetime.now() - start).total_seconds()
+            )
 
-    predictions = pd.DataFrame(rows)
-    predictions.to_csv(out_dir / "predictions.csv", index=False)
-    skipped_frame = pd.DataFrame(skipped, columns=["path", "reason"])
-    skipped_frame.to_csv(out_dir / "skipped.csv", index=False)
+    shard_writer = ShardWriter(out_dir, handle_batch, writer.close, save_cams=save_cams, row_chunk=batch_size)
+    writer.on_result = lambda row: shard_writer.rows.add(row)
+    predictor = ExplainPredictor(
+        model.net,
+        lambda x, true: explainer.explain(x, true_labels=true, topk=topk),
+        paths,
+        labels,
+        build_transform(hp.image_size, hp.mean, hp.std, train=False),
+        max_side,
+        batch_size,
+        num_workers,
+        channels_last,
+        columns_fn=faithfulness.columns if faithfulness is not None else None,
+    )
+    trainer = pl.Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        num_nodes=num_nodes,
+        strategy=strategy,
+        precision=lightning_precision,
+        callbacks=[shard_writer],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        inference_mode=False,  # gradient explainers enable gradients themselves; CAM uses inference_mode
+        use_distributed_sampler=False,  # each rank takes its own contiguous share (no padding duplicates)
+    )
+    start = datetime.now()
+    trainer.predict(predictor, return_predictions=False)
+    seconds = (datetime.now() - start).total_seconds()
+    if not trainer.is_global_zero:
+        return None
+    out_dir = shard_writer.out_dir
+    predictions, skipped_frame, merged = merge_shards(out_dir, paths, class_names, explainer.describe(), save_cams)
     if len(skipped_frame):
         log.warning("Skipped %d unreadable image(s); listed in %s", len(skipped_frame), out_dir / "skipped.csv")
-    if save_cams and cam_chunks:
-        all_cams = np.concatenate(cam_chunks)
-        # float16 halves the file; a diverged model's maps can exceed its range, then keep float32.
-        if np.abs(all_cams).max() < np.finfo(np.float16).max:
-            all_cams = all_cams.astype(np.float16)
-        np.savez_compressed(
-            out_dir / "cams.npz",
-            cams=all_cams,
-            class_idx=np.concatenate(idx_chunks),
-            paths=np.array(cam_paths),
-            class_names=np.array(class_names),
-            **{key: np.array(value) for key, value in explainer.describe().items()},
+    max_deviation = merged["stats"].get("cam_logit_deviation")
+    # bf16 autocast rounds the features to 8 bits of mantissa: its maps agree with the logits less closely.
+    used = precision_record["used"]
+    tolerance = CAM_CHECK_TOLERANCE.get(used, CAM_CHECK_TOLERANCE["bf16"])
+    if max_deviation is not None and max_deviation > tolerance:
+        log.warning(
+            "CAM self-check: spatial mean + bias differs from the logit by %.2g (more than %g expected at %s)",
+            max_deviation,
+            tolerance,
+            used,
         )
-    max_deviation = batch_stats.get("cam_logit_deviation")
-    if max_deviation is not None and max_deviation > 1e-3:
-        log.warning("CAM self-check: spatial mean + bias differs from the logit by %.2g", max_deviation)
     stats = {
         "cam_logit_max_deviation": max_deviation,
         "seconds": round(seconds, 2),
-        "images_per_second": round(len(rows) / seconds, 1) if seconds > 0 else None,
-        "precision": "bf16" if bf16 else "32",
+        "images_per_second": round(len(predictions) / seconds, 1) if seconds > 0 else None,
+        "precision": precision_record["used"],
+        "precision_check": precision_record,
+        "processes": merged["processes"],
+        "accelerator": str(trainer.accelerator.__class__.__name__).replace("Accelerator", "").lower(),
     }
     return predictions, skipped_frame, stats
 
 
-def build_explainer(model: ClassifierModule) -> Explainer:
-    """The explainer for a loaded classifier: exact CAM at the registry's feature layer."""
-    spec = arch_spec(model.hparams.arch)
-    return ExactCAM(model.net, spec.feature_layer, spec.fc_layer, feature_relu=spec.feature_relu)
+def unique_stems(paths: list[str]) -> list[str]:
+    """Per path, a file stem unique across the whole run: ``img``, then ``img_1``, ``img_2`` ... for repeats.
+
+    Every rank computes the same names from the full path list, so overlays of two ranks never collide.
+    """
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        stem = safe_name(Path(path).stem)
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        stems.append(stem if n == 0 else f"{stem}_{n}")
+    return stems
+
+
+def build_explainer(
+    model: ClassifierModule | PretrainedClassifier,
+    method: str | None = None,
+    layer: str | None = None,
+    contrast: str = "none",
+    net: torch.nn.Module | None = None,
+) -> Explainer:
+    """The explainer for a loaded model: ``method=`` at ``layer=`` (defaults from the registry).
+
+    ``contrast`` (exact CAM only): ``none`` (the exact per-class map), ``mean`` or ``runner_up`` (the
+    identifiable map of a softmax head). ``net``: another network of the same architecture to explain (the
+    randomised copy of ``metrics=[sanity]``).
+
+    Exact CAM at its default layer uses the layer names stored in the checkpoint: they are what the model
+    was trained and checked with, so a later registry change cannot silently move the CAM to another layer.
+
+    Raises:
+        CatdogError: unknown method or layer, or exact CAM where it does not apply.
+    """
+    target = net if net is not None else model.net
+    explainer = build_method(target, model.hparams.arch, method, layer)
+    if not isinstance(explainer, ExactCAM):
+        if contrast != "none":
+            raise CatdogError(f"contrast={contrast} applies to exact CAM only (method=cam), not method={method}")
+        return explainer
+    hp = model.hparams
+    feature, fc, relu = explainer.layer, explainer.fc_name, explainer.feature_relu
+    if layer is None and hp.get("feature_layer") and hp.get("fc_layer"):
+        feature, fc = hp.feature_layer, hp.fc_layer
+        relu = relu if hp.get("feature_relu") is None else bool(hp.feature_relu)
+    return ExactCAM(target, feature, fc, feature_relu=relu, contrast=contrast)
+
+
+def write_grids(
+    model: ClassifierModule | PretrainedClassifier,
+    images: pd.DataFrame,
+    out_dir: Path,
+    cfg: DictConfig,
+    style: OverlayStyle,
+) -> list[str]:
+    """``grid/<image>.jpg``: every method (rows) at every layer (columns), the predicted class's map.
+
+    Layers: ``layers=`` or the registry's stages (ResNet: layer1..layer4). Methods: ``grid_methods=`` or
+    all that apply (exact CAM only on heads it decomposes, and only at its own layer: other cells say so).
+
+    Returns:
+        The written files, relative to ``out_dir``.
+    """
+    hp, net = model.hparams, model.net
+    spec = arch_spec(hp.arch)
+    layers = [str(x) for x in cfg.layers] if cfg.get("layers") else list(spec.stages or (spec.feature_layer,))
+    methods = (
+        [str(m) for m in cfg.grid_methods]
+        if cfg.get("grid_methods")
+        else [m for m in METHODS if m != "cam" or spec.exact_cam]
+    )
+    transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
+    colormap = "diverging" if style.display == "signed" else "jet"
+    written = []
+    for path in images["path"].head(int(cfg.get("grid_images") or 1)):
+        try:
+            rgb = load_rgb(path)
+        except BadImageError:
+            continue
+        x = transform(rgb)[None].contiguous(memory_format=torch.channels_last)
+        height, width = rgb.shape[:2]
+        tiles, captions = [], []
+        for method in methods:
+            for layer in layers:
+                try:
+                    explainer = build_explainer(model, method, layer)
+                except CatdogError:
+                    if method != "cam":
+                        raise
+                    exact_at = resolve_layer(net, spec.feature_layer)[0]
+                    tiles.append(draw_label(np.full_like(rgb, 24), f"exact CAM: {exact_at} only"))
+                    captions.append(f"{method} @ {layer}\nn/a")
+                    continue
+                out = explainer.explain(x, None, topk=1)
+                cls = int(out.class_idx[0, 0])
+                shown = display_maps(upsample_cams(out.maps[0, :1], (height, width)), style.display)[0].numpy()
+                tiles.append(heatmap_overlay(rgb, shown, style.alpha, colormap))
+                prob = float(out.logits.softmax(dim=1)[0, cls])
+                captions.append(f"{method} @ {layer}\n{style.class_names[cls]} {100 * prob:.1f}%")
+        rel = f"grid/{safe_name(Path(path).stem)}.jpg"
+        save_image(out_dir / rel, image_grid(tiles, captions, ncols=len(layers), tile_size=192), quality=style.quality)
+        written.append(rel)
+    return written
+
+
+def map_centres(
+    model: ClassifierModule | PretrainedClassifier, explainer: Explainer, size: tuple[int, int], align: str
+) -> CellCentres:
+    """Where the cells of ``explainer``'s maps sit in the model input (:mod:`catdog.geometry`).
+
+    Exact CAM's feature map is measured directly. Other methods may explain layers whose output is not an
+    NCHW map (ViT tokens): their grid comes from the shape of one probe map, and ``receptive_field`` is used
+    only where the layer's measured grid matches that shape (otherwise the cell grid, with a warning).
+    """
+    if isinstance(explainer, ExactCAM):
+        return cell_centres(model.net, explainer.layer, size, align, arch=model.hparams.arch)
+    probe = torch.zeros(1, 3, *size, device=next(model.net.parameters()).device)
+    cells = tuple(explainer.explain(probe, None, topk=1).maps.shape[-2:])
+    # Token (ViT) and channels-last (Swin) outputs are no NCHW maps to measure: their grid is the cells'.
+    if align != "cell" and arch_spec(model.hparams.arch).reshape is None:
+        try:
+            measured = cell_centres(model.net, explainer.layer, size, align, arch=model.hparams.arch)
+            if (len(measured.y), len(measured.x)) == cells:
+                return measured
+        except (TypeError, ValueError, RuntimeError, IndexError):
+            pass
+        log.warning("align=%s cannot be measured at layer %s: using align=cell", align, explainer.layer)
+    return grid_centres(cells, size)
+
+
+def _as_list(value: Any) -> list[str]:
+    """A config value that may be a name, a list of names or null, as a list."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _run_mosaic(
+    cfg: DictConfig, model: ClassifierModule, explainer: Explainer, images: pd.DataFrame, centres: CellCentres, out_dir: Path
+) -> dict[str, Any] | None:
+    """``localization=mosaic``: the mosaic check on the explained photos; writes mosaic.csv."""
+    hp = model.hparams
+    options = cfg.get("mosaic") or {}
+    rows, summary = mosaic_check(
+        explainer,
+        build_transform(hp.image_size, hp.mean, hp.std, train=False),
+        images,
+        list(hp.class_names),
+        centres,
+        int(hp.image_size),
+        count=int(options.get("count", 50)),
+        grid=(int(options.get("grid", 2)), int(options.get("grid", 2))),
+        seed=int(options.get("seed", 0)),
+        batch_size=int(cfg.data.batch_size),
+    )
+    rows.to_csv(out_dir / "mosaic.csv", index=False)
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,12 +919,8 @@ def write_reports(
     labelled = predictions[predictions["true"].notna()] if len(predictions) else predictions
     summary["labelled"] = int(len(labelled))
     if len(labelled):
-        to_index = {name: i for i, name in enumerate(class_names)}
-        true = labelled["true"].map(to_index).to_numpy()
-        pred = labelled["pred"].map(to_index).to_numpy()
-        matrix = np.zeros((len(class_names), len(class_names)), dtype=np.int64)
-        np.add.at(matrix, (true, pred), 1)
-        correct = int((true == pred).sum())
+        matrix = confusion_counts(labelled["true"].tolist(), labelled["pred"].tolist(), class_names)
+        correct = int(np.trace(matrix))
         summary.update(
             correct=correct,
             incorrect=int(len(labelled) - correct),
@@ -510,6 +934,7 @@ def write_reports(
         if len(mistakes) and top_losses > 0:
             _top_losses_grid(mistakes.head(top_losses), out_dir)
     summary["pointing_game"] = summarize_pointing(predictions)
+    summary["faithfulness"] = summarize_faithfulness(predictions)
     return summary
 
 
@@ -526,10 +951,16 @@ def _top_losses_grid(mistakes: pd.DataFrame, out_dir: Path) -> None:
         save_image(out_dir / "top_losses.png", grid)
 
 
+def _dataset_root(source: str | None, data_hparams: dict[str, Any]) -> Path | None:
+    """The folder whose boxes.csv / masks.csv apply: the source folder, else the training data root."""
+    root = Path(source) if source else (Path(data_hparams["root"]) if data_hparams.get("root") else None)
+    return root if root is not None and root.is_dir() else None
+
+
 def _boxes_for(source: str | None, data_hparams: dict[str, Any]) -> dict[str, list[tuple[float, float, float, float]]]:
     """Object boxes (absolute path -> boxes) from a boxes.csv beside the images, if there is one."""
-    root = Path(source) if source else (Path(data_hparams["root"]) if data_hparams.get("root") else None)
-    if root is None or not root.is_dir():
+    root = _dataset_root(source, data_hparams)
+    if root is None:
         return {}
     frame = load_boxes(root)
     if frame is None:
@@ -572,11 +1003,8 @@ def _print_where(out_dir: Path, summary: dict[str, Any]) -> None:
     else:
         lines.append("  overlays in unlabelled/<predicted class>/")
     if summary.get("pointing_game"):
-        game = summary["pointing_game"]
-        lines.append(
-            f"  pointing game: CAM peak on the object for {game['hit_rate']:.1%} of {game['images']} images "
-            f"({game['strict_hit_rate']:.1%} strictly inside its box)"
-        )
+        lines.extend("  " + line for line in pointing_lines(summary["pointing_game"]))
+    lines.extend("  " + line for line in summary_lines(summary))
     lines.append("  predictions.csv, summary.json, confusion_matrix.png, top_losses.png")
     lines.append(f"  open {out_dir / 'report' / 'index.html'} in a browser to filter and sort them")
     print("\n".join(lines))

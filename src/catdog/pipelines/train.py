@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 import warnings
 from pathlib import Path

@@ -1,0 +1,172 @@
+"""Scale: 1 vs 2 processes give the same explain folder, precision=auto, bounded originals, shards.
+
+Tiny synthetic images and a random ResNet18 at 32 px; no timing assertions (speed lives in bench/).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from catdog.cam import select_classes
+from catdog.data import build_transform, load_rgb
+from catdog.models import ClassifierModule
+from catdog.pipelines import predict
+from catdog.pipelines.explain import explain, unique_stems
+from catdog.pipelines.predict import resolve_precision, share_of
+from helpers import make_config, write_images
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["cat", "dog"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random (untrained) ResNet18 whose maps and probabilities differ from image to image."""
+    torch.manual_seed(0)
+    module = ClassifierModule(arch="resnet18", class_names=CLASSES, weights=None, image_size=32).eval()
+    path = tmp_path_factory.mktemp("run") / "checkpoints" / "best.ckpt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+def explain_cfg(ckpt: Path, *overrides: str):
+    return make_config(
+        "explain", [f"ckpt={ckpt}", "data.num_workers=0", "data.batch_size=3", "precision=32", *overrides]
+    )
+
+
+def reference_cams(ckpt: Path, paths: list[str], labels: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probabilities, class indices and CAMs computed directly, image by image (batch 1), from the fc weights."""
+    from catdog.models import load_classifier
+
+    model = load_classifier(ckpt)
+    net = model.net.eval()
+    transform = build_transform(32, model.hparams.mean, model.hparams.std, train=False)
+    body = torch.nn.Sequential(*list(net.children())[:-2])  # resnet: everything before avgpool and fc
+    probs, classes, maps = [], [], []
+    with torch.no_grad():
+        for path, label in zip(paths, labels):
+            x = transform(load_rgb(path))[None]
+            features = body(x)[0]  # [K, h, w]
+            logits = net(x)
+            idx = select_classes(logits, topk=1, true_labels=torch.tensor([label]))[0]
+            probs.append(logits.softmax(1)[0].numpy())
+            classes.append(idx.numpy())
+            maps.append(torch.einsum("mk,khw->mhw", net.fc.weight[idx], features).numpy())
+    return np.stack(probs), np.stack(classes), np.stack(maps)
+
+
+def test_two_processes_write_the_same_explain_folder_as_one(checkpoint: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    paths = write_images(images, {"cat": 5, "dog": 4}, size=(48, 40))
+    write_images(images / "more", {"cat": 2}, size=(40, 48), seed=3)  # the same file names in another folder
+    (images / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+
+    one = Path(explain(explain_cfg(checkpoint, f"data.root={images}", f"out_dir={tmp_path / 'one'}"))["out_dir"])
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "NODE_RANK"):
+        env.pop(key, None)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "explain.py"),
+            f"ckpt={checkpoint}",
+            f"data.root={images}",
+            f"out_dir={tmp_path / 'two'}",
+            "data.num_workers=0",
+            "data.batch_size=3",
+            "precision=32",
+            "accelerator=cpu",
+            "devices=2",
+            "strategy=ddp",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    two = tmp_path / "two"
+    assert json.loads((two / "summary.json").read_text())["processes"] == 2
+    assert json.loads((one / "summary.json").read_text())["processes"] == 1
+    assert not (two / ".shards").exists()
+
+    a = pd.read_csv(one / "predictions.csv").sort_values("path", ignore_index=True)
+    b = pd.read_csv(two / "predictions.csv").sort_values("path", ignore_index=True)
+    assert len(a) == 11 and a["path"].is_unique  # every readable image once: none lost, none twice
+    pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-4)
+    assert pd.read_csv(one / "skipped.csv")["path"].tolist() == pd.read_csv(two / "skipped.csv")["path"].tolist()
+    for rel in b["overlay"]:
+        assert (two / rel).is_file() and (two / "thumbs" / rel).is_file()
+
+    with np.load(one / "cams.npz") as npz_one, np.load(two / "cams.npz") as npz_two:
+        assert npz_one["paths"].tolist() == npz_two["paths"].tolist()  # input order, not rank order
+        assert np.array_equal(npz_one["class_idx"], npz_two["class_idx"])
+        assert np.allclose(npz_one["cams"].astype(np.float32), npz_two["cams"].astype(np.float32), atol=1e-2)
+        # and both are right: against CAMs computed independently, one image at a time
+        order = npz_one["paths"].tolist()
+        labels = [CLASSES.index(Path(p).parent.name) for p in order]
+        probs, classes, maps = reference_cams(checkpoint, order, labels)
+        assert np.array_equal(npz_one["class_idx"], classes)
+        assert np.allclose(npz_one["cams"].astype(np.float32), maps, rtol=2e-3, atol=2e-3)
+    by_path = a.set_index("path").loc[order]
+    assert np.allclose(by_path[["p_cat", "p_dog"]].to_numpy(), probs, atol=1e-5)
+
+
+def test_share_of_splits_every_index_exactly_once() -> None:
+    for count in (0, 1, 5, 11, 100):
+        for world in (1, 2, 3, 8):
+            shares = [share_of(count, rank, world) for rank in range(world)]
+            covered = [i for start, stop in shares for i in range(start, stop)]
+            assert covered == list(range(count))
+
+
+def test_unique_stems_never_repeat() -> None:
+    stems = unique_stems(["/a/x.jpg", "/b/x.jpg", "/a/y.png", "/c/x.png", "/d/x_1.jpg"])
+    assert stems[:4] == ["x", "x_1", "y", "x_2"]
+    assert len(set(stems)) < len(stems)  # a file really named x_1 still collides ...
+    # ... which overlay_location's used-name set resolves within a rank; the ranks share no stem group.
+
+
+def test_precision_auto_follows_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(predict, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    assert resolve_precision("auto", "cpu")[0] == "bf16-mixed"
+    monkeypatch.setattr(predict, "cpu_flags", lambda: {"avx2", "amx_bf16", "amx_tile"})
+    assert resolve_precision("auto", "cpu")[0] == "bf16-mixed"
+    monkeypatch.setattr(predict, "cpu_flags", lambda: {"avx2", "fma"})
+    name, record = resolve_precision("auto", "cpu")
+    assert name == "32-true" and record["used"] == "32" and "neither" in record["reason"]
+    assert resolve_precision("bf16", "cpu")[1]["reason"] == "requested"
+    monkeypatch.setattr(predict, "cpu_flags", lambda: None)  # no flags: the timed check decides
+    assert resolve_precision("auto", "cpu")[1]["reason"].startswith("timed check")
+
+
+def test_huge_and_extreme_images_are_drawn_from_a_bounded_copy(checkpoint: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images" / "cat"
+    images.mkdir(parents=True)
+    cv2.imwrite(str(images / "strip.png"), np.full((8, 70000, 3), 120, np.uint8))
+    cv2.imwrite(str(images / "big.png"), np.random.default_rng(0).integers(0, 255, (300, 200, 3), dtype=np.uint8))
+    summary = explain(
+        explain_cfg(checkpoint, f"data.root={images.parent}", "overlay.max_size=64", "precision=auto")
+    )
+    out = Path(summary["out_dir"])
+    assert summary["images"] == 2 and summary["skipped"] == 0
+    assert summary["precision_check"]["requested"] == "auto" and summary["precision"] in ("32", "bf16")
+    predictions = pd.read_csv(out / "predictions.csv")
+    for row in predictions.itertuples():
+        overlay = cv2.imread(str(out / row.overlay))
+        assert max(overlay.shape[:2]) <= 2 * 64 + 4  # at most two panels of a 64 px copy
+        height, width = (8, 70000) if row.path.endswith("strip.png") else (300, 200)
+        assert 0 <= row.peak_x < width and 0 <= row.peak_y < height  # peaks in the original's pixels
