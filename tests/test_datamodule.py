@@ -104,16 +104,20 @@ def test_training_epochs_depend_only_on_seed_and_epoch_not_on_workers_or_history
     assert torch.equal(images, first_a[8:])
 
 
-def test_image_cache_gives_the_same_evaluation_inputs_up_to_resizing(tmp_path: Path) -> None:
+def test_image_cache_keeps_decoded_images_and_downsizes_large_ones(tmp_path: Path) -> None:
     index = build_index("folder", _dataset(tmp_path, per_class=3), val_fraction=0.0, test_fraction=0.0)
-    plain = ImageDataModule(index, ["cats", "dogs"], 16, MEAN, STD, batch_size=2, num_workers=0)
-    cached = ImageDataModule(index, ["cats", "dogs"], 16, MEAN, STD, batch_size=2, num_workers=0, cache_images=True)
+    plain = ImageDataModule(index, ["cats", "dogs"], 32, MEAN, STD, batch_size=2, num_workers=0)
+    cached = ImageDataModule(index, ["cats", "dogs"], 32, MEAN, STD, batch_size=2, num_workers=0, cache_images=True)
     cached.setup("fit")
-    assert cached.train_set._cache is not None and len(cached.train_set._cache) == len(cached.train_set)
-    # Images already smaller than the cache size are kept as decoded: identical inputs.
-    eval_plain = build_transform(16, MEAN, STD, train=False)
-    torch.testing.assert_close(cached.train_set._cache[0], load_rgb(cached.train_set.paths[0]))
-    assert plain.train_set[0][0].shape == cached.train_set[0][0].shape == eval_plain(load_rgb(plain.train_set.paths[0])).shape
+    assert len(cached.train_set._cache) == len(cached.train_set)
+    # Images smaller than the cache size (1.15 x 32 = 37 px) are kept as decoded: identical inputs.
+    cached_eval = ImageDataset(cached.train_set.paths, None, plain.val_set.transform, cache_size=37)
+    cached_eval.cache()
+    torch.testing.assert_close(cached_eval[0][0], plain.val_set.__class__(plain.train_set.paths, None, plain.val_set.transform)[0][0])
+    np.testing.assert_array_equal(cached.train_set._cache[0], load_rgb(cached.train_set.paths[0]))
+    small = ImageDataset(cached.train_set.paths, None, plain.val_set.transform, cache_size=10)
+    small.cache()
+    assert min(small._cache[0].shape[:2]) == 10  # shorter side downsized to the cache size
 
 
 def test_datamodule_with_worker_processes(tmp_path: Path) -> None:

@@ -911,7 +911,11 @@ class ClassifierModule(pl.LightningModule):
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Dropout (and anything else random in the step) depends on the step number only.
-        torch.manual_seed(_step_seed(self.hparams.seed, self.global_step))
+        seed = _step_seed(self.hparams.seed, self.global_step)
+        if self.device.type == "cpu":  # torch.manual_seed also seeds accelerators: ~1 ms
+            torch.random.default_generator.manual_seed(seed)
+        else:
+            torch.manual_seed(seed)
 
     def _freeze_batchnorm(self) -> None:
         for module in self.net.modules():
