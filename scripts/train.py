@@ -11,8 +11,9 @@ from catdog.pipelines.train import train
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     summary = train(cfg)
-    # Returned so Hydra sweepers (e.g. Optuna) can optimise the test accuracy.
-    return summary["test"]["accuracy"] if summary["test"] else None
+    # The best validation score (never the test accuracy, which must not steer model choice)
+    # is returned so that Hydra sweepers (e.g. Optuna) can optimise it.
+    return summary["objective"]
 
 
 if __name__ == "__main__":

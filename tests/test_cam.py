@@ -176,7 +176,7 @@ def test_capture_relu_and_layer_errors() -> None:
     with capture_features(model, "0", relu=True) as captured:
         out = model(images)
     torch.testing.assert_close(captured.features, out.relu())
-    with pytest.raises(CatdogError, match="closest: layer4"), capture_features(resnet18(num_classes=2), "layer5"):
+    with pytest.raises(CatdogError, match="closest layer4"), capture_features(resnet18(num_classes=2), "layer5"):
         pass
     with pytest.raises(ValueError, match="not a submodule"), capture_features(model, nn.Conv2d(1, 1, 1)):
         pass

@@ -27,12 +27,12 @@ def test_demo_dataset_is_deterministic_and_indexable(tmp_path: Path) -> None:
     second = ensure_demo_dataset(tmp_path / "b", num_per_class=4, image_size=SIZE, seed=5)
     files = _files(first)
     assert files == _files(second)  # same bytes, image by image
-    images = [f"{c}/{c}_{i:04d}.png" for c in ("cat", "dog") for i in range(4)]
+    images = [f"{c}/{c}_{i:04d}.png" for c in ("cat", "dog", "none") for i in range(4)]
     assert sorted(files) == sorted(["boxes.csv", "demo.json", *images])
     other = ensure_demo_dataset(tmp_path / "c", num_per_class=4, image_size=SIZE, seed=6)
     assert _files(other)["cat/cat_0000.png"] != files["cat/cat_0000.png"]
     index = build_index("folder", first)
-    assert class_names_of(index) == ["cat", "dog"] and len(index) == 8
+    assert class_names_of(index) == ["cat", "dog", "none"] and len(index) == 12
     assert not list(tmp_path.glob(".*tmp*"))  # the staging folder is gone
 
 
@@ -57,12 +57,13 @@ def test_demo_never_overwrites_other_data(tmp_path: Path) -> None:
 def test_boxes_are_inside_the_image_and_hold_the_object(tmp_path: Path) -> None:
     root = ensure_demo_dataset(tmp_path / "demo", num_per_class=3, image_size=SIZE)
     boxes = load_boxes(root)
-    assert boxes is not None and len(boxes) == 6
-    assert set(boxes["path"]) == set(build_index("folder", root)["path"])
+    assert boxes is not None and len(boxes) == 6  # cat and dog images; "none" has no object
+    index = build_index("folder", root)
+    assert set(boxes["path"]) == set(index.loc[index["label"] != "none", "path"])
     for row in boxes.itertuples():
         assert 0 <= row.x0 < row.x1 <= SIZE and 0 <= row.y0 < row.y1 <= SIZE
         side = max(row.x1 - row.x0, row.y1 - row.y0)
-        assert 0.1 * SIZE <= side <= 0.35 * SIZE  # object scale 15-25%, plus outline
+        assert 0.25 * SIZE <= side <= 0.55 * SIZE  # object scale 30-45%, plus outline
 
 
 @pytest.mark.parametrize("class_name", ["cat", "dog"])
@@ -74,6 +75,12 @@ def test_object_is_inside_its_box(class_name: str) -> None:
     ys, xs = np.nonzero(changed)
     assert x0 <= xs.min() and xs.max() < x1 and y0 <= ys.min() and ys.max() < y1
     assert changed[y0:y1, x0:x1].mean() > 0.5  # the object fills its box
+
+
+def test_none_class_is_clutter_without_a_box() -> None:
+    image, box = draw_demo_image(np.random.default_rng(1), "none", SIZE)
+    assert box is None
+    np.testing.assert_array_equal(image, _clutter(np.random.default_rng(1), SIZE))
 
 
 def test_unknown_demo_class() -> None:

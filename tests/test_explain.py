@@ -198,7 +198,8 @@ def test_latest_checkpoint_is_the_newest_run(tmp_path: Path) -> None:
 def test_pointing_game_scores_the_peak_against_every_box_of_an_image(run_folder: Path, tmp_path: Path) -> None:
     images = tmp_path / "images"
     write_images(images, {"cat": 3}, size=(80, 60))
-    # The constant model's maps are flat: the peak is the first cell's centre, (19.5, 14.5) in the photo.
+    # The constant model's maps are flat: the peak is the first cell's centre, (19.5, 14.5) in the photo
+    # on the (n + 0.5) * stride grid (align=cell).
     pd.DataFrame(
         [
             ("cat/cat_0.png", 10, 5, 30, 25),  # hit
@@ -208,7 +209,7 @@ def test_pointing_game_scores_the_peak_against_every_box_of_an_image(run_folder:
         ],
         columns=["path", "x0", "y0", "x1", "y1"],
     ).to_csv(images / "boxes.csv", index=False)
-    summary = explain(explain_cfg(run_folder, f"data.root={images}"))
+    summary = explain(explain_cfg(run_folder, f"data.root={images}", "align=cell"))
     predictions = pd.read_csv(Path(summary["out_dir"]) / "predictions.csv")
     predictions.index = predictions["path"].map(lambda p: Path(p).name)
     assert (predictions.loc["cat_0.png", "peak_x"], predictions.loc["cat_0.png", "peak_y"]) == (19.5, 14.5)

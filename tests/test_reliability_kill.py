@@ -22,7 +22,6 @@ from test_report import make_images, make_run
 from catdog.errors import CatdogError
 from catdog.pipelines.compare import compare, resolve_source
 from catdog.pipelines.explain import explain
-from catdog.runs import explain_dirs_of
 from helpers import CONF_DIR, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,6 +65,8 @@ def test_killed_explain_leaves_nothing_complete_and_a_rerun_completes(tmp_path: 
     run = make_trained_run(tmp_path / "run", images, ["cat", "dog"])
     overrides = [f"ckpt={run}", "data.num_workers=0", "data.batch_size=4", "overlay.writers=1"]
     run_killed("catdog.pipelines.explain", "save_image", 3, "explain", "explain", overrides)
+
+    from catdog.runs import explain_dirs_of
 
     # Nothing at a final path: only the hidden staging folder, which neither the run nor compare accepts.
     folders = list((run / "explain").iterdir())

@@ -115,3 +115,107 @@ def test_cli_user_mistakes_are_one_line(tmp_path: Path, overrides: list[str], me
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# --- #9 regressions -------------------------------------------------------------------------
+
+
+def test_a_class_whose_images_are_all_unreadable_is_an_error_not_a_vanished_class(tmp_path: Path) -> None:
+    """#9 item 2: the class used to disappear from class_names, silently training a 2-class model."""
+    root = tmp_path / "photos"
+    write_images(root, {"birds": 0, "cats": 12, "dogs": 12}, size=(40, 40))
+    for i in range(4):
+        (root / "birds" / f"b{i}.jpg").write_bytes(b"")
+    cfg = tiny_train_cfg(tmp_path, "data=folder", f"data.root={root}", "model.weights=null", demo=False)
+    with pytest.raises(CatdogError, match=r"no readable image of class\(es\) \['birds'\]"):
+        train(cfg)
+
+
+def test_sweep_objective_is_the_best_validation_score_not_test_accuracy(tmp_path: Path) -> None:
+    """#9 item 12: scripts/train.py returns summary['objective'] to Hydra sweepers."""
+    summary = train(tiny_train_cfg(tmp_path, "trainer.max_epochs=2"))
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert summary["objective"] == pytest.approx(metrics["val/acc"].max())
+    script = (ROOT / "scripts" / "train.py").read_text()
+    assert 'return summary["objective"]' in script and '["test"]' not in script
+
+
+def test_resume_reuses_the_split_of_the_run_it_continues(tmp_path: Path) -> None:
+    """#9 item 13: resuming after images were added trains on exactly the original split."""
+    train(tiny_train_cfg(tmp_path, "test=false"))
+    original = (tmp_path / "run" / "split.csv").read_text()
+    write_images(tmp_path / "demo" / "cat", {"extra": 6}, size=(32, 32))  # new images appear
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    cfg = tiny_train_cfg(tmp_path, "test=false", "trainer.max_epochs=2", f"ckpt_path={last}",
+                         f"paths.output_dir={tmp_path / 'resumed'}")
+    train(cfg)
+    assert (tmp_path / "resumed" / "split.csv").read_text() == original
+    hp = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert hp["epoch"] == 1  # it continued (epoch 0 came from the checkpoint)
+
+
+def test_checkpointing_and_early_stopping_watch_the_same_metric_and_can_fire() -> None:
+    """#9 item 15: early stopping watched val/loss with patience 5 in 5-epoch runs."""
+    cfg = make_config("train", [])
+    checkpoint, stopping = cfg.callbacks.model_checkpoint, cfg.callbacks.early_stopping
+    assert (checkpoint.monitor, checkpoint.mode) == (stopping.monitor, stopping.mode)
+    assert stopping.patience < cfg.trainer.max_epochs
+
+
+def test_confusion_plot_does_not_claim_a_best_checkpoint_when_there_is_none(tmp_path: Path, monkeypatch) -> None:
+    """#9 item 15: without a checkpoint callback the final weights are tested; say so."""
+    import catdog.pipelines.train as pipeline
+
+    titles: list[str] = []
+    real = pipeline.plot_confusion_matrix
+    monkeypatch.setattr(pipeline, "plot_confusion_matrix", lambda *a, **k: (titles.append(k["title"]), real(*a, **k))[1])
+    train(tiny_train_cfg(tmp_path, "~callbacks.model_checkpoint", "~callbacks.early_stopping"))
+    metrics = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
+    assert metrics["checkpoint"] is None and metrics["weights"] == "final weights"
+    assert "best checkpoint" not in titles[0] and "final weights" in titles[0]
+
+
+class _Exploit:
+    """Unpickling this runs code (writes a marker file): what a hostile checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').close()",))
+
+
+def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path: Path) -> None:
+    """#9 item 16: Trainer.fit(ckpt_path=...) loaded checkpoints without weights_only."""
+    marker, evil = tmp_path / "pwned", tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"class_names": ["a", "b"]}, "x": _Exploit(marker)}, evil)
+    with pytest.raises(CatdogError, match="could not be read as a torch file"):
+        train(tiny_train_cfg(tmp_path, f"ckpt_path={evil}"))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("key", "target"),
+    [("optimizer", "builtins.exec"), ("optimizer", "os.system"), ("scheduler", "torch.optim.AdamW"),
+     ("optimizer", "torch.optim.lr_scheduler.StepLR"), ("scheduler", "subprocess.Popen")],
+)
+def test_checkpoint_optimizer_and_scheduler_targets_are_restricted_to_torch(tmp_path: Path, key: str, target: str) -> None:
+    """#9 item 16: a checkpoint's optimizer/scheduler _target_ is instantiated on resume."""
+    train(tiny_train_cfg(tmp_path, "test=false"))
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint["hyper_parameters"][key] = {"_target_": target, "lr": 0.1}
+    evil = tmp_path / "evil.ckpt"
+    torch.save(checkpoint, evil)
+    with pytest.raises(CatdogError, match=rf"{key}._target_='{target}' is not a torch.optim"):
+        load_classifier(evil)
+
+
+def test_lr_finder_plots_into_the_run_folder_and_trains_with_its_suggestion(tmp_path: Path) -> None:
+    summary = train(
+        tiny_train_cfg(tmp_path, "lr_find.enabled=true", "lr_find.num_training=6", "test=false", "data.num_per_class=20")
+    )
+    found = summary["lr_find"]
+    assert (tmp_path / "run" / "lr_find.png").stat().st_size > 0
+    assert found["suggestion"] is not None and found["applied"]
+    hp = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert hp["optimizer"]["lr"] == pytest.approx(found["suggestion"])

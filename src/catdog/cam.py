@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from difflib import get_close_matches
 
 import cv2
 import numpy as np
@@ -44,6 +43,7 @@ from catdog.errors import CatdogError
 
 __all__ = [
     "DISPLAYS",
+    "CONTRASTS",
     "FeatureCapture",
     "display_maps",
     "parse_threshold",
@@ -52,6 +52,7 @@ __all__ = [
     "cam_logit_check",
     "capture_features",
     "class_activation_maps",
+    "contrast_weights",
     "normalize_for_display",
     "peak_in_image",
     "peak_location",
@@ -105,18 +106,14 @@ class FeatureCapture:
 
 
 def _resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
-    """Finds the module to hook from its dotted name or the module itself."""
+    """Finds the module to hook from its dotted name (via :func:`catdog.models.resolve_layer`) or checks the module given."""
     if isinstance(layer, nn.Module):
         if not any(module is layer for module in model.modules()):
             raise ValueError(f"the given {type(layer).__name__} is not a submodule of {type(model).__name__}")
         return layer
-    try:
-        return model.get_submodule(layer)
-    except AttributeError:
-        names = [name for name, _ in model.named_modules() if name]
-        close = get_close_matches(layer, names, n=3)
-        hint = f"closest: {', '.join(close)}" if close else "see `model.named_modules()`"
-        raise CatdogError(f"layer {layer!r} not found in {type(model).__name__}; {hint}") from None
+    from catdog.models import resolve_layer  # here: models is heavy, and the one lookup by name lives there
+
+    return resolve_layer(model, layer)[1]
 
 
 @contextmanager
@@ -155,13 +152,17 @@ def _compute_dtype(*tensors: Tensor) -> torch.dtype:
     return dtype
 
 
-def class_activation_maps(features: Tensor, fc_weight: Tensor, class_idx: Tensor) -> Tensor:
+def class_activation_maps(
+    features: Tensor, fc_weight: Tensor, class_idx: Tensor, weights: Tensor | None = None
+) -> Tensor:
     """Raw class activation maps of selected classes, for the whole batch at once.
 
     Args:
         features: Output of the feature layer, ``Tensor[B, K, h, w]`` (any memory format/dtype).
         fc_weight: Weight of the linear head, ``Tensor[C, K]``.
         class_idx: Classes to map per image, ``Tensor[B, M]`` of integers in ``[0, C)``.
+        weights: per-map rows ``Tensor[B, M, K]`` to use instead of ``fc_weight[class_idx]``
+            (see :func:`contrast_weights`).
 
     Returns:
         ``Tensor[B, M, h, w]`` of raw maps (no ReLU, no normalization), float32 or wider.
@@ -178,8 +179,51 @@ def class_activation_maps(features: Tensor, fc_weight: Tensor, class_idx: Tensor
         )
     _check_class_idx(class_idx, features.shape[0], fc_weight.shape[0])
     dtype = _compute_dtype(features, fc_weight)
-    weights = fc_weight.detach().to(dtype)[class_idx]  # [B, M, K]
+    weights = (fc_weight.detach()[class_idx] if weights is None else weights.detach()).to(dtype)  # [B, M, K]
     return torch.einsum("bmk,bkhw->bmhw", weights, features.detach().to(dtype))
+
+
+CONTRASTS = ("none", "mean", "runner_up")
+
+
+def contrast_weights(
+    fc_weight: Tensor, class_idx: Tensor, logits: Tensor, contrast: str = "none"
+) -> tuple[Tensor, Tensor | None]:
+    """Per-map head weights, exact or made identifiable by subtracting a reference row.
+
+    A softmax head identifies only the differences between its class rows: adding one vector to
+    every row changes no probability, so the part all rows share is arbitrary and so is the part of
+    an exact CAM it contributes. Subtracting a reference row removes it:
+
+    - ``"none"``: the exact row ``W[c]`` (the map's mean plus the bias is the logit);
+    - ``"mean"``: ``W[c] - mean_j W[j]`` (the map's mean is the logit minus the mean logit, less biases);
+    - ``"runner_up"``: ``W[c] - W[r]`` with ``r`` the most likely *other* class ("why c and not r?").
+
+    Args:
+        fc_weight: ``Tensor[C, K]``.
+        class_idx: ``Tensor[B, M]`` classes of the maps.
+        logits: ``Tensor[B, C]`` (to find the runner-up).
+        contrast: one of :data:`CONTRASTS`.
+
+    Returns:
+        ``(weights [B, M, K], reference [B, M] or None)``: the reference class index of each map for
+        ``"runner_up"``, -2 for the mean row (``"mean"``), None for ``"none"``.
+
+    Raises:
+        ValueError: unknown ``contrast``.
+    """
+    if contrast not in CONTRASTS:
+        raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
+    weight = fc_weight.detach()
+    rows = weight[class_idx]  # [B, M, K]
+    if contrast == "none":
+        return rows, None
+    if contrast == "mean":
+        return rows - weight.mean(dim=0), torch.full_like(class_idx, -2)
+    # The strongest class other than the map's own: the top logit, or the second when c is the top.
+    top2 = logits.detach().topk(min(2, logits.shape[1]), dim=1).indices  # [B, 2]
+    reference = torch.where(class_idx == top2[:, :1], top2[:, -1:], top2[:, :1])
+    return rows - weight[reference], reference
 
 
 def _check_class_idx(class_idx: Tensor, batch: int, num_classes: int) -> None:

@@ -12,10 +12,16 @@ which method runs::
 
 Each explainer owns its gradient mode: exact CAM runs under ``torch.inference_mode``; methods that need
 gradients enable them themselves. The caller wraps the call in autocast if it wants mixed precision.
+
+:func:`build_method` picks the explainer for ``method=``/``layer=`` from the architecture registry
+(:mod:`catdog.models`): exact CAM (:class:`ExactCAM`) where the head allows it, or any pytorch-grad-cam
+method (:class:`GradCAMFamily`: gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam, scorecam,
+ablationcam) at any layer, with ViT tokens and Swin channels-last outputs reshaped to maps.
 """
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,7 +32,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from catdog.cam import cam_logit_check, capture_features, class_activation_maps, select_classes
+from catdog.cam import (
+    CONTRASTS,
+    cam_logit_check,
+    capture_features,
+    class_activation_maps,
+    contrast_weights,
+    select_classes,
+)
 from catdog.errors import CatdogError
 from catdog.models import arch_spec, require_exact_cam, reshape_transform, resolve_layer
 
@@ -95,23 +108,51 @@ class ExactCAM(Explainer):
         feature_layer: dotted name of the module whose output is pooled into the linear head.
         fc_layer: dotted name of that ``nn.Linear``.
         feature_relu: the model applies a ReLU between the feature layer and the pooling (densenet).
+        contrast: ``"none"`` (exact per-class map), ``"mean"`` or ``"runner_up"`` (identifiable map: the
+            class row minus the mean row or the runner-up's row, see :func:`catdog.cam.contrast_weights`).
     """
 
     method = "cam"
 
-    def __init__(self, model: nn.Module, feature_layer: str, fc_layer: str, feature_relu: bool = False) -> None:
+    def __init__(
+        self, model: nn.Module, feature_layer: str, fc_layer: str, feature_relu: bool = False, contrast: str = "none"
+    ) -> None:
+        if contrast not in CONTRASTS:
+            raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
+        self.contrast = contrast
         self.model = model
         self.layer, self.module = resolve_layer(model, feature_layer)
-        self.fc = model.get_submodule(fc_layer)
+        self.fc_name = fc_layer
+        self.fc = resolve_layer(model, fc_layer)[1]
         self.feature_relu = feature_relu
 
     def explain(self, images: Tensor, true_labels: Tensor | None = None, topk: int = 1) -> Explanation:
         with torch.inference_mode(), capture_features(self.model, self.module, relu=self.feature_relu) as captured:
             logits = self.model(images).float()
             class_idx = select_classes(logits, topk=topk, true_labels=true_labels)
-            maps = class_activation_maps(captured.features, self.fc.weight, class_idx).float()
-            deviation = float(cam_logit_check(maps, self.fc.bias, logits, class_idx))
+            weights, reference = contrast_weights(self.fc.weight, class_idx, logits, self.contrast)
+            maps = class_activation_maps(captured.features, self.fc.weight, class_idx, weights=weights).float()
+            if reference is None:
+                deviation = float(cam_logit_check(maps, self.fc.bias, logits, class_idx))
+            else:
+                deviation = float(self._contrast_check(maps, logits, class_idx, reference))
         return Explanation(logits=logits, class_idx=class_idx, maps=maps, stats={"cam_logit_deviation": deviation})
+
+    def _contrast_check(self, maps: Tensor, logits: Tensor, class_idx: Tensor, reference: Tensor) -> Tensor:
+        """Self-check of a contrast map: its mean plus the bias difference is the logit difference."""
+        bias = self.fc.bias.detach().double() if self.fc.bias is not None else torch.zeros(logits.shape[1]).double()
+        logits = logits.double()
+        if self.contrast == "mean":
+            ref_logit, ref_bias = logits.mean(dim=1, keepdim=True), bias.mean()
+        else:
+            ref_logit, ref_bias = logits.gather(1, reference), bias[reference]
+        predicted = maps.double().mean(dim=(-2, -1)) + bias[class_idx] - ref_bias
+        return (predicted - (logits.gather(1, class_idx) - ref_logit)).abs().max()
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "contrast": self.contrast}
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,6 +270,36 @@ class GradCAMFamily(Explainer):
         return cam
 
     def explain(self, images: Tensor, true_labels: Tensor | None = None, topk: int = 1) -> Explanation:
+        return self._run(images, lambda logits: select_classes(logits, topk=topk, true_labels=true_labels))
+
+    def explain_classes(self, images: Tensor, class_idx: Tensor) -> Explanation:
+        """Maps of given classes: ``class_idx[b, m]`` is the class of image ``b``'s ``m``-th map.
+
+        Args:
+            images: ``Tensor[B, 3, H, W]`` normalized model input.
+            class_idx: ``Tensor[B, M]`` int64, exactly one row of targets per image.
+
+        Returns:
+            The batch's :class:`Explanation` with ``class_idx`` as given.
+
+        Raises:
+            CatdogError: ``class_idx`` does not hold one row per image, or a class is out of range.
+        """
+        batch = images.shape[0]
+
+        def given(logits: Tensor) -> Tensor:
+            if class_idx.ndim != 2 or class_idx.shape[0] != batch:
+                raise CatdogError(
+                    f"one target per image: got class_idx of shape {tuple(class_idx.shape)} for {batch} images "
+                    "(pytorch-grad-cam would silently give the images without a target all-zero maps): pass [B, M]"
+                )
+            if class_idx.numel() and (int(class_idx.min()) < 0 or int(class_idx.max()) >= logits.shape[1]):
+                raise CatdogError(f"class_idx values must be in [0, {logits.shape[1]}): the model's classes")
+            return class_idx.long()
+
+        return self._run(images, given)
+
+    def _run(self, images: Tensor, choose: Callable[[Tensor], Tensor]) -> Explanation:
         was_training = self.model.training
         raw: list[Tensor] = []
         handle = self.module.register_forward_hook(lambda _m, _i, out: raw.append(out))
@@ -247,7 +318,7 @@ class GradCAMFamily(Explainer):
                         "tensor: choose a layer whose output is a feature map (e.g. a block, not its attention)"
                     )
                 logits = outputs.detach().float()
-                class_idx = select_classes(logits, topk=topk, true_labels=true_labels)
+                class_idx = choose(logits)
                 activations = cam.activations_and_grads.activations[-1].float().numpy()
                 if activations.ndim != 4:
                     raise CatdogError(
@@ -256,6 +327,13 @@ class GradCAMFamily(Explainer):
                     )
                 with _quiet_progress_bars():
                     maps = self._maps(cam, x, outputs, raw[-1], activations, class_idx)
+                if self.uses_gradients and maps.numel() and not maps.any():
+                    log.warning(
+                        "%s at layer=%s gave all-zero maps: its output may reach the head only through a class "
+                        "token (a ViT block's output); hook a sub-module such as encoder.layers.-1.ln_1",
+                        self.method,
+                        self.layer,
+                    )
         finally:
             handle.remove()
             if cam is not None:
@@ -271,8 +349,8 @@ class GradCAMFamily(Explainer):
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         batch, columns = class_idx.shape
-        if batch != x.shape[0]:
-            raise ValueError(f"one target per image: got {batch} target rows for {x.shape[0]} images")
+        if batch != x.shape[0]:  # zip() would drop the images without a target: their maps stay zero
+            raise CatdogError(f"one target per image: got {batch} target rows for {x.shape[0]} images")
         maps = np.zeros((batch, columns, *activations.shape[2:]), dtype=np.float32)
         if self.method in _CLASS_AGNOSTIC:
             maps[:] = cam.get_cam_image(x.detach(), self.module, None, activations, None, False)[:, None]

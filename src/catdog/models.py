@@ -119,7 +119,7 @@ _FAMILIES: dict[str, _Family] = {
     "densenet": _Family(
         "features", "classifier", True,
         stages=("features.denseblock1", "features.denseblock2", "features.denseblock3", "features"),
-    ),  # fmt: skip
+    ),
     "regnet_": _Family("trunk_output", "fc", stages=tuple(f"trunk_output.block{i}" for i in range(1, 5))),
     "mnasnet": _Family("layers", "classifier.1"),
     "shufflenet_v2": _Family("conv5", "fc", stages=("stage2", "stage3", "stage4", "conv5")),
@@ -128,12 +128,12 @@ _FAMILIES: dict[str, _Family] = {
         "features", "classifier.3",
         not_exact="its head is pool -> Linear -> Hardswish -> Linear, not a single Linear",
         stages=("features.3", "features.6", "features.9", "features"),
-    ),  # fmt: skip
+    ),
     "convnext": _Family(
         "features", "classifier.2",
         not_exact="its head applies LayerNorm to the pooled features before the Linear",
         stages=("features.1", "features.3", "features.5", "features"),
-    ),  # fmt: skip
+    ),
     # Hook ln_1 of the last block: the block output only reaches the head through the class token,
     # so its patch tokens get zero gradient (all-zero Grad-CAM maps; pytorch-grad-cam's ViT tutorial).
     "vit_": _Family(
@@ -141,18 +141,18 @@ _FAMILIES: dict[str, _Family] = {
         not_exact="it is a vision transformer whose head reads a class token, not a pooled feature map",
         reshape="tokens",
         stages=("encoder.layers.2.ln_1", "encoder.layers.5.ln_1", "encoder.layers.8.ln_1", "encoder.layers.-1.ln_1"),
-    ),  # fmt: skip
+    ),
     "swin_": _Family(
         "norm", "head",
         not_exact="it is a transformer whose head applies LayerNorm before pooling",
         reshape="channels_last",
         stages=("features.1", "features.3", "features.5", "norm"),
-    ),  # fmt: skip
+    ),
     "vgg": _Family(
         "features", "classifier.6",
         not_exact="its head flattens a 7x7 map into fully connected layers instead of average pooling",
         stages=("features.4", "features.9", "features.19", "features"),
-    ),  # fmt: skip
+    ),
     "alexnet": _Family(
         "features", "classifier.6",
         not_exact="its head flattens a 6x6 map into fully connected layers instead of average pooling",
@@ -329,13 +329,7 @@ def get_submodule(model: nn.Module, dotted: str) -> nn.Module:
     Raises:
         CatdogError: ``model`` has no such submodule (the model and the spec do not match).
     """
-    try:
-        return model.get_submodule(dotted)
-    except AttributeError:
-        raise CatdogError(
-            f"{type(model).__name__} has no submodule {dotted!r}: the model was not built for "
-            "the architecture whose spec is used; build it with catdog.models.build_model."
-        ) from None
+    return resolve_layer(model, dotted)[1]  # the one lookup by name (also used by cam and the explainers)
 
 
 def feature_layer(model: nn.Module, spec: ArchSpec | str) -> nn.Module:
@@ -462,13 +456,9 @@ def _torch_load(path: Path, map_location: str | torch.device, hint: str) -> Any:
     Raises:
         CatdogError: the file is not a torch file, or holds objects that are not plain data.
     """
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    # A non-torch file can fail in many ways (KeyError, UnpicklingError, RuntimeError, ...).
-    except Exception as error:  # noqa: BLE001
-        raise CatdogError(
-            f"{path} could not be read as a torch file ({_one_line(error)}): {hint}."
-        ) from None
+    from catdog.readers import read_checkpoint  # the one validating reader of user files
+
+    return read_checkpoint(path, map_location=map_location, fix=f"{hint}.", require_mapping=False)
 
 
 def _mismatch(
@@ -617,8 +607,39 @@ def _to_plain(value: Any, name: str) -> Any:
     )
 
 
+# Which classes an optimizer/scheduler ``_target_`` may name. A checkpoint's hyper-parameters are
+# instantiated when training resumes from it, so an arbitrary callable there (``os.system``)
+# would run code from a downloaded file: only torch's own optimizers and schedulers are allowed.
+_TARGET_MODULES: dict[str, tuple[Any, tuple[type, ...]]] = {
+    "optimizer": (torch.optim, (torch.optim.Optimizer,)),
+    "scheduler": (
+        torch.optim.lr_scheduler,
+        (torch.optim.lr_scheduler.LRScheduler, torch.optim.lr_scheduler.ReduceLROnPlateau),
+    ),
+}
+
+
+def _allowed_target(target: Any, name: str) -> bool:
+    """Whether ``target`` names a torch optimizer (``name="optimizer"``) or LR scheduler class."""
+    module, bases = _TARGET_MODULES[name]
+    if not isinstance(target, str):
+        return False
+    prefix = module.__name__ + "."
+    # torch.optim.AdamW or torch.optim.lr_scheduler.OneCycleLR; looked up, never imported.
+    attribute = target[len(prefix) :] if target.startswith(prefix) else None
+    if name == "scheduler" and attribute is None and target.startswith("torch.optim."):
+        return False
+    candidate = getattr(module, attribute, None) if attribute and "." not in attribute else None
+    return isinstance(candidate, type) and issubclass(candidate, bases)
+
+
 def _check_target_config(cfg: Any, name: str) -> dict[str, Any] | None:
-    """Validates an optimizer/scheduler config: None/empty, or a dict with ``_target_``."""
+    """Validates an optimizer/scheduler config: None/empty, or a dict with an allowed ``_target_``.
+
+    Raises:
+        CatdogError: not a mapping, no ``_target_``, or a ``_target_`` that is not a torch
+            optimizer (``torch.optim.*``) / LR scheduler (``torch.optim.lr_scheduler.*``) class.
+    """
     cfg = _to_plain(cfg, name)
     if not cfg:
         return None
@@ -627,6 +648,15 @@ def _check_target_config(cfg: Any, name: str) -> dict[str, Any] | None:
             f"{name} must be a mapping with a _target_ (e.g. _target_: torch.optim.AdamW), "
             f"got {cfg!r}: fix the {name} config."
         )
+    if not _allowed_target(cfg["_target_"], name):
+        where = "torch.optim" if name == "optimizer" else "torch.optim.lr_scheduler"
+        raise CatdogError(
+            f"{name}._target_={cfg['_target_']!r} is not a {where} class: only torch's own "
+            f"{name}s are instantiated (also from checkpoints); use one of {where}.*"
+        )
+    for key in ("_partial_", "_recursive_", "_args_", "_convert_"):
+        if key in cfg:
+            raise CatdogError(f"{name}.{key} is not supported: remove it from the {name} config")
     return cfg
 
 
@@ -675,6 +705,12 @@ class ClassifierModule(pl.LightningModule):
         channels_last: use the channels-last memory format (faster on CPU).
         data: the data config (layout, root, split seed and fractions...), recorded as is.
         label_smoothing: cross-entropy label smoothing in ``[0, 1)``.
+        freeze_epochs: train only the head (a linear probe, BatchNorm statistics frozen) for the
+            first this many epochs, then fine-tune everything; 0: from the start.
+        no_decay_norm_bias: no weight decay on normalisation and bias parameters (the usual
+            practice: decaying them only hurts), the optimizer's weight decay on the rest.
+        seed: seeds torch's RNG at every training step (with the step number), so that dropout
+            is a function of the step only and a resumed run repeats an uninterrupted one.
 
     Raises:
         CatdogError: on any invalid setting (see the messages).
@@ -696,6 +732,9 @@ class ClassifierModule(pl.LightningModule):
         channels_last: bool = True,
         data: Mapping[str, Any] | None = None,
         label_smoothing: float = 0.0,
+        freeze_epochs: int = 0,
+        no_decay_norm_bias: bool = False,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         spec = arch_spec(arch)
@@ -743,6 +782,9 @@ class ClassifierModule(pl.LightningModule):
                 "channels_last": bool(channels_last),
                 "data": _to_plain(data, "data"),
                 "label_smoothing": float(label_smoothing),
+                "freeze_epochs": int(freeze_epochs),
+                "no_decay_norm_bias": bool(no_decay_norm_bias),
+                "seed": int(seed),
                 "feature_layer": spec.feature_layer,
                 "fc_layer": spec.fc_layer,
             }
@@ -752,14 +794,19 @@ class ClassifierModule(pl.LightningModule):
         self.net = build_model(spec.name, len(class_names), weights)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        if freeze_backbone:
-            for name, param in self.net.named_parameters():
-                param.requires_grad = self._is_head(name)
+        self._set_backbone_trainable(not freeze_backbone)
+        # What the training/eval steps receive: "images", or "features" (the pooled backbone
+        # output, see extract_features) when a frozen backbone's features were computed once.
+        self.inputs = "images"
 
         n = len(class_names)
         self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=n, average="micro")
+        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
+        # Saved in checkpoints, so an epoch interrupted mid-way reports the same epoch metrics.
+        for metric in (self.train_acc, self.val_acc, self.train_loss, self.val_loss):
+            metric.persistent(True)
         self.test_loss = MeanMetric()
         self.test_confusion = MulticlassConfusionMatrix(num_classes=n)
         self.test_precision = MulticlassPrecision(num_classes=n, average=None)
@@ -768,6 +815,66 @@ class ClassifierModule(pl.LightningModule):
 
     def _is_head(self, param_name: str) -> bool:
         return param_name.startswith(self.spec.fc_layer + ".")
+
+    def _set_backbone_trainable(self, trainable: bool) -> None:
+        for name, param in self.net.named_parameters():
+            param.requires_grad = trainable or self._is_head(name)
+
+    def _backbone_frozen(self) -> bool:
+        """Whether the backbone is frozen now (always, or during the linear-probe epochs)."""
+        if self.hparams.freeze_backbone:
+            return True
+        return self._trainer is not None and self.current_epoch < self.hparams.freeze_epochs
+
+    @property
+    def lr(self) -> float:
+        """The optimizer's (head's) learning rate; setting it scales ``backbone_lr`` alike.
+
+        Lightning's learning-rate finder reads and writes this attribute.
+        """
+        return float(self.hparams.optimizer["lr"])
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        old = float(self.hparams.optimizer["lr"])
+        self.hparams.optimizer = {**self.hparams.optimizer, "lr": float(value)}
+        if self.hparams.backbone_lr is not None and old > 0:
+            self.hparams.backbone_lr = self.hparams.backbone_lr * float(value) / old
+
+    def _head_dropout(self) -> float:
+        """The dropout probability right before the final Linear layer (0 when there is none)."""
+        parent_name = self.spec.fc_layer.rpartition(".")[0]
+        parent = get_submodule(self.net, parent_name) if parent_name else self.net
+        drops = [m.p for m in parent.children() if isinstance(m, nn.Dropout)] if parent_name else []
+        return float(drops[-1]) if drops else 0.0
+
+    @torch.no_grad()
+    def extract_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled backbone features that the final Linear layer reads, in eval mode.
+
+        Args:
+            x: normalised images, shape ``(N, 3, H, W)``.
+
+        Returns:
+            Float32 features, shape ``(N, in_features)``.
+        """
+        captured: list[torch.Tensor] = []
+        head = fc_layer(self.net, self.spec)
+        handle = head.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+        was_training = self.training
+        try:
+            self.eval()
+            self(x)
+        finally:
+            handle.remove()
+            self.train(was_training)
+        return captured[0].float()
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.inputs == "features":
+            x = F.dropout(x, p=self._head_dropout(), training=self.training)
+            return fc_layer(self.net, self.spec)(x)
+        return self(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Computes class logits.
@@ -792,8 +899,19 @@ class ClassifierModule(pl.LightningModule):
         return self
 
     def on_train_epoch_start(self) -> None:
-        if not self.hparams.train_bn:
-            self._freeze_batchnorm()
+        # Decided from the epoch number alone, so a resumed run freezes exactly as the original.
+        frozen = self._backbone_frozen()
+        self._set_backbone_trainable(not frozen)
+        # Set both ways: Lightning restores the modules' modes after validation, so BatchNorm
+        # frozen during the probe epochs would otherwise stay frozen after unfreezing, but not in
+        # a run resumed after the probe (a fresh module is in training mode).
+        for module in self.net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.train(not (frozen or not self.hparams.train_bn))
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Dropout (and anything else random in the step) depends on the step number only.
+        torch.manual_seed(_step_seed(self.hparams.seed, self.global_step))
 
     def _freeze_batchnorm(self) -> None:
         for module in self.net.modules():
@@ -805,11 +923,18 @@ class ClassifierModule(pl.LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Computes and logs loss and accuracy; returns ``(loss, predictions, labels)``."""
         images, labels = batch[0], batch[1]
-        logits = self(images)
-        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        logits = self._logits(images)
+        loss = F.cross_entropy(
+            logits.float(), labels, label_smoothing=self.hparams.label_smoothing
+        )
         preds = logits.argmax(dim=1)
         accuracy.update(preds, labels)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
+        mean_loss = {"train": self.train_loss, "val": self.val_loss}.get(stage)
+        if mean_loss is not None:
+            mean_loss.update(loss.detach(), weight=len(labels))
+            self.log(f"{stage}/loss", mean_loss, on_step=False, on_epoch=True)
+        else:
+            self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=len(labels))
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=stage == "val")
         return loss, preds, labels
 
@@ -849,18 +974,44 @@ class ClassifierModule(pl.LightningModule):
             metric.reset()
 
     def _param_groups(self) -> list[dict[str, Any]]:
-        """Trainable parameters, split into backbone and head groups when backbone_lr is set."""
-        trainable = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
-        if self.hparams.backbone_lr is None:
-            return [{"params": [p for _, p in trainable], "name": "all"}]
-        backbone = [p for n, p in trainable if not self._is_head(n)]
-        head = [p for n, p in trainable if self._is_head(n)]
-        # "name" labels the groups for LearningRateMonitor; the head keeps the optimizer's lr.
-        groups = [
-            {"params": backbone, "lr": self.hparams.backbone_lr, "name": "backbone"},
-            {"params": head, "name": "head"},
-        ]
-        return [g for g in groups if g["params"]]
+        """Parameter groups: backbone and head (when backbone_lr is set), each split into
+        decayed and not decayed (norm and bias) parameters when ``no_decay_norm_bias`` is set.
+
+        A frozen-for-now backbone (``freeze_epochs``) is in the optimizer from the start: its
+        parameters get no gradient, so the optimizer skips them until they are unfrozen.
+        """
+        if self.hparams.freeze_backbone:
+            params = [(n, p) for n, p in self.net.named_parameters() if self._is_head(n)]
+        else:
+            params = list(self.net.named_parameters())
+        no_decay = self._no_decay_names() if self.hparams.no_decay_norm_bias else set()
+        parts: dict[tuple[str, bool], list[torch.Tensor]] = {}
+        split_head = self.hparams.backbone_lr is not None
+        for name, param in params:
+            part = ("head" if self._is_head(name) else "backbone") if split_head else "all"
+            parts.setdefault((part, name in no_decay), []).append(param)
+        groups = []
+        for (part, plain), members in sorted(parts.items()):
+            # "name" labels the groups for LearningRateMonitor; the head keeps the optimizer's lr.
+            group: dict[str, Any] = {"params": members, "name": part + ("_no_decay" if plain else "")}
+            if part == "backbone":
+                group["lr"] = self.hparams.backbone_lr
+            if plain:
+                group["weight_decay"] = 0.0
+            groups.append(group)
+        return groups
+
+    def _no_decay_names(self) -> set[str]:
+        """Names of the bias parameters and the parameters of normalisation layers."""
+        names = set()
+        for module_name, module in self.net.named_modules():
+            is_norm = isinstance(
+                module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+            )
+            for param_name, _ in module.named_parameters(recurse=False):
+                if is_norm or param_name == "bias":
+                    names.add(f"{module_name}.{param_name}" if module_name else param_name)
+        return names
 
     def configure_optimizers(self) -> dict[str, Any]:
         """Builds the optimizer (and scheduler) from their Hydra configs.
@@ -880,15 +1031,47 @@ class ClassifierModule(pl.LightningModule):
             lightning_keys = {"interval": cfg.pop("interval", "epoch")}
             if "monitor" in cfg:
                 lightning_keys["monitor"] = cfg.pop("monitor")
+            if cfg["_target_"] == "torch.optim.lr_scheduler.OneCycleLR":
+                # Warm-up + cosine over the whole run: one peak per parameter group (the head at
+                # optimizer.lr, the backbone at backbone_lr) unless max_lr is given.
+                cfg.setdefault("max_lr", [group["lr"] for group in optimizer.param_groups])
+                if cfg.get("total_steps") is None:
+                    cfg["total_steps"] = self._total_steps()
+                    cfg.pop("epochs", None), cfg.pop("steps_per_epoch", None)
             scheduler = _instantiate(cfg, "scheduler", optimizer)
             result["lr_scheduler"] = {"scheduler": scheduler, **lightning_keys}
         return result
+
+    def _total_steps(self) -> int:
+        """Optimizer steps of the whole run, without building the training dataloader.
+
+        ``trainer.estimated_stepping_batches`` would create (and start iterating) the training
+        dataloader before a checkpoint is restored, so a resumed run would start the wrong epoch.
+        """
+        trainer = self.trainer
+        if trainer.max_steps != -1:
+            return int(trainer.max_steps)
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "num_train_batches"):
+            return int(trainer.estimated_stepping_batches)
+        batches = datamodule.num_train_batches()
+        if isinstance(trainer.limit_train_batches, int):
+            batches = min(batches, trainer.limit_train_batches)
+        else:
+            batches = max(1, int(batches * trainer.limit_train_batches))
+        per_epoch = -(-batches // trainer.accumulate_grad_batches)
+        return int(per_epoch * trainer.max_epochs)
+
+
+def _step_seed(seed: int, step: int) -> int:
+    """A well-mixed 63-bit seed for training step `step` of a run seeded with `seed`."""
+    return (int(seed) * 6364136223846793005 + int(step) * 1442695040888963407 + 1) % (2**63)
 
 
 def _instantiate(cfg: Mapping[str, Any], name: str, first_arg: Any) -> Any:
     """Calls the Hydra ``_target_`` of ``cfg`` with ``first_arg`` plus the config's arguments."""
     try:
-        return hydra.utils.instantiate(dict(cfg), _partial_=True)(first_arg)
+        return hydra.utils.instantiate(dict(cfg), _partial_=True, _convert_="all")(first_arg)
     except (InstantiationException, TypeError, ValueError) as error:
         raise CatdogError(
             f"The {name} config {dict(cfg)!r} could not be instantiated ({_one_line(error)}): "
@@ -932,11 +1115,14 @@ def load_classifier(
         **{key: value for key, value in hparams.items() if key in accepted and key != "weights"}
     )
     module.hparams["weights"] = hparams.get("weights")  # kept as a record of the fine-tuning
-    problem = _mismatch(module.state_dict(), checkpoint["state_dict"])
+    # Only the network's weights: training-metric states are in newer checkpoints only.
+    weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
+    expected = {k: v for k, v in module.state_dict().items() if k.startswith("net.")}
+    problem = _mismatch(expected, weights)
     if problem:
         raise CatdogError(
             f"{path} does not fit the {module.hparams.arch} architecture its hyper-parameters name "
             f"({problem}): {_TRAIN_SCRIPT_HINT} with this version of catdog."
         )
-    module.load_state_dict(checkpoint["state_dict"], strict=True)
+    module.load_state_dict(weights, strict=False)
     return module.to(map_location).eval()

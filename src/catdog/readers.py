@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ def read_csv(
     *,
     required: Iterable[str] = (),
     text: Iterable[str] | str = (),
+    text_prefixes: Iterable[str] = (),
     optional_text: Iterable[str] = (),
     numeric: Iterable[str] = (),
     booleans: Iterable[str] = (),
@@ -68,6 +70,8 @@ def read_csv(
         path: the CSV file.
         required: columns that must be present.
         text: columns that always stay text; ``"*"``: every column.
+        text_prefixes: columns whose name starts with one of these stay text too (e.g. ``pred`` for
+            per-method predicted classes).
         optional_text: text columns where an empty cell means "none".
         numeric: columns that must hold numbers.
         booleans: columns holding True/False or empty.
@@ -85,17 +89,21 @@ def read_csv(
     if not path.is_file():
         raise CatdogError(f"{what} {path} does not exist: {fix}")
     try:
-        table = pd.read_csv(
-            path,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            encoding="utf-8",
-            on_bad_lines="error",  # a row with too many cells is an error, not silently dropped
-        )
+        with warnings.catch_warnings():
+            # A row with more cells than the header would silently become an index or lose data.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            table = pd.read_csv(
+                path,
+                dtype=str,
+                keep_default_na=False,
+                na_filter=False,
+                encoding="utf-8",
+                index_col=False,
+                on_bad_lines="error",
+            )
     except pd.errors.EmptyDataError:
         table = pd.DataFrame()
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, csv.Error, ValueError) as err:
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.ParserWarning, csv.Error, ValueError) as err:
         raise CatdogError(f"{what} {path} is not a readable CSV file ({_one_line(err)}): {fix}") from None
     # A header cell left blank (e.g. a pandas index written along) names no data of ours: drop it.
     table = table.loc[:, [not str(c).startswith("Unnamed: ") for c in table.columns]]
@@ -105,7 +113,8 @@ def read_csv(
         raise CatdogError(
             f"{what} {path} lacks column(s) {', '.join(missing)} (found: {', '.join(columns) or 'none'}): {fix}"
         )
-    text = set(columns) if text == "*" else set(text)
+    prefixes = tuple(text_prefixes)
+    text = set(columns) if text == "*" else set(text) | {c for c in columns if prefixes and c.startswith(prefixes)}
     optional_text, numeric, booleans = set(optional_text), set(numeric), set(booleans)
     for column in columns:
         values = table[column].astype(str)
@@ -196,9 +205,21 @@ def read_yaml(path: str | Path, *, what: str = "file", fix: str = "write it agai
 
 
 def read_checkpoint(
-    path: str | Path, *, map_location: str = "cpu", mmap: bool = False, fix: str = "pass a checkpoint written by scripts/train.py"
-) -> Mapping[str, Any]:
-    """``torch.load(weights_only=True)`` of a checkpoint that must be a mapping.
+    path: str | Path,
+    *,
+    map_location: Any = "cpu",
+    mmap: bool = False,
+    fix: str = "pass a checkpoint written by scripts/train.py",
+    require_mapping: bool = True,
+) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain data only, never arbitrary pickled objects.
+
+    Args:
+        path: the checkpoint or weights file.
+        map_location: device to load onto.
+        mmap: memory-map the file (reading a few fields of a large checkpoint).
+        fix: what the user should do when the file is bad.
+        require_mapping: refuse files that do not hold a dict (checkpoints and state dicts do).
 
     Raises:
         CatdogError: missing, not a torch file, holds objects that are not plain data, or not a mapping.
@@ -211,8 +232,13 @@ def read_checkpoint(
     try:
         data = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - corrupt files fail in many ways (UnpicklingError, RuntimeError, ...)
-        raise CatdogError(f"checkpoint {path} could not be read ({_one_line(err)}): {fix}") from None
-    if not isinstance(data, Mapping):
+        reason = (
+            "not a torch file, or it holds Python objects that weights_only loading refuses"
+            if "Weights only load failed" in str(err)
+            else f"{type(err).__name__}: {_one_line(err, 120)}"
+        )
+        raise CatdogError(f"{path} could not be read as a torch file ({reason}): {fix}") from None
+    if require_mapping and not isinstance(data, Mapping):
         raise CatdogError(f"checkpoint {path} holds a {type(data).__name__}, not a checkpoint: {fix}")
     return data
 

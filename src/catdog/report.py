@@ -108,8 +108,10 @@ def read_explain_dir(explain_dir: str | Path, label: str | None = None) -> Exper
     return Experiment(name, folder, predictions, summary, class_names, run_dir)
 
 
-PREDICTION_TEXT = ("path", "pred", "overlay", "topk")
-PREDICTION_BOOLEANS = ("correct", "in_box", "pointing_hit")
+PREDICTION_TEXT = ("path", "pred", "overlay", "topk", "topk_p")
+# Columns holding class names (e.g. a per-method prediction) are text even when a class is called "0".
+PREDICTION_TEXT_PREFIXES = ("pred", "true_", "label", "topk")
+PREDICTION_BOOLEANS = ("correct", "in_box", "pointing_hit", "centre_in_box", "centre_hit", "increase")
 
 
 def read_predictions(path: str | Path, fix: str = "run scripts/explain.py again") -> pd.DataFrame:
@@ -122,6 +124,7 @@ def read_predictions(path: str | Path, fix: str = "run scripts/explain.py again"
         path,
         required=("path", "pred", "overlay"),
         text=PREDICTION_TEXT,
+        text_prefixes=PREDICTION_TEXT_PREFIXES,
         optional_text=("true",),
         booleans=PREDICTION_BOOLEANS,
         what="predictions",
@@ -149,6 +152,48 @@ def confidence(predictions: pd.DataFrame) -> np.ndarray:
             mask = pred == name
             result[mask] = predictions[column].to_numpy(dtype=float)[mask]
     return result
+
+
+# Per-image map-quality columns of predictions.csv (catdog.metrics) shown in the image view and sortable.
+PER_IMAGE_METRICS = ("energy_in_box", "deletion_auc", "insertion_auc", "drop", "sanity_rank_corr")
+# Experiment-table columns from catdog.metrics and how the summary table heads them.
+MAP_QUALITY_HEADS = {
+    "pointing_strict": "Pointing strict",
+    "centre_baseline": "Centre baseline",
+    "energy_in_box": "Energy on object",
+    "mosaic_peak": "Mosaic peak on own tiles",
+    "deletion_auc": "Deletion AUC",
+    "insertion_auc": "Insertion AUC",
+    "drop": "Average drop",
+    "sanity_rank_corr": "Sanity rank corr.",
+}
+
+
+def map_quality_columns(frame: pd.DataFrame, summary: dict[str, Any]) -> dict[str, float]:
+    """An experiment's localization and faithfulness totals (NaN where not measured).
+
+    Args:
+        frame: its predictions (the images compared).
+        summary: its summary.json (for the mosaic check, which has no per-image rows).
+    """
+
+    def mean(column: str) -> float:
+        if column not in frame.columns:
+            return math.nan
+        values = pd.to_numeric(frame[column].map(lambda v: float(v) if v is not None else math.nan), errors="coerce")
+        return float(values.mean()) if values.notna().any() else math.nan
+
+    mosaic = summary.get("mosaic") or {}
+    return {
+        "pointing_strict": mean("in_box"),
+        "centre_baseline": mean("centre_in_box"),
+        "energy_in_box": mean("energy_in_box"),
+        "mosaic_peak": float(mosaic["peak_on_own_tile"]) if mosaic.get("peak_on_own_tile") is not None else math.nan,
+        "deletion_auc": mean("deletion_auc"),
+        "insertion_auc": mean("insertion_auc"),
+        "drop": mean("drop"),
+        "sanity_rank_corr": mean("sanity_rank_corr"),
+    }
 
 
 def experiment_table(experiments: Sequence[Experiment]) -> pd.DataFrame:
@@ -181,6 +226,7 @@ def experiment_table(experiments: Sequence[Experiment]) -> pd.DataFrame:
         column = "pointing_hit" if "pointing_hit" in frame.columns else "in_box"
         hits = frame[column].dropna() if column in frame.columns else pd.Series(dtype=object)
         row["pointing_game"] = float(hits.astype(bool).mean()) if len(hits) else math.nan
+        row.update(map_quality_columns(frame, exp.summary))
         checkpoint = exp.summary.get("checkpoint") or {}
         config = exp.summary.get("train_config") or {}
         row.update(
@@ -266,7 +312,8 @@ def write_report(
         "pairs": [] if pairs is None else [[labels.index(a), labels.index(b)] for a, b in zip(pairs["a"], pairs["b"])],
     }
     assets = files("catdog") / "report_assets"
-    page = _PAGE.format(
+    # page.html is a str.format template: its literal braces are doubled; every value is escaped or JSON.
+    page = assets.joinpath("page.html").read_text(encoding="utf-8").format(
         title=_esc(page_title),
         css=assets.joinpath("report.css").read_text(encoding="utf-8"),
         js=assets.joinpath("report.js").read_text(encoding="utf-8"),
@@ -453,6 +500,11 @@ def _gallery_data(
                     "loss": float(row["loss"]) if pd.notna(row.get("loss")) else None,
                     "correct": row["correct"],
                     "in_box": row.get("in_box") if has_box[e] else None,
+                    **{
+                        key: (float(row[key]) if pd.notna(row[key]) else None)
+                        for key in PER_IMAGE_METRICS
+                        if key in row
+                    },
                     "top": probs[:TOP_PROBABILITIES],
                     "full": linkers[e](rel, f"{e}_{i}.jpg") if exists else None,
                     "thumb": thumb_url,
@@ -497,7 +549,10 @@ def _summary_pictures(out: Path, experiments: Sequence[Experiment], paths: list[
             target = out / "assets" / f"confusion_{e}.png"
             plot_confusion_matrix(matrix, exp.class_names, target, title=f"{exp.label}: accuracy {accuracy:.1%}")
             confusion = _url(out, target)
-        curves = exp.run_dir / "curves.png" if exp.run_dir is not None else None
+        # Only the run folder that holds this explain folder: a run_dir taken from summary.json (user-editable)
+        # must not make the report copy a file from elsewhere.
+        inside = exp.run_dir is not None and exp.explain_dir.resolve().is_relative_to(exp.run_dir.resolve())
+        curves = exp.run_dir / "curves.png" if inside else None
         result.append(
             {
                 "confusion": confusion,
@@ -544,6 +599,8 @@ def _summary_html(table: pd.DataFrame, experiments: Sequence[Experiment]) -> str
     pointing = table["pointing_game"].notna().any()
     head = ["Experiment", "Images", "Accuracy", *[f"Recall {c}" for c in classes], "Mean confidence"]
     head += ["Pointing game"] if pointing else []
+    quality = [key for key in MAP_QUALITY_HEADS if key in table.columns and table[key].notna().any()]
+    head += [MAP_QUALITY_HEADS[key] for key in quality]
     head += ["Architecture", "Checkpoint", "Training config"]
     rows = []
     for row in table.to_dict("records"):
@@ -556,6 +613,12 @@ def _summary_html(table: pd.DataFrame, experiments: Sequence[Experiment]) -> str
         cells.append(f"<td>{_pct(row['mean_confidence'])}</td>")
         if pointing:
             cells.append(f"<td>{_pct(row['pointing_game'])}</td>")
+        for key in quality:
+            value = row[key]
+            text = _pct(value) if key in ("pointing_strict", "centre_baseline", "energy_in_box", "mosaic_peak") else (
+                f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else "–"
+            )
+            cells.append(f"<td>{_esc(text)}</td>")
         cells.append(f"<td>{_esc(row['arch'])}</td>")
         cells.append(
             f"<td class='path' title='{_esc(row['checkpoint'])}'>{_esc(_tail(row['checkpoint']))}"
@@ -659,43 +722,3 @@ def _pictures_html(pictures: list[tuple[str, str, str]]) -> str:
         for name, url, note in pictures
     )
     return f"<section><h2>Images that matter most</h2>{figures}</section>"
-
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>{css}</style>
-</head>
-<body>
-<header><h1>{title}</h1><p class="muted">Generated {generated} by catdog.</p>{intro}</header>
-<main>
-<section id="summary"><h2>Summary</h2>{summary}</section>
-{pairs}
-<section><h2>Confusion matrices and training curves</h2>{per_experiment}</section>
-{pictures}
-<section id="gallery-section">
-<h2>Gallery</h2>
-<p class="muted">Every image with each experiment's prediction and probability. Green = correct,
-red = wrong. Click an image to see all experiments side by side at full size
-(arrow keys: previous / next, Esc: close).</p>
-<ul class="help-list">
-<li><b>Correct / Incorrect</b>: judged by the experiment chosen under "Experiment" (or, for
-"all experiments", correct in all of them / wrong in at least one).</li>
-{flipped_help}
-</ul>
-<div id="controls" class="controls"></div>
-<p id="count" class="count" aria-live="polite"></p>
-<div id="gallery" class="gallery"></div>
-<button id="more" class="more" type="button" hidden>Show more</button>
-</section>
-</main>
-<div id="viewer" class="viewer" hidden role="dialog" aria-modal="true" aria-labelledby="viewer-title"></div>
-<noscript><p>The gallery needs JavaScript; the summary above does not.</p></noscript>
-<script type="application/json" id="report-data">{data}</script>
-<script>{js}</script>
-</body>
-</html>
-"""

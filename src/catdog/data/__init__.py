@@ -5,6 +5,7 @@ See data/README.md for the dataset layouts a user can point catdog at.
 
 from catdog.data.datamodule import ImageDataModule, ImageDataset, build_transform
 from catdog.data.demo import DEMO_CLASSES, ensure_demo_dataset, load_boxes
+from catdog.data.masks import find_masks, is_mask_file, load_mask
 from catdog.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb, scan_images
 from catdog.data.index import (
     LAYOUTS,
@@ -33,7 +34,10 @@ __all__ = [
     "ensure_demo_dataset",
     "index_for_inference",
     "list_images",
+    "find_masks",
+    "is_mask_file",
     "load_boxes",
+    "load_mask",
     "load_rgb",
     "scan_images",
 ]

@@ -5,6 +5,10 @@ is decided *only* by a small object at a random position, on a cluttered backgro
 the same distribution for both classes. A classifier that is right must look at the object, and
 boxes.csv says where the object is, so CAMs can be scored (pointing game) and not just admired.
 
+A third class, "none", is clutter alone. It gives each animal evidence of its own: with only "cat"
+and "dog" a softmax network can learn "dog or not dog", and the cat map then points at whatever
+looks least like a dog. With "none" beside them, "cat" must be told from clutter by cat features.
+
 The "cat" has pointed ears, green eyes, a small pink nose and whiskers; the "dog" has floppy dark
 ears, black eyes, a big black nose and a red tongue. The face colour is drawn from the same palette
 for both.
@@ -25,18 +29,20 @@ import pandas as pd
 from catdog.data.index import absolute_path
 from catdog.errors import CatdogError
 
-DEMO_CLASSES: tuple[str, ...] = ("cat", "dog")
+DEMO_CLASSES: tuple[str, ...] = ("cat", "dog", "none")
+NO_OBJECT = "none"  # the class drawn without an object (no box)
 Colour = tuple[int, int, int]  # RGB
 MARKER_FILE = "demo.json"
 BOXES_FILE = "boxes.csv"
 # Bump when the drawing changes, so existing demo folders are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 # Written into demo.json: only a folder carrying this exact generator name is ever deleted to regenerate.
 GENERATOR_NAME = "catdog.data.demo"
 _LEGACY_KEYS = {"generator_version", "num_per_class", "image_size", "seed"}
 
-# Object side as a share of the image side.
-_OBJECT_SCALE = (0.15, 0.25)
+# Object side as a share of the image side: at least ~1.3 feature cells of a stride-32 network at 112 px,
+# so the strongest cell's centre can lie on the object (smaller objects make a strict pointing game a lottery).
+_OBJECT_SCALE = (0.3, 0.45)
 # Face colours (RGB), shared by both classes so colour alone never tells the class.
 _FACE_COLOURS = np.array(
     [[240, 170, 80], [200, 200, 200], [250, 235, 200], [170, 120, 70], [245, 245, 245]],
@@ -49,8 +55,9 @@ def ensure_demo_dataset(
 ) -> Path:
     """Generate the demo dataset unless it already exists with the same parameters.
 
-    Layout: `root/cat/cat_0000.png`, ..., `root/dog/dog_0000.png`, ..., `root/boxes.csv`
-    (columns `path,x0,y0,x1,y1`: path relative to root, object box in pixels with x1, y1
+    Layout: `root/cat/cat_0000.png`, ..., `root/dog/dog_0000.png`, ..., `root/none/none_0000.png`,
+    `root/boxes.csv` (one row per cat or dog image;
+    columns `path,x0,y0,x1,y1`: path relative to root, object box in pixels with x1, y1
     exclusive, i.e. the object is `image[y0:y1, x0:x1]`) and `root/demo.json` (the parameters).
     The set is generated in a temporary folder next to `root` and renamed into place, so an
     interrupted run never leaves a half-written set. Images are deterministic: the same
@@ -111,11 +118,12 @@ def ensure_demo_dataset(
 
 def _read_marker(root: Path) -> dict | None:
     """The parameters a demo folder was generated with, or None when it is not one."""
+    from catdog.readers import read_json  # here: readers imports the data package
+
     try:
-        marker = json.loads((root / MARKER_FILE).read_text())
-    except (OSError, ValueError):
+        return read_json(root / MARKER_FILE)
+    except CatdogError:
         return None
-    return marker if isinstance(marker, dict) else None
 
 
 def _generated_here(root: Path) -> bool:
@@ -145,7 +153,8 @@ def _write_dataset(folder: Path, num_per_class: int, image_size: int, seed: int)
             image, box = draw_demo_image(rng, name, image_size)
             relative = f"{name}/{name}_{i:04d}.png"
             cv2.imwrite(os.fspath(folder / relative), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-            rows.append((relative, *box))
+            if box is not None:
+                rows.append((relative, *box))
     pd.DataFrame(rows, columns=["path", "x0", "y0", "x1", "y1"]).to_csv(
         folder / BOXES_FILE, index=False
     )
@@ -153,16 +162,17 @@ def _write_dataset(folder: Path, num_per_class: int, image_size: int, seed: int)
 
 def draw_demo_image(
     rng: np.random.Generator, class_name: str, image_size: int
-) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """Draw one demo image: clutter, then a "cat" or "dog" face at a random place.
+) -> tuple[np.ndarray, tuple[int, int, int, int] | None]:
+    """Draw one demo image: clutter, then a "cat" or "dog" face at a random place ("none": no face).
 
     Args:
         rng: Random generator (all randomness comes from it).
-        class_name: "cat" or "dog".
+        class_name: "cat", "dog" or "none".
         image_size: Side of the square image.
 
     Returns:
-        The (H, W, 3) uint8 RGB image and the object box (x0, y0, x1, y1), x1 and y1 exclusive.
+        The (H, W, 3) uint8 RGB image and the object box (x0, y0, x1, y1), x1 and y1 exclusive;
+        None for "none".
 
     Raises:
         ValueError: `class_name` is not a demo class.
@@ -170,6 +180,8 @@ def draw_demo_image(
     if class_name not in DEMO_CLASSES:
         raise ValueError(f"unknown demo class {class_name!r}: use one of {DEMO_CLASSES}")
     image = _clutter(rng, image_size)
+    if class_name == NO_OBJECT:
+        return image, None
     side = int(round(rng.uniform(*_OBJECT_SCALE) * image_size))
     x0 = int(rng.integers(0, image_size - side + 1))
     y0 = int(rng.integers(0, image_size - side + 1))

@@ -13,7 +13,7 @@ Three layouts are understood (see data/README.md for examples):
 
 from __future__ import annotations
 
-import math
+import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,57 +96,82 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
 
 
 def assign_splits(
-    labels: Sequence[str], val_fraction: float, test_fraction: float, seed: int
+    labels: Sequence[str],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    keys: Sequence[str] | None = None,
 ) -> np.ndarray:
-    """Split images into train/val/test, stratified per class and reproducible.
+    """Split images into train/val/test by a seeded hash of each image's key: stable as data grows.
 
-    Within each class (taken in sorted order) the images are shuffled with a numpy Generator seeded
-    with `seed`; the first `round(n * test_fraction)` go to test, the next `round(n * val_fraction)`
-    to val, the rest to train. A class with at least 3 images gets at least one val and one test
-    image when the fraction is above zero, and always keeps at least one train image.
+    Each image gets a number u in [0, 1) from the SHA-256 of ``"<seed>:<key>"``; it goes to test
+    when ``u < test_fraction``, to val when ``u < test_fraction + val_fraction``, else to train.
+    So an image's split depends only on its own key and the seed: adding or removing other images
+    never moves it to another split (a model's test images never leak into a later run's training
+    set), and the split is the same on every machine. Per class the shares are the fractions up
+    to sampling noise (binomial). A class of at least 3 images whose hash gave it no val (or no
+    test) image gets its lowest-u training image moved there, and every class keeps at least one
+    training image; only such tiny classes can see an image move when images are added.
 
     Args:
         labels: Class name of each image.
         val_fraction: Share of each class for validation, in [0, 1).
         test_fraction: Share of each class for test, in [0, 1).
-        seed: Random seed: the same seed and labels always give the same split.
+        seed: Seed of the hash: the same seed and keys always give the same split.
+        keys: A stable identifier of each image, e.g. its path relative to the dataset root
+            (`split_key`); None uses the position, which is only stable for the same image list.
 
     Returns:
         Array of "train"/"val"/"test", one per label, in the order of `labels`.
 
     Raises:
-        CatdogError: A fraction is out of range.
+        CatdogError: A fraction is out of range, or `keys` and `labels` differ in length.
     """
     _check_fractions(val_fraction, test_fraction)
     labels = np.asarray(labels, dtype=object)
+    keys = [str(i) for i in range(len(labels))] if keys is None else [str(k) for k in keys]
+    if len(keys) != len(labels):
+        raise CatdogError(f"{len(keys)} split keys for {len(labels)} images: rebuild the index")
+    u = np.array([_unit_hash(f"{seed}:{key}") for key in keys], dtype=np.float64)
     splits = np.full(len(labels), "train", dtype="<U5")
-    rng = np.random.default_rng(seed)
+    splits[u < test_fraction + val_fraction] = "val"
+    splits[u < test_fraction] = "test"
     for name in sorted(set(labels.tolist())):
-        members = rng.permutation(np.flatnonzero(labels == name))
-        n_val, n_test = _held_out_counts(len(members), val_fraction, test_fraction)
-        splits[members[:n_test]] = "test"
-        splits[members[n_test : n_test + n_val]] = "val"
+        members = np.flatnonzero(labels == name)
+        # Tiny classes: one image per requested held-out split, and always one training image.
+        for split, fraction in (("test", test_fraction), ("val", val_fraction)):
+            if fraction > 0 and len(members) >= 3 and not (splits[members] == split).any():
+                train = members[splits[members] == "train"]
+                if len(train) > 1:
+                    splits[train[np.argmin(u[train])]] = split
+        if len(members) and not (splits[members] == "train").any():
+            splits[members[np.argmax(u[members])]] = "train"
     return splits
 
 
-def _held_out_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int]:
-    """Numbers of val and test images for a class of `n` images."""
-    n_val, n_test = _share(n, val_fraction), _share(n, test_fraction)
-    # Keep at least one training image; with n >= 3 both counts stay >= 1 while shrinking.
-    while n_val + n_test > n - 1:
-        if n_val > n_test:
-            n_val -= 1
-        else:
-            n_test -= 1
-    return n_val, n_test
+def _unit_hash(text: str) -> float:
+    """A number in [0, 1) from the SHA-256 of `text` (uniform, the same on every platform)."""
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") / 2.0**64
 
 
-def _share(n: int, fraction: float) -> int:
-    """Rounded share of `n` images (half up, unlike round()), at least 1 when n >= 3."""
-    if fraction <= 0:
-        return 0
-    count = math.floor(n * fraction + 0.5)
-    return max(count, 1) if n >= 3 else count
+def split_key(path: str, base: str | Path | None) -> str:
+    """The identifier an image is split by: its path relative to `base` (posix), else as given.
+
+    Relative keys keep the split when the whole dataset folder is moved or copied.
+
+    Args:
+        path: Absolute path of the image.
+        base: The dataset folder, or None.
+
+    Returns:
+        The key.
+    """
+    if base is not None:
+        try:
+            return Path(path).relative_to(Path(base)).as_posix()
+        except ValueError:
+            pass
+    return Path(path).as_posix()
 
 
 def _check_fractions(val_fraction: float, test_fraction: float) -> None:
@@ -210,7 +235,12 @@ def build_index(
             f"only one class ({classes[0]!r}) found in the data: a classifier needs at least two "
             "classes, e.g. one folder per class"
         )
-    index = _fill_missing_splits(index, val_fraction, test_fraction, seed)
+    if layout == "csv":
+        base = Path(root if root not in (None, "") else Path(manifest).expanduser().parent)
+        base = base.expanduser().resolve()
+    else:
+        base = _existing_root(root, layout)
+    index = _fill_missing_splits(index, val_fraction, test_fraction, seed, base)
     return index[["path", "label", "split"]].reset_index(drop=True)
 
 
@@ -381,12 +411,22 @@ def _csv_index(manifest: str | Path | None, root: str | Path | None) -> pd.DataF
 
 
 def _fill_missing_splits(
-    index: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int
+    index: pd.DataFrame,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    base: Path | None = None,
 ) -> pd.DataFrame:
-    """Assign splits where the data has none, carving a missing val or test split from train."""
+    """Assign splits where the data has none, carving a missing val or test split from train.
+
+    Images are split by their path relative to `base` (see `assign_splits`).
+    """
     index = index.copy()
+    keys = [split_key(p, base) for p in index["path"]]
     if "split" not in index.columns:
-        index["split"] = assign_splits(index["label"].tolist(), val_fraction, test_fraction, seed)
+        index["split"] = assign_splits(
+            index["label"].tolist(), val_fraction, test_fraction, seed, keys
+        )
         return index
     present = set(index["split"])
     if "train" not in present:
@@ -399,7 +439,11 @@ def _fill_missing_splits(
     if carve_val or carve_test:
         train = index["split"] == "train"
         index.loc[train, "split"] = assign_splits(
-            index.loc[train, "label"].tolist(), carve_val, carve_test, seed
+            index.loc[train, "label"].tolist(),
+            carve_val,
+            carve_test,
+            seed,
+            [key for key, is_train in zip(keys, train) if is_train],
         )
     return index
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -50,8 +49,9 @@ from catdog.runs import (
     timestamped_dir,
 )
 from catdog.plots import plain_text
-from catdog.readers import read_checkpoint, read_csv, read_yaml
+from catdog.readers import read_checkpoint, read_csv, read_json, read_yaml
 from catdog.report import (
+    MAP_QUALITY_HEADS,
     Experiment,
     confidence,
     experiment_table,
@@ -412,6 +412,56 @@ def load_predicted_cams(explain_dir: Path, paths: Sequence[str]) -> np.ndarray:
         raise CatdogError(f"{file} could not be read ({type(err).__name__}: {err}): explain again") from None
 
 
+def load_class_cams(explain_dir: Path, paths: Sequence[str], classes: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """Each image's raw map of a given class from cams.npz, so experiments compare maps of the same class.
+
+    Args:
+        explain_dir: an explain folder with cams.npz.
+        paths: the images, in order.
+        classes: ``[N]`` class index per image (e.g. the first experiment's predictions); None: the
+            predicted class's map (column 0).
+
+    Returns:
+        float32 ``[N, h, w]``, and how many images lacked a map of the wanted class (their predicted
+        class's map is used instead).
+
+    Raises:
+        CatdogError: no cams.npz, or an image is missing from it.
+    """
+    file = explain_dir / "cams.npz"
+    if not file.is_file():
+        raise CatdogError(f"{explain_dir} has no cams.npz: explain again with save_cams=true")
+    with np.load(file, allow_pickle=False) as npz:
+        row = {str(path): i for i, path in enumerate(npz["paths"])}
+        missing = [p for p in paths if p not in row]
+        if missing:
+            raise CatdogError(f"{file} lacks the maps of {len(missing)} image(s) such as {missing[0]}: explain again")
+        rows = [row[p] for p in paths]
+        cams, class_idx = npz["cams"][rows], npz["class_idx"][rows]
+    if classes is None:
+        return cams[:, 0].astype(np.float32), 0
+    match = class_idx == np.asarray(classes)[:, None]
+    column = np.where(match.any(axis=1), match.argmax(axis=1), 0)
+    return cams[np.arange(len(rows)), column].astype(np.float32), int((~match.any(axis=1)).sum())
+
+
+def method_labels(explain_dirs: Sequence[Path]) -> list[str] | None:
+    """``gradcam@layer3`` per explain folder when their methods or layers differ, else None."""
+    described = []
+    for folder in explain_dirs:
+        try:
+            summary = read_json(folder / "summary.json", what="summary")
+        except CatdogError:
+            return None
+        described.append(f"{summary.get('method') or 'cam'}@{summary.get('layer') or 'default'}")
+    return described if len(set(described)) > 1 else None
+
+
+def class_names_index(class_names: Sequence[str], name: str) -> int:
+    """Index of a class name (the predictions table stores names)."""
+    return list(class_names).index(name)
+
+
 def to_common_size(maps: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Bilinearly resize ``[N, h, w]`` stacks of different architectures to the largest h and w."""
     height = max(m.shape[1] for m in maps)
@@ -706,13 +756,25 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
         explain_dirs.append(found)
     names = [(s.run_dir.name if s.run_dir is not None else Path(s.given).name) for s in sources]
     labels = experiment_labels(names, [read_run_settings(s.run_dir) for s in sources])
+    by_method = method_labels(explain_dirs)
+    if by_method is not None:  # explain folders of different methods/layers are experiments named by them
+        same_run = len({str(s.run_dir) for s in sources}) == 1
+        labels = _unique(by_method if same_run else [f"{a} {b}" for a, b in zip(labels, by_method)])
     experiments = [read_explain_dir(d, label) for d, label in zip(explain_dirs, labels)]
     paths = align(experiments, common)
     if len(paths) < len(common):
         log.warning(
             "%d of the %d common images could not be read by every run: left out", len(common) - len(paths), len(common)
         )
-    cams = [load_predicted_cams(exp.explain_dir, paths) for exp in experiments]
+    # Maps of the same class: each image's class is the first experiment's prediction.
+    reference = np.array([class_names_index(experiments[0].class_names, p) for p in experiments[0].predictions["pred"]])
+    cams, lacking = [], 0
+    for exp in experiments:
+        maps, missing = load_class_cams(exp.explain_dir, paths, reference)
+        cams.append(maps)
+        lacking = max(lacking, missing)
+    if lacking:
+        log.warning("%d image(s): an experiment has no map of the reference class; its predicted map is used", lacking)
 
     final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(Path("compare"))
     table, pairs, per_image = compare_tables(experiments, cams)
@@ -784,6 +846,8 @@ def print_tables(table: pd.DataFrame, pairs: pd.DataFrame, class_names: Sequence
     columns = ["experiment", "images", "accuracy", *[f"recall_{c}" for c in class_names], "mean_confidence"]
     if table["pointing_game"].notna().any():
         columns.append("pointing_game")
+    # Localization and faithfulness totals (catdog.metrics), where measured.
+    columns += [c for c in MAP_QUALITY_HEADS if c in table.columns and table[c].notna().any()]
     for column in columns:
         if column == "experiment":  # labels are what the reader needs: wrap them, never cut them
             numbers.add_column("experiment", overflow="fold", min_width=min(30, int(table["experiment"].str.len().max())))

@@ -21,6 +21,7 @@ threads with a bounded queue, so memory does not grow with the number of images.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -41,13 +42,32 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import catdog
-from catdog.cam import area_above, display_maps, parse_threshold, peak_in_image, strongest_region, upsample_cams
-from catdog.data import SPLITS, BadImageError, build_transform, index_for_inference, load_boxes, load_rgb
+from catdog.cam import area_above, display_maps, parse_threshold, strongest_region, upsample_cams
+from catdog.data import (
+    SPLITS,
+    BadImageError,
+    build_transform,
+    find_masks,
+    is_mask_file,
+    index_for_inference,
+    load_boxes,
+    load_mask,
+    load_rgb,
+)
 from catdog.errors import CatdogError
 from catdog.explainers import METHODS, ExactCAM, Explainer, build_method
+from catdog.faithfulness import Faithfulness, build_faithfulness
+from catdog.geometry import CellCentres, cell_centres, grid_centres
 from catdog.imagenet import PretrainedClassifier, describe_topk, imagenet_arch, load_imagenet
-from catdog.metrics import pointing_columns, summarize_pointing
+from catdog.metrics import (
+    localization_columns,
+    pointing_lines,
+    summarize_faithfulness,
+    summarize_pointing,
+    summary_lines,
+)
 from catdog.models import ClassifierModule, arch_spec, load_classifier, resolve_layer
+from catdog.mosaic import mosaic_check
 from catdog.overlay import (
     draw_contour,
     draw_label,
@@ -124,7 +144,8 @@ def select_images(
         if split != "all":
             images = images[images["split"] == split]
         images = images[["path", "label"]]
-    images = images.astype({"path": str}).reset_index(drop=True)
+    images = images.astype({"path": str})
+    images = images[[not is_mask_file(p) for p in images["path"]]].reset_index(drop=True)  # <stem>_mask.png
     images["label"] = images["label"].where(images["label"].notna(), None)
     if images.empty:
         where = source or f"the {split} split of {run_dir}"
@@ -184,6 +205,8 @@ class ImageJob:
     overlay_rel: str
     size: tuple[int, int] | None = None  # (H, W) of the original file (peaks and boxes use it); None: original's
     thumb_path: Path | None = None  # where to write the report's gallery thumbnail (None: no thumbnail)
+    mask: str | None = None  # the image's object mask file, when known
+    columns: dict[str, Any] | None = None  # per-image metrics computed on the batch (faithfulness)
 
 
 @dataclass(frozen=True)
@@ -198,6 +221,7 @@ class OverlayStyle:
     thumb_size: int = 220  # longest side of the gallery thumbnail made from the overlay in memory
     display: str = "minmax"  # cam.display_maps mode; "signed" draws with a diverging colormap
     threshold: str | float | None = None  # cam.strongest_region: contour of the predicted map's strongest region
+    centres: CellCentres | None = None  # where each map cell's evidence comes from (catdog.geometry)
 
 
 def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
@@ -215,8 +239,9 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     show_true = mistake and style.show_true_cam and job.true_idx not in job.cam_idx[: style.topk]
     # Upsample only the maps that are drawn: the true-class column repeats the prediction when correct.
     shown = list(range(style.topk)) + ([len(job.cam_idx) - 1] if show_true else [])
-    maps = upsample_cams(torch.from_numpy(job.cams[shown]), shown_size)  # [len(shown), H, W]
-    peak_x, peak_y = peak_in_image(torch.from_numpy(job.cams[0]), (height, width))
+    centres = style.centres or grid_centres(job.cams.shape[-2:], job.cams.shape[-2:])
+    maps = centres.upsample(torch.from_numpy(job.cams[shown]), shown_size)  # [len(shown), H, W]
+    peak_x, peak_y = centres.peak(torch.from_numpy(job.cams[0]), (height, width))
     display = display_maps(maps, style.display).numpy()
     colormap = "diverging" if style.display == "signed" else "jet"
     region_area = None
@@ -259,8 +284,24 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     if style.topk > 1:
         row["topk"] = "|".join(names[int(c)] for c in job.cam_idx[: style.topk])
         row["topk_p"] = "|".join(f"{float(job.probs[int(c)]):.4f}" for c in job.cam_idx[: style.topk])
-    row.update(pointing_columns((peak_x, peak_y), job.boxes, (height, width), style.pointing_tolerance))
+    row.update(_localization(job, centres, style.pointing_tolerance))
+    row.update(job.columns or {})
     return row
+
+
+def _localization(job: ImageJob, centres: CellCentres, tolerance: float) -> dict[str, Any]:
+    """Localization columns of the *true* class's map (the last map; the prediction when unlabelled).
+
+    In the original file's pixels (boxes and masks are), not the bounded copy the overlay is drawn on.
+    """
+    if not job.boxes and not job.mask:
+        return {}
+    size = job.size or job.original.shape[:2]
+    cam = torch.from_numpy(job.cams[-1])
+    mask = load_mask(job.mask) if job.mask else None
+    return localization_columns(
+        centres.peak(cam, size), centres.upsample(cam, size), size, boxes=job.boxes, mask=mask, tolerance=tolerance
+    )
 
 
 def render_or_skip(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
@@ -355,7 +396,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         CatdogError: bad checkpoint, paths or settings.
     """
-    model, checkpoint, run_dir, provenance = _load_model(cfg)
+    model, _checkpoint, run_dir, provenance = _load_model(cfg)
     hp = model.hparams
     class_names: list[str] = list(hp.class_names)
     if not 1 <= cfg.topk <= len(class_names):
@@ -388,16 +429,38 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     if cfg.data.max_images:
         images = sample_across_classes(images, int(cfg.data.max_images))
     boxes = _boxes_for(source, dict(hp.data or {}))
+    masks = find_masks(_dataset_root(source, dict(hp.data or {})), images["path"].tolist())
     base_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "explain")
+    contrast = str(cfg.get("contrast", "none"))
+    metric_names = list(cfg.get("metrics") or [])
+    steps = int(cfg.faithfulness.steps) if "faithfulness" in cfg else 16
+    faithfulness_batch = int(cfg.faithfulness.batch_size) if "faithfulness" in cfg else 64
+    size = (int(hp.image_size), int(hp.image_size))
 
     summaries, out_dirs = [], []
     for explainer in explainers:
         final_dir = base_dir
         if len(explainers) > 1:
             final_dir = base_dir.with_name(f"{base_dir.name}_{safe_name(explainer.method)}_{safe_name(explainer.layer)}")
+        # Map geometry (issue #8): measured cell centres place the peak and the overlay.
+        centres = map_centres(model, explainer, size, str(cfg.get("align", "cell")))
+        faithfulness = build_faithfulness(
+            model.net,
+            metric_names,
+            lambda net, explainer=explainer: build_explainer(
+                model, cfg.get("method"), explainer.layer, contrast=contrast, net=net
+            ),
+            centres,
+            steps=steps,
+            batch_size=faithfulness_batch,
+        )
+        layer_style = dataclasses.replace(style, centres=centres)
 
         def explain_into(
-            out_dir: Path | None, explainer: Explainer = explainer
+            out_dir: Path | None,
+            explainer: Explainer = explainer,
+            faithfulness: Faithfulness | None = faithfulness,
+            layer_style: OverlayStyle = layer_style,
         ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None:
             return run_explain(
                 model,
@@ -405,11 +468,13 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
                 out_dir,
                 explainer=explainer,
                 boxes=boxes,
+                masks=masks,
+                faithfulness=faithfulness,
                 topk=cfg.topk,
                 batch_size=cfg.data.batch_size,
                 num_workers=cfg.data.num_workers,
                 precision=str(cfg.precision),
-                style=style,
+                style=layer_style,
                 writers=cfg.overlay.writers,
                 save_cams=cfg.save_cams,
                 max_side=cfg.overlay.get("max_size"),
@@ -442,6 +507,10 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
             summary = write_reports(predictions, skipped, class_names, out_dir, cfg.top_losses)
             if summary["pointing_game"]:
                 summary["pointing_game"]["tolerance"] = float(cfg.pointing_tolerance)
+            summary["align"] = str(cfg.get("align", "cell"))
+            summary["cell_centres"] = {"x": [round(v, 1) for v in centres.x], "y": [round(v, 1) for v in centres.y]}
+            if "mosaic" in _as_list(cfg.get("localization")):
+                summary["mosaic"] = _run_mosaic(cfg, model, explainer, images, centres, out_dir)
             summary.update(extra)
             summary.update(explainer.describe())
             summary["display"] = style.display
@@ -525,6 +594,8 @@ def run_explain(
     style: OverlayStyle,
     explainer: Explainer | None = None,
     boxes: dict[str, list[tuple[float, float, float, float]]] | None = None,
+    masks: dict[str, str] | None = None,
+    faithfulness: Faithfulness | None = None,
     topk: int = 1,
     batch_size: int = 32,
     num_workers: int = 2,
@@ -553,6 +624,8 @@ def run_explain(
         style: how overlays look.
         explainer: the method making the maps; default exact CAM at the registry's feature layer.
         boxes: absolute path -> object boxes, for the pointing game.
+        masks: absolute path -> object mask file (localization metrics; preferred over boxes).
+        faithfulness: opt-in faithfulness metrics, computed per batch (columns of predictions.csv).
         topk: maps for the top-k predicted classes.
         batch_size: images per forward pass.
         num_workers: decoding worker processes per rank (0: decode in the rank's own process).
@@ -609,6 +682,8 @@ def run_explain(
                     overlay_rel=rel,
                     size=batch.sizes[row],
                     thumb_path=out / THUMBS / rel if thumbnails else None,
+                    mask=masks.get(paths[i]) if masks else None,
+                    columns=prediction["columns"][row] if prediction.get("columns") else None,
                 )
             )
 
@@ -624,6 +699,7 @@ def run_explain(
         batch_size,
         num_workers,
         channels_last,
+        columns_fn=faithfulness.columns if faithfulness is not None else None,
     )
     trainer = pl.Trainer(
         accelerator=accelerator,
@@ -687,9 +763,17 @@ def unique_stems(paths: list[str]) -> list[str]:
 
 
 def build_explainer(
-    model: ClassifierModule | PretrainedClassifier, method: str | None = None, layer: str | None = None
+    model: ClassifierModule | PretrainedClassifier,
+    method: str | None = None,
+    layer: str | None = None,
+    contrast: str = "none",
+    net: torch.nn.Module | None = None,
 ) -> Explainer:
     """The explainer for a loaded model: ``method=`` at ``layer=`` (defaults from the registry).
+
+    ``contrast`` (exact CAM only): ``none`` (the exact per-class map), ``mean`` or ``runner_up`` (the
+    identifiable map of a softmax head). ``net``: another network of the same architecture to explain (the
+    randomised copy of ``metrics=[sanity]``).
 
     Exact CAM at its default layer uses the layer names stored in the checkpoint: they are what the model
     was trained and checked with, so a later registry change cannot silently move the CAM to another layer.
@@ -697,17 +781,18 @@ def build_explainer(
     Raises:
         CatdogError: unknown method or layer, or exact CAM where it does not apply.
     """
-    explainer = build_method(model.net, model.hparams.arch, method, layer)
+    target = net if net is not None else model.net
+    explainer = build_method(target, model.hparams.arch, method, layer)
+    if not isinstance(explainer, ExactCAM):
+        if contrast != "none":
+            raise CatdogError(f"contrast={contrast} applies to exact CAM only (method=cam), not method={method}")
+        return explainer
     hp = model.hparams
-    if isinstance(explainer, ExactCAM) and layer is None and hp.get("feature_layer") and hp.get("fc_layer"):
-        relu = hp.get("feature_relu")
-        return ExactCAM(
-            model.net,
-            hp.feature_layer,
-            hp.fc_layer,
-            feature_relu=explainer.feature_relu if relu is None else bool(relu),
-        )
-    return explainer
+    feature, fc, relu = explainer.layer, explainer.fc_name, explainer.feature_relu
+    if layer is None and hp.get("feature_layer") and hp.get("fc_layer"):
+        feature, fc = hp.feature_layer, hp.fc_layer
+        relu = relu if hp.get("feature_relu") is None else bool(hp.feature_relu)
+    return ExactCAM(target, feature, fc, feature_relu=relu, contrast=contrast)
 
 
 def write_grids(
@@ -767,6 +852,62 @@ def write_grids(
     return written
 
 
+def map_centres(
+    model: ClassifierModule | PretrainedClassifier, explainer: Explainer, size: tuple[int, int], align: str
+) -> CellCentres:
+    """Where the cells of ``explainer``'s maps sit in the model input (:mod:`catdog.geometry`).
+
+    Exact CAM's feature map is measured directly. Other methods may explain layers whose output is not an
+    NCHW map (ViT tokens): their grid comes from the shape of one probe map, and ``receptive_field`` is used
+    only where the layer's measured grid matches that shape (otherwise the cell grid, with a warning).
+    """
+    if isinstance(explainer, ExactCAM):
+        return cell_centres(model.net, explainer.layer, size, align, arch=model.hparams.arch)
+    probe = torch.zeros(1, 3, *size, device=next(model.net.parameters()).device)
+    cells = tuple(explainer.explain(probe, None, topk=1).maps.shape[-2:])
+    # Token (ViT) and channels-last (Swin) outputs are no NCHW maps to measure: their grid is the cells'.
+    if align != "cell" and arch_spec(model.hparams.arch).reshape is None:
+        try:
+            measured = cell_centres(model.net, explainer.layer, size, align, arch=model.hparams.arch)
+            if (len(measured.y), len(measured.x)) == cells:
+                return measured
+        except (TypeError, ValueError, RuntimeError, IndexError):
+            pass
+        log.warning("align=%s cannot be measured at layer %s: using align=cell", align, explainer.layer)
+    return grid_centres(cells, size)
+
+
+def _as_list(value: Any) -> list[str]:
+    """A config value that may be a name, a list of names or null, as a list."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value]
+
+
+def _run_mosaic(
+    cfg: DictConfig, model: ClassifierModule, explainer: Explainer, images: pd.DataFrame, centres: CellCentres, out_dir: Path
+) -> dict[str, Any] | None:
+    """``localization=mosaic``: the mosaic check on the explained photos; writes mosaic.csv."""
+    hp = model.hparams
+    options = cfg.get("mosaic") or {}
+    rows, summary = mosaic_check(
+        explainer,
+        build_transform(hp.image_size, hp.mean, hp.std, train=False),
+        images,
+        list(hp.class_names),
+        centres,
+        int(hp.image_size),
+        count=int(options.get("count", 50)),
+        grid=(int(options.get("grid", 2)), int(options.get("grid", 2))),
+        seed=int(options.get("seed", 0)),
+        batch_size=int(cfg.data.batch_size),
+    )
+    rows.to_csv(out_dir / "mosaic.csv", index=False)
+    return summary
+
+
 # ---------------------------------------------------------------------------------------------
 # Tables and pictures
 # ---------------------------------------------------------------------------------------------
@@ -793,6 +934,7 @@ def write_reports(
         if len(mistakes) and top_losses > 0:
             _top_losses_grid(mistakes.head(top_losses), out_dir)
     summary["pointing_game"] = summarize_pointing(predictions)
+    summary["faithfulness"] = summarize_faithfulness(predictions)
     return summary
 
 
@@ -809,10 +951,16 @@ def _top_losses_grid(mistakes: pd.DataFrame, out_dir: Path) -> None:
         save_image(out_dir / "top_losses.png", grid)
 
 
+def _dataset_root(source: str | None, data_hparams: dict[str, Any]) -> Path | None:
+    """The folder whose boxes.csv / masks.csv apply: the source folder, else the training data root."""
+    root = Path(source) if source else (Path(data_hparams["root"]) if data_hparams.get("root") else None)
+    return root if root is not None and root.is_dir() else None
+
+
 def _boxes_for(source: str | None, data_hparams: dict[str, Any]) -> dict[str, list[tuple[float, float, float, float]]]:
     """Object boxes (absolute path -> boxes) from a boxes.csv beside the images, if there is one."""
-    root = Path(source) if source else (Path(data_hparams["root"]) if data_hparams.get("root") else None)
-    if root is None or not root.is_dir():
+    root = _dataset_root(source, data_hparams)
+    if root is None:
         return {}
     frame = load_boxes(root)
     if frame is None:
@@ -855,11 +1003,8 @@ def _print_where(out_dir: Path, summary: dict[str, Any]) -> None:
     else:
         lines.append("  overlays in unlabelled/<predicted class>/")
     if summary.get("pointing_game"):
-        game = summary["pointing_game"]
-        lines.append(
-            f"  pointing game: CAM peak on the object for {game['hit_rate']:.1%} of {game['images']} images "
-            f"({game['strict_hit_rate']:.1%} strictly inside its box)"
-        )
+        lines.extend("  " + line for line in pointing_lines(summary["pointing_game"]))
+    lines.extend("  " + line for line in summary_lines(summary))
     lines.append("  predictions.csv, summary.json, confusion_matrix.png, top_losses.png")
     lines.append(f"  open {out_dir / 'report' / 'index.html'} in a browser to filter and sort them")
     print("\n".join(lines))

@@ -252,6 +252,8 @@ class ExplainPredictor(pl.LightningModule):
         transform, max_side: see :class:`ExplainDataset`.
         batch_size, num_workers: DataLoader settings.
         channels_last: feed the network channels-last tensors.
+        columns_fn: ``(images, explanation) -> one dict per image`` of extra predictions.csv columns
+            computed on the batch (the opt-in faithfulness metrics), or None.
     """
 
     def __init__(
@@ -265,8 +267,10 @@ class ExplainPredictor(pl.LightningModule):
         batch_size: int,
         num_workers: int,
         channels_last: bool = True,
+        columns_fn: Callable[[torch.Tensor, Any], list[dict[str, Any]]] | None = None,
     ) -> None:
         super().__init__()
+        self.columns_fn = columns_fn
         self.net = net
         self.explain_fn = explain_fn
         self.paths, self.labels = paths, labels
@@ -305,6 +309,7 @@ class ExplainPredictor(pl.LightningModule):
             "class_idx": explained.class_idx.cpu().numpy(),
             "maps": explained.maps.float().cpu().numpy(),
             "stats": explained.stats,
+            "columns": self.columns_fn(x, explained) if self.columns_fn is not None else None,
         }
 
 

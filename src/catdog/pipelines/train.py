@@ -5,29 +5,43 @@ Run folder (``cfg.paths.output_dir``)::
     .hydra/config.yaml          resolved config (written by Hydra)
     split.csv                   path,label,split: exactly the images of each split
     skipped.csv                 path,reason: images left out and why
-    checkpoints/best.ckpt       best val/acc; checkpoints/last.ckpt
+    checkpoints/best.ckpt       best value of the monitored validation metric (conf: monitor)
+    checkpoints/last.ckpt       end of the last epoch, or the step where training was stopped
+    lr_find.png                 the learning-rate finder's curve (lr_find.enabled=true)
     metrics.csv, tensorboard/   per-step and per-epoch metrics
     curves.png                  loss and accuracy per epoch
     test_metrics.json           accuracy, per-class precision/recall, confusion matrix (best checkpoint)
     confusion_matrix.png
+
+Resuming (``ckpt_path=.../last.ckpt``) continues exactly: the checkpoint's own split.csv is reused,
+and the data order, augmentation and dropout are functions of (seed, epoch, image, step) only
+(see catdog.data.datamodule), so on CPU a resumed run ends with the same weights as an
+uninterrupted one. A run stopped by SIGTERM saves last.ckpt at the current step, exits non-zero
+and prints the command that resumes it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytorch_lightning as pl
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from catdog.data import ImageDataModule, build_index, class_names_of, ensure_demo_dataset, scan_images
+from catdog.data.datamodule import FeatureDataModule
 from catdog.errors import CatdogError
-from catdog.models import ClassifierModule
+from catdog.models import ClassifierModule, _torch_load
 from catdog.plots import plot_confusion_matrix, plot_training_curves
 
 log = logging.getLogger(__name__)
@@ -68,10 +82,10 @@ def prepare_data(data_cfg: dict[str, Any], run_dir: Path) -> tuple[pd.DataFrame,
     skipped.to_csv(run_dir / "skipped.csv", index=False)
     if len(skipped):
         log.warning("Skipped %d unreadable image(s); listed with reasons in %s", len(skipped), run_dir / "skipped.csv")
+    # Class names come from all indexed images, before unreadable ones are dropped, so a class
+    # whose files are all broken keeps its index and is reported below instead of vanishing.
+    class_names = class_names_of(index)
     index = index[index["path"].isin(set(readable))].reset_index(drop=True)
-    # Class names come from all indexed images, so a class whose files are all broken still
-    # keeps its index and is reported below instead of silently shifting the other labels.
-    class_names = class_names_of(index) if len(index) else []
     for split in ("train", "val"):
         present = set(index.loc[index["split"] == split, "label"])
         missing = [name for name in class_names if name not in present]
@@ -84,6 +98,194 @@ def prepare_data(data_cfg: dict[str, Any], run_dir: Path) -> tuple[pd.DataFrame,
     return index, class_names
 
 
+class TrainingTerminated(CatdogError):
+    """Training was stopped (SIGTERM) after saving a resumable checkpoint; says how to resume."""
+
+
+class LastCheckpoint(pl.Callback):
+    """Writes ``last.ckpt`` at the end of every training epoch, whatever the monitored metric did,
+    and at the current step when training is interrupted (SIGTERM, Ctrl-C, an error).
+
+    Each write goes to a temporary file renamed into place, so a kill during the write leaves
+    the previous ``last.ckpt`` intact.
+
+    Args:
+        path: where to write, e.g. ``<run>/checkpoints/last.ckpt``.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.saved_on_exception = False
+
+    def _save(self, trainer: pl.Trainer) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f".{self.path.name}.partial")
+        trainer.save_checkpoint(partial, weights_only=False)
+        os.replace(partial, self.path)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if trainer.state.fn == "fit" and trainer.global_step > 0:
+            self._save(trainer)
+            self.saved_on_exception = True
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its live child processes (DataLoader workers).
+
+    ``time.process_time`` misses persistent workers, which do the decoding and augmentation; on
+    Linux their time is read from /proc. Used to state training cost independently of how many
+    other jobs share the machine (wall clock on a shared CPU only gives an upper bound).
+    """
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    pending = [os.getpid()]
+    while pending:
+        pid = pending.pop()
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in children:
+                try:
+                    fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+                    total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+                except (OSError, IndexError, ValueError):
+                    continue
+                pending.append(int(child))
+    return total
+
+
+class EpochClock(pl.Callback):
+    """Logs ``time/wall_min`` and ``time/cpu_min`` (minutes since fit started) at every validation,
+    so that metrics.csv holds accuracy against training time (bench/train_recipes.py plots it)."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not hasattr(self, "wall"):
+            return
+        pl_module.log("time/wall_min", (time.perf_counter() - self.wall) / 60)
+        pl_module.log("time/cpu_min", (cpu_seconds() - self.cpu) / 60)
+
+
+def _resume_data(ckpt_path: Path, run_dir: Path) -> tuple[pd.DataFrame, list[str]]:
+    """The split and class names of the run a checkpoint belongs to, copied into ``run_dir``.
+
+    Raises:
+        CatdogError: the checkpoint is unreadable with ``weights_only=True`` (it could run code),
+            is not a catdog checkpoint, or its split.csv is gone.
+    """
+    hint = "resume from a last.ckpt written by scripts/train.py"
+    checkpoint = _torch_load(ckpt_path, "cpu", hint)
+    hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
+    if not isinstance(hparams, dict) or "class_names" not in hparams:
+        raise CatdogError(f"ckpt_path={ckpt_path} is not a catdog checkpoint: {hint}")
+    split_csv = Path((hparams.get("data") or {}).get("split_csv") or "")
+    if not split_csv.is_file():
+        raise CatdogError(
+            f"the split of the run being resumed ({split_csv}) is gone: restore that run folder's "
+            "split.csv, or start a new run without ckpt_path"
+        )
+    index = pd.read_csv(split_csv, dtype=str, keep_default_na=False)
+    if split_csv.resolve() != (run_dir / "split.csv").resolve():
+        shutil.copyfile(split_csv, run_dir / "split.csv")
+        skipped = split_csv.with_name("skipped.csv")
+        if skipped.is_file():
+            shutil.copyfile(skipped, run_dir / "skipped.csv")
+    return index, list(hparams["class_names"])
+
+
+def _resume_command(last: Path) -> str:
+    """The command line that resumes this run from ``last``."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
+    except (ImportError, ValueError):
+        overrides = ["<the same overrides>"]
+    return " ".join(["python scripts/train.py", *overrides, f"ckpt_path={last}"])
+
+
+def _feature_datamodule(
+    model: ClassifierModule, datamodule: ImageDataModule, batch_size: int, seed: int
+) -> tuple[FeatureDataModule, float]:
+    """Runs the frozen backbone once over every split (no augmentation) and keeps its features.
+
+    Returns:
+        The feature datamodule and the seconds it took.
+    """
+    start = time.perf_counter()
+    datamodule.setup("fit")
+    features = {}
+    for split, loader in (
+        ("train", datamodule._loader(_eval_view(datamodule), train=False)),
+        ("val", datamodule.val_dataloader()),
+        ("test", datamodule.test_dataloader()),
+    ):
+        chunks, labels = [], []
+        for images, targets, _ in loader:
+            chunks.append(model.extract_features(images))
+            labels.append(targets)
+        features[split] = (torch.cat(chunks), torch.cat(labels))
+    seconds = time.perf_counter() - start
+    log.info("Computed backbone features of %d images once in %.1f s", sum(len(v[1]) for v in features.values()), seconds)
+    return FeatureDataModule(features, datamodule.class_names, batch_size, seed=seed), seconds
+
+
+def _eval_view(datamodule: ImageDataModule):
+    """The training images with the evaluation transform (features are computed unaugmented)."""
+    view = type(datamodule.train_set)(
+        datamodule.train_set.paths, datamodule.train_set.labels, datamodule.val_set.transform
+    )
+    view._cache, view.cache_size = datamodule.train_set._cache, datamodule.train_set.cache_size
+    return view
+
+
+def _run_lr_finder(
+    cfg: DictConfig, trainer: pl.Trainer, model: ClassifierModule, datamodule: Any, run_dir: Path
+) -> dict[str, Any]:
+    """Lightning's learning-rate range test; plots into the run folder, applies the suggestion.
+
+    Returns:
+        ``{"suggestion": lr or None, "applied": bool, "plot": path}``.
+    """
+    from pytorch_lightning.tuner import Tuner
+
+    settings = OmegaConf.to_container(cfg.lr_find, resolve=True)
+    finder = Tuner(trainer).lr_find(
+        model,
+        datamodule=datamodule,
+        min_lr=settings["min_lr"],
+        max_lr=settings["max_lr"],
+        num_training=settings["num_training"],
+        update_attr=False,
+    )
+    suggestion = finder.suggestion() if finder is not None else None
+    plot = run_dir / "lr_find.png"
+    if finder is not None:
+        figure = finder.plot(suggest=suggestion is not None)
+        figure.savefig(plot, dpi=100)
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+    applied = bool(settings["apply"] and suggestion)
+    if applied:
+        model.lr = suggestion
+    print(
+        f"LR finder: suggested learning rate {suggestion:.3g} ({'used' if applied else 'not used: lr_find.apply=false'}); plot {plot}"
+        if suggestion
+        else f"LR finder: no suggestion (too few steps?); plot {plot}"
+    )
+    return {"suggestion": suggestion, "applied": applied, "plot": str(plot)}
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, test and write everything to the run folder.
 
@@ -91,10 +293,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg: the composed ``conf/train.yaml`` config.
 
     Returns:
-        A summary: run folder, best checkpoint path, test metrics (None when ``cfg.test`` is false).
+        A summary: run folder, best checkpoint path, ``objective`` (the best value of the
+        monitored *validation* metric: what sweeps optimise), test metrics (None when
+        ``cfg.test`` is false), timings.
 
     Raises:
         CatdogError: bad data or model settings (the scripts print it as one line).
+        TrainingTerminated: SIGTERM; last.ckpt holds the current step.
     """
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
@@ -105,7 +310,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     for key in ("root", "manifest"):
         if data_cfg.get(key):
             data_cfg[key] = str(Path(data_cfg[key]).expanduser().resolve())
-    index, class_names = prepare_data(data_cfg, run_dir)
+    ckpt_path = Path(cfg.ckpt_path).expanduser() if cfg.get("ckpt_path") else None
+    if ckpt_path is not None:
+        if not ckpt_path.is_file():
+            raise CatdogError(f"ckpt_path={ckpt_path} does not exist: pass a run's checkpoints/last.ckpt")
+        # A resumed run trains on exactly the images of the run it continues.
+        index, class_names = _resume_data(ckpt_path, run_dir)
+    else:
+        index, class_names = prepare_data(data_cfg, run_dir)
     # The checkpoint carries the data config and where the split lives, so explain can
     # evaluate exactly the held-out images without any other input.
     data_cfg["split_csv"] = str((run_dir / "split.csv").resolve())
@@ -118,9 +330,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
         scheduler=scheduler_cfg,
         data=data_cfg,
+        seed=cfg.seed,
         **model_cfg,
     )
-    datamodule = ImageDataModule(
+    datamodule: Any = ImageDataModule(
         index,
         class_names,
         image_size=data_cfg["image_size"],
@@ -129,38 +342,99 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         batch_size=data_cfg["batch_size"],
         num_workers=data_cfg["num_workers"],
         augment=data_cfg["augment"],
+        seed=cfg.seed,
+        cache_images=bool(data_cfg.get("cache_images", False)),
     )
+    timing: dict[str, float] = {}
+    if data_cfg.get("cache_features"):
+        if not model.hparams.freeze_backbone:
+            raise CatdogError(
+                "data.cache_features=true needs a frozen backbone: add model.freeze_backbone=true "
+                "(or use experiment=frozen_backbone)"
+            )
+        print("data.cache_features: backbone features are computed once, without augmentation")
+        datamodule, timing["features_s"] = _feature_datamodule(
+            model, datamodule, data_cfg["batch_size"], cfg.seed
+        )
+        model.inputs = "features"
 
     # The CSV logger writes into the run folder, which already holds split.csv: expected, not a problem.
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
+    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] if cfg.get("callbacks") else []
+    last_checkpoint = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
+    callbacks += [last_checkpoint, EpochClock()]
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else []
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "test": None, "lr_find": None}
+    if cfg.get("lr_find") and cfg.lr_find.enabled:
+        if ckpt_path is not None:
+            raise CatdogError("lr_find.enabled=true cannot be combined with ckpt_path: drop one of them")
+        summary["lr_find"] = _run_lr_finder(cfg, trainer, model, datamodule, run_dir)
 
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "best_checkpoint": best or None, "test": None}
+    start, cpu_start = time.perf_counter(), cpu_seconds()
+    try:
+        # weights_only: a checkpoint cannot run code when it is loaded.
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        last = last_checkpoint.path.resolve()
+        raise TrainingTerminated(
+            f"training was stopped by SIGTERM at epoch {trainer.current_epoch}, step "
+            f"{trainer.global_step}; its state is in {last}. Resume with: {_resume_command(last)}"
+        ) from None
+    timing["fit_s"] = time.perf_counter() - start
+    timing["fit_cpu_s"] = cpu_seconds() - cpu_start
+
+    # Only a checkpoint chosen by a monitored metric is a "best" one (Lightning adds an
+    # unmonitored ModelCheckpoint when the configured one is removed).
+    checkpoint_callback = trainer.checkpoint_callback
+    monitored = checkpoint_callback is not None and getattr(checkpoint_callback, "monitor", None)
+    best = checkpoint_callback.best_model_path if monitored else ""
+    summary["best_checkpoint"] = best or None
+    summary["last_checkpoint"] = str(last_checkpoint.path) if last_checkpoint.path.is_file() else None
+    summary["objective"] = _objective(trainer)
+    summary["timing"] = timing
     metrics_csv = run_dir / "metrics.csv"
     if metrics_csv.exists():
         plot_training_curves(metrics_csv, run_dir / "curves.png")
 
     if cfg.get("test"):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-        results = dict(model.test_results, checkpoint=best or None)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
+        weights = "best checkpoint" if best else "final weights"
+        results = dict(model.test_results, checkpoint=best or None, weights=weights)
         (run_dir / "test_metrics.json").write_text(json.dumps(results, indent=2))
         plot_confusion_matrix(
             results["confusion_matrix"],
             class_names,
             run_dir / "confusion_matrix.png",
-            title=f"test accuracy {results['accuracy']:.1%} (best checkpoint)",
+            title=f"test accuracy {results['accuracy']:.1%} ({weights})",
         )
         summary["test"] = results
+    model.inputs = "images"
     _print_summary(summary)
     return summary
 
 
+def _objective(trainer: pl.Trainer) -> float | None:
+    """The best value of the checkpoint callback's validation metric, else the last val/acc.
+
+    What ``scripts/train.py`` returns to Hydra sweepers: choosing by test accuracy would leak the
+    test split into model selection.
+    """
+    callback = trainer.checkpoint_callback
+    monitored = callback is not None and getattr(callback, "monitor", None)
+    score = getattr(callback, "best_model_score", None) if monitored else None
+    if score is not None:
+        return float(score)
+    value = trainer.callback_metrics.get("val/acc")
+    return None if value is None else float(value)
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
-    lines = [f"Run folder: {summary['run_dir']}", f"Best checkpoint: {summary['best_checkpoint']}"]
+    lines = [
+        f"Run folder: {summary['run_dir']}",
+        f"Best checkpoint: {summary['best_checkpoint']}",
+        f"Last checkpoint: {summary['last_checkpoint']}",
+    ]
     if summary["test"]:
         test = summary["test"]
         lines.append(f"Test accuracy: {test['accuracy']:.2%} (test_metrics.json, confusion_matrix.png)")

@@ -41,11 +41,17 @@
   if (many) controls.append(select("Experiment", "exp", [["all", "all experiments"]].concat(labels.map((l, i) => [String(i), l]))));
   const outcomes = [["all", "all images"], ["correct", "correct"], ["incorrect", "incorrect"]];
   if (many) outcomes.push(["flipped", "flipped (experiments disagree)"]);
+  const has = (key) => data.images.some((img) => img.runs.some((r) => r[key] !== null && r[key] !== undefined));
+  if (has("in_box")) outcomes.push(["wrong-reason", "right for the wrong reason (correct, map misses the object)"], ["on-object", "map on the object"]);
   controls.append(select("Show", "outcome", outcomes));
   controls.append(select("True class", "truth", classOptions));
   controls.append(select("Predicted class", "pred", classOptions));
   const sorts = [["confidence-desc", "confidence, high to low"], ["confidence-asc", "confidence, low to high"], ["loss-desc", "loss, high to low"], ["name", "file name"]];
   if (many) sorts.unshift(["disagreement", "CAM disagreement, most first"]);
+  if (has("energy_in_box")) sorts.push(["energy-asc", "energy on the object, low to high"]);
+  if (has("deletion_auc")) sorts.push(["deletion-desc", "deletion AUC, high (least faithful) first"]);
+  if (has("insertion_auc")) sorts.push(["insertion-asc", "insertion AUC, low (least faithful) first"]);
+  if (has("sanity_rank_corr")) sorts.push(["sanity-desc", "similarity to a random model's map, high first"]);
   controls.append(select("Sort by", "sort", sorts));
 
   // ---- filtering and sorting -------------------------------------------------------------
@@ -54,6 +60,8 @@
     if (state.outcome === "correct" && !runs.every((r) => r.correct === true)) return false;
     if (state.outcome === "incorrect" && !runs.some((r) => r.correct === false)) return false;
     if (state.outcome === "flipped" && !img.flipped) return false;
+    if (state.outcome === "wrong-reason" && !runs.some((r) => r.correct === true && r.in_box === false)) return false;
+    if (state.outcome === "on-object" && !runs.some((r) => r.in_box === true)) return false;
     if (state.truth !== "any" && img.true !== state.truth) return false;
     if (state.pred !== "any" && !runs.some((r) => r.pred === state.pred)) return false;
     return true;
@@ -64,6 +72,8 @@
     if (state.sort === "confidence-desc") return -mean(runs.map((r) => r.conf));
     if (state.sort === "confidence-asc") return mean(runs.map((r) => r.conf));
     if (state.sort === "loss-desc") { const loss = mean(runs.map((r) => r.loss)); return loss === null ? Infinity : -loss; }
+    const metric = { "energy-asc": ["energy_in_box", 1], "deletion-desc": ["deletion_auc", -1], "insertion-asc": ["insertion_auc", 1], "sanity-desc": ["sanity_rank_corr", -1] }[state.sort];
+    if (metric) { const v = mean(runs.map((r) => r[metric[0]])); return v === null ? Infinity : metric[1] * v; }
     return 0;
   }
   function ordered() {
@@ -124,7 +134,9 @@
         el("li", { text: "loss: " + num(r.loss) }),
         el("li", { text: "top classes: " + r.top.map((t) => t[0] + " " + pct(t[1])).join(", ") }),
       ];
-      if (r.in_box !== null && r.in_box !== undefined) facts.push(el("li", { text: "CAM peak inside the object box: " + (r.in_box ? "yes" : "no") }));
+      if (r.in_box !== null && r.in_box !== undefined) facts.push(el("li", { text: "true-class map peak on the object: " + (r.in_box ? "yes" : "no") }));
+      const named = [["energy_in_box", "share of the map's positive energy on the object", true], ["deletion_auc", "deletion AUC (lower: more faithful)"], ["insertion_auc", "insertion AUC (higher: more faithful)"], ["drop", "drop in confidence, map-masked input", true], ["sanity_rank_corr", "rank correlation with a randomised model's map"]];
+      for (const [key, text, share] of named) if (r[key] !== null && r[key] !== undefined) facts.push(el("li", { text: text + ": " + (share ? pct(r[key]) : num(r[key])) }));
       return el("div", { class: "panel" }, [el("h3", { text: labels[e] }),
         r.full ? el("img", { src: r.full, alt: "CAM overlay of " + labels[e] }) : el("p", { text: "(no overlay)" }), el("ul", {}, facts)]);
     });

@@ -1,0 +1,80 @@
+"""Object masks for localization metrics: a mask image beside each photo, or a masks.csv naming them.
+
+Two ways to give an image's object mask (nonzero pixels are the object, any size: it is resized to the
+photo by nearest neighbour):
+
+- ``<stem>_mask.png`` beside ``<stem>.jpg`` (any image extension for the mask); those mask files are
+  not explained themselves;
+- ``masks.csv`` in the folder explained, columns ``path,mask`` (relative to that folder, or absolute).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from catdog.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
+from catdog.data.index import absolute_path
+from catdog.errors import CatdogError
+
+__all__ = ["MASKS_FILE", "MASK_SUFFIX", "find_masks", "is_mask_file", "load_mask"]
+
+MASKS_FILE = "masks.csv"
+MASK_SUFFIX = "_mask"
+
+
+def is_mask_file(path: str | Path) -> bool:
+    """Whether a file is a ``<stem>_mask.<ext>`` mask (not a photo to explain)."""
+    return Path(path).stem.endswith(MASK_SUFFIX)
+
+
+def find_masks(root: str | Path | None, paths: list[str]) -> dict[str, str]:
+    """The mask file of each image that has one.
+
+    Args:
+        root: the folder explained (where a masks.csv may be), or None.
+        paths: absolute image paths.
+
+    Returns:
+        Absolute image path -> absolute mask path.
+
+    Raises:
+        CatdogError: masks.csv lacks a column or names a mask that does not exist.
+    """
+    masks: dict[str, str] = {}
+    for path in paths:
+        image = Path(path)
+        for ext in sorted(IMAGE_EXTENSIONS):
+            candidate = image.with_name(f"{image.stem}{MASK_SUFFIX}{ext}")
+            if candidate.is_file():
+                masks[path] = str(candidate)
+                break
+    file = Path(root).expanduser() / MASKS_FILE if root else None
+    if file is not None and file.is_file():
+        from catdog.readers import read_csv  # here: readers imports the data package
+
+        fix = "it needs a header path,mask and one image and its mask per row"
+        frame = read_csv(file, required=("path", "mask"), text=("path", "mask"), what="masks", fix=fix)
+        blank = (frame["path"].str.strip() == "") | (frame["mask"].str.strip() == "")
+        if blank.any():
+            raise CatdogError(f"masks {file} has an empty cell in data row {int(blank.to_numpy().nonzero()[0][0]) + 1}: {fix}")
+        for row in frame.itertuples():
+            mask = absolute_path(row.mask, file.parent)
+            if not Path(mask).is_file():
+                raise CatdogError(f"{file} names mask {row.mask}, which does not exist: fix the path")
+            masks[absolute_path(row.path, file.parent)] = mask
+    return masks
+
+
+def load_mask(path: str | Path) -> np.ndarray:
+    """A mask file as a boolean ``[H, W]`` array (nonzero in any channel is the object).
+
+    Raises:
+        CatdogError: the file cannot be read.
+    """
+    try:
+        rgb = load_rgb(path)
+    except BadImageError as err:
+        raise CatdogError(f"cannot read mask {path}: {err}") from None
+    return rgb.max(axis=2) > 0

@@ -1,0 +1,133 @@
+"""Evaluate any checkpoint on labelled images (like torchvision's ``--test-only``), without explaining.
+
+``python scripts/evaluate.py ckpt=<run folder | .ckpt | latest> [data.root=<folder> | data.split=test]``
+
+Writes a new folder (never overwritten; default ``<run folder>/evaluate/<timestamp>/``)::
+
+    test_metrics.json      accuracy, loss, per-class precision/recall/support, confusion matrix,
+                           the checkpoint and which images (folder or split) were evaluated
+    confusion_matrix.png
+    predictions.csv        path, true, pred, p_<class>..., correct
+    skipped.csv            unreadable and unlabelled images, and why
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from catdog.data import ImageDataset, build_transform, scan_images
+from catdog.errors import CatdogError
+from catdog.models import load_classifier
+from catdog.pipelines.explain import select_images
+from catdog.plots import plot_confusion_matrix
+from catdog.runs import resolve_checkpoint, run_dir_of, staged_output_dir, timestamped_dir
+
+log = logging.getLogger(__name__)
+
+_PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed"}
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluates a checkpoint on a folder of labelled images or on a split of its run.
+
+    Args:
+        cfg: the composed ``conf/evaluate.yaml`` config.
+
+    Returns:
+        The test metrics (as written to test_metrics.json) plus ``out_dir``.
+
+    Raises:
+        CatdogError: no usable checkpoint, no labelled readable image, bad settings.
+    """
+    checkpoint = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
+    model = load_classifier(checkpoint)
+    hp = model.hparams
+    run_dir = run_dir_of(checkpoint)
+    source = str(Path(cfg.data.root).expanduser()) if cfg.data.root else None
+    images = select_images(source, str(cfg.data.split), list(hp.class_names), dict(hp.data or {}), run_dir)
+    precision = _PRECISIONS.get(str(cfg.precision))
+    if precision is None:
+        raise CatdogError(f"precision={cfg.precision} is not one of {', '.join(_PRECISIONS)}")
+
+    unlabelled = images[images["label"].isna()]
+    labelled = images[images["label"].notna()]
+    unknown = labelled[~labelled["label"].isin(hp.class_names)]
+    labelled = labelled[labelled["label"].isin(hp.class_names)]
+    readable, broken = scan_images(labelled["path"].tolist(), num_workers=max(1, cfg.data.num_workers))
+    labelled = labelled[labelled["path"].isin(set(readable))].reset_index(drop=True)
+    skipped = pd.concat(
+        [
+            broken,
+            pd.DataFrame({"path": unlabelled["path"], "reason": "no label (not in a class folder)"}),
+            pd.DataFrame({"path": unknown["path"], "reason": "label is not a class of the model"}),
+        ],
+        ignore_index=True,
+    )
+    if labelled.empty:
+        where = source or f"the {cfg.data.split} split of {run_dir}"
+        raise CatdogError(
+            f"no readable labelled images in {where}: put them in sub-folders named like the "
+            f"model's classes {list(hp.class_names)}"
+        )
+
+    labels = [hp.class_names.index(label) for label in labelled["label"]]
+    dataset = ImageDataset(
+        labelled["path"].tolist(), labels, build_transform(hp.image_size, hp.mean, hp.std, train=False)
+    )
+    loader = DataLoader(dataset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
+    trainer = pl.Trainer(
+        accelerator="auto",
+        devices=1,
+        precision=precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=bool(cfg.progress),
+        enable_model_summary=False,
+    )
+    probabilities: list[torch.Tensor] = []
+    # The probabilities of every image, in loader order, for predictions.csv.
+    handle = model.register_forward_hook(lambda _, __, out: probabilities.append(out.float().softmax(1).cpu()))
+    try:
+        trainer.test(model, dataloaders=loader, verbose=False)
+    finally:
+        handle.remove()
+    results: dict[str, Any] = dict(model.test_results)
+    results.update(
+        checkpoint=str(checkpoint.resolve()),
+        images=source or f"split={cfg.data.split} of {run_dir / 'split.csv'}",
+        num_images=len(labelled),
+        num_skipped=len(skipped),
+    )
+
+    final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "evaluate")
+    with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite)) as out_dir:
+        probs = torch.cat(probabilities).numpy()
+        predictions = pd.DataFrame({"path": labelled["path"], "true": labelled["label"]})
+        predictions["pred"] = [hp.class_names[i] for i in probs.argmax(1)]
+        for i, name in enumerate(hp.class_names):
+            predictions[f"p_{name}"] = probs[:, i]
+        predictions["correct"] = predictions["true"] == predictions["pred"]
+        predictions.to_csv(out_dir / "predictions.csv", index=False)
+        skipped.to_csv(out_dir / "skipped.csv", index=False)
+        plot_confusion_matrix(
+            results["confusion_matrix"],
+            hp.class_names,
+            out_dir / "confusion_matrix.png",
+            title=f"accuracy {results['accuracy']:.1%} on {len(labelled)} images",
+        )
+        (out_dir / "test_metrics.json").write_text(json.dumps(results, indent=2))
+    results["out_dir"] = str(final_dir)
+    print(
+        f"Accuracy {results['accuracy']:.2%} on {len(labelled)} images ({len(skipped)} skipped); "
+        f"wrote {final_dir}/test_metrics.json, confusion_matrix.png, predictions.csv"
+    )
+    return results

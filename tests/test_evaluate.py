@@ -1,0 +1,110 @@
+"""scripts/evaluate.py: any checkpoint, on its run's split or on a plain folder, checked against
+predictions computed here independently (load_classifier + the eval transform)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from catdog.data import ImageDataset, build_transform
+from catdog.errors import CatdogError
+from catdog.models import load_classifier
+from catdog.pipelines.evaluate import evaluate
+from catdog.pipelines.train import train
+from helpers import make_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("evaluate")
+    cfg = make_config(
+        "train",
+        [
+            f"paths.output_dir={tmp / 'run'}",
+            f"data.root={tmp / 'demo'}",
+            "data.num_per_class=12",
+            "data.image_size=32",
+            "data.batch_size=8",
+            "data.num_workers=0",
+            "trainer.max_epochs=1",
+            "trainer.accelerator=cpu",
+            "~callbacks.rich_progress_bar",
+            "test=false",
+        ],
+    )
+    train(cfg)
+    return tmp / "run"
+
+
+def _expected(checkpoint: Path, paths: list[str], labels: list[str]) -> tuple[float, list[str]]:
+    model = load_classifier(checkpoint)
+    hp = model.hparams
+    dataset = ImageDataset(paths, None, build_transform(hp.image_size, hp.mean, hp.std, train=False))
+    images = next(iter(DataLoader(dataset, batch_size=len(dataset))))[0]
+    with torch.no_grad():
+        preds = [hp.class_names[i] for i in model(images).argmax(1).tolist()]
+    return sum(p == t for p, t in zip(preds, labels)) / len(labels), preds
+
+
+def _cfg(*overrides: str):
+    return make_config("evaluate", ["progress=false", "data.num_workers=0", *overrides])
+
+
+def test_evaluate_a_run_on_its_own_split(run: Path) -> None:
+    result = evaluate(_cfg(f"ckpt={run}", "data.split=val"))
+    out = Path(result["out_dir"])
+    assert out.parent == run / "evaluate"
+    split = pd.read_csv(run / "split.csv")
+    val = split[split["split"] == "val"]
+    accuracy, preds = _expected(run / "checkpoints" / "best.ckpt", val["path"].tolist(), val["label"].tolist())
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(accuracy)
+    assert metrics["num_images"] == len(val) and sum(map(sum, metrics["confusion_matrix"])) == len(val)
+    assert set(metrics["per_class"]) == {"cat", "dog"}
+    assert {"precision", "recall", "support"} <= set(metrics["per_class"]["cat"])
+    assert (out / "confusion_matrix.png").is_file()
+    assert pd.read_csv(out / "predictions.csv")["pred"].tolist() == preds
+    # A second evaluation never overwrites the first.
+    again = evaluate(_cfg(f"ckpt={run}", "data.split=val"))
+    assert again["out_dir"] != result["out_dir"] and (out / "test_metrics.json").is_file()
+
+
+def test_evaluate_any_checkpoint_on_a_plain_folder_via_the_script(run: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    split = pd.read_csv(run / "split.csv")
+    for path, label in zip(split["path"][:10], split["label"][:10]):
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / label / Path(path).name)
+    (folder / "cat" / "broken.png").write_bytes(b"")
+    (folder / "loose.png").write_bytes((folder / "cat").iterdir().__next__().read_bytes())
+    out = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), f"ckpt={run / 'checkpoints' / 'last.ckpt'}",
+         f"data.root={folder}", f"out_dir={out}", "progress=false", "data.num_workers=0"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    predictions = pd.read_csv(out / "predictions.csv")
+    accuracy, _ = _expected(run / "checkpoints" / "last.ckpt", predictions["path"].tolist(), predictions["true"].tolist())
+    assert metrics["num_images"] == 10 and metrics["accuracy"] == pytest.approx(accuracy)
+    reasons = pd.read_csv(out / "skipped.csv").set_index("path")["reason"]
+    assert "zero-byte" in reasons[str(folder / "cat" / "broken.png")]
+    assert "no label" in reasons[str(folder / "loose.png")]
+
+
+def test_evaluate_folder_without_class_folders_is_one_clear_error(run: Path, tmp_path: Path) -> None:
+    (tmp_path / "x").mkdir()
+    shutil.copy(pd.read_csv(run / "split.csv")["path"][0], tmp_path / "x" / "a.png")
+    with pytest.raises(CatdogError, match="no readable labelled images"):
+        evaluate(_cfg(f"ckpt={run}", f"data.root={tmp_path / 'x'}"))

@@ -1,0 +1,104 @@
+"""Exact resume (#11 item 1, #9): SIGTERM mid-epoch, resume from last.ckpt, same final weights.
+
+Everything runs in subprocesses through scripts/train.py, as a user or a scheduler would run it.
+The kill is a real SIGTERM, sent by a test callback at a fixed step (tests/sigterm_callback.py).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Tiny but complete: dropout (mobilenet_v2), a linear probe epoch then unfreezing, strong
+# augmentation, a per-step one-cycle schedule, a decoding worker process.
+TINY = [
+    "model=mobilenet_v2",
+    "model.weights=null",
+    "model.freeze_epochs=1",
+    "model.label_smoothing=0.1",
+    "scheduler=onecycle",
+    "data.num_per_class=10",
+    "data.image_size=32",
+    "data.batch_size=4",
+    "data.num_workers=1",
+    "data.augment=trivialaugment",
+    "trainer.max_epochs=3",
+    "trainer.accelerator=cpu",
+    "trainer.deterministic=true",
+    "+trainer.enable_progress_bar=false",
+    "+trainer.enable_model_summary=false",
+    "~callbacks.rich_progress_bar",
+    "~logger.tensorboard",
+    "test=false",
+]
+
+
+def _train(tmp_path: Path, run: str, *overrides: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]))
+    env["OMP_NUM_THREADS"] = "1"  # the same thread count in every run: bitwise-equal float sums
+    return subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            f"data.root={tmp_path / 'demo'}",
+            f"hydra.run.dir={tmp_path / run}",
+            *TINY,
+            *overrides,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+
+
+def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if k.startswith("net.")}
+
+
+def _epoch_rows(run: Path) -> pd.DataFrame:
+    metrics = pd.read_csv(run / "metrics.csv")
+    return metrics.groupby("epoch").last()[["train/loss", "train/acc", "val/loss", "val/acc"]]
+
+
+def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path: Path) -> None:
+    full = _train(tmp_path, "full")
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    # Kill after the first batch of the second epoch (the first one after unfreezing the backbone).
+    train_images = (pd.read_csv(tmp_path / "full" / "split.csv")["split"] == "train").sum()
+    steps_per_epoch = train_images // 4  # data.batch_size=4, the remainder is dropped
+    assert steps_per_epoch >= 2
+    kill_step = steps_per_epoch + 1
+    killed = _train(
+        tmp_path, "killed", "+callbacks.kill._target_=sigterm_callback.SigtermAtStep", f"+callbacks.kill.step={kill_step}"
+    )
+    assert killed.returncode != 0, "a terminated run must not look finished to a scheduler"
+    last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    assert "Resume with: python scripts/train.py" in killed.stderr
+    assert f"ckpt_path={last.resolve()}" in killed.stderr
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["global_step"] == kill_step and state["epoch"] == 1  # saved at the step, mid-epoch
+
+    resumed = _train(tmp_path, "resumed", f"ckpt_path={last}")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+    expected = _weights(tmp_path / "full" / "checkpoints" / "last.ckpt")
+    got = _weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
+    assert expected.keys() == got.keys()
+    different = [k for k in expected if not torch.equal(expected[k], got[k])]
+    assert not different, f"{len(different)} tensors differ, first: {different[:3]}"
+    # The epochs the resumed run logged, including the interrupted one, match the full run's.
+    resumed_rows = _epoch_rows(tmp_path / "resumed")
+    pd.testing.assert_frame_equal(resumed_rows, _epoch_rows(tmp_path / "full").loc[resumed_rows.index])
+    # ... and it trained on exactly the split of the run it continues.
+    assert (tmp_path / "resumed" / "split.csv").read_text() == (tmp_path / "killed" / "split.csv").read_text()
