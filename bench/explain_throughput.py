@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -187,6 +188,12 @@ def gradcam_batched(model, images, args, out: Path) -> float:
     return len(images) / (time.perf_counter() - start)
 
 
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and of its finished children (workers, subprocesses)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", required=True, help="an image folder (e.g. ../shared/data/catdog)")
@@ -208,6 +215,7 @@ def main() -> None:
     plain_precision = used["used"]
     methods = args.methods.split(",")
     speeds: dict[str, list[float]] = {}
+    cpu_ms: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp, "run", "checkpoints", "best.ckpt")
         ckpt.parent.mkdir(parents=True)
@@ -217,6 +225,7 @@ def main() -> None:
             for key in methods:
                 out = Path(tmp, f"{key}_{round_}")
                 out.mkdir()
+                cpu_start = cpu_seconds()
                 if key == "a32":
                     result = {"a32": plain_inference(model, images, args, "32")}
                 elif key == "a":
@@ -233,18 +242,29 @@ def main() -> None:
                     result = {"d": gradcam_batched(model, images, args, out)}
                 else:
                     raise SystemExit(f"unknown method {key}")
+                # CPU time per image: the work a method does, whatever share of the shared CPU it got.
+                cpu_ms[key] = cpu_ms.get(key, []) + [1000 * (cpu_seconds() - cpu_start) / len(images)]
                 for name, value in result.items():
                     speeds.setdefault(name, []).append(value)
-                    print(f"round {round_ + 1} ({name}) {value:.1f} img/s", flush=True)
+                    print(f"round {round_ + 1} ({name}) {value:.1f} img/s, {cpu_ms[key][-1]:.1f} CPU ms/img", flush=True)
     print(
         f"\n{len(images)} images from {args.images}, {args.arch} {args.image_size}px, batch {args.batch_size}, "
         f"{args.num_workers} workers, {torch.get_num_threads()} threads, precision {args.precision} "
         f"(used: {used['used']}; {used['reason']}), {os.cpu_count()} CPUs"
     )
-    print("| | img/s, rounds | median |\n| --- | --- | --- |")
+    print("| | img/s, rounds | median | CPU ms per image (process + workers), rounds |\n| --- | --- | --- | --- |")
     median = {name: statistics.median(values) for name, values in speeds.items()}
     for name, values in speeds.items():
-        print(f"| ({name}) | {' / '.join(f'{v:.1f}' for v in values)} | {median[name]:.1f} |")
+        cpu = cpu_ms.get(name, cpu_ms.get(name.rstrip("+"), []))
+        print(
+            f"| ({name}) | {' / '.join(f'{v:.1f}' for v in values)} | {median[name]:.1f} | "
+            f"{' / '.join(f'{v:.1f}' for v in cpu)} |"
+        )
+    cpu_median = {name: statistics.median(values) for name, values in cpu_ms.items()}
+    if "a" in cpu_median:
+        for name in ("b", "w", "c", "d"):
+            if name in cpu_median:
+                print(f"CPU time per image (a)/({name}) = {cpu_median['a'] / cpu_median[name]:.2f}")
     base = median.get("a")
     if base:
         for name in ("b", "b+", "w", "c", "d"):

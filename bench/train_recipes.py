@@ -61,7 +61,7 @@ def main() -> None:
 
     runs: dict[str, Path] = {}
     if args.runs:
-        runs = {run.parent.name: run for run in args.runs}
+        runs = {f"{run.parent.name}/{run.name}": run for run in args.runs}
     else:
         for name, overrides in recipes(args.root, args.weights).items():
             if args.only and not any(s in name for s in args.only):

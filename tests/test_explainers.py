@@ -16,7 +16,13 @@ from torch import nn
 
 from catdog.cam import display_maps, parse_threshold, strongest_region
 from catdog.errors import CatdogError
-from catdog.explainers import GRADIENT_METHODS, ExactCAM, GradCAMFamily, _grad_cam_classes, build_method
+from catdog.explainers import (
+    GRADIENT_METHODS,
+    ExactCAM,
+    GradCAMFamily,
+    _grad_cam_classes,
+    build_method,
+)
 from catdog.models import arch_spec, resolve_layer, tokens_to_grid
 from catdog.overlay import draw_contour, heatmap_overlay
 
@@ -29,7 +35,7 @@ class TinyNet(nn.Module):
         self.features = nn.Sequential(
             nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
             nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU(),
-        )  # fmt: skip
+        )
         self.fc = nn.Linear(12, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,7 +140,11 @@ def test_layers_by_name_and_position_and_wrong_names() -> None:
 
 @pytest.mark.parametrize(
     ("arch", "reason"),
-    [("vit_b_16", "class token"), ("convnext_tiny", "LayerNorm"), ("mobilenet_v3_small", "Hardswish")],
+    [
+        ("vit_b_16", "class token"),
+        ("convnext_tiny", "LayerNorm"),
+        ("mobilenet_v3_small", "Hardswish"),
+    ],
 )
 def test_exact_cam_refuses_heads_it_cannot_decompose(arch: str, reason: str) -> None:
     assert not arch_spec(arch).exact_cam
@@ -144,7 +154,10 @@ def test_exact_cam_refuses_heads_it_cannot_decompose(arch: str, reason: str) -> 
 
 @pytest.mark.parametrize(
     ("arch", "kwargs", "side"),
-    [("swin_t", {}, 2), ("mobilenet_v3_small", {}, 2)],  # channels-last stages; a two-Linear head
+    [
+        ("swin_t", {}, 2),
+        ("mobilenet_v3_small", {}, 2),
+    ],  # channels-last stages; a two-Linear head
 )
 def test_gradient_methods_work_for_other_heads(arch: str, kwargs: dict, side: int) -> None:
     torch.manual_seed(0)
@@ -172,7 +185,13 @@ def test_vit_gradcam_localizes_a_synthetic_object() -> None:
     """
     torch.manual_seed(0)
     vit = torchvision.models.VisionTransformer(
-        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=2
+        image_size=32,
+        patch_size=8,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=32,
+        mlp_dim=64,
+        num_classes=2,
     )
 
     def batch(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -242,11 +261,11 @@ def test_pipeline_methods_layers_display_threshold_and_compare_names(tmp_path) -
     from pathlib import Path
 
     import pandas as pd
+    from helpers import make_config, write_images
+    from test_explain import save_constant_checkpoint
 
     from catdog.pipelines.compare import compare
     from catdog.pipelines.explain import explain
-    from helpers import make_config, write_images
-    from test_explain import save_constant_checkpoint
 
     run = tmp_path / "run"
     ckpt = save_constant_checkpoint(run / "checkpoints" / "best.ckpt")
@@ -258,26 +277,67 @@ def test_pipeline_methods_layers_display_threshold_and_compare_names(tmp_path) -
     torch.save(module, ckpt)
     images = tmp_path / "images"
     write_images(images, {"cat": 2, "dog": 1}, size=(64, 48))
+    import cv2  # odd inputs: a grayscale photo and a thin strip go through every stage too
+
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(images / "cat" / "gray.png"), rng.integers(0, 256, (30, 50), dtype=np.uint8))
+    cv2.imwrite(str(images / "dog" / "strip.png"), rng.integers(0, 256, (9, 200, 3), dtype=np.uint8))
     summary = explain(
         make_config(
             "explain",
             [
-                f"ckpt={run}", f"data.root={images}", "data.num_workers=0", "method=gradcam",
-                "layers=[layer3,layer4]", "display=signed", "threshold=otsu", f"out_dir={tmp_path / 'ex'}",
+                f"ckpt={run}",
+                f"data.root={images}",
+                "data.num_workers=0",
+                "method=gradcam",
+                "layers=[layer3,layer4]",
+                "display=signed",
+                "threshold=otsu",
+                f"out_dir={tmp_path / 'ex'}",
             ],
-        )  # fmt: skip
+        )
     )
     folders = [Path(p) for p in summary["out_dirs"]]
     assert [f.name for f in folders] == ["ex_gradcam_layer3", "ex_gradcam_layer4"]
     for folder, layer, side in zip(folders, ("layer3", "layer4"), (4, 2)):
         described = json.loads((folder / "summary.json").read_text())
-        assert (described["method"], described["layer"], described["display"]) == ("gradcam", layer, "signed")
+        assert (described["method"], described["layer"], described["display"]) == (
+            "gradcam",
+            layer,
+            "signed",
+        )
         with np.load(folder / "cams.npz") as npz:
             assert str(npz["method"]) == "gradcam" and str(npz["layer"]) == layer
-            assert npz["cams"].shape == (3, 2, side, side) and (npz["cams"] < 0).any()  # raw, signed
+            assert npz["cams"].shape == (5, 2, side, side) and (npz["cams"] < 0).any()  # raw, signed
         predictions = pd.read_csv(folder / "predictions.csv")
         assert predictions["region_area"].between(0, 1).all() and (predictions["region_area"] > 0).all()
-    result = compare(make_config("compare", [f"runs=[{folders[0]},{folders[1]}]", f"out_dir={tmp_path / 'cmp'}"]))
+        assert len(predictions) == 5  # grayscale and the 9 px strip explained, nothing skipped
+    result = compare(
+        make_config(
+            "compare",
+            [f"runs=[{folders[0]},{folders[1]}]", f"out_dir={tmp_path / 'cmp'}"],
+        )
+    )
     assert result["labels"] == ["gradcam@layer3", "gradcam@layer4"]
     with pytest.raises(CatdogError, match="only applies to layer4"):
-        explain(make_config("explain", [f"ckpt={run}", f"data.root={images}", "method=cam", "layer=layer2"]))
+        explain(
+            make_config(
+                "explain",
+                [f"ckpt={run}", f"data.root={images}", "method=cam", "layer=layer2"],
+            )
+        )
+
+
+def test_vit_maps_get_the_patch_grid_as_their_cell_centres() -> None:
+    """The explain stage places token maps on the patch grid (no conv geometry to measure on tokens)."""
+    from types import SimpleNamespace
+
+    from catdog.pipelines.explain import map_centres
+
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=16, num_classes=2
+    ).eval()
+    model = SimpleNamespace(net=vit, hparams=SimpleNamespace(arch="vit_b_16"))
+    centres = map_centres(model, build_method(vit, "vit_b_16", "gradcam"), (32, 32), "receptive_field")
+    np.testing.assert_allclose(np.asarray(centres.x), [3.5, 11.5, 19.5, 27.5])  # patch centres, 0-based pixels
+    np.testing.assert_allclose(np.asarray(centres.y), [3.5, 11.5, 19.5, 27.5])

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 import torch
 import torchvision
+from helpers import make_config, write_images
 
 from catdog.data import build_transform, load_rgb
 from catdog.errors import CatdogError
 from catdog.imagenet import imagenet_arch, load_imagenet, unique_names
 from catdog.pipelines.explain import explain
-from helpers import make_config, write_images
 
 NAMES = ["background", "tabby, tabby cat", "crane", "crane", "tiger cat"]
 
@@ -71,7 +71,9 @@ def test_imagenet_mode_explains_offline_with_names_and_probabilities(weights: Pa
         assert len(list(out.glob(f"unlabelled/*/{row.overlay.split('/')[-1]}"))) == 1
 
 
-def test_1001_classes_mean_background_first_and_inputs_in_minus_one_one(tmp_path: Path) -> None:
+def test_1001_classes_mean_background_first_and_inputs_in_minus_one_one(
+    tmp_path: Path,
+) -> None:
     net = torchvision.models.shufflenet_v2_x0_5(num_classes=1001)
     path = tmp_path / "m1001.pth"
     torch.save(net.state_dict(), path)

@@ -127,3 +127,14 @@ def test_as_bool() -> None:
     assert [as_bool(v) for v in (True, "true", "False", "1", 0, None, float("nan"), "maybe")] == [
         True, True, False, True, False, None, None, None
     ]
+
+
+def test_predictions_class_columns_stay_text(tmp_path: Path) -> None:
+    from catdog.report import read_predictions
+
+    file = tmp_path / "predictions.csv"
+    file.write_text("path,true,pred,pred_gradcam,p_0,p_1,correct,overlay\na.png,1,0,1,0.6,0.4,False,x.jpg\nb.png,,1,1,0.2,0.8,,y.jpg\n")
+    frame = read_predictions(file)
+    assert frame["pred"].tolist() == ["0", "1"] and frame["pred_gradcam"].tolist() == ["1", "1"]
+    assert frame["true"].tolist() == ["1", None] and frame["correct"].tolist() == [False, None]
+    assert frame["p_0"].tolist() == [0.6, 0.2]

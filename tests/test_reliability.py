@@ -440,3 +440,12 @@ def test_item06_report_takes_curves_only_from_the_run_holding_the_explain_folder
     (moved / "summary.json").write_text(json.dumps(summary))
     report = write_report(tmp_path / "report", [read_explain_dir(moved)])
     assert secret not in [p.read_bytes() for p in report.parent.rglob("*") if p.is_file()]
+
+
+def test_item10_empty_masks_cell_is_one_line(tmp_path: Path) -> None:
+    from catdog.data.masks import find_masks
+
+    (tmp_path / "masks.csv").write_text("path,mask\na.png,\n")
+    with pytest.raises(CatdogError, match="empty cell") as err:
+        find_masks(tmp_path, [str(tmp_path / "a.png")])
+    assert "masks.csv" in one_line(err)

@@ -208,3 +208,17 @@ def test_checkpoint_optimizer_and_scheduler_targets_are_restricted_to_torch(tmp_
     torch.save(checkpoint, evil)
     with pytest.raises(CatdogError, match=rf"{key}._target_='{target}' is not a torch.optim"):
         load_classifier(evil)
+
+
+def test_lr_finder_plots_into_the_run_folder_and_trains_with_its_suggestion(tmp_path: Path) -> None:
+    summary = train(
+        tiny_train_cfg(
+            tmp_path, "lr_find.enabled=true", "lr_find.num_training=20", "lr_find.max_lr=0.01", "test=false",
+            "data.num_per_class=20",
+        )
+    )
+    found = summary["lr_find"]
+    assert (tmp_path / "run" / "lr_find.png").stat().st_size > 0
+    assert found["suggestion"] is not None and found["applied"]
+    hp = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert hp["optimizer"]["lr"] == pytest.approx(found["suggestion"])

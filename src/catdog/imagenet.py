@@ -21,6 +21,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
 import torch
 import torchvision
 from lightning_fabric.utilities.data import AttributeDict
@@ -30,7 +31,14 @@ from torchvision.models import WeightsEnum
 from catdog.errors import CatdogError
 from catdog.models import IMAGENET_MEAN, IMAGENET_STD, arch_spec
 
-__all__ = ["PREFIX", "PretrainedClassifier", "imagenet_arch", "load_imagenet", "read_labels", "unique_names"]
+__all__ = [
+    "PREFIX",
+    "PretrainedClassifier",
+    "imagenet_arch",
+    "load_imagenet",
+    "read_labels",
+    "unique_names",
+]
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +119,9 @@ def _labels_beside(weights: Path) -> Path:
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     hint = "pass a state dict (.pth) saved from a torchvision ImageNet classifier"
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - a non-torch file fails in many ways
-        raise CatdogError(f"weights={path} could not be read as a torch file ({type(error).__name__}): {hint}") from None
+    from catdog.readers import read_checkpoint  # the one validating reader of user files
+
+    state = read_checkpoint(path, fix=hint, require_mapping=False)
     for wrapper in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
@@ -167,7 +174,12 @@ def _from_torchvision(arch: str, name: str | None) -> tuple[nn.Module, list[str]
         ) from None
     preset = weights.transforms()
     size = int(preset.crop_size[0]) if getattr(preset, "crop_size", None) else 224
-    return net, list(weights.meta["categories"]), ([float(m) for m in preset.mean], [float(s) for s in preset.std]), size
+    return (
+        net,
+        list(weights.meta["categories"]),
+        ([float(m) for m in preset.mean], [float(s) for s in preset.std]),
+        size,
+    )
 
 
 def load_imagenet(

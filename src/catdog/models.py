@@ -119,7 +119,7 @@ _FAMILIES: dict[str, _Family] = {
     "densenet": _Family(
         "features", "classifier", True,
         stages=("features.denseblock1", "features.denseblock2", "features.denseblock3", "features"),
-    ),  # fmt: skip
+    ),
     "regnet_": _Family("trunk_output", "fc", stages=tuple(f"trunk_output.block{i}" for i in range(1, 5))),
     "mnasnet": _Family("layers", "classifier.1"),
     "shufflenet_v2": _Family("conv5", "fc", stages=("stage2", "stage3", "stage4", "conv5")),
@@ -128,12 +128,12 @@ _FAMILIES: dict[str, _Family] = {
         "features", "classifier.3",
         not_exact="its head is pool -> Linear -> Hardswish -> Linear, not a single Linear",
         stages=("features.3", "features.6", "features.9", "features"),
-    ),  # fmt: skip
+    ),
     "convnext": _Family(
         "features", "classifier.2",
         not_exact="its head applies LayerNorm to the pooled features before the Linear",
         stages=("features.1", "features.3", "features.5", "features"),
-    ),  # fmt: skip
+    ),
     # Hook ln_1 of the last block: the block output only reaches the head through the class token,
     # so its patch tokens get zero gradient (all-zero Grad-CAM maps; pytorch-grad-cam's ViT tutorial).
     "vit_": _Family(
@@ -141,18 +141,18 @@ _FAMILIES: dict[str, _Family] = {
         not_exact="it is a vision transformer whose head reads a class token, not a pooled feature map",
         reshape="tokens",
         stages=("encoder.layers.2.ln_1", "encoder.layers.5.ln_1", "encoder.layers.8.ln_1", "encoder.layers.-1.ln_1"),
-    ),  # fmt: skip
+    ),
     "swin_": _Family(
         "norm", "head",
         not_exact="it is a transformer whose head applies LayerNorm before pooling",
         reshape="channels_last",
         stages=("features.1", "features.3", "features.5", "norm"),
-    ),  # fmt: skip
+    ),
     "vgg": _Family(
         "features", "classifier.6",
         not_exact="its head flattens a 7x7 map into fully connected layers instead of average pooling",
         stages=("features.4", "features.9", "features.19", "features"),
-    ),  # fmt: skip
+    ),
     "alexnet": _Family(
         "features", "classifier.6",
         not_exact="its head flattens a 6x6 map into fully connected layers instead of average pooling",
@@ -902,12 +902,20 @@ class ClassifierModule(pl.LightningModule):
         # Decided from the epoch number alone, so a resumed run freezes exactly as the original.
         frozen = self._backbone_frozen()
         self._set_backbone_trainable(not frozen)
-        if frozen or not self.hparams.train_bn:
-            self._freeze_batchnorm()
+        # Set both ways: Lightning restores the modules' modes after validation, so BatchNorm
+        # frozen during the probe epochs would otherwise stay frozen after unfreezing, but not in
+        # a run resumed after the probe (a fresh module is in training mode).
+        for module in self.net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.train(not (frozen or not self.hparams.train_bn))
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         # Dropout (and anything else random in the step) depends on the step number only.
-        torch.manual_seed(_step_seed(self.hparams.seed, self.global_step))
+        seed = _step_seed(self.hparams.seed, self.global_step)
+        if self.device.type == "cpu":  # torch.manual_seed also seeds accelerators: ~1 ms
+            torch.random.default_generator.manual_seed(seed)
+        else:
+            torch.manual_seed(seed)
 
     def _freeze_batchnorm(self) -> None:
         for module in self.net.modules():
@@ -1032,11 +1040,31 @@ class ClassifierModule(pl.LightningModule):
                 # optimizer.lr, the backbone at backbone_lr) unless max_lr is given.
                 cfg.setdefault("max_lr", [group["lr"] for group in optimizer.param_groups])
                 if cfg.get("total_steps") is None:
-                    cfg["total_steps"] = int(self.trainer.estimated_stepping_batches)
+                    cfg["total_steps"] = self._total_steps()
                     cfg.pop("epochs", None), cfg.pop("steps_per_epoch", None)
             scheduler = _instantiate(cfg, "scheduler", optimizer)
             result["lr_scheduler"] = {"scheduler": scheduler, **lightning_keys}
         return result
+
+    def _total_steps(self) -> int:
+        """Optimizer steps of the whole run, without building the training dataloader.
+
+        ``trainer.estimated_stepping_batches`` would create (and start iterating) the training
+        dataloader before a checkpoint is restored, so a resumed run would start the wrong epoch.
+        """
+        trainer = self.trainer
+        if trainer.max_steps != -1:
+            return int(trainer.max_steps)
+        datamodule = trainer.datamodule
+        if datamodule is None or not hasattr(datamodule, "num_train_batches"):
+            return int(trainer.estimated_stepping_batches)
+        batches = datamodule.num_train_batches()
+        if isinstance(trainer.limit_train_batches, int):
+            batches = min(batches, trainer.limit_train_batches)
+        else:
+            batches = max(1, int(batches * trainer.limit_train_batches))
+        per_epoch = -(-batches // trainer.accumulate_grad_batches)
+        return int(per_epoch * trainer.max_epochs)
 
 
 def _step_seed(seed: int, step: int) -> int:

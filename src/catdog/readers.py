@@ -51,6 +51,7 @@ def read_csv(
     *,
     required: Iterable[str] = (),
     text: Iterable[str] | str = (),
+    text_prefixes: Iterable[str] = (),
     optional_text: Iterable[str] = (),
     numeric: Iterable[str] = (),
     booleans: Iterable[str] = (),
@@ -69,6 +70,8 @@ def read_csv(
         path: the CSV file.
         required: columns that must be present.
         text: columns that always stay text; ``"*"``: every column.
+        text_prefixes: columns whose name starts with one of these stay text too (e.g. ``pred`` for
+            per-method predicted classes).
         optional_text: text columns where an empty cell means "none".
         numeric: columns that must hold numbers.
         booleans: columns holding True/False or empty.
@@ -110,7 +113,8 @@ def read_csv(
         raise CatdogError(
             f"{what} {path} lacks column(s) {', '.join(missing)} (found: {', '.join(columns) or 'none'}): {fix}"
         )
-    text = set(columns) if text == "*" else set(text)
+    prefixes = tuple(text_prefixes)
+    text = set(columns) if text == "*" else set(text) | {c for c in columns if prefixes and c.startswith(prefixes)}
     optional_text, numeric, booleans = set(optional_text), set(numeric), set(booleans)
     for column in columns:
         values = table[column].astype(str)
@@ -228,7 +232,12 @@ def read_checkpoint(
     try:
         data = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - corrupt files fail in many ways (UnpicklingError, RuntimeError, ...)
-        raise CatdogError(f"{path} could not be read as a torch file ({_one_line(err)}): {fix}") from None
+        reason = (
+            "not a torch file, or it holds Python objects that weights_only loading refuses"
+            if "Weights only load failed" in str(err)
+            else f"{type(err).__name__}: {_one_line(err, 120)}"
+        )
+        raise CatdogError(f"{path} could not be read as a torch file ({reason}): {fix}") from None
     if require_mapping and not isinstance(data, Mapping):
         raise CatdogError(f"checkpoint {path} holds a {type(data).__name__}, not a checkpoint: {fix}")
     return data

@@ -108,7 +108,9 @@ def read_explain_dir(explain_dir: str | Path, label: str | None = None) -> Exper
     return Experiment(name, folder, predictions, summary, class_names, run_dir)
 
 
-PREDICTION_TEXT = ("path", "pred", "overlay", "topk")
+PREDICTION_TEXT = ("path", "pred", "overlay", "topk", "topk_p")
+# Columns holding class names (e.g. a per-method prediction) are text even when a class is called "0".
+PREDICTION_TEXT_PREFIXES = ("pred", "true_", "label", "topk")
 PREDICTION_BOOLEANS = ("correct", "in_box", "pointing_hit", "centre_in_box", "centre_hit", "increase")
 
 
@@ -122,6 +124,7 @@ def read_predictions(path: str | Path, fix: str = "run scripts/explain.py again"
         path,
         required=("path", "pred", "overlay"),
         text=PREDICTION_TEXT,
+        text_prefixes=PREDICTION_TEXT_PREFIXES,
         optional_text=("true",),
         booleans=PREDICTION_BOOLEANS,
         what="predictions",

@@ -233,22 +233,21 @@ class ImageDataset(Dataset):
         """
         if isinstance(item, tuple):
             position, seed = item
-            torch.manual_seed(seed)
+            # The CPU generator only: torch.manual_seed also seeds every accelerator (~1 ms).
+            torch.random.default_generator.manual_seed(seed)
         else:
             position = item
         image = self._cache[position] if self._cache is not None else self._decode(position)
         return self.transform(image), self.labels[position], position
 
 
-def _resume_position(trainer: pl.Trainer | None, batches: int) -> tuple[int, int]:
+def _resume_position(trainer: pl.Trainer, batches: int) -> tuple[int, int]:
     """(epoch, batches already trained in it) that a (possibly resumed) fit continues from.
 
     Read from the fit loop's progress, which Lightning restores from the checkpoint before it asks
     for the training dataloader: an epoch interrupted after k batches continues at batch k; a
     checkpoint written at the end of epoch e continues with epoch e + 1.
     """
-    if trainer is None:
-        return 0, 0
     fit_loop = trainer.fit_loop
     epoch = fit_loop.epoch_progress.current.processed  # what Lightning passes to set_epoch
     finished = epoch > fit_loop.epoch_progress.current.completed
@@ -337,8 +336,10 @@ class ImageDataModule(pl.LightningDataModule):
         drop_last = train and len(dataset) > self.batch_size
         if train:
             batches = len(dataset) // self.batch_size if drop_last else -(-len(dataset) // self.batch_size)
-            epoch, done = _resume_position(self._trainer_or_none(), batches)
-            self.train_sampler.resume_at(epoch, done * self.batch_size)
+            trainer = self._trainer_or_none()
+            if trainer is not None:  # without a trainer, set_epoch alone decides
+                epoch, done = _resume_position(trainer, batches)
+                self.train_sampler.resume_at(epoch, done * self.batch_size)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -349,6 +350,11 @@ class ImageDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             drop_last=drop_last,
         )
+
+    def num_train_batches(self) -> int:
+        """Training batches per epoch, known without building a dataloader."""
+        n = len(self.train_set)
+        return n // self.batch_size if n > self.batch_size else 1
 
     def _trainer_or_none(self) -> pl.Trainer | None:
         return self.trainer if getattr(self, "trainer", None) is not None else None
@@ -391,13 +397,19 @@ class FeatureDataModule(pl.LightningDataModule):
         }
         self.train_sampler = EpochSampler(len(self.sets["train"]), seed)
 
+    def num_train_batches(self) -> int:
+        """Training batches per epoch, known without building a dataloader."""
+        n = len(self.sets["train"])
+        return n // self.batch_size if n > self.batch_size else 1
+
     def train_dataloader(self) -> DataLoader:
         dataset = self.sets["train"]
         drop_last = len(dataset) > self.batch_size
         batches = len(dataset) // self.batch_size if drop_last else -(-len(dataset) // self.batch_size)
-        trainer = self.trainer if getattr(self, "trainer", None) is not None else None
-        epoch, done = _resume_position(trainer, batches)
-        self.train_sampler.resume_at(epoch, done * self.batch_size)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            epoch, done = _resume_position(trainer, batches)
+            self.train_sampler.resume_at(epoch, done * self.batch_size)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=self.train_sampler, drop_last=drop_last)
 
     def val_dataloader(self) -> DataLoader:

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from catdog.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
 from catdog.data.index import absolute_path
@@ -53,10 +52,13 @@ def find_masks(root: str | Path | None, paths: list[str]) -> dict[str, str]:
                 break
     file = Path(root).expanduser() / MASKS_FILE if root else None
     if file is not None and file.is_file():
-        frame = pd.read_csv(file, dtype=str)
-        missing = [c for c in ("path", "mask") if c not in frame.columns]
-        if missing:
-            raise CatdogError(f"{file} lacks column(s) {', '.join(missing)}: it needs a header path,mask")
+        from catdog.readers import read_csv  # here: readers imports the data package
+
+        fix = "it needs a header path,mask and one image and its mask per row"
+        frame = read_csv(file, required=("path", "mask"), text=("path", "mask"), what="masks", fix=fix)
+        blank = (frame["path"].str.strip() == "") | (frame["mask"].str.strip() == "")
+        if blank.any():
+            raise CatdogError(f"masks {file} has an empty cell in data row {int(blank.to_numpy().nonzero()[0][0]) + 1}: {fix}")
         for row in frame.itertuples():
             mask = absolute_path(row.mask, file.parent)
             if not Path(mask).is_file():

@@ -17,7 +17,6 @@ Compare folder (default ``compare/<timestamp>``)::
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -50,7 +49,7 @@ from catdog.runs import (
     timestamped_dir,
 )
 from catdog.plots import plain_text
-from catdog.readers import read_checkpoint, read_csv, read_yaml
+from catdog.readers import read_checkpoint, read_csv, read_json, read_yaml
 from catdog.report import (
     MAP_QUALITY_HEADS,
     Experiment,
@@ -451,8 +450,8 @@ def method_labels(explain_dirs: Sequence[Path]) -> list[str] | None:
     described = []
     for folder in explain_dirs:
         try:
-            summary = json.loads((folder / "summary.json").read_text())
-        except (OSError, ValueError):
+            summary = read_json(folder / "summary.json", what="summary")
+        except CatdogError:
             return None
         described.append(f"{summary.get('method') or 'cam'}@{summary.get('layer') or 'default'}")
     return described if len(set(described)) > 1 else None

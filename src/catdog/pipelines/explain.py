@@ -396,7 +396,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         CatdogError: bad checkpoint, paths or settings.
     """
-    model, checkpoint, run_dir, provenance = _load_model(cfg)
+    model, _checkpoint, run_dir, provenance = _load_model(cfg)
     hp = model.hparams
     class_names: list[str] = list(hp.class_names)
     if not 1 <= cfg.topk <= len(class_names):
@@ -866,12 +866,13 @@ def map_centres(
         return cell_centres(model.net, explainer.layer, size, align, arch=model.hparams.arch)
     probe = torch.zeros(1, 3, *size, device=next(model.net.parameters()).device)
     cells = tuple(explainer.explain(probe, None, topk=1).maps.shape[-2:])
-    if align != "cell":
+    # Token (ViT) and channels-last (Swin) outputs are no NCHW maps to measure: their grid is the cells'.
+    if align != "cell" and arch_spec(model.hparams.arch).reshape is None:
         try:
             measured = cell_centres(model.net, explainer.layer, size, align, arch=model.hparams.arch)
             if (len(measured.y), len(measured.x)) == cells:
                 return measured
-        except (TypeError, ValueError, RuntimeError):
+        except (TypeError, ValueError, RuntimeError, IndexError):
             pass
         log.warning("align=%s cannot be measured at layer %s: using align=cell", align, explainer.layer)
     return grid_centres(cells, size)

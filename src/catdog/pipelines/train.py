@@ -384,8 +384,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     timing["fit_s"] = time.perf_counter() - start
     timing["fit_cpu_s"] = cpu_seconds() - cpu_start
 
+    # Only a checkpoint chosen by a monitored metric is a "best" one (Lightning adds an
+    # unmonitored ModelCheckpoint when the configured one is removed).
     checkpoint_callback = trainer.checkpoint_callback
-    best = checkpoint_callback.best_model_path if checkpoint_callback else ""
+    monitored = checkpoint_callback is not None and getattr(checkpoint_callback, "monitor", None)
+    best = checkpoint_callback.best_model_path if monitored else ""
     summary["best_checkpoint"] = best or None
     summary["last_checkpoint"] = str(last_checkpoint.path) if last_checkpoint.path.is_file() else None
     summary["objective"] = _objective(trainer)
@@ -418,7 +421,8 @@ def _objective(trainer: pl.Trainer) -> float | None:
     test split into model selection.
     """
     callback = trainer.checkpoint_callback
-    score = getattr(callback, "best_model_score", None) if callback else None
+    monitored = callback is not None and getattr(callback, "monitor", None)
+    score = getattr(callback, "best_model_score", None) if monitored else None
     if score is not None:
         return float(score)
     value = trainer.callback_metrics.get("val/acc")
