@@ -38,7 +38,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from catdog.data import ImageDataModule, build_index, class_names_of, ensure_demo_dataset, scan_images
+from catdog.data import (
+    ImageDataModule,
+    build_index,
+    class_names_of,
+    ensure_demo_dataset,
+    scan_images,
+)
 from catdog.data.datamodule import FeatureDataModule
 from catdog.errors import CatdogError
 from catdog.models import ClassifierModule, _torch_load
