@@ -119,11 +119,14 @@ def main() -> None:
     parser.add_argument("--faithfulness", action="store_true", help="time each faithfulness metric instead")
     parser.add_argument("--limit", type=int, default=64, help="images for the faithfulness timing")
     parser.add_argument("--mosaics", type=int, default=100)
+    parser.add_argument("--max-images", type=int, default=None, help="explain a class-balanced sample of each set")
     parser.add_argument("--sets", nargs="*", default=["demo", "coral", "pasted", "mosaic"], help="which sets")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%H%M%S")
     common = ["data.num_workers=1", "overlay.writers=1"]
+    if args.max_images and not args.faithfulness:
+        common.append(f"data.max_images={args.max_images}")
 
     if args.faithfulness:
         ckpt = args.photo_run / "checkpoints" / args.ckpt_name

@@ -215,3 +215,11 @@ def test_pointing_game_scores_the_peak_against_every_box_of_an_image(run_folder:
     assert (predictions.loc["cat_0.png", "peak_x"], predictions.loc["cat_0.png", "peak_y"]) == (19.5, 14.5)
     assert predictions["pointing_hit"].to_dict() == {"cat_0.png": True, "cat_1.png": False, "cat_2.png": True}
     assert summary["pointing_game"]["hits"] == 2 and summary["pointing_game"]["images"] == 3
+
+
+def test_contrast_reaches_the_explainer(run_folder: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    write_images(images, {"cat": 1, "dog": 1})
+    summary = explain(explain_cfg(run_folder, f"data.root={images}", "contrast=runner_up", "align=cell"))
+    assert summary["contrast"] == "runner_up"
+    assert str(np.load(Path(summary["out_dir"]) / "cams.npz")["contrast"]) == "runner_up"

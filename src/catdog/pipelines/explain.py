@@ -420,7 +420,9 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
         threshold=parse_threshold(cfg.get("threshold")),
     )
     layers = [str(layer) for layer in cfg.layers] if cfg.get("layers") else [cfg.get("layer")]
-    explainers = [build_explainer(model, cfg.get("method"), layer) for layer in layers]  # all errors up front
+    contrast = str(cfg.get("contrast", "none"))
+    # All errors up front; contrast: the identifiable map of issue #8 (exact CAM only).
+    explainers = [build_explainer(model, cfg.get("method"), layer, contrast=contrast) for layer in layers]
 
     source = cfg.input or cfg.data.root
     if provenance.get("imagenet") and not source:
@@ -431,7 +433,6 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     boxes = _boxes_for(source, dict(hp.data or {}))
     masks = find_masks(_dataset_root(source, dict(hp.data or {})), images["path"].tolist())
     base_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "explain")
-    contrast = str(cfg.get("contrast", "none"))
     metric_names = list(cfg.get("metrics") or [])
     steps = int(cfg.faithfulness.steps) if "faithfulness" in cfg else 16
     faithfulness_batch = int(cfg.faithfulness.batch_size) if "faithfulness" in cfg else 64
