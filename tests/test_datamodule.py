@@ -84,7 +84,7 @@ def _epoch(module: ImageDataModule, epoch: int) -> tuple[torch.Tensor, torch.Ten
 
 def test_training_epochs_depend_only_on_seed_and_epoch_not_on_workers_or_history(tmp_path: Path) -> None:
     index = build_index("folder", _dataset(tmp_path, per_class=8), val_fraction=0.0, test_fraction=0.0)
-    make = lambda workers, seed=0: ImageDataModule(  # noqa: E731
+    make = lambda workers, seed=0: ImageDataModule(
         index, ["cats", "dogs"], 16, MEAN, STD, batch_size=4, num_workers=workers,
         augment="trivialaugment", seed=seed,
     )

@@ -56,6 +56,7 @@ def _train(tmp_path: Path, run: str, *overrides: str) -> subprocess.CompletedPro
         text=True,
         cwd=tmp_path,
         env=env,
+        check=False,
         timeout=300,
     )
 

@@ -633,7 +633,7 @@ def _allowed_target(target: Any, name: str) -> bool:
     return isinstance(candidate, type) and issubclass(candidate, bases)
 
 
-def _check_target_config(cfg: Any, name: str) -> dict[str, Any] | None:
+def _check_target_config(cfg: Any, name: str, allowed_only: bool = True) -> dict[str, Any] | None:
     """Validates an optimizer/scheduler config: None/empty, or a dict with an allowed ``_target_``.
 
     Raises:
@@ -648,7 +648,7 @@ def _check_target_config(cfg: Any, name: str) -> dict[str, Any] | None:
             f"{name} must be a mapping with a _target_ (e.g. _target_: torch.optim.AdamW), "
             f"got {cfg!r}: fix the {name} config."
         )
-    if not _allowed_target(cfg["_target_"], name):
+    if allowed_only and not _allowed_target(cfg["_target_"], name):
         where = "torch.optim" if name == "optimizer" else "torch.optim.lr_scheduler"
         raise CatdogError(
             f"{name}._target_={cfg['_target_']!r} is not a {where} class: only torch's own "
@@ -758,12 +758,13 @@ class ClassifierModule(pl.LightningModule):
         if mean is None or std is None:
             default_mean, default_std = default_normalization(spec.name, weights)
             mean, std = mean or default_mean, std or default_std
-        scheduler = _check_target_config(scheduler, "scheduler")
+        scheduler = _check_target_config(scheduler, "scheduler", allowed_only=False)
         if scheduler and scheduler.get("interval", "epoch") not in ("epoch", "step"):
             raise CatdogError(
                 f"scheduler.interval must be 'epoch' or 'step', got {scheduler['interval']!r}: "
                 "fix the scheduler config."
             )
+        scheduler = _check_target_config(scheduler, "scheduler")
         optimizer = _check_target_config(optimizer, "optimizer") or dict(DEFAULT_OPTIMIZER)
 
         self.save_hyperparameters(

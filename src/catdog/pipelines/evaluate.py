@@ -29,7 +29,12 @@ from catdog.errors import CatdogError
 from catdog.models import load_classifier
 from catdog.pipelines.explain import select_images
 from catdog.plots import plot_confusion_matrix
-from catdog.runs import resolve_checkpoint, run_dir_of, staged_output_dir, timestamped_dir
+from catdog.runs import (
+    resolve_checkpoint,
+    run_dir_of,
+    staged_output_dir,
+    timestamped_dir,
+)
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from catdog.data import ImageDataModule, build_index, class_names_of, ensure_demo_dataset, scan_images
+from catdog.data import (
+    ImageDataModule,
+    build_index,
+    class_names_of,
+    ensure_demo_dataset,
+    scan_images,
+)
 from catdog.data.datamodule import FeatureDataModule
 from catdog.errors import CatdogError
 from catdog.models import ClassifierModule, _torch_load
@@ -259,14 +265,21 @@ def _run_lr_finder(
     from pytorch_lightning.tuner import Tuner
 
     settings = OmegaConf.to_container(cfg.lr_find, resolve=True)
-    finder = Tuner(trainer).lr_find(
-        model,
-        datamodule=datamodule,
-        min_lr=settings["min_lr"],
-        max_lr=settings["max_lr"],
-        num_training=settings["num_training"],
-        update_attr=False,
-    )
+    # The range test takes num_training steps however short an epoch is: it must not stop at
+    # max_epochs (a small dataset has fewer steps per epoch than the test needs).
+    max_epochs = trainer.fit_loop.max_epochs
+    trainer.fit_loop.max_epochs = max(max_epochs or 0, int(settings["num_training"]))
+    try:
+        finder = Tuner(trainer).lr_find(
+            model,
+            datamodule=datamodule,
+            min_lr=settings["min_lr"],
+            max_lr=settings["max_lr"],
+            num_training=settings["num_training"],
+            update_attr=False,
+        )
+    finally:
+        trainer.fit_loop.max_epochs = max_epochs
     suggestion = finder.suggestion() if finder is not None else None
     plot = run_dir / "lr_find.png"
     if finder is not None:
