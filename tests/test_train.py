@@ -10,13 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers import make_config, write_images
 from torch.utils.data import DataLoader
 
 from catdog.data import DEMO_CLASSES, ImageDataset, build_transform
 from catdog.errors import CatdogError
 from catdog.models import load_classifier
 from catdog.pipelines.train import train
-from helpers import make_config, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
