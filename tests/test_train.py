@@ -10,13 +10,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers import make_config, write_images
 from torch.utils.data import DataLoader
 
-from catdog.data import ImageDataset, build_transform
+from catdog.data import DEMO_CLASSES, ImageDataset, build_transform
 from catdog.errors import CatdogError
 from catdog.models import load_classifier
 from catdog.pipelines.train import train
-from helpers import make_config, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,19 +48,20 @@ def test_train_writes_the_run_folder_and_a_reloadable_checkpoint(tmp_path: Path)
     assert any((run / "tensorboard").rglob("events.out.tfevents.*"))
 
     split = pd.read_csv(run / "split.csv")
-    assert set(split["split"]) == {"train", "val", "test"} and len(split) == 24
-    assert sorted(split["label"].unique()) == ["cat", "dog"]
+    classes = sorted(DEMO_CLASSES)
+    assert set(split["split"]) == {"train", "val", "test"} and len(split) == 12 * len(classes)
+    assert sorted(split["label"].unique()) == classes
 
     metrics = json.loads((run / "test_metrics.json").read_text())
-    assert metrics["class_names"] == ["cat", "dog"]
+    assert metrics["class_names"] == classes
     assert sum(map(sum, metrics["confusion_matrix"])) == (split["split"] == "test").sum()
-    assert set(metrics["per_class"]) == {"cat", "dog"}
+    assert set(metrics["per_class"]) == set(classes)
     assert summary["best_checkpoint"].endswith("best.ckpt")
 
     # The checkpoint alone rebuilds model and preprocessing, loads with weights_only, predicts the same.
     raw = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     hp = raw["hyper_parameters"]
-    assert hp["arch"] == "resnet18" and hp["class_names"] == ["cat", "dog"] and hp["image_size"] == 32
+    assert hp["arch"] == "resnet18" and hp["class_names"] == classes and hp["image_size"] == 32
     assert len(hp["mean"]) == 3 and len(hp["std"]) == 3
     assert hp["data"]["split_csv"] == str((run / "split.csv").resolve())
     assert hp["feature_layer"] == "layer4" and hp["fc_layer"] == "fc"
