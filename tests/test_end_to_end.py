@@ -32,7 +32,7 @@ def test_demo_train_then_explain_points_at_the_objects(tmp_path: Path) -> None:
     )
     assert summary["test"]["accuracy"] >= 0.9
 
-    result = explain(make_config("explain", [f"ckpt={run}", "align=cell"]))
+    result = explain(make_config("explain", [f"ckpt={run}", "align=cell", "precision=32"]))
     out = Path(result["out_dir"])
     written = json.loads((out / "summary.json").read_text())
     assert written["accuracy"] >= 0.9
