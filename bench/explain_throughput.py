@@ -114,7 +114,7 @@ def whole_process(images, args, ckpt: Path, out: Path) -> float:
     for i, row in enumerate(images.itertuples()):
         link = folder / row.label / f"{i:06d}_{Path(row.path).name}"
         link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(row.path)
+        link.symlink_to(Path(row.path).resolve())  # relative paths would resolve against the link
     command = [
         sys.executable,
         str(ROOT / "scripts" / "explain.py"),
@@ -127,7 +127,9 @@ def whole_process(images, args, ckpt: Path, out: Path) -> float:
         "accelerator=cpu",
     ]
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run(command, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"scripts/explain.py failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
     return len(images) / (time.perf_counter() - start)
 
 
