@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from test_report import CLASSES, make_images, make_run
 
 from catdog.errors import CatdogError
-from catdog.pipelines import compare as compare_module
+from catdog.pipelines import compare_sources  # where compare calls explain for a run without a usable folder
 from catdog.pipelines.compare import (
     align,
     check_class_names,
@@ -250,7 +250,7 @@ def test_compare_picks_the_newest_covering_explain_folder_and_explains_the_rest(
         hidden.rename(c_run / "explain")
         return {"out_dir": str(c_run / "explain" / "later")}
 
-    monkeypatch.setattr(compare_module, "explain", fake_explain)
+    monkeypatch.setattr(compare_sources, "explain", fake_explain)
     result = compare(_cfg(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent), str(c_run)]))
     assert result["explain_dirs"][0] == str(a)
     assert len(calls) == 1
