@@ -62,11 +62,10 @@ from catdog.pipelines.compare_sources import (
     read_run_settings,
     resolve_source,
     source_class_names,
-    sweep_runs,
     usable_explain_dir,
 )
 from catdog.report import MAP_QUALITY_HEADS, read_explain_dir, write_report
-from catdog.runs import staged_output_dir, timestamped_dir
+from catdog.runs import staged_output_dir, sweep_runs, timestamped_dir
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """Compare's sources: what the user pointed at, the explain folder of each, and the experiments' labels.
 
-Each input (run folder, explain folder or checkpoint, or a sweep's jobs) becomes a :class:`Source`;
-:func:`common_images` is the one image set they are compared on, :func:`usable_explain_dir` an explain
-folder covering it, and :func:`_explain_again` runs explain where there is none. Raw maps are read back
-from each explain folder's ``cams.npz``. Labels name each experiment by what differs between the runs'
-settings (or by method and layer).
+Each input (run folder, explain folder or checkpoint; a sweep's jobs come from
+:func:`catdog.runs.sweep_runs`) becomes a :class:`Source`; :func:`common_images` is the one image set they
+are compared on, :func:`usable_explain_dir` an explain folder covering it, and :func:`_explain_again` runs
+explain where there is none. Raw maps are read back from each explain folder's ``cams.npz``. Labels name
+each experiment by what differs between the runs' settings (or by method and layer).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from catdog.errors import CatdogError
 from catdog.pipelines.explain import explain, select_images
 from catdog.readers import read_checkpoint, read_csv, read_json, read_yaml
 from catdog.report import read_explain_dir
-from catdog.runs import explain_dirs_of as complete_explain_dirs
 from catdog.runs import (
+    explain_dirs_with_cams,
     is_complete_explain_dir,
     is_staging_dir,
     resolve_checkpoint,
@@ -55,21 +55,6 @@ class Source:
     explain_dir: Path | None = None
 
 
-def sweep_runs(sweep: str | Path) -> list[Path]:
-    """The run folders of a Hydra multirun: its numbered subfolders, in job order.
-
-    Raises:
-        CatdogError: the folder does not exist or has no numbered subfolder with a checkpoint.
-    """
-    folder = Path(sweep).expanduser()
-    if not folder.is_dir():
-        raise CatdogError(f"sweep={sweep} is not a folder: pass a multirun folder such as multirun/train/<timestamp>")
-    jobs = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    if not jobs:
-        raise CatdogError(f"sweep={sweep} has no numbered job folders (0, 1, ...): pass the folder train -m wrote")
-    return jobs
-
-
 def resolve_source(given: str | Path) -> Source:
     """Classify one input: an explain folder, a run folder or a checkpoint file.
 
@@ -94,15 +79,6 @@ def resolve_source(given: str | Path) -> Source:
         raise CatdogError(f"{given} has explain/ but no checkpoints/: pass one of its explain/<timestamp> folders")
     checkpoint = resolve_checkpoint(path)
     return Source(str(given), run_dir_of(checkpoint), checkpoint)
-
-
-def explain_dirs_of(run_dir: Path) -> list[Path]:
-    """A run's explain folders that hold predictions and CAMs, newest first."""
-    root = run_dir / "explain"
-    if not root.is_dir():
-        return []
-    found = [p for p in complete_explain_dirs(run_dir) if (p / "cams.npz").is_file()]
-    return sorted(found, key=lambda p: ((p / "summary.json").stat().st_mtime, p.name), reverse=True)
 
 
 def covered_paths(explain_dir: Path) -> set[str]:
@@ -201,7 +177,7 @@ def usable_explain_dir(source: Source, common: Sequence[str]) -> Path | None:
     """The explicit explain folder, else the run's newest one, if it covers the common images."""
     wanted = set(common)
     candidates = [source.explain_dir] if source.explain_dir is not None else []
-    candidates += explain_dirs_of(source.run_dir) if source.run_dir is not None else []
+    candidates += explain_dirs_with_cams(source.run_dir) if source.run_dir is not None else []
     for candidate in candidates:
         if (candidate / "cams.npz").is_file() and wanted <= covered_paths(candidate):
             return candidate
