@@ -22,7 +22,7 @@ from test_report import make_images, make_run
 from catdog.errors import CatdogError
 from catdog.pipelines.compare import compare, resolve_source
 from catdog.pipelines.explain import explain
-from helpers import CONF_DIR, write_images
+from helpers import CONF_DIR, compare_config, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,9 +118,7 @@ def test_killed_compare_leaves_nothing_complete_and_a_rerun_completes(tmp_path: 
     partial = [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert len(partial) == 1 and (partial[0] / "pairs.csv").is_file()  # killed after its tables, before the report
 
-    from test_reliability import _compare_cfg
-
-    result = compare(_compare_cfg(tmp_path, runs=[str(a), str(b)], out_dir=str(out)))
+    result = compare(compare_config(tmp_path, runs=[str(a), str(b)], out_dir=str(out)))
     assert Path(result["out_dir"]) == out and (out / "report" / "index.html").is_file()
     assert len(pd.read_csv(out / "per_image.csv")) == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
