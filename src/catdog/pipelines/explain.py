@@ -5,7 +5,7 @@ Explain folder (a new one per run, by default ``<run folder>/explain/<timestamp>
     correct/<class>/                 overlays of correct predictions
     incorrect/<true>_as_<pred>/      overlays of mistakes ("why dog and not cat?")
     unlabelled/<pred>/               overlays of images without a known label
-    predictions.csv                  one row per image (see ``_image_row``)
+    predictions.csv                  one row per image (see ``explain_render.render_image``)
     cams.npz                         raw float16 maps + their class indices + paths (for compare)
     skipped.csv                      images that could not be read, and why
     summary.json                     counts, accuracy, confusion matrix, pointing game, provenance

@@ -1,5 +1,9 @@
-"""What explain reports: the summary numbers (with confusion_matrix.png and top_losses.png), provenance
-(file hashes, library versions) for summary.json, and the totals printed at the end of a run."""
+"""What explain reports: summary numbers, provenance and the totals printed at the end of a run.
+
+:func:`write_reports` counts images, accuracy and the confusion matrix from the predictions table (and
+draws confusion_matrix.png and top_losses.png); file hashes and library versions are the provenance that
+summary.json records.
+"""
 
 from __future__ import annotations
 
