@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
+from helpers import compare_config
 from test_report import CLASSES, make_images, make_run
 
 from catdog.errors import CatdogError
-from catdog.pipelines import compare as compare_module
+from catdog.pipelines import compare_sources
 from catdog.pipelines.compare import (
     align,
     check_class_names,
@@ -141,16 +141,6 @@ def test_different_class_lists_are_a_user_error() -> None:
 
 
 # --- the pipeline ---------------------------------------------------------------------------
-def _cfg(tmp_path: Path, **values: object) -> OmegaConf:
-    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "compare.yaml")
-    cfg.pop("defaults")
-    cfg.pop("hydra")
-    cfg.out_dir = str(tmp_path / "compare_out")
-    for key, value in values.items():
-        OmegaConf.update(cfg, key, value)
-    return cfg
-
-
 @pytest.fixture
 def two_runs(tmp_path: Path) -> tuple[Path, Path, list[str]]:
     """Runs that differ in lr; the second breaks image 0, fixes image 3, and looks elsewhere on image 1."""
@@ -182,7 +172,7 @@ def two_runs(tmp_path: Path) -> tuple[Path, Path, list[str]]:
 
 def test_compare_run_folders(tmp_path: Path, two_runs: tuple[Path, Path, list[str]]) -> None:
     a, b, paths = two_runs
-    result = compare(_cfg(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent)]))
+    result = compare(compare_config(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent)]))
     out = Path(result["out_dir"])
     assert result["labels"] == ["lr=0.001", "lr=3e-4"]
     assert result["explain_dirs"] == [str(a), str(b)]  # existing explain folders reused
@@ -250,8 +240,8 @@ def test_compare_picks_the_newest_covering_explain_folder_and_explains_the_rest(
         hidden.rename(c_run / "explain")
         return {"out_dir": str(c_run / "explain" / "later")}
 
-    monkeypatch.setattr(compare_module, "explain", fake_explain)
-    result = compare(_cfg(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent), str(c_run)]))
+    monkeypatch.setattr(compare_sources, "explain", fake_explain)  # compare_sources re-explains such runs
+    result = compare(compare_config(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent), str(c_run)]))
     assert result["explain_dirs"][0] == str(a)
     assert len(calls) == 1
     assert Path(calls[0].ckpt) == c_run / "checkpoints" / "best.ckpt" and calls[0].data.split == "test"
@@ -276,15 +266,15 @@ def test_compare_user_errors(tmp_path: Path, two_runs: tuple[Path, Path, list[st
         class_names=["cat", "fox"],
     )
     with pytest.raises(CatdogError, match="different classes"):
-        compare(_cfg(tmp_path, runs=[str(a), str(fox)]))
+        compare(compare_config(tmp_path, runs=[str(a), str(fox)]))
     other = make_run(tmp_path / "runs", "O", paths[:1], ["cat"], [0.6], np.ones((1, 2, 2), np.float32))
     elsewhere = str(tmp_path / "elsewhere" / "cat" / "x.jpg")
     pd.DataFrame({"path": [elsewhere], "label": "cat", "split": "test"}).to_csv(other.parent.parent / "split.csv")
     with pytest.raises(CatdogError, match="share no image"):
-        compare(_cfg(tmp_path, runs=[str(a.parent.parent), str(other.parent.parent)]))
+        compare(compare_config(tmp_path, runs=[str(a.parent.parent), str(other.parent.parent)]))
     with pytest.raises(CatdogError, match="does not exist"):
-        compare(_cfg(tmp_path, runs=[str(tmp_path / "missing")]))
+        compare(compare_config(tmp_path, runs=[str(tmp_path / "missing")]))
     with pytest.raises(CatdogError, match="Nothing to compare"):
-        compare(_cfg(tmp_path))
+        compare(compare_config(tmp_path))
     with pytest.raises(CatdogError, match="numbered"):
-        compare(_cfg(tmp_path, sweep=str(tmp_path / "runs")))
+        compare(compare_config(tmp_path, sweep=str(tmp_path / "runs")))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import make_config
+from helpers import make_config, tiny_train_cfg
 from torch.utils.data import DataLoader
 
 from catdog.data import ImageDataset, build_transform
@@ -27,22 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("evaluate")
-    cfg = make_config(
-        "train",
-        [
-            f"paths.output_dir={tmp / 'run'}",
-            f"data.root={tmp / 'demo'}",
-            "data.num_per_class=12",
-            "data.image_size=32",
-            "data.batch_size=8",
-            "data.num_workers=0",
-            "trainer.max_epochs=1",
-            "trainer.accelerator=cpu",
-            "~callbacks.rich_progress_bar",
-            "test=false",
-        ],
-    )
-    train(cfg)
+    train(tiny_train_cfg(tmp, "test=false"))
     return tmp / "run"
 
 

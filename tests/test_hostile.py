@@ -16,12 +16,12 @@ import cv2
 import numpy as np
 import pandas as pd
 from PIL import Image
-from test_reliability import _compare_cfg, explain_cfg
+from test_reliability import explain_cfg
 
 from catdog.pipelines.compare import compare
 from catdog.pipelines.explain import explain
 from catdog.pipelines.train import train
-from helpers import make_config
+from helpers import compare_config, make_config
 
 CLASSES = ["chat <script>noir $^$", "dög & 'co'"]
 BROKEN = {"zero.png", "truncated.jpg", "text.jpg", "half.png"}
@@ -112,7 +112,7 @@ def test_hostile_corpus_through_train_explain_and_compare(tmp_path: Path) -> Non
     assert summary["class_names"] == sorted(CLASSES) and summary["labelled"] == len(explained)
 
     second = explain(explain_cfg(run, "data.split=all", "topk=2"))
-    result = compare(_compare_cfg(tmp_path, runs=[str(out), second["out_dir"]]))
+    result = compare(compare_config(tmp_path, runs=[str(out), second["out_dir"]]))
     compared = Path(result["out_dir"])
     assert len(pd.read_csv(compared / "per_image.csv")) == len(explained)
     for page in (compared / "report" / "index.html", out / "report" / "index.html"):

@@ -29,7 +29,7 @@ from catdog.pipelines.compare import compare, read_run_settings
 from catdog.pipelines.explain import OverlayStyle, explain, run_explain
 from catdog.plots import plot_confusion_matrix
 from catdog.report import read_explain_dir, write_report
-from helpers import make_config, write_images
+from helpers import compare_config, make_config, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,24 +157,14 @@ def test_item05_compare_refuses_incomplete_folders(tmp_path: Path) -> None:
     b = make_run(tmp_path / "runs", "B", paths, ["cat", "cat"], [0.9, 0.8], np.ones((2, 2, 2), np.float32))
     staging = a.with_name(f".{a.name}.partial")
     a.rename(staging)
-    cfg = _compare_cfg(tmp_path, runs=[str(staging), str(b)])
+    cfg = compare_config(tmp_path, runs=[str(staging), str(b)])
     with pytest.raises(CatdogError, match="interrupted") as err:
         compare(cfg)
     one_line(err)
     staging.rename(a)
     (a / "summary.json").unlink()  # a folder killed before summary.json (written last)
     with pytest.raises(CatdogError, match="incomplete"):
-        compare(_compare_cfg(tmp_path, runs=[str(a), str(b)]))
-
-
-def _compare_cfg(tmp_path: Path, **values: object):
-    cfg = OmegaConf.load(ROOT / "conf" / "compare.yaml")
-    cfg.pop("defaults")
-    cfg.pop("hydra")
-    cfg.out_dir = str(tmp_path / "compare_out")
-    for key, value in values.items():
-        OmegaConf.update(cfg, key, value)
-    return cfg
+        compare(compare_config(tmp_path, runs=[str(a), str(b)]))
 
 
 # --- item 6: the report copies only files inside the explain folder ---------------------------
@@ -216,7 +206,7 @@ def test_item07_compare_does_not_resolve_interpolations(tmp_path: Path, monkeypa
     overrides, settings = read_run_settings(b.parent.parent)
     assert overrides["optimizer.lr"] == "${oc.env:CATDOG_TEST_SECRET}"
     assert settings["note"] == "${oc.env:CATDOG_TEST_SECRET}"
-    result = compare(_compare_cfg(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent)]))
+    result = compare(compare_config(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent)]))
     out = Path(result["out_dir"])
     for file in [*out.glob("*.csv"), out / "report" / "index.html"]:
         assert "hunter2" not in file.read_text(), file
@@ -247,7 +237,7 @@ def test_item09_compare_reexplains_sweep_folders_with_override_syntax(tmp_path: 
     write_images(images, {"cat": 2, "dog": 2}, size=(32, 32))
     runs = [make_trained_run(tmp_path / "sweep" / name, images, ["cat", "dog"], favourite=f)
             for f, name in enumerate(["lr=0.1,bs=32", "lr='0.2' $x"])]
-    cfg = _compare_cfg(tmp_path, runs=[str(r) for r in runs])
+    cfg = compare_config(tmp_path, runs=[str(r) for r in runs])
     cfg.explain.data.num_workers = 0
     result = compare(cfg)
     # Independent reference: run 0 always says cat, run 1 always dog; half the images are cats.
@@ -300,12 +290,12 @@ def test_item10_corrupt_checkpoint_and_truncated_summary_in_compare(tmp_path: Pa
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint")
     with pytest.raises(CatdogError, match="could not be read") as err:
-        compare(_compare_cfg(tmp_path, runs=[str(a), str(corrupt)]))
+        compare(compare_config(tmp_path, runs=[str(a), str(corrupt)]))
     one_line(err)
     text = (b / "summary.json").read_text()
     (b / "summary.json").write_text(text[: len(text) // 2])
     with pytest.raises(CatdogError, match="not valid JSON") as err:
-        compare(_compare_cfg(tmp_path, runs=[str(a), str(b)]))
+        compare(compare_config(tmp_path, runs=[str(a), str(b)]))
     one_line(err)
 
 

@@ -22,7 +22,7 @@ from test_report import make_images, make_run
 from catdog.errors import CatdogError
 from catdog.pipelines.compare import compare, resolve_source
 from catdog.pipelines.explain import explain
-from helpers import CONF_DIR, write_images
+from helpers import CONF_DIR, compare_config, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +30,7 @@ CHILD = """
 import os, signal, sys
 from hydra import compose, initialize_config_dir
 import {module} as target
+import {pipeline_module} as pipeline_module
 
 calls = 0
 real = getattr(target, {name!r})
@@ -44,14 +45,32 @@ def killing(*args, **kwargs):
 setattr(target, {name!r}, killing)
 with initialize_config_dir(config_dir={conf!r}, version_base="1.3"):
     cfg = compose(config_name={config!r}, overrides={overrides!r})
-target.{pipeline}(cfg)
+pipeline_module.{pipeline}(cfg)
 """
 
 
-def run_killed(module: str, name: str, kill_at: int, config: str, pipeline: str, overrides: list[str]) -> None:
-    """Run a pipeline in a child process that SIGKILLs itself on the kill_at-th call of module.name."""
+def run_killed(
+    module: str,
+    name: str,
+    kill_at: int,
+    config: str,
+    pipeline: str,
+    overrides: list[str],
+    pipeline_module: str | None = None,
+) -> None:
+    """Run a pipeline in a child process that SIGKILLs itself on the kill_at-th call of module.name.
+
+    ``pipeline_module`` holds the pipeline function (default: ``module`` itself).
+    """
     code = CHILD.format(
-        module=module, name=name, kill_at=kill_at, conf=str(CONF_DIR), config=config, overrides=overrides, pipeline=pipeline
+        module=module,
+        name=name,
+        kill_at=kill_at,
+        conf=str(CONF_DIR),
+        config=config,
+        overrides=overrides,
+        pipeline=pipeline,
+        pipeline_module=pipeline_module or module,
     )
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=ROOT, timeout=300
@@ -64,7 +83,8 @@ def test_killed_explain_leaves_nothing_complete_and_a_rerun_completes(tmp_path: 
     write_images(images, {"cat": 6, "dog": 6}, size=(32, 32))
     run = make_trained_run(tmp_path / "run", images, ["cat", "dog"])
     overrides = [f"ckpt={run}", "data.num_workers=0", "data.batch_size=4", "overlay.writers=1"]
-    run_killed("catdog.pipelines.explain", "save_image", 3, "explain", "explain", overrides)
+    # Overlays are drawn and written by catdog.pipelines.explain_render.
+    run_killed("catdog.pipelines.explain_render", "save_image", 3, "explain", "explain", overrides, "catdog.pipelines.explain")
 
     from catdog.runs import explain_dirs_of
 
@@ -98,9 +118,7 @@ def test_killed_compare_leaves_nothing_complete_and_a_rerun_completes(tmp_path: 
     partial = [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert len(partial) == 1 and (partial[0] / "pairs.csv").is_file()  # killed after its tables, before the report
 
-    from test_reliability import _compare_cfg
-
-    result = compare(_compare_cfg(tmp_path, runs=[str(a), str(b)], out_dir=str(out)))
+    result = compare(compare_config(tmp_path, runs=[str(a), str(b)], out_dir=str(out)))
     assert Path(result["out_dir"]) == out and (out / "report" / "index.html").is_file()
     assert len(pd.read_csv(out / "per_image.csv")) == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import make_config, write_images
+from helpers import make_config, tiny_train_cfg, write_images
 from torch.utils.data import DataLoader
 
 from catdog.data import DEMO_CLASSES, ImageDataset, build_transform
@@ -19,24 +19,6 @@ from catdog.models import load_classifier
 from catdog.pipelines.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def tiny_train_cfg(tmp_path: Path, *overrides: str, demo: bool = True):
-    demo_overrides = [f"data.root={tmp_path / 'demo'}", "data.num_per_class=12"] if demo else []
-    return make_config(
-        "train",
-        [
-            f"paths.output_dir={tmp_path / 'run'}",
-            *demo_overrides,
-            "data.image_size=32",
-            "data.batch_size=8",
-            "data.num_workers=0",
-            "trainer.max_epochs=1",
-            "trainer.accelerator=cpu",
-            "~callbacks.rich_progress_bar",
-            *overrides,
-        ],
-    )
 
 
 def test_train_writes_the_run_folder_and_a_reloadable_checkpoint(tmp_path: Path) -> None:

@@ -1,10 +1,10 @@
 """Run folders, explain folders and checkpoints: the one place that knows their paths.
 
-Train writes ``runs/<task>/<timestamp>/`` (see README); explain writes ``<run>/explain/<timestamp>/``;
-compare writes ``compare/<timestamp>/``. Explain, compare and the report resolve every such path
-through this module, and create output folders through :func:`staged_output_dir`, which writes into a
-hidden temporary sibling and renames it into place only when the work completed, so a killed run never
-leaves a folder that looks complete.
+Train writes ``runs/<task>/<timestamp>/`` (see README), a sweep ``<multirun folder>/<job number>/``;
+explain writes ``<run>/explain/<timestamp>/``; compare writes ``compare/<timestamp>/``. Explain, compare
+and the report resolve every such path through this module, and create output folders through
+:func:`staged_output_dir`, which writes into a hidden temporary sibling and renames it into place only
+when the work completed, so a killed run never leaves a folder that looks complete.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from catdog.errors import CatdogError
 __all__ = [
     "COMPLETE_MARKER",
     "explain_dirs_of",
+    "explain_dirs_with_cams",
     "is_catdog_output_dir",
     "is_complete_explain_dir",
     "is_staging_dir",
@@ -29,6 +30,7 @@ __all__ = [
     "run_dir_of",
     "run_dir_of_explain",
     "staged_output_dir",
+    "sweep_runs",
     "timestamped_dir",
 ]
 
@@ -110,6 +112,27 @@ def explain_dirs_of(run_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(d for d in root.iterdir() if d.is_dir() and is_complete_explain_dir(d))
+
+
+def explain_dirs_with_cams(run_dir: Path) -> list[Path]:
+    """A run's explain folders that hold predictions and CAMs, newest first."""
+    found = [p for p in explain_dirs_of(run_dir) if (p / "cams.npz").is_file()]
+    return sorted(found, key=lambda p: ((p / COMPLETE_MARKER).stat().st_mtime, p.name), reverse=True)
+
+
+def sweep_runs(sweep: str | Path) -> list[Path]:
+    """The run folders of a Hydra multirun: its numbered subfolders, in job order.
+
+    Raises:
+        CatdogError: the folder does not exist or has no numbered subfolder with a checkpoint.
+    """
+    folder = Path(sweep).expanduser()
+    if not folder.is_dir():
+        raise CatdogError(f"sweep={sweep} is not a folder: pass a multirun folder such as multirun/train/<timestamp>")
+    jobs = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    if not jobs:
+        raise CatdogError(f"sweep={sweep} has no numbered job folders (0, 1, ...): pass the folder train -m wrote")
+    return jobs
 
 
 def timestamped_dir(parent: Path) -> Path:

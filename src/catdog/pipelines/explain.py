@@ -5,7 +5,7 @@ Explain folder (a new one per run, by default ``<run folder>/explain/<timestamp>
     correct/<class>/                 overlays of correct predictions
     incorrect/<true>_as_<pred>/      overlays of mistakes ("why dog and not cat?")
     unlabelled/<pred>/               overlays of images without a known label
-    predictions.csv                  one row per image (see ``_image_row``)
+    predictions.csv                  one row per image (see ``explain_render.render_image``)
     cams.npz                         raw float16 maps + their class indices + paths (for compare)
     skipped.csv                      images that could not be read, and why
     summary.json                     counts, accuracy, confusion matrix, pointing game, provenance
@@ -17,85 +17,89 @@ folder shows the most confident predictions first: in ``incorrect/`` the most co
 Speed: decoding runs in DataLoader worker processes, the CAM maths runs on the whole batch right after
 the forward pass (no second pass, no backward), and overlays are drawn and written by background
 threads with a bounded queue, so memory does not grow with the number of images.
+
+This module chooses the images, the method and the map geometry, runs the batches and writes the folder;
+:mod:`catdog.pipelines.explain_render` draws the overlays and pictures, :mod:`catdog.pipelines.explain_summary`
+computes the summary numbers, provenance and printed totals.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
-import platform
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-import catdog
-from catdog.cam import area_above, display_maps, parse_threshold, strongest_region, upsample_cams
+from catdog.cam import display_maps, parse_threshold, upsample_cams
 from catdog.data import (
     SPLITS,
     BadImageError,
     build_transform,
     find_masks,
-    is_mask_file,
     index_for_inference,
+    is_mask_file,
     load_boxes,
-    load_mask,
     load_rgb,
 )
 from catdog.errors import CatdogError
 from catdog.explainers import METHODS, ExactCAM, Explainer, build_method
 from catdog.faithfulness import Faithfulness, build_faithfulness
 from catdog.geometry import CellCentres, cell_centres, grid_centres
-from catdog.imagenet import PretrainedClassifier, describe_topk, imagenet_arch, load_imagenet
-from catdog.metrics import (
-    localization_columns,
-    pointing_lines,
-    summarize_faithfulness,
-    summarize_pointing,
-    summary_lines,
-)
+from catdog.imagenet import PretrainedClassifier, imagenet_arch, load_imagenet
 from catdog.models import ClassifierModule, arch_spec, load_classifier, resolve_layer
 from catdog.mosaic import mosaic_check
 from catdog.overlay import (
-    draw_contour,
     draw_label,
     heatmap_overlay,
     image_grid,
-    label_text,
     safe_name,
     save_image,
-    side_by_side,
+)
+from catdog.pipelines.explain_render import (
+    BoundedWriter,
+    ImageJob,
+    OverlayStyle,
+    overlay_location,
+    render_image,
+    render_or_skip,
+    unique_stems,
+)
+from catdog.pipelines.explain_summary import (
+    _print_topk,
+    _print_where,
+    _sha256,
+    _versions,
+    write_reports,
 )
 from catdog.pipelines.predict import (
-    SKIP_REASON,
     ExplainDataset,
     ExplainPredictor,
     ShardWriter,
-    bounded_copy,
     collate_explain,
     global_rank_from_env,
     merge_shards,
     resolve_precision,
 )
-from catdog.plots import confusion_counts, plot_confusion_matrix
 from catdog.readers import read_csv
 from catdog.report import read_explain_dir, write_report
-from catdog.runs import resolve_checkpoint, run_dir_of, staged_output_dir, timestamped_dir
+from catdog.runs import (
+    resolve_checkpoint,
+    run_dir_of,
+    staged_output_dir,
+    timestamped_dir,
+)
 
 log = logging.getLogger(__name__)
-
 THUMBS = "thumbs"  # gallery thumbnails, <explain folder>/thumbs/<overlay path>
 __all__ = ["ExplainDataset", "ImageJob", "OverlayStyle", "collate_explain", "explain", "render_image", "run_explain"]
 EXPLAIN_SPLITS = (*SPLITS, "all")  # data.split: one split of split.csv, or all of them
@@ -184,202 +188,6 @@ def sample_across_classes(images: pd.DataFrame, count: int, seed: int = 0) -> pd
             if queue and len(chosen) < count:
                 chosen.append(queue.pop(0))
     return images.iloc[sorted(chosen)].reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-image work in background threads (OpenCV and torch release the GIL)
-# ---------------------------------------------------------------------------------------------
-@dataclass
-class ImageJob:
-    """Everything a writer thread needs for one image."""
-
-    path: str
-    true_idx: int  # -1 when unknown
-    probs: np.ndarray  # [C]
-    loss: float  # NaN when unknown
-    cam_idx: np.ndarray  # [M] class of each map: top-k predictions, then the true class
-    cams: np.ndarray  # [M, h, w] raw maps, float32
-    original: np.ndarray  # [H, W, 3] uint8 RGB: the original, or a copy bounded by overlay.max_size
-    boxes: list[tuple[float, float, float, float]]  # the image's object boxes; empty when none are known
-    overlay_path: Path
-    overlay_rel: str
-    size: tuple[int, int] | None = None  # (H, W) of the original file (peaks and boxes use it); None: original's
-    thumb_path: Path | None = None  # where to write the report's gallery thumbnail (None: no thumbnail)
-    mask: str | None = None  # the image's object mask file, when known
-    columns: dict[str, Any] | None = None  # per-image metrics computed on the batch (faithfulness)
-
-
-@dataclass(frozen=True)
-class OverlayStyle:
-    class_names: list[str]
-    topk: int
-    alpha: float
-    side_by_side: bool
-    show_true_cam: bool
-    quality: int
-    pointing_tolerance: float = 0.0
-    thumb_size: int = 220  # longest side of the gallery thumbnail made from the overlay in memory
-    display: str = "minmax"  # cam.display_maps mode; "signed" draws with a diverging colormap
-    threshold: str | float | None = None  # cam.strongest_region: contour of the predicted map's strongest region
-    centres: CellCentres | None = None  # where each map cell's evidence comes from (catdog.geometry)
-
-
-def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
-    """Upsample the maps to the original size, score localisation, draw and write the overlay.
-
-    Returns:
-        The image's row of predictions.csv.
-    """
-    names = style.class_names
-    # Geometry (peaks, boxes) in the original file's pixels; pictures at the (bounded) copy's size.
-    height, width = job.size or job.original.shape[:2]
-    shown_size = job.original.shape[:2]
-    pred = int(job.cam_idx[0])
-    mistake = job.true_idx >= 0 and job.true_idx != pred
-    show_true = mistake and style.show_true_cam and job.true_idx not in job.cam_idx[: style.topk]
-    # Upsample only the maps that are drawn: the true-class column repeats the prediction when correct.
-    shown = list(range(style.topk)) + ([len(job.cam_idx) - 1] if show_true else [])
-    centres = style.centres or grid_centres(job.cams.shape[-2:], job.cams.shape[-2:])
-    maps = centres.upsample(torch.from_numpy(job.cams[shown]), shown_size)  # [len(shown), H, W]
-    peak_x, peak_y = centres.peak(torch.from_numpy(job.cams[0]), (height, width))
-    display = display_maps(maps, style.display).numpy()
-    colormap = "diverging" if style.display == "signed" else "jet"
-    region_area = None
-    if style.threshold is not None:
-        region, region_area = strongest_region(display[0], style.threshold)
-
-    true_name = names[job.true_idx] if job.true_idx >= 0 else None
-    panels: list[np.ndarray] = []
-    if style.side_by_side:
-        panels.append(draw_label(job.original, "input"))
-    for column in range(style.topk):
-        cls = int(job.cam_idx[column])
-        text = label_text(names[cls], float(job.probs[cls]), true_name if column == 0 else None)
-        panel = heatmap_overlay(job.original, display[column], style.alpha, colormap)
-        if column == 0 and region_area is not None:
-            panel = draw_contour(panel, region)
-        panels.append(draw_label(panel, text))
-    if show_true:
-        text = f"true: {true_name} {100 * float(job.probs[job.true_idx]):.1f}%"
-        panels.append(draw_label(heatmap_overlay(job.original, display[-1], style.alpha, colormap), text))
-    picture = panels[0] if len(panels) == 1 else side_by_side(panels)
-    save_image(job.overlay_path, picture, quality=style.quality)
-    if job.thumb_path is not None:  # from the picture in memory: the report never decodes the overlay again
-        save_image(job.thumb_path, bounded_copy(picture, style.thumb_size), quality=85)
-
-    row: dict[str, Any] = {
-        "path": job.path,
-        "true": true_name,
-        "pred": names[pred],
-        **{f"p_{name}": float(job.probs[i]) for i, name in enumerate(names)},
-        "loss": job.loss,
-        "correct": (job.true_idx == pred) if job.true_idx >= 0 else None,
-        "peak_x": round(peak_x, 1),
-        "peak_y": round(peak_y, 1),
-        "area50": area_above(maps[0], 0.5),
-        "overlay": job.overlay_rel,
-    }
-    if region_area is not None:
-        row["region_area"] = region_area  # share of the photo inside the thresholded strongest region
-    if style.topk > 1:
-        row["topk"] = "|".join(names[int(c)] for c in job.cam_idx[: style.topk])
-        row["topk_p"] = "|".join(f"{float(job.probs[int(c)]):.4f}" for c in job.cam_idx[: style.topk])
-    row.update(_localization(job, centres, style.pointing_tolerance))
-    row.update(job.columns or {})
-    return row
-
-
-def _localization(job: ImageJob, centres: CellCentres, tolerance: float) -> dict[str, Any]:
-    """Localization columns of the *true* class's map (the last map; the prediction when unlabelled).
-
-    In the original file's pixels (boxes and masks are), not the bounded copy the overlay is drawn on.
-    """
-    if not job.boxes and not job.mask:
-        return {}
-    size = job.size or job.original.shape[:2]
-    cam = torch.from_numpy(job.cams[-1])
-    mask = load_mask(job.mask) if job.mask else None
-    return localization_columns(
-        centres.peak(cam, size), centres.upsample(cam, size), size, boxes=job.boxes, mask=mask, tolerance=tolerance
-    )
-
-
-def render_or_skip(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
-    """:func:`render_image`, turning a failure on this one image into a skipped.csv reason.
-
-    A valid but extreme image (8x70000 px: beyond JPEG's 65535 px limit) or a full disk for one file
-    must cost that image, not the whole run.
-
-    Returns:
-        The predictions.csv row, or ``{"path": ..., "__skipped__": reason}``.
-    """
-    try:
-        return render_image(job, style)
-    except Exception as err:  # noqa: BLE001 - any failure of one image is reported, never fatal
-        job.overlay_path.unlink(missing_ok=True)
-        return {"path": job.path, SKIP_REASON: f"cannot draw overlay: {type(err).__name__}: {' '.join(str(err).split())[:160]}"}
-
-
-class BoundedWriter:
-    """A thread pool that keeps at most ``max_pending`` jobs in flight, results in submission order.
-
-    Results go to ``on_result`` as they complete (streaming, nothing kept), or into ``results`` when it is None.
-    """
-
-    def __init__(
-        self,
-        fn: Callable[[ImageJob], dict[str, Any]],
-        workers: int,
-        max_pending: int,
-        on_result: Callable[[dict[str, Any]], None] | None = None,
-    ) -> None:
-        self._fn = fn
-        # One intra-op thread per writer: torch ops on one image's maps are small, and a writer with the
-        # default OpenMP team oversubscribes the cores the forward pass uses (measured: ~40x slower per op).
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(1, workers), thread_name_prefix="overlay", initializer=torch.set_num_threads, initargs=(1,)
-        )
-        self._pending: deque[Future] = deque()
-        self._max_pending = max_pending
-        self.on_result = on_result
-        self.results: list[dict[str, Any]] = []
-
-    def _done(self, result: dict[str, Any]) -> None:
-        if self.on_result is None:
-            self.results.append(result)
-        else:
-            self.on_result(result)
-
-    def submit(self, job: ImageJob) -> None:
-        while len(self._pending) >= self._max_pending:
-            self._done(self._pending.popleft().result())
-        self._pending.append(self._pool.submit(self._fn, job))
-
-    def close(self) -> list[dict[str, Any]]:
-        while self._pending:
-            self._done(self._pending.popleft().result())
-        self._pool.shutdown()
-        return self.results
-
-
-def overlay_location(
-    true_idx: int, pred: int, confidence: float, path: str, class_names: list[str], used: set[str]
-) -> str:
-    """Relative overlay path: folder by outcome, name prefixed so the most confident sort first."""
-    pred_name = safe_name(class_names[pred])
-    if true_idx < 0:
-        folder = f"unlabelled/{pred_name}"
-    elif true_idx == pred:
-        folder = f"correct/{pred_name}"
-    else:
-        folder = f"incorrect/{safe_name(class_names[true_idx])}_as_{pred_name}"
-    prefix = f"{min(999, round((1.0 - confidence) * 1000)):04d}"
-    stem = safe_name(Path(path).stem)
-    rel, n = f"{folder}/{prefix}_{stem}.jpg", 1
-    while rel in used:  # same file name in two source folders
-        rel, n = f"{folder}/{prefix}_{stem}_{n}.jpg", n + 1
-    used.add(rel)
-    return rel
 
 
 # ---------------------------------------------------------------------------------------------
@@ -582,15 +390,6 @@ def _check_display(value: object) -> str:
     return mode
 
 
-def _print_topk(predictions: pd.DataFrame, class_names: list[str], topk: int, limit: int = 20) -> None:
-    """ImageNet mode: each image's top-k classes with their probabilities."""
-    probs = predictions[[f"p_{name}" for name in class_names]].to_numpy(dtype=float)
-    for path, row in zip(predictions["path"].head(limit), probs[:limit]):
-        print(f"  {Path(path).name}: {describe_topk(class_names, row.tolist(), topk)}")
-    if len(predictions) > limit:
-        print(f"  ... {len(predictions) - limit} more in predictions.csv")
-
-
 def run_explain(
     model: ClassifierModule | PretrainedClassifier,
     images: pd.DataFrame,
@@ -752,21 +551,6 @@ def run_explain(
     return predictions, skipped_frame, stats
 
 
-def unique_stems(paths: list[str]) -> list[str]:
-    """Per path, a file stem unique across the whole run: ``img``, then ``img_1``, ``img_2`` ... for repeats.
-
-    Every rank computes the same names from the full path list, so overlays of two ranks never collide.
-    """
-    seen: dict[str, int] = {}
-    stems = []
-    for path in paths:
-        stem = safe_name(Path(path).stem)
-        n = seen.get(stem, 0)
-        seen[stem] = n + 1
-        stems.append(stem if n == 0 else f"{stem}_{n}")
-    return stems
-
-
 def build_explainer(
     model: ClassifierModule | PretrainedClassifier,
     method: str | None = None,
@@ -913,49 +697,6 @@ def _run_mosaic(
     return summary
 
 
-# ---------------------------------------------------------------------------------------------
-# Tables and pictures
-# ---------------------------------------------------------------------------------------------
-def write_reports(
-    predictions: pd.DataFrame, skipped: pd.DataFrame, class_names: list[str], out_dir: Path, top_losses: int
-) -> dict[str, Any]:
-    """summary numbers, confusion_matrix.png and top_losses.png from the predictions table."""
-    summary: dict[str, Any] = {"images": int(len(predictions)), "skipped": int(len(skipped))}
-    labelled = predictions[predictions["true"].notna()] if len(predictions) else predictions
-    summary["labelled"] = int(len(labelled))
-    if len(labelled):
-        matrix = confusion_counts(labelled["true"].tolist(), labelled["pred"].tolist(), class_names)
-        correct = int(np.trace(matrix))
-        summary.update(
-            correct=correct,
-            incorrect=int(len(labelled) - correct),
-            accuracy=correct / len(labelled),
-            confusion_matrix=matrix.tolist(),
-        )
-        plot_confusion_matrix(
-            matrix, class_names, out_dir / "confusion_matrix.png", title=f"accuracy {correct / len(labelled):.1%}"
-        )
-        mistakes = labelled[labelled["true"] != labelled["pred"]].sort_values("loss", ascending=False)
-        if len(mistakes) and top_losses > 0:
-            _top_losses_grid(mistakes.head(top_losses), out_dir)
-    summary["pointing_game"] = summarize_pointing(predictions)
-    summary["faithfulness"] = summarize_faithfulness(predictions)
-    return summary
-
-
-def _top_losses_grid(mistakes: pd.DataFrame, out_dir: Path) -> None:
-    tiles, captions = [], []
-    for row in mistakes.itertuples():
-        tile = cv2.imread(str(out_dir / row.overlay), cv2.IMREAD_COLOR)
-        if tile is None:
-            continue
-        tiles.append(cv2.cvtColor(tile, cv2.COLOR_BGR2RGB))
-        captions.append(f"{row.true} as {row.pred}  loss {row.loss:.2f}")
-    if tiles:
-        grid = image_grid(tiles, captions, ncols=min(4, len(tiles)), tile_size=256)
-        save_image(out_dir / "top_losses.png", grid)
-
-
 def _dataset_root(source: str | None, data_hparams: dict[str, Any]) -> Path | None:
     """The folder whose boxes.csv / masks.csv apply: the source folder, else the training data root."""
     root = Path(source) if source else (Path(data_hparams["root"]) if data_hparams.get("root") else None)
@@ -975,41 +716,3 @@ def _boxes_for(source: str | None, data_hparams: dict[str, Any]) -> dict[str, li
     for row in frame.itertuples():
         boxes.setdefault(str(row.path), []).append((float(row.x0), float(row.y0), float(row.x1) - 1, float(row.y1) - 1))
     return boxes
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    import pytorch_lightning
-    import torchvision
-
-    return {
-        "catdog": catdog.__version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "pytorch_lightning": pytorch_lightning.__version__,
-        "opencv": cv2.__version__,
-    }
-
-
-def _print_where(out_dir: Path, summary: dict[str, Any]) -> None:
-    lines = [f"Explained {summary['images']} images ({summary['skipped']} skipped) in {out_dir}"]
-    if summary.get("accuracy") is not None:
-        lines.append(
-            f"  accuracy {summary['accuracy']:.2%}: overlays in correct/ and incorrect/ (most confident first)"
-        )
-    else:
-        lines.append("  overlays in unlabelled/<predicted class>/")
-    if summary.get("pointing_game"):
-        lines.extend("  " + line for line in pointing_lines(summary["pointing_game"]))
-    lines.extend("  " + line for line in summary_lines(summary))
-    lines.append("  predictions.csv, summary.json, confusion_matrix.png, top_losses.png")
-    lines.append(f"  open {out_dir / 'report' / 'index.html'} in a browser to filter and sort them")
-    print("\n".join(lines))

@@ -1,0 +1,264 @@
+"""The pictures explain draws: each image's overlay (in background threads), and the top-losses grid.
+
+Overlay file names start with ``1000 * (1 - confidence)`` (4 digits), so an alphabetical listing of a
+folder shows the most confident predictions first: in ``incorrect/`` the most confident mistakes.
+:class:`BoundedWriter` keeps at most a bounded number of images in flight (OpenCV and torch release the
+GIL), so memory does not grow with the number of images.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from catdog.cam import area_above, display_maps, strongest_region
+from catdog.data import load_mask
+from catdog.geometry import CellCentres, grid_centres
+from catdog.metrics import localization_columns
+from catdog.overlay import (
+    draw_contour,
+    draw_label,
+    heatmap_overlay,
+    image_grid,
+    label_text,
+    safe_name,
+    save_image,
+    side_by_side,
+)
+from catdog.pipelines.predict import SKIP_REASON, bounded_copy
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-image work in background threads (OpenCV and torch release the GIL)
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class ImageJob:
+    """Everything a writer thread needs for one image."""
+
+    path: str
+    true_idx: int  # -1 when unknown
+    probs: np.ndarray  # [C]
+    loss: float  # NaN when unknown
+    cam_idx: np.ndarray  # [M] class of each map: top-k predictions, then the true class
+    cams: np.ndarray  # [M, h, w] raw maps, float32
+    original: np.ndarray  # [H, W, 3] uint8 RGB: the original, or a copy bounded by overlay.max_size
+    boxes: list[tuple[float, float, float, float]]  # the image's object boxes; empty when none are known
+    overlay_path: Path
+    overlay_rel: str
+    size: tuple[int, int] | None = None  # (H, W) of the original file (peaks and boxes use it); None: original's
+    thumb_path: Path | None = None  # where to write the report's gallery thumbnail (None: no thumbnail)
+    mask: str | None = None  # the image's object mask file, when known
+    columns: dict[str, Any] | None = None  # per-image metrics computed on the batch (faithfulness)
+
+
+@dataclass(frozen=True)
+class OverlayStyle:
+    class_names: list[str]
+    topk: int
+    alpha: float
+    side_by_side: bool
+    show_true_cam: bool
+    quality: int
+    pointing_tolerance: float = 0.0
+    thumb_size: int = 220  # longest side of the gallery thumbnail made from the overlay in memory
+    display: str = "minmax"  # cam.display_maps mode; "signed" draws with a diverging colormap
+    threshold: str | float | None = None  # cam.strongest_region: contour of the predicted map's strongest region
+    centres: CellCentres | None = None  # where each map cell's evidence comes from (catdog.geometry)
+
+
+def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
+    """Upsample the maps to the original size, score localisation, draw and write the overlay.
+
+    Returns:
+        The image's row of predictions.csv.
+    """
+    names = style.class_names
+    # Geometry (peaks, boxes) in the original file's pixels; pictures at the (bounded) copy's size.
+    height, width = job.size or job.original.shape[:2]
+    shown_size = job.original.shape[:2]
+    pred = int(job.cam_idx[0])
+    mistake = job.true_idx >= 0 and job.true_idx != pred
+    show_true = mistake and style.show_true_cam and job.true_idx not in job.cam_idx[: style.topk]
+    # Upsample only the maps that are drawn: the true-class column repeats the prediction when correct.
+    shown = list(range(style.topk)) + ([len(job.cam_idx) - 1] if show_true else [])
+    centres = style.centres or grid_centres(job.cams.shape[-2:], job.cams.shape[-2:])
+    maps = centres.upsample(torch.from_numpy(job.cams[shown]), shown_size)  # [len(shown), H, W]
+    peak_x, peak_y = centres.peak(torch.from_numpy(job.cams[0]), (height, width))
+    display = display_maps(maps, style.display).numpy()
+    colormap = "diverging" if style.display == "signed" else "jet"
+    region_area = None
+    if style.threshold is not None:
+        region, region_area = strongest_region(display[0], style.threshold)
+
+    true_name = names[job.true_idx] if job.true_idx >= 0 else None
+    panels: list[np.ndarray] = []
+    if style.side_by_side:
+        panels.append(draw_label(job.original, "input"))
+    for column in range(style.topk):
+        cls = int(job.cam_idx[column])
+        text = label_text(names[cls], float(job.probs[cls]), true_name if column == 0 else None)
+        panel = heatmap_overlay(job.original, display[column], style.alpha, colormap)
+        if column == 0 and region_area is not None:
+            panel = draw_contour(panel, region)
+        panels.append(draw_label(panel, text))
+    if show_true:
+        text = f"true: {true_name} {100 * float(job.probs[job.true_idx]):.1f}%"
+        panels.append(draw_label(heatmap_overlay(job.original, display[-1], style.alpha, colormap), text))
+    picture = panels[0] if len(panels) == 1 else side_by_side(panels)
+    save_image(job.overlay_path, picture, quality=style.quality)
+    if job.thumb_path is not None:  # from the picture in memory: the report never decodes the overlay again
+        save_image(job.thumb_path, bounded_copy(picture, style.thumb_size), quality=85)
+
+    row: dict[str, Any] = {
+        "path": job.path,
+        "true": true_name,
+        "pred": names[pred],
+        **{f"p_{name}": float(job.probs[i]) for i, name in enumerate(names)},
+        "loss": job.loss,
+        "correct": (job.true_idx == pred) if job.true_idx >= 0 else None,
+        "peak_x": round(peak_x, 1),
+        "peak_y": round(peak_y, 1),
+        "area50": area_above(maps[0], 0.5),
+        "overlay": job.overlay_rel,
+    }
+    if region_area is not None:
+        row["region_area"] = region_area  # share of the photo inside the thresholded strongest region
+    if style.topk > 1:
+        row["topk"] = "|".join(names[int(c)] for c in job.cam_idx[: style.topk])
+        row["topk_p"] = "|".join(f"{float(job.probs[int(c)]):.4f}" for c in job.cam_idx[: style.topk])
+    row.update(_localization(job, centres, style.pointing_tolerance))
+    row.update(job.columns or {})
+    return row
+
+
+def _localization(job: ImageJob, centres: CellCentres, tolerance: float) -> dict[str, Any]:
+    """Localization columns of the *true* class's map (the last map; the prediction when unlabelled).
+
+    In the original file's pixels (boxes and masks are), not the bounded copy the overlay is drawn on.
+    """
+    if not job.boxes and not job.mask:
+        return {}
+    size = job.size or job.original.shape[:2]
+    cam = torch.from_numpy(job.cams[-1])
+    mask = load_mask(job.mask) if job.mask else None
+    return localization_columns(
+        centres.peak(cam, size), centres.upsample(cam, size), size, boxes=job.boxes, mask=mask, tolerance=tolerance
+    )
+
+
+def render_or_skip(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
+    """:func:`render_image`, turning a failure on this one image into a skipped.csv reason.
+
+    A valid but extreme image (8x70000 px: beyond JPEG's 65535 px limit) or a full disk for one file
+    must cost that image, not the whole run.
+
+    Returns:
+        The predictions.csv row, or ``{"path": ..., "__skipped__": reason}``.
+    """
+    try:
+        return render_image(job, style)
+    except Exception as err:  # noqa: BLE001 - any failure of one image is reported, never fatal
+        job.overlay_path.unlink(missing_ok=True)
+        return {"path": job.path, SKIP_REASON: f"cannot draw overlay: {type(err).__name__}: {' '.join(str(err).split())[:160]}"}
+
+
+class BoundedWriter:
+    """A thread pool that keeps at most ``max_pending`` jobs in flight, results in submission order.
+
+    Results go to ``on_result`` as they complete (streaming, nothing kept), or into ``results`` when it is None.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[[ImageJob], dict[str, Any]],
+        workers: int,
+        max_pending: int,
+        on_result: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self._fn = fn
+        # One intra-op thread per writer: torch ops on one image's maps are small, and a writer with the
+        # default OpenMP team oversubscribes the cores the forward pass uses (measured: ~40x slower per op).
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, workers), thread_name_prefix="overlay", initializer=torch.set_num_threads, initargs=(1,)
+        )
+        self._pending: deque[Future] = deque()
+        self._max_pending = max_pending
+        self.on_result = on_result
+        self.results: list[dict[str, Any]] = []
+
+    def _done(self, result: dict[str, Any]) -> None:
+        if self.on_result is None:
+            self.results.append(result)
+        else:
+            self.on_result(result)
+
+    def submit(self, job: ImageJob) -> None:
+        while len(self._pending) >= self._max_pending:
+            self._done(self._pending.popleft().result())
+        self._pending.append(self._pool.submit(self._fn, job))
+
+    def close(self) -> list[dict[str, Any]]:
+        while self._pending:
+            self._done(self._pending.popleft().result())
+        self._pool.shutdown()
+        return self.results
+
+
+def overlay_location(
+    true_idx: int, pred: int, confidence: float, path: str, class_names: list[str], used: set[str]
+) -> str:
+    """Relative overlay path: folder by outcome, name prefixed so the most confident sort first."""
+    pred_name = safe_name(class_names[pred])
+    if true_idx < 0:
+        folder = f"unlabelled/{pred_name}"
+    elif true_idx == pred:
+        folder = f"correct/{pred_name}"
+    else:
+        folder = f"incorrect/{safe_name(class_names[true_idx])}_as_{pred_name}"
+    prefix = f"{min(999, round((1.0 - confidence) * 1000)):04d}"
+    stem = safe_name(Path(path).stem)
+    rel, n = f"{folder}/{prefix}_{stem}.jpg", 1
+    while rel in used:  # same file name in two source folders
+        rel, n = f"{folder}/{prefix}_{stem}_{n}.jpg", n + 1
+    used.add(rel)
+    return rel
+
+
+def unique_stems(paths: list[str]) -> list[str]:
+    """Per path, a file stem unique across the whole run: ``img``, then ``img_1``, ``img_2`` ... for repeats.
+
+    Every rank computes the same names from the full path list, so overlays of two ranks never collide.
+    """
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        stem = safe_name(Path(path).stem)
+        n = seen.get(stem, 0)
+        seen[stem] = n + 1
+        stems.append(stem if n == 0 else f"{stem}_{n}")
+    return stems
+
+
+# ---------------------------------------------------------------------------------------------
+# Grids
+# ---------------------------------------------------------------------------------------------
+def _top_losses_grid(mistakes: pd.DataFrame, out_dir: Path) -> None:
+    tiles, captions = [], []
+    for row in mistakes.itertuples():
+        tile = cv2.imread(str(out_dir / row.overlay), cv2.IMREAD_COLOR)
+        if tile is None:
+            continue
+        tiles.append(cv2.cvtColor(tile, cv2.COLOR_BGR2RGB))
+        captions.append(f"{row.true} as {row.pred}  loss {row.loss:.2f}")
+    if tiles:
+        grid = image_grid(tiles, captions, ncols=min(4, len(tiles)), tile_size=256)
+        save_image(out_dir / "top_losses.png", grid)
