@@ -12,7 +12,7 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from catdog.cam import class_activation_maps, contrast_weights
-from catdog.data.masks import find_masks, load_mask
+from catdog.data.masks import find_masks, load_mask, parse_mask_object
 from catdog.errors import CatdogError
 from catdog.explainers import ExactCAM
 from catdog.faithfulness import Faithfulness, curve_auc, randomized_copy
@@ -202,3 +202,20 @@ def test_masks_beside_images_or_in_masks_csv(tmp_path) -> None:
     pd.DataFrame({"path": ["b.jpg"], "mask": ["missing.png"]}).to_csv(tmp_path / "masks.csv", index=False)
     with pytest.raises(CatdogError, match="does not exist"):
         find_masks(tmp_path, [])
+
+
+def test_trimap_masks_name_their_object_value(tmp_path) -> None:
+    import cv2
+
+    # An Oxford-IIIT-style trimap shifted to 0 = object, 1 = background, 2 = border (the coral test mask).
+    trimap = np.ones((6, 8), dtype=np.uint8)
+    trimap[1:4, 2:6] = 0
+    trimap[0, :] = 2
+    cv2.imwrite(str(tmp_path / "t_mask.png"), trimap)
+    assert (load_mask(tmp_path / "t_mask.png", parse_mask_object([0])) == (trimap == 0)).all()
+    assert (load_mask(tmp_path / "t_mask.png", parse_mask_object([0, 2])) == (trimap != 1)).all()
+    assert (load_mask(tmp_path / "t_mask.png", parse_mask_object("nonzero")) == (trimap > 0)).all()
+    assert parse_mask_object(None) is None and parse_mask_object(1) == (1,)
+    for bad in ["dog", 256, [], [1.5], True]:
+        with pytest.raises(CatdogError, match=r"mask_object=.* is not supported: use nonzero"):
+            parse_mask_object(bad)

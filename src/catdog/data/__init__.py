@@ -5,7 +5,7 @@ See data/README.md for the dataset layouts a user can point catdog at.
 
 from catdog.data.datamodule import ImageDataModule, ImageDataset, build_transform
 from catdog.data.demo import DEMO_CLASSES, ensure_demo_dataset, load_boxes
-from catdog.data.masks import find_masks, is_mask_file, load_mask
+from catdog.data.masks import find_masks, is_mask_file, load_mask, parse_mask_object
 from catdog.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb, scan_images
 from catdog.data.index import (
     LAYOUTS,
@@ -38,6 +38,7 @@ __all__ = [
     "is_mask_file",
     "load_boxes",
     "load_mask",
+    "parse_mask_object",
     "load_rgb",
     "scan_images",
 ]

@@ -1,7 +1,8 @@
 """Object masks for localization metrics: a mask image beside each photo, or a masks.csv naming them.
 
-Two ways to give an image's object mask (nonzero pixels are the object, any size: it is resized to the
-photo by nearest neighbour):
+Two ways to give an image's object mask (by default nonzero pixels are the object; trimaps that mark the
+object with one value, e.g. the Oxford-IIIT Pet ones, name it with ``mask_object=[1]``; any size: it is
+resized to the photo by nearest neighbour):
 
 - ``<stem>_mask.png`` beside ``<stem>.jpg`` (any image extension for the mask); those mask files are
   not explained themselves;
@@ -10,6 +11,7 @@ photo by nearest neighbour):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,7 @@ from catdog.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
 from catdog.data.index import absolute_path
 from catdog.errors import CatdogError
 
-__all__ = ["MASKS_FILE", "MASK_SUFFIX", "find_masks", "is_mask_file", "load_mask"]
+__all__ = ["MASKS_FILE", "MASK_SUFFIX", "find_masks", "is_mask_file", "load_mask", "parse_mask_object"]
 
 MASKS_FILE = "masks.csv"
 MASK_SUFFIX = "_mask"
@@ -67,8 +69,13 @@ def find_masks(root: str | Path | None, paths: list[str]) -> dict[str, str]:
     return masks
 
 
-def load_mask(path: str | Path) -> np.ndarray:
-    """A mask file as a boolean ``[H, W]`` array (nonzero in any channel is the object).
+def load_mask(path: str | Path, object_values: tuple[int, ...] | None = None) -> np.ndarray:
+    """A mask file as a boolean ``[H, W]`` array.
+
+    Args:
+        path: the mask image.
+        object_values: the pixel values that mark the object (a trimap's object label, e.g. ``(1,)`` for
+            Oxford-IIIT Pet trimaps, ``(0,)`` for the coral test mask); None: nonzero in any channel.
 
     Raises:
         CatdogError: the file cannot be read.
@@ -77,4 +84,24 @@ def load_mask(path: str | Path) -> np.ndarray:
         rgb = load_rgb(path)
     except BadImageError as err:
         raise CatdogError(f"cannot read mask {path}: {err}") from None
-    return rgb.max(axis=2) > 0
+    gray = rgb.max(axis=2)
+    if object_values is None:
+        return gray > 0
+    return np.isin(gray, np.asarray(object_values, dtype=gray.dtype))
+
+
+def parse_mask_object(value: object) -> tuple[int, ...] | None:
+    """The ``mask_object`` setting: null or "nonzero", one pixel value, or a list of them (0-255).
+
+    Raises:
+        CatdogError: a value is not an integer in 0-255.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() == "nonzero"):
+        return None
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 255 for v in values):
+        raise CatdogError(
+            f"mask_object={value!r} is not supported: use nonzero (the default), a pixel value 0-255 "
+            "(mask_object=1) or a list of them (mask_object=[1,3])"
+        )
+    return tuple(values)

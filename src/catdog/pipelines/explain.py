@@ -50,6 +50,7 @@ from catdog.data import (
     is_mask_file,
     load_boxes,
     load_rgb,
+    parse_mask_object,
 )
 from catdog.errors import CatdogError
 from catdog.explainers import METHODS, ExactCAM, Explainer, build_method
@@ -230,6 +231,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
         pointing_tolerance=float(cfg.pointing_tolerance),
         display=_check_display(cfg.get("display", "minmax")),
         threshold=parse_threshold(cfg.get("threshold")),
+        mask_object=parse_mask_object(cfg.get("mask_object")),
     )
     layers = [str(layer) for layer in cfg.layers] if cfg.get("layers") else [cfg.get("layer")]
     contrast = str(cfg.get("contrast", "none"))

@@ -73,6 +73,7 @@ class OverlayStyle:
     display: str = "minmax"  # cam.display_maps mode; "signed" draws with a diverging colormap
     threshold: str | float | None = None  # cam.strongest_region: contour of the predicted map's strongest region
     centres: CellCentres | None = None  # where each map cell's evidence comes from (catdog.geometry)
+    mask_object: tuple[int, ...] | None = None  # mask pixel values that mark the object (None: nonzero)
 
 
 def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
@@ -135,12 +136,14 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     if style.topk > 1:
         row["topk"] = "|".join(names[int(c)] for c in job.cam_idx[: style.topk])
         row["topk_p"] = "|".join(f"{float(job.probs[int(c)]):.4f}" for c in job.cam_idx[: style.topk])
-    row.update(_localization(job, centres, style.pointing_tolerance))
+    row.update(_localization(job, centres, style.pointing_tolerance, style.mask_object))
     row.update(job.columns or {})
     return row
 
 
-def _localization(job: ImageJob, centres: CellCentres, tolerance: float) -> dict[str, Any]:
+def _localization(
+    job: ImageJob, centres: CellCentres, tolerance: float, mask_object: tuple[int, ...] | None = None
+) -> dict[str, Any]:
     """Localization columns of the *true* class's map (the last map; the prediction when unlabelled).
 
     In the original file's pixels (boxes and masks are), not the bounded copy the overlay is drawn on.
@@ -149,7 +152,7 @@ def _localization(job: ImageJob, centres: CellCentres, tolerance: float) -> dict
         return {}
     size = job.size or job.original.shape[:2]
     cam = torch.from_numpy(job.cams[-1])
-    mask = load_mask(job.mask) if job.mask else None
+    mask = load_mask(job.mask, mask_object) if job.mask else None
     return localization_columns(
         centres.peak(cam, size), centres.upsample(cam, size), size, boxes=job.boxes, mask=mask, tolerance=tolerance
     )
