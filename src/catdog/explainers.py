@@ -136,7 +136,9 @@ class ExactCAM(Explainer):
                 deviation = float(cam_logit_check(maps, self.fc.bias, logits, class_idx))
             else:
                 deviation = float(self._contrast_check(maps, logits, class_idx, reference))
-        return Explanation(logits=logits, class_idx=class_idx, maps=maps, stats={"cam_logit_deviation": deviation})
+        # The largest |logit| scales what reduced precision may deviate (the pipeline's bf16 tolerance).
+        stats = {"cam_logit_deviation": deviation, "logit_abs_max": float(logits.abs().max())}
+        return Explanation(logits=logits, class_idx=class_idx, maps=maps, stats=stats)
 
     def _contrast_check(self, maps: Tensor, logits: Tensor, class_idx: Tensor, reference: Tensor) -> Tensor:
         """Self-check of a contrast map: its mean plus the bias difference is the logit difference."""
