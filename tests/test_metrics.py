@@ -15,7 +15,7 @@ from catdog.cam import class_activation_maps, contrast_weights
 from catdog.data.masks import find_masks, load_mask, parse_mask_object
 from catdog.errors import CatdogError
 from catdog.explainers import ExactCAM
-from catdog.faithfulness import Faithfulness, curve_auc, randomized_copy
+from catdog.faithfulness import Faithfulness, _blur, curve_auc, randomized_copy
 from catdog.geometry import grid_centres
 from catdog.metrics import energy_share, localization_columns, rank_correlation, summarize_pointing
 from catdog.mosaic import compose_mosaic, mosaic_check
@@ -219,3 +219,14 @@ def test_trimap_masks_name_their_object_value(tmp_path) -> None:
     for bad in ["dog", 256, [], [1.5], True]:
         with pytest.raises(CatdogError, match=r"mask_object=.* is not supported: use nonzero"):
             parse_mask_object(bad)
+
+
+def test_insertion_blur_is_float32_under_bf16_autocast() -> None:
+    # precision=auto runs explain under CPU bf16 autocast: the long depthwise blur must not run in bf16
+    # (minutes per batch, and 8-bit mantissa start images).
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    reference = _blur(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        blurred = _blur(x)
+    assert blurred.dtype == torch.float32
+    assert torch.equal(blurred, reference)
