@@ -78,7 +78,7 @@ def main() -> None:
             same_idx = np.array_equal(x["class_idx"], y["class_idx"])
             cam_diff = float(np.abs(x["cams"].astype(np.float32) - y["cams"].astype(np.float32)).max())
     print(f"{len(photos)} photos, resnet18 224px, precision {args.precision}")
-    print(f"| processes | seconds (whole scripts/explain.py) |\n| --- | --- |")
+    print("| processes | seconds (whole scripts/explain.py) |\n| --- | --- |")
     for n, s in seconds.items():
         print(f"| {n} | {s:.1f} |")
     print(

@@ -21,7 +21,12 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from catdog.data import ImageDataModule, build_index, class_names_of, ensure_demo_dataset
+from catdog.data import (
+    ImageDataModule,
+    build_index,
+    class_names_of,
+    ensure_demo_dataset,
+)
 from catdog.models import ClassifierModule
 
 

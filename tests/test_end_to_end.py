@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from helpers import make_config
 
 from catdog.pipelines.explain import explain
 from catdog.pipelines.train import train
-from helpers import make_config
 
 
 def test_demo_train_then_explain_points_at_the_objects(tmp_path: Path) -> None:

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import make_config, write_images
 
 from catdog.errors import CatdogError
 from catdog.models import ClassifierModule
 from catdog.pipelines.explain import explain, overlay_location, resolve_checkpoint
-from helpers import make_config, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog", "fox"]

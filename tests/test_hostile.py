@@ -15,13 +15,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from helpers import compare_config, make_config
 from PIL import Image
 from test_reliability import explain_cfg
 
 from catdog.pipelines.compare import compare
 from catdog.pipelines.explain import explain
 from catdog.pipelines.train import train
-from helpers import compare_config, make_config
 
 CLASSES = ["chat <script>noir $^$", "dög & 'co'"]
 BROKEN = {"zero.png", "truncated.jpg", "text.jpg", "half.png"}

@@ -17,7 +17,12 @@ from catdog.errors import CatdogError
 from catdog.explainers import ExactCAM
 from catdog.faithfulness import Faithfulness, _blur, curve_auc, randomized_copy
 from catdog.geometry import grid_centres
-from catdog.metrics import energy_share, localization_columns, rank_correlation, summarize_pointing
+from catdog.metrics import (
+    energy_share,
+    localization_columns,
+    rank_correlation,
+    summarize_pointing,
+)
 from catdog.mosaic import compose_mosaic, mosaic_check
 
 

@@ -11,7 +11,14 @@ import torch
 
 from catdog.data.images import BadImageError
 from catdog.errors import CatdogError
-from catdog.readers import as_bool, read_checkpoint, read_csv, read_image, read_json, read_yaml
+from catdog.readers import (
+    as_bool,
+    read_checkpoint,
+    read_csv,
+    read_image,
+    read_json,
+    read_yaml,
+)
 
 
 def one_line(err: pytest.ExceptionInfo) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import compare_config, make_config, write_images
 from omegaconf import OmegaConf
 from test_report import make_images, make_run
 
@@ -29,7 +30,6 @@ from catdog.pipelines.compare import compare, read_run_settings
 from catdog.pipelines.explain import OverlayStyle, explain, run_explain
 from catdog.plots import plot_confusion_matrix
 from catdog.report import read_explain_dir, write_report
-from helpers import compare_config, make_config, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 

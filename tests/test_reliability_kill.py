@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import CONF_DIR, compare_config, write_images
 from test_reliability import explain_cfg, make_trained_run
 from test_report import make_images, make_run
 
 from catdog.errors import CatdogError
 from catdog.pipelines.compare import compare, resolve_source
 from catdog.pipelines.explain import explain
-from helpers import CONF_DIR, compare_config, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 

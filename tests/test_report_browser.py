@@ -6,13 +6,13 @@ CATDOG_SCREENSHOTS=<folder> to keep screenshots of the summary, the gallery and 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import cv2
-import json
 import numpy as np
 import pandas as pd
 import pytest
@@ -221,11 +221,11 @@ def test_report_of_20000_images_opens_within_seconds(browser: object, tmp_path: 
     page.wait_for_selector("#gallery .tile", timeout=5_000)
     tiles = page.locator("#gallery .tile").count()
     assert 0 < tiles <= 100
-    assert f"of 20000 matching images" in page.locator("#count").inner_text()
+    assert "of 20000 matching images" in page.locator("#count").inner_text()
     page.select_option("#filter-outcome", "incorrect", timeout=5_000)  # filtering all 20,000 stays interactive
     page.wait_for_function("document.getElementById('count').textContent.includes('matching')", timeout=5_000)
     wrong = page.locator("#count").inner_text()
-    expected = int((pd.read_csv(explain_dir / "predictions.csv")["correct"] == False).sum())  # noqa: E712
+    expected = int((pd.read_csv(explain_dir / "predictions.csv")["correct"] == False).sum())
     assert f"of {expected} matching images" in wrong
     page.locator("#more").click(timeout=5_000)
     assert page.locator("#gallery .tile").count() == 2 * tiles

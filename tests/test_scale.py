@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import make_config, write_images
 
 from catdog.cam import select_classes
 from catdog.data import build_transform, load_rgb
@@ -23,7 +24,6 @@ from catdog.models import ClassifierModule
 from catdog.pipelines import predict
 from catdog.pipelines.explain import explain, unique_stems
 from catdog.pipelines.predict import resolve_precision, share_of
-from helpers import make_config, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog"]
@@ -69,7 +69,7 @@ def reference_cams(ckpt: Path, paths: list[str], labels: list[int]) -> tuple[np.
 
 def test_two_processes_write_the_same_explain_folder_as_one(checkpoint: Path, tmp_path: Path) -> None:
     images = tmp_path / "images"
-    paths = write_images(images, {"cat": 5, "dog": 4}, size=(48, 40))
+    write_images(images, {"cat": 5, "dog": 4}, size=(48, 40))
     write_images(images / "more", {"cat": 2}, size=(40, 48), seed=3)  # the same file names in another folder
     (images / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
 

@@ -42,22 +42,22 @@ from torch import Tensor, nn
 from catdog.errors import CatdogError
 
 __all__ = [
-    "DISPLAYS",
     "CONTRASTS",
+    "DISPLAYS",
     "FeatureCapture",
-    "display_maps",
-    "parse_threshold",
-    "strongest_region",
     "area_above",
     "cam_logit_check",
     "capture_features",
     "class_activation_maps",
     "contrast_weights",
+    "display_maps",
     "normalize_for_display",
+    "parse_threshold",
     "peak_in_image",
     "peak_location",
     "point_in_box",
     "select_classes",
+    "strongest_region",
     "upsample_cams",
 ]
 
@@ -111,7 +111,9 @@ def _resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
         if not any(module is layer for module in model.modules()):
             raise ValueError(f"the given {type(layer).__name__} is not a submodule of {type(model).__name__}")
         return layer
-    from catdog.models import resolve_layer  # here: models is heavy, and the one lookup by name lives there
+    from catdog.models import (
+        resolve_layer,  # here: models is heavy, and the one lookup by name lives there
+    )
 
     return resolve_layer(model, layer)[1]
 

@@ -119,7 +119,9 @@ def _labels_beside(weights: Path) -> Path:
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     hint = "pass a state dict (.pth) saved from a torchvision ImageNet classifier"
-    from catdog.readers import read_checkpoint  # the one validating reader of user files
+    from catdog.readers import (
+        read_checkpoint,  # the one validating reader of user files
+    )
 
     state = read_checkpoint(path, fix=hint, require_mapping=False)
     for wrapper in ("state_dict", "model"):

@@ -6,19 +6,18 @@ Every text on them may come from a user (class names, experiment labels): it is 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on servers, and no GUI toolkit needed
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from catdog.readers import read_csv  # noqa: E402
+from catdog.readers import read_csv
 
 
 @contextmanager

@@ -200,7 +200,7 @@ def read_yaml(path: str | Path, *, what: str = "file", fix: str = "write it agai
         return OmegaConf.to_container(loaded, resolve=False)
     except FileNotFoundError:
         raise CatdogError(f"{what} {path} does not exist: {fix}") from None
-    except Exception as err:  # noqa: BLE001 - yaml raises many error types (ScannerError, ParserError, ...)
+    except Exception as err:
         raise CatdogError(f"{what} {path} is not valid YAML ({_one_line(err)}): {fix}") from None
 
 
@@ -231,7 +231,7 @@ def read_checkpoint(
         raise CatdogError(f"checkpoint {path} does not exist: {fix}")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except Exception as err:  # noqa: BLE001 - corrupt files fail in many ways (UnpicklingError, RuntimeError, ...)
+    except Exception as err:
         reason = (
             "not a torch file, or it holds Python objects that weights_only loading refuses"
             if "Weights only load failed" in str(err)

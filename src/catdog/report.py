@@ -22,12 +22,13 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 from urllib.parse import quote
 
 import cv2
@@ -36,9 +37,9 @@ import pandas as pd
 
 from catdog.errors import CatdogError
 from catdog.overlay import save_image
+from catdog.plots import confusion_counts, plot_confusion_matrix
 from catdog.readers import read_csv, read_json
 from catdog.runs import run_dir_of_explain
-from catdog.plots import confusion_counts, plot_confusion_matrix
 
 __all__ = [
     "Experiment",

@@ -5,7 +5,6 @@ See data/README.md for the dataset layouts a user can point catdog at.
 
 from catdog.data.datamodule import ImageDataModule, ImageDataset, build_transform
 from catdog.data.demo import DEMO_CLASSES, ensure_demo_dataset, load_boxes
-from catdog.data.masks import find_masks, is_mask_file, load_mask, parse_mask_object
 from catdog.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb, scan_images
 from catdog.data.index import (
     LAYOUTS,
@@ -17,6 +16,7 @@ from catdog.data.index import (
     index_for_inference,
     list_images,
 )
+from catdog.data.masks import find_masks, is_mask_file, load_mask, parse_mask_object
 
 __all__ = [
     "DEMO_CLASSES",
@@ -32,13 +32,13 @@ __all__ = [
     "build_transform",
     "class_names_of",
     "ensure_demo_dataset",
-    "index_for_inference",
-    "list_images",
     "find_masks",
+    "index_for_inference",
     "is_mask_file",
+    "list_images",
     "load_boxes",
     "load_mask",
-    "parse_mask_object",
     "load_rgb",
+    "parse_mask_object",
     "scan_images",
 ]

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from catdog.errors import CatdogError
 from catdog.data.images import IMAGE_EXTENSIONS
+from catdog.errors import CatdogError
 
 LAYOUTS: tuple[str, ...] = ("folder", "kaggle", "csv")
 SPLITS: tuple[str, ...] = ("train", "val", "test")

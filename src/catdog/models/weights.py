@@ -107,7 +107,9 @@ def _torch_load(path: Path, map_location: str | torch.device, hint: str) -> Any:
     Raises:
         CatdogError: the file is not a torch file, or holds objects that are not plain data.
     """
-    from catdog.readers import read_checkpoint  # the one validating reader of user files
+    from catdog.readers import (
+        read_checkpoint,  # the one validating reader of user files
+    )
 
     return read_checkpoint(path, map_location=map_location, fix=f"{hint}.", require_mapping=False)
 

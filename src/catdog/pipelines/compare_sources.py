@@ -211,7 +211,7 @@ def load_predicted_cams(explain_dir: Path, paths: Sequence[str]) -> np.ndarray:
             return cams[[row[p] for p in paths], 0].astype(np.float32)
     except CatdogError:
         raise
-    except Exception as err:  # noqa: BLE001 - a corrupt zip fails as BadZipFile, ValueError, KeyError, EOFError...
+    except Exception as err:
         raise CatdogError(f"{file} could not be read ({type(err).__name__}: {err}): explain again") from None
 
 

@@ -169,7 +169,7 @@ def render_or_skip(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     """
     try:
         return render_image(job, style)
-    except Exception as err:  # noqa: BLE001 - any failure of one image is reported, never fatal
+    except Exception as err:
         job.overlay_path.unlink(missing_ok=True)
         return {"path": job.path, SKIP_REASON: f"cannot draw overlay: {type(err).__name__}: {' '.join(str(err).split())[:160]}"}
 
