@@ -235,3 +235,19 @@ def test_insertion_blur_is_float32_under_bf16_autocast() -> None:
         blurred = _blur(x)
     assert blurred.dtype == torch.float32
     assert torch.equal(blurred, reference)
+
+
+def test_faithfulness_metrics_run_under_bf16_autocast() -> None:
+    # precision=auto explains under CPU bf16 autocast; pytorch-grad-cam's confidence metric calls .numpy()
+    # on the model's outputs, which has no bfloat16.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    x = torch.randn(2, 3, 16, 16)
+    explainer = ExactCAM(net, "0", "4")
+    faith = Faithfulness(net, ["deletion", "insertion", "drop_increase"], grid_centres((16, 16), (16, 16)), steps=4)
+    reference = faith.columns(x, explainer.explain(x, topk=1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rows = faith.columns(x, explainer.explain(x, topk=1))
+    for row, ref in zip(rows, reference):
+        assert row["drop"] == pytest.approx(ref["drop"], abs=0.05)
+        assert row["deletion_auc"] == pytest.approx(ref["deletion_auc"], abs=0.05)

@@ -159,7 +159,9 @@ class Faithfulness:
         scale = positive.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]
         cams = (positive / scale).numpy()
         targets = [ClassifierOutputSoftmaxTarget(int(c)) for c in pred]
-        after = CamMultImageConfidenceChange()(x, cams, targets, self.model, return_diff=False)
+        # In float32: the library converts the model's outputs with .numpy(), which has no bfloat16.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            after = CamMultImageConfidenceChange()(x.float(), cams, targets, self.model, return_diff=False)
         after = torch.as_tensor(after, dtype=torch.float32).view(-1)
         drop = (probs - after).clamp_min(0) / probs.clamp_min(1e-12)
         return drop, after > probs
