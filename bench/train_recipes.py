@@ -91,7 +91,7 @@ def main() -> None:
             axes[0].plot(curve["time/cpu_min"] / 2, curve["val/acc"], marker="o", label=name)
             axes[1].plot(curve["time/wall_min"], curve["val/acc"], marker="o", label=name)
     axes[0].set_xlabel("minutes on 2 dedicated cores (CPU time / 2)")
-    axes[1].set_xlabel("wall-clock minutes (shared CPU)")
+    axes[1].set_xlabel("wall-clock minutes")
     axes[0].set_ylabel("validation accuracy")
     axes[0].legend(fontsize=7)
     figure.tight_layout()
