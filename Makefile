@@ -16,10 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
+# The demo explains with align=cell: its 4x4 maps put objects in border cells, where the measured
+# receptive-field centres (the default, better on photos) sit inward of the object (bench/RESULTS.md).
 demo: install
 	$(PY) scripts/train.py
-	# align=cell: the demo's 4x4 maps put objects in border cells, where the measured receptive-field
-	# centres (the default, better on photos) sit inward of the object (bench/RESULTS.md, issue #8).
 	$(PY) scripts/explain.py ckpt=latest align=cell
 
 test: install
