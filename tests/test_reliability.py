@@ -439,3 +439,20 @@ def test_item10_empty_masks_cell_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(CatdogError, match="empty cell") as err:
         find_masks(tmp_path, [str(tmp_path / "a.png")])
     assert "masks.csv" in one_line(err)
+
+
+def test_item15_bf16_cam_check_tolerance_scales_with_the_logits(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Large logits (a confident head): bf16 rounding deviates by more than the 0.05 floor, yet by well under
+    # 1% of the logits, which is normal for 8 bits of mantissa: no warning (the demo warned at 0.081).
+    images = tmp_path / "photos"
+    write_images(images, {"cat": 4, "dog": 4}, size=(32, 32))
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", ["cat", "dog"], favourite=None, seed=3, head_scale=300.0)
+    model = load_classifier(ckpt)
+    table = pd.DataFrame({"path": [str(p) for p in sorted(images.rglob("*.png"))], "label": ["cat"] * 4 + ["dog"] * 4})
+    style = OverlayStyle(class_names=["cat", "dog"], topk=1, alpha=0.5, side_by_side=False, show_true_cam=True, quality=80)
+    out = tmp_path / "out"
+    out.mkdir()
+    with caplog.at_level(logging.WARNING, logger="catdog.pipelines.explain"):
+        _, _, stats = run_explain(model, table, out, style=style, bf16=True, num_workers=0, batch_size=8)
+    assert stats["cam_logit_max_deviation"] > explain_module.CAM_CHECK_TOLERANCE["bf16"]
+    assert not [r for r in caplog.records if "self-check" in r.getMessage()]
