@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,3 +58,27 @@ def test_receptive_field_upsample_places_each_cell_at_its_centre(tmp_path, monke
     peak_cell[2, 0] = 1.0  # row 2 (centre 8), column 0 (centre 1)
     assert centres.peak(peak_cell, (32, 32)) == ((1 + 0.5) * 2 - 0.5, (8 + 0.5) * 2 - 0.5)
     assert cell_centres(model, "0", (16, 16), "cell") == grid_centres((4, 4), (16, 16))
+
+
+def test_receptive_field_upsample_equals_grid_sample_on_uneven_centres() -> None:
+    # Independent reference: grid_sample with each pixel's fractional cell index (the former implementation).
+    from catdog.geometry import CellCentres
+
+    centres = CellCentres(x=(3.0, 9.5, 20.0, 26.0), y=(2.0, 15.0, 27.5), input_size=(32, 32))
+    cams = torch.randn(2, 3, 4)
+    size = (45, 61)
+    cx, cy = centres.scaled(size)
+    fx = torch.tensor(np.interp(np.arange(size[1]), cx, np.arange(4)), dtype=torch.float32)
+    fy = torch.tensor(np.interp(np.arange(size[0]), cy, np.arange(3)), dtype=torch.float32)
+    grid = torch.stack(torch.meshgrid(2 * fx / 3 - 1, 2 * fy / 2 - 1, indexing="xy"), dim=-1)[None]
+    expected = F.grid_sample(cams[None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+    torch.testing.assert_close(centres.upsample(cams, size), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_upsample_stays_float32_under_bf16_autocast() -> None:
+    cams = torch.randn(2, 7, 7)
+    centres = grid_centres((7, 7), (224, 224))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        up = centres.upsample(cams, (50, 60))
+    assert up.dtype == torch.float32
+    torch.testing.assert_close(up, centres.upsample(cams, (50, 60)))

@@ -170,3 +170,56 @@ def test_huge_and_extreme_images_are_drawn_from_a_bounded_copy(checkpoint: Path,
         assert max(overlay.shape[:2]) <= 2 * 64 + 4  # at most two panels of a 64 px copy
         height, width = (8, 70000) if row.path.endswith("strip.png") else (300, 200)
         assert 0 <= row.peak_x < width and 0 <= row.peak_y < height  # peaks in the original's pixels
+
+
+def test_bounded_copy_keeps_the_aspect_and_looks_like_area_interpolation() -> None:
+    # A smooth picture with detail at every scale the pyramid passes (gradients plus a soft blob).
+    yy, xx = np.mgrid[0:900, 0:1300].astype(np.float32)
+    picture = np.stack([xx / 1300 * 255, yy / 900 * 255, 128 + 100 * np.exp(-((xx - 650) ** 2 + (yy - 450) ** 2) / 1e5)], -1)
+    picture = picture.astype(np.uint8)
+    small = predict.bounded_copy(picture, 220)
+    assert small.shape == (152, 220, 3)  # longest side 220, aspect 900/1300 kept (152.3 -> 152)
+    reference = cv2.resize(picture, (220, 152), interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - reference.astype(int)).mean() < 1.5
+    assert predict.bounded_copy(picture, 2000) is picture  # small enough: no copy
+    strip = predict.bounded_copy(np.zeros((8, 70000, 3), np.uint8), 64)
+    assert max(strip.shape[:2]) == 64 and min(strip.shape[:2]) >= 1
+
+
+def test_originals_travel_packed_in_one_shared_buffer_and_come_back_unchanged(tmp_path: Path) -> None:
+    paths = [str(p) for p in write_images(tmp_path, {"cat": 3}, size=(50, 30))]
+    paths += [str(p) for p in write_images(tmp_path / "more", {"dog": 2}, size=(41, 67), seed=1)]
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    paths.insert(2, str(tmp_path / "broken.png"))
+    dataset = predict.ExplainDataset(paths, build_transform(32, [0.5] * 3, [0.5] * 3, train=False))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=6, num_workers=1, collate_fn=predict.collate_explain)
+    (batch,) = list(loader)
+    assert batch.indices == [0, 1, 3, 4, 5] and [index for index, _ in batch.errors] == [2]
+    assert batch.packed_originals.is_shared()  # one shared-memory segment for the whole batch
+    for view, index in zip(batch.originals, batch.indices, strict=True):
+        np.testing.assert_array_equal(view.numpy(), load_rgb(paths[index]))
+    assert batch.images.shape == (5, 3, 32, 32) and batch.images.is_shared()
+
+
+def test_drain_waits_for_every_submitted_overlay() -> None:
+    import threading
+    import time
+
+    from catdog.pipelines.explain_render import BoundedWriter
+
+    release = threading.Event()
+
+    def slow(job: int) -> dict:
+        release.wait(5)
+        time.sleep(0.01 * (job % 3))
+        return {"job": job}
+
+    done: list[int] = []
+    writer = BoundedWriter(slow, workers=2, max_pending=64, on_result=lambda row: done.append(row["job"]))
+    for job in range(6):
+        writer.submit(job)
+    assert done == []  # nothing finished yet: submit does not wait below max_pending
+    release.set()
+    writer.drain()
+    assert done == list(range(6))  # all done, delivered in submission order
+    writer.close()

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from catdog.cam import capture_features
@@ -99,23 +98,37 @@ class CellCentres:
         """
         h, w = cams.shape[-2:]
         self._check((h, w))
-        height, width = size
         cx, cy = self.scaled(size)
-        # Fractional cell index of every target pixel, clamped: flat beyond the outermost centres.
-        fx = np.interp(np.arange(width), cx, np.arange(w)) if w > 1 else np.zeros(width)
-        fy = np.interp(np.arange(height), cy, np.arange(h)) if h > 1 else np.zeros(height)
-        gx = torch.as_tensor(2 * fx / max(w - 1, 1) - 1, dtype=torch.float32)
-        gy = torch.as_tensor(2 * fy / max(h - 1, 1) - 1, dtype=torch.float32)
-        grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None]  # [1, H, W, 2]
-        lead = cams.shape[:-2]
         dtype = torch.promote_types(cams.dtype, torch.float32)
-        flat = cams.detach().to(dtype).reshape(1, -1, h, w)
-        out = F.grid_sample(flat, grid.to(dtype), mode="bilinear", padding_mode="border", align_corners=True)
-        return out.reshape(*lead, height, width)
+        # Bilinear interpolation is separable: rows, then columns, as two small matrix products
+        # (the same numbers as grid_sample with border padding, at a fraction of its cost).
+        rows = torch.from_numpy(_interpolation_matrix(cy, size[0])).to(cams.device, dtype)  # [H, h]
+        cols = torch.from_numpy(_interpolation_matrix(cx, size[1])).to(cams.device, dtype)  # [W, w]
+        with torch.autocast(device_type=cams.device.type, enabled=False):  # bf16 matmuls would round the map
+            return rows @ cams.detach().to(dtype) @ cols.T
 
     def _check(self, hw: tuple[int, int] | torch.Size) -> None:
         if tuple(hw) != (len(self.y), len(self.x)):
             raise ValueError(f"map of {tuple(hw)} cells, but centres for {(len(self.y), len(self.x))}")
+
+
+def _interpolation_matrix(centres: np.ndarray, length: int) -> np.ndarray:
+    """Weights ``[length, n]`` that interpolate n cell values, placed at ``centres``, onto pixels 0..length-1.
+
+    Each pixel mixes its two neighbouring cells linearly; beyond the outermost centres it takes that
+    cell's value (flat), as ``grid_sample(padding_mode="border")`` does.
+    """
+    n = len(centres)
+    if n == 1:
+        return np.ones((length, 1), dtype=np.float32)
+    position = np.interp(np.arange(length), centres, np.arange(n))  # fractional cell index, clamped
+    left = np.minimum(np.floor(position).astype(np.int64), n - 2)
+    frac = (position - left).astype(np.float32)
+    weights = np.zeros((length, n), dtype=np.float32)
+    pixels = np.arange(length)
+    weights[pixels, left] = 1.0 - frac
+    weights[pixels, left + 1] = frac
+    return weights
 
 
 def grid_centres(cells: tuple[int, int], input_size: tuple[int, int]) -> CellCentres:

@@ -53,7 +53,15 @@ def _diverging_lut() -> np.ndarray:
     """256 RGB colours of matplotlib's ``RdBu_r``: blue (negative), white (zero), red (positive)."""
     from matplotlib import colormaps
 
-    return np.rint(colormaps["RdBu_r"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+    rgb = np.rint(colormaps["RdBu_r"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+    return rgb.reshape(256, 1, 3)
+
+
+@functools.cache
+def _jet_lut() -> np.ndarray:
+    """OpenCV's JET colours as a ``[256, 1, 3]`` RGB table, so drawing needs no BGR->RGB pass."""
+    bgr = cv2.applyColorMap(np.arange(256, dtype=np.uint8).reshape(256, 1), cv2.COLORMAP_JET)
+    return np.ascontiguousarray(bgr[..., ::-1])
 
 
 def heatmap_overlay(
@@ -87,10 +95,7 @@ def heatmap_overlay(
     if colormap not in ("jet", "diverging"):
         raise ValueError(f"colormap must be 'jet' or 'diverging', got {colormap!r}")
     levels = np.rint(np.clip(cam01, 0.0, 1.0) * 255).astype(np.uint8)
-    if colormap == "diverging":
-        heat = _diverging_lut()[levels]
-    else:
-        heat = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    heat = cv2.applyColorMap(levels, _diverging_lut() if colormap == "diverging" else _jet_lut())
     return cv2.addWeighted(heat, alpha, np.ascontiguousarray(image_rgb), 1.0 - alpha, 0.0)
 
 

@@ -209,9 +209,13 @@ class BoundedWriter:
             self._done(self._pending.popleft().result())
         self._pending.append(self._pool.submit(self._fn, job))
 
-    def close(self) -> list[dict[str, Any]]:
+    def drain(self) -> None:
+        """Wait until every submitted job is done (their results go out as usual)."""
         while self._pending:
             self._done(self._pending.popleft().result())
+
+    def close(self) -> list[dict[str, Any]]:
+        self.drain()
         self._pool.shutdown()
         return self.results
 
