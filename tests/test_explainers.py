@@ -341,3 +341,19 @@ def test_vit_maps_get_the_patch_grid_as_their_cell_centres() -> None:
     centres = map_centres(model, build_method(vit, "vit_b_16", "gradcam"), (32, 32), "receptive_field")
     np.testing.assert_allclose(np.asarray(centres.x), [3.5, 11.5, 19.5, 27.5])  # patch centres, 0-based pixels
     np.testing.assert_allclose(np.asarray(centres.y), [3.5, 11.5, 19.5, 27.5])
+
+
+def test_display_levels_are_the_display_maps_in_255_steps() -> None:
+    from catdog.cam import display_levels
+
+    cams = torch.randn(3, 5, 17, 23) * 4
+    cams[0, 1] = 2.5  # a constant map: flat 0 (minmax, relu) / 0.5 (signed)
+    cams[1, 2] = -1.0  # no positive evidence: relu shows nothing
+    for mode in ("minmax", "relu", "signed"):
+        expected = np.rint(display_maps(cams, mode).numpy() * 255)
+        levels = display_levels(cams.numpy(), mode)
+        assert levels.dtype == np.uint8 and levels.shape == cams.shape
+        assert np.abs(levels.astype(int) - expected.astype(int)).max() <= 1  # float rounding at .5 only
+        assert (levels.astype(int) != expected.astype(int)).mean() < 0.01
+    with pytest.raises(CatdogError, match="display=hot is unknown"):
+        display_levels(cams.numpy(), "hot")

@@ -470,6 +470,42 @@ def display_maps(cam: Tensor, mode: str = "minmax") -> Tensor:
     raise CatdogError(f"display={mode} is unknown: choose one of {', '.join(DISPLAYS)}")
 
 
+def display_levels(cam: np.ndarray, mode: str = "minmax") -> np.ndarray:
+    """:func:`display_maps` as the colour levels an overlay draws: ``round(255 * display)`` as uint8.
+
+    One scaling pass per map (``cv2.convertScaleAbs``, which rounds half to even as ``np.rint`` does)
+    instead of a float pass per step: the overlay's per-pixel work at photo size is what explain adds
+    to inference.
+
+    Args:
+        cam: Raw maps ``float [..., H, W]`` (already upsampled to the picture), finite.
+        mode: As in :func:`display_maps`.
+
+    Returns:
+        ``uint8`` array of the same shape.
+
+    Raises:
+        CatdogError: unknown mode.
+    """
+    if mode not in DISPLAYS:
+        raise CatdogError(f"display={mode} is unknown: choose one of {', '.join(DISPLAYS)}")
+    maps = np.ascontiguousarray(cam, dtype=np.float32).reshape(-1, *cam.shape[-2:])
+    levels = np.empty(maps.shape, dtype=np.uint8)
+    for i, values in enumerate(maps):
+        low, high = cv2.minMaxLoc(values)[:2]
+        if mode == "minmax":  # (v - low) / span; a constant map is flat 0
+            scale = 255.0 / (high - low) if high > low else 0.0
+            offset = -low * scale
+        elif mode == "relu":  # max(v, 0) / peak
+            values = np.maximum(values, 0.0)
+            scale, offset = (255.0 / high if high > 0 else 0.0), 0.0
+        else:  # signed: 0.5 + 0.5 * v / max|v|
+            bound = max(abs(low), abs(high))
+            scale, offset = (127.5 / bound if bound > 0 else 0.0), 127.5
+        levels[i] = cv2.convertScaleAbs(values, alpha=scale, beta=offset)  # values are >= 0 after scaling
+    return levels.reshape(cam.shape)
+
+
 def parse_threshold(value: object) -> str | float | None:
     """Validates ``threshold=``: None/``"none"`` (no contour), ``"otsu"``, or a fraction in ``(0, 1)``.
 

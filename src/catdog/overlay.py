@@ -81,21 +81,31 @@ def heatmap_overlay(
     Raises:
         ValueError: If shapes differ, the map has NaN/inf or ``alpha`` is outside ``[0, 1]``.
     """
-    _check_rgb(image_rgb)
     cam01 = np.asarray(cam01)
-    if cam01.shape != image_rgb.shape[:2]:
-        raise ValueError(
-            f"cam01 shape {cam01.shape} differs from the image's {image_rgb.shape[:2]}; "
-            "upsample the map to the image size first (catdog.cam.upsample_cams)"
-        )
     if not np.isfinite(cam01).all():
         raise ValueError("cam01 contains NaN or inf values")
+    levels = np.rint(np.clip(cam01, 0.0, 1.0) * 255).astype(np.uint8)
+    return blend_heatmap(image_rgb, levels, alpha, colormap)
+
+
+def blend_heatmap(image_rgb: np.ndarray, levels: np.ndarray, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
+    """:func:`heatmap_overlay` from the map's colour levels (``uint8 [H, W]``, 0..255), e.g. from
+    :func:`catdog.cam.display_levels`: two passes over the pixels (colour table, blend).
+
+    Raises:
+        ValueError: If shapes differ, the image is not RGB uint8 or ``alpha`` is outside ``[0, 1]``.
+    """
+    _check_rgb(image_rgb)
+    if levels.shape != image_rgb.shape[:2] or levels.dtype != np.uint8:
+        raise ValueError(
+            f"map of shape {levels.shape} ({levels.dtype}) for an image of {image_rgb.shape[:2]}; "
+            "upsample the map to the image size first (catdog.cam.upsample_cams)"
+        )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if colormap not in ("jet", "diverging"):
         raise ValueError(f"colormap must be 'jet' or 'diverging', got {colormap!r}")
-    levels = np.rint(np.clip(cam01, 0.0, 1.0) * 255).astype(np.uint8)
-    heat = cv2.applyColorMap(levels, _diverging_lut() if colormap == "diverging" else _jet_lut())
+    heat = cv2.applyColorMap(np.ascontiguousarray(levels), _diverging_lut() if colormap == "diverging" else _jet_lut())
     return cv2.addWeighted(heat, alpha, np.ascontiguousarray(image_rgb), 1.0 - alpha, 0.0)
 
 

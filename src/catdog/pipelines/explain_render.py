@@ -20,14 +20,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from catdog.cam import area_above, display_maps, strongest_region
+from catdog.cam import area_above, display_levels, display_maps, strongest_region
 from catdog.data import load_mask
 from catdog.geometry import CellCentres, grid_centres
 from catdog.metrics import localization_columns
 from catdog.overlay import (
+    blend_heatmap,
     draw_contour,
     draw_label,
-    heatmap_overlay,
     image_grid,
     label_text,
     safe_name,
@@ -92,13 +92,15 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     # Upsample only the maps that are drawn: the true-class column repeats the prediction when correct.
     shown = list(range(style.topk)) + ([len(job.cam_idx) - 1] if show_true else [])
     centres = style.centres or grid_centres(job.cams.shape[-2:], job.cams.shape[-2:])
+    if not np.isfinite(job.cams[shown]).all():  # checked on the few cells: upsampling keeps values finite
+        raise ValueError("the map contains NaN or inf values")
     maps = centres.upsample(torch.from_numpy(job.cams[shown]), shown_size)  # [len(shown), H, W]
     peak_x, peak_y = centres.peak(torch.from_numpy(job.cams[0]), (height, width))
-    display = display_maps(maps, style.display).numpy()
+    levels = display_levels(maps.numpy(), style.display)  # what is drawn, uint8
     colormap = "diverging" if style.display == "signed" else "jet"
     region_area = None
     if style.threshold is not None:
-        region, region_area = strongest_region(display[0], style.threshold)
+        region, region_area = strongest_region(display_maps(maps[:1], style.display)[0].numpy(), style.threshold)
 
     true_name = names[job.true_idx] if job.true_idx >= 0 else None
     panels: list[np.ndarray] = []
@@ -107,13 +109,13 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     for column in range(style.topk):
         cls = int(job.cam_idx[column])
         text = label_text(names[cls], float(job.probs[cls]), true_name if column == 0 else None)
-        panel = heatmap_overlay(job.original, display[column], style.alpha, colormap)
+        panel = blend_heatmap(job.original, levels[column], style.alpha, colormap)
         if column == 0 and region_area is not None:
             panel = draw_contour(panel, region)
         panels.append(draw_label(panel, text))
     if show_true:
         text = f"true: {true_name} {100 * float(job.probs[job.true_idx]):.1f}%"
-        panels.append(draw_label(heatmap_overlay(job.original, display[-1], style.alpha, colormap), text))
+        panels.append(draw_label(blend_heatmap(job.original, levels[-1], style.alpha, colormap), text))
     picture = panels[0] if len(panels) == 1 else side_by_side(panels)
     save_image(job.overlay_path, picture, quality=style.quality)
     if job.thumb_path is not None:  # from the picture in memory: the report never decodes the overlay again
