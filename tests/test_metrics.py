@@ -21,6 +21,7 @@ from catdog.metrics import (
     energy_share,
     localization_columns,
     rank_correlation,
+    pointing_lines,
     summarize_pointing,
 )
 from catdog.mosaic import compose_mosaic, mosaic_check
@@ -66,6 +67,17 @@ def test_summary_reports_true_class_rates_per_class_and_centre_baseline() -> Non
     assert game["per_class"]["cat"]["strict_hit_rate"] == 0.5 and game["per_class"]["dog"]["strict_hit_rate"] == 1.0
     assert game["per_class"]["dog"]["energy_in_box"] == pytest.approx(0.8)
     assert game["per_class"]["cat"]["centre_hit_rate"] == 0.5
+    assert game["map"] == "true class" and "true-class peak" in pointing_lines(game)[0]
+
+
+def test_unlabelled_images_are_said_to_be_scored_on_the_predicted_class() -> None:
+    rows = {"in_box": [True, False], "pointing_hit": [True, True], "energy_in_box": [0.5, 0.1]}
+    game = summarize_pointing(pd.DataFrame({"true": [None, None], **rows}))
+    assert game["map"] == "predicted class" and "per_class" not in game
+    assert pointing_lines(game)[0].startswith("pointing game: predicted-class peak strictly on the object 50.0%")
+    mixed = summarize_pointing(pd.DataFrame({"true": ["cat", None], **rows}))
+    assert mixed["map"] == "true class (predicted class where unlabelled)"
+    assert "true-class (predicted where unlabelled) peak" in pointing_lines(mixed)[0]
 
 
 def test_rank_correlation_matches_scipy() -> None:

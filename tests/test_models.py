@@ -481,3 +481,8 @@ def test_load_classifier_errors(trained, tmp_path: Path) -> None:
     message = one_line(error)
     assert "does not fit the resnet18 architecture" in message
     assert "missing keys net.conv1.weight" in message
+
+
+def test_a_vision_transformer_at_another_input_size_is_a_one_line_error() -> None:
+    with pytest.raises(CatdogError, match=r"vit_b_16 takes 224x224 inputs .* set data.image_size=224"):
+        ClassifierModule(arch="vit_b_16", class_names=["a", "b"], weights=None, image_size=160)

@@ -204,8 +204,13 @@ def summarize_pointing(predictions: pd.DataFrame) -> dict[str, Any] | None:
         return None
     scored = predictions[predictions["pointing_hit"].notna()]
     summary = _pointing_totals(scored)
-    summary["map"] = "true class"
-    if "true" in scored.columns and scored["true"].notna().any():
+    labelled = int(scored["true"].notna().sum()) if "true" in scored.columns else 0
+    # Unlabelled images are scored on their predicted class's map (the last map is the prediction then).
+    summary["map"] = (
+        "true class" if labelled == len(scored) else "predicted class" if labelled == 0
+        else "true class (predicted class where unlabelled)"
+    )
+    if labelled:
         summary["per_class"] = {
             str(name): _pointing_totals(group) for name, group in scored.groupby("true", sort=True)
         }
@@ -218,9 +223,13 @@ def pointing_lines(game: dict[str, Any]) -> list[str]:
     def pct(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.1%}"
 
+    which = "true-class" if game.get("map", "true class") == "true class" else "predicted-class"
+    if game.get("map", "").startswith("true class ("):
+        which = "true-class (predicted where unlabelled)"
+
     def line(name: str, totals: dict[str, Any]) -> str:
         text = (
-            f"{name}: true-class peak strictly on the object {pct(totals['strict_hit_rate'])}, "
+            f"{name}: {which} peak strictly on the object {pct(totals['strict_hit_rate'])}, "
             f"with tolerance {pct(totals['hit_rate'])} of {totals['images']}"
         )
         if "centre_strict_hit_rate" in totals:

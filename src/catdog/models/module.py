@@ -251,6 +251,12 @@ class ClassifierModule(pl.LightningModule):
         self.spec = spec
         self.class_names: list[str] = class_names
         self.net = build_model(spec.name, len(class_names), weights)
+        fixed = getattr(self.net, "image_size", None)  # vision transformers: position embeddings of one size
+        if isinstance(fixed, int) and fixed != int(image_size):
+            raise CatdogError(
+                f"{spec.name} takes {fixed}x{fixed} inputs (its position embeddings are learned for that size), "
+                f"not {image_size}: set data.image_size={fixed}"
+            )
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self._set_backbone_trainable(not freeze_backbone)

@@ -184,37 +184,6 @@ def usable_explain_dir(source: Source, common: Sequence[str]) -> Path | None:
     return None
 
 
-# ---------------------------------------------------------------------------------------------
-# Raw maps of an explain folder
-# ---------------------------------------------------------------------------------------------
-def load_predicted_cams(explain_dir: Path, paths: Sequence[str]) -> np.ndarray:
-    """The predicted-class raw maps of the given images from an explain folder's cams.npz.
-
-    Returns:
-        float32 ``[N, h, w]`` in the order of ``paths``.
-
-    Raises:
-        CatdogError: no cams.npz, or an image is missing from it.
-    """
-    file = explain_dir / "cams.npz"
-    if not file.is_file():
-        raise CatdogError(f"{explain_dir} has no cams.npz: explain again with save_cams=true")
-    try:
-        with np.load(file, allow_pickle=False) as npz:
-            row = {str(path): i for i, path in enumerate(npz["paths"])}
-            missing = [p for p in paths if p not in row]
-            if missing:
-                raise CatdogError(f"{file} lacks the maps of {len(missing)} image(s) such as {missing[0]}: explain again")
-            cams = npz["cams"]
-            if cams.ndim != 4 or len(cams) != len(row):
-                raise CatdogError(f"{file} holds maps of shape {cams.shape}, not [images, maps, h, w]: explain again")
-            return cams[[row[p] for p in paths], 0].astype(np.float32)
-    except CatdogError:
-        raise
-    except Exception as err:
-        raise CatdogError(f"{file} could not be read ({type(err).__name__}: {err}): explain again") from None
-
-
 def load_class_cams(explain_dir: Path, paths: Sequence[str], classes: np.ndarray | None) -> tuple[np.ndarray, int]:
     """Each image's raw map of a given class from cams.npz, so experiments compare maps of the same class.
 
