@@ -39,7 +39,6 @@ import pandas as pd
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.accelerators import CPUAccelerator
 
 from catdog.cam import display_maps, parse_threshold, upsample_cams
 from catdog.data import (
@@ -496,11 +495,6 @@ def run_explain(
                     columns=prediction["columns"][row] if prediction.get("columns") else None,
                 )
             )
-        if forward_on_cpu:
-            # On the CPU, drawing while the next forward runs would preempt one of its OpenMP threads
-            # and leave the other spinning at the next barrier (each ms of drawing cost ~2 ms). So the
-            # batch's overlays are drawn between forwards, on all writer threads; a GPU forward overlaps.
-            writer.drain()
 
     shard_writer = ShardWriter(out_dir, handle_batch, writer.close, save_cams=save_cams, row_chunk=batch_size)
     writer.on_result = lambda row: shard_writer.rows.add(row)
@@ -530,7 +524,6 @@ def run_explain(
         inference_mode=False,  # gradient explainers enable gradients themselves; CAM uses inference_mode
         use_distributed_sampler=False,  # each rank takes its own contiguous share (no padding duplicates)
     )
-    forward_on_cpu = isinstance(trainer.accelerator, CPUAccelerator)
     start = datetime.now()
     trainer.predict(predictor, return_predictions=False)
     seconds = (datetime.now() - start).total_seconds()
