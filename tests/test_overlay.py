@@ -64,6 +64,9 @@ def test_label_text_and_draw_label_changes_top_band_only(image: np.ndarray) -> N
     assert (band == 255).all(axis=2).any()  # white text pixels
     assert (band == 0).all(axis=2).any()  # on a dark band
     np.testing.assert_array_equal(big, 128)  # the input is not modified
+    mine = big.copy()
+    assert draw_label(mine, label_text("dog", 0.975, "cat"), inplace=True) is mine  # drawn on the caller's picture
+    np.testing.assert_array_equal(mine, out)
 
     # Long or non-ASCII text still fits and does not spill below the band.
     out = draw_label(image, "Chihuahua – très long label " * 5)

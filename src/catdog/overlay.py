@@ -195,8 +195,8 @@ def _text_band(text: str, width: int, scale: float, height: int | None = None) -
 _NARROW = 300  # pixels: below this width a label's ' | ' parts go on separate lines
 
 
-def draw_label(image_rgb: np.ndarray, text: str) -> np.ndarray:
-    """Writes text on a dark band at the top of a copy of the image.
+def draw_label(image_rgb: np.ndarray, text: str, inplace: bool = False) -> np.ndarray:
+    """Writes text on a dark band at the top of a copy of the image (of the image itself if ``inplace``).
 
     The font scales with the image width and shrinks (then truncates) so that each
     line fits; ``"\\n"`` starts a new line, and on narrow images so does ``" | "``.
@@ -204,6 +204,7 @@ def draw_label(image_rgb: np.ndarray, text: str) -> np.ndarray:
     Args:
         image_rgb: RGB uint8 ``[H, W, 3]``.
         text: Label, e.g. from :func:`label_text`.
+        inplace: draw on ``image_rgb`` itself (a picture the caller owns) instead of a copy.
 
     Returns:
         RGB uint8 array of the same shape; only the top band differs from the input.
@@ -216,7 +217,7 @@ def draw_label(image_rgb: np.ndarray, text: str) -> np.ndarray:
     if width < _NARROW:  # small images: "pred | true" on two lines rather than a truncated one
         text = text.replace(" | ", "\n")
     band = _text_band(text, width, scale=max(_MIN_FONT_SCALE, width / 600))
-    out = image_rgb.copy()
+    out = image_rgb if inplace else image_rgb.copy()
     rows = min(height, band.shape[0])
     out[:rows] = band[:rows]
     return out

@@ -112,10 +112,10 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
         panel = blend_heatmap(job.original, levels[column], style.alpha, colormap)
         if column == 0 and region_area is not None:
             panel = draw_contour(panel, region)
-        panels.append(draw_label(panel, text))
+        panels.append(draw_label(panel, text, inplace=True))  # the panel is a fresh blend
     if show_true:
         text = f"true: {true_name} {100 * float(job.probs[job.true_idx]):.1f}%"
-        panels.append(draw_label(blend_heatmap(job.original, levels[-1], style.alpha, colormap), text))
+        panels.append(draw_label(blend_heatmap(job.original, levels[-1], style.alpha, colormap), text, inplace=True))
     picture = panels[0] if len(panels) == 1 else side_by_side(panels)
     save_image(job.overlay_path, picture, quality=style.quality)
     if job.thumb_path is not None:  # from the picture in memory: the report never decodes the overlay again
