@@ -59,7 +59,7 @@ def tree(pid: int) -> list[int]:
 
 def run_and_watch(command: list[str]) -> tuple[float, int, int]:
     """Run ``command``; return its wall time, peak RSS of the process and of its process tree (KiB)."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peaks = {"main": 0, "tree": 0}
 
     def watch() -> None:
@@ -71,10 +71,11 @@ def run_and_watch(command: list[str]) -> tuple[float, int, int]:
     start = time.perf_counter()
     watcher = threading.Thread(target=watch)
     watcher.start()
-    code = process.wait()
+    _, stderr = process.communicate()  # read as it comes: a full pipe would block the process
+    code = process.returncode
     watcher.join()
     if code:
-        raise SystemExit(f"{' '.join(command)} failed with exit code {code}")
+        raise SystemExit(f"{' '.join(command)} failed with exit code {code}:\n{stderr[-2000:]}")
     return time.perf_counter() - start, peaks["main"], peaks["tree"]
 
 
@@ -104,7 +105,7 @@ def main() -> None:
                 photo = photos[i % len(photos)]
                 link = folder / photo.parent.name / f"{photo.stem}_{i // len(photos)}{photo.suffix}"
                 link.parent.mkdir(parents=True, exist_ok=True)
-                link.symlink_to(photo)
+                link.symlink_to(photo.resolve())  # a relative target would resolve against the link
             command = [
                 sys.executable,
                 str(ROOT / "scripts" / "explain.py"),
