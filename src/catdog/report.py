@@ -306,19 +306,21 @@ def write_report(
     page_title = title or (
         "catdog report: " + " vs ".join(labels) if len(labels) > 1 else f"catdog report: {labels[0]}"
     )
-    data = {
+    head = {
         "experiments": labels,
         "classes": experiments[0].class_names,
-        "images": images,
         "pairs": [] if pairs is None else [[labels.index(a), labels.index(b)] for a, b in zip(pairs["a"], pairs["b"])],
     }
+    # The images arrive as one JSON text each (see _gallery_data): spliced in as the last key.
+    data = script_json(head)[:-1] + ',"images":[' + ",".join(images) + "]}"
+    del images
     assets = files("catdog") / "report_assets"
     # page.html is a str.format template: its literal braces are doubled; every value is escaped or JSON.
     page = assets.joinpath("page.html").read_text(encoding="utf-8").format(
         title=_esc(page_title),
         css=assets.joinpath("report.css").read_text(encoding="utf-8"),
         js=assets.joinpath("report.js").read_text(encoding="utf-8"),
-        data=script_json(data),
+        data=data,
         intro=_intro_html(experiments, len(paths)),
         summary=_summary_html(table, experiments),
         pairs=_pairs_html(pairs) if pairs is not None and len(pairs) else "",
@@ -458,21 +460,33 @@ def _folder_linker(out: Path, folder: Path) -> Callable[[str, str], str]:
     return lambda rel, name: _asset(out, base / rel, name)
 
 
+_GALLERY_COLUMNS = {"path", "true", "pred", "loss", "correct", "in_box", "overlay", *PER_IMAGE_METRICS}
+
+
+def _lookup(predictions: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """path -> the row's gallery columns (the probabilities and the columns above), for a plain lookup."""
+    columns = [c for c in predictions.columns if c in _GALLERY_COLUMNS or c.startswith("p_")]
+    return predictions[columns].drop_duplicates("path").set_index("path", drop=False).to_dict("index")
+
+
 def _gallery_data(
     out: Path, experiments: Sequence[Experiment], paths: list[str], per_image: pd.DataFrame | None
-) -> list[dict[str, Any]]:
-    """The per-image records the gallery JavaScript renders.
+) -> list[str]:
+    """The per-image records the gallery JavaScript renders, each as its :func:`script_json` text.
+
+    Text per record, not dicts: at 20,000 images the records as Python objects (and a NaN-free copy
+    for json) were the largest memory of the whole explain process.
 
     Thumbnails come from the explain folder's ``thumbs/`` (written by explain from each overlay in memory);
     only overlays without one (older explain folders) are decoded again to make a thumbnail here.
     """
     labels = [exp.label for exp in experiments]
     # One dict per experiment, path -> row: a plain lookup per image instead of a DataFrame .loc.
-    tables = [exp.predictions.drop_duplicates("path").set_index("path", drop=False).to_dict("index") for exp in experiments]
+    tables = [_lookup(exp.predictions) for exp in experiments]
     has_box = ["in_box" in exp.predictions.columns for exp in experiments]
     extra = per_image.drop_duplicates("path").set_index("path", drop=False).to_dict("index") if per_image is not None else {}
     jobs: list[tuple[Path, Path]] = []
-    records = []
+    records: list[str] = []
     linkers = [_folder_linker(out, exp.explain_dir) for exp in experiments]
     for i, path in enumerate(paths):
         runs = []
@@ -531,7 +545,7 @@ def _gallery_data(
                     iou = row.get(pair_column("iou_top20", labels[a], labels[b]))
                     if rho is not None:
                         record["sims"].append([a, b, rho, iou])
-        records.append(record)
+        records.append(script_json(record))
     with ThreadPoolExecutor(max_workers=2) as pool:  # OpenCV releases the GIL
         list(pool.map(lambda job: _thumbnail(*job), jobs))
     return records
