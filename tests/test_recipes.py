@@ -19,7 +19,7 @@ from catdog.models import ClassifierModule, EMAWeights, load_classifier
 from catdog.pipelines.evaluate import evaluate
 from catdog.pipelines.train import train
 
-EMA = "+callbacks.ema={_target_:catdog.models.EMAWeights,decay:0.5,warmup:false}"
+EMA = "callbacks.ema={_target_:catdog.models.EMAWeights,decay:0.5,warmup:false}"
 
 
 def _split_images(run: Path, split: str, checkpoint: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,7 +71,7 @@ def test_ema_average_with_and_without_warmup() -> None:
 @pytest.mark.parametrize(("value", "match"), [("1.0", r"decay must be a number in \[0, 1\)"), ("-0.1", "decay must be")])
 def test_bad_ema_decay_is_one_line(tmp_path: Path, value: str, match: str) -> None:
     with pytest.raises(CatdogError, match=match):
-        train(tiny_train_cfg(tmp_path, f"+callbacks.ema={{_target_:catdog.models.EMAWeights,decay:{value}}}"))
+        train(tiny_train_cfg(tmp_path, f"callbacks.ema={{_target_:catdog.models.EMAWeights,decay:{value}}}"))
 
 
 def test_hflip_tta_is_the_mean_of_the_logits_of_the_image_and_its_mirror() -> None:
