@@ -118,3 +118,23 @@ def test_bad_test_tta_fails_before_training(tmp_path: Path) -> None:
     with pytest.raises(CatdogError, match="tta='twice' is unknown"):
         train(tiny_train_cfg(tmp_path, "test_tta=twice"))
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_evaluate_at_another_image_size_uses_it_and_says_so(tmp_path: Path) -> None:
+    train(tiny_train_cfg(tmp_path, "test=false"))
+    run = tmp_path / "run"
+    result = evaluate(make_config("evaluate", ["progress=false", "data.num_workers=0", f"ckpt={run}", "image_size=48"]))
+    model = load_classifier(run / "checkpoints" / "best.ckpt")
+    hp = model.hparams
+    rows = pd.read_csv(run / "split.csv")
+    rows = rows[rows["split"] == "test"]
+    dataset = ImageDataset(rows["path"].tolist(), None, build_transform(48, hp.mean, hp.std, train=False))
+    images = next(iter(DataLoader(dataset, batch_size=len(dataset))))[0]
+    labels = torch.tensor([hp.class_names.index(label) for label in rows["label"]])
+    with torch.no_grad():
+        logits = model(images)
+    assert images.shape[-1] == 48 and hp.image_size == 32
+    assert result["image_size"] == 48
+    assert result["loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
+    with pytest.raises(CatdogError, match="image_size=8 must be an integer >= 32"):
+        evaluate(make_config("evaluate", ["progress=false", f"ckpt={run}", "image_size=8"]))

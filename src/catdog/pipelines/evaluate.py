@@ -42,6 +42,22 @@ log = logging.getLogger(__name__)
 _PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed"}
 
 
+def _image_size(requested: Any, trained: int) -> int:
+    """The evaluation input side: ``requested`` (an int >= 32), or the checkpoint's own when None.
+
+    A larger side than in training can help (Touvron et al. 2019, "FixRes": random-resized-crop
+    training sees objects larger than a whole-image resize at the same size shows them).
+
+    Raises:
+        CatdogError: not an integer >= 32.
+    """
+    if requested is None:
+        return int(trained)
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 32:
+        raise CatdogError(f"image_size={requested!r} must be an integer >= 32 (or null: the checkpoint's {trained})")
+    return requested
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluates a checkpoint on a folder of labelled images or on a split of its run.
 
@@ -87,8 +103,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
 
     labels = [hp.class_names.index(label) for label in labelled["label"]]
+    image_size = _image_size(cfg.get("image_size"), hp.image_size)
     dataset = ImageDataset(
-        labelled["path"].tolist(), labels, build_transform(hp.image_size, hp.mean, hp.std, train=False)
+        labelled["path"].tolist(), labels, build_transform(image_size, hp.mean, hp.std, train=False)
     )
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
     trainer = pl.Trainer(
@@ -106,6 +123,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results: dict[str, Any] = dict(model.test_results)
     results.update(
         tta=model.tta,
+        image_size=image_size,
         checkpoint=str(checkpoint.resolve()),
         images=source or f"split={cfg.data.split} of {run_dir / 'split.csv'}",
         num_images=len(labelled),
