@@ -138,3 +138,18 @@ def test_evaluate_at_another_image_size_uses_it_and_says_so(tmp_path: Path) -> N
     assert result["loss"] == pytest.approx(F.cross_entropy(logits, labels).item(), rel=1e-5)
     with pytest.raises(CatdogError, match="image_size=8 must be an integer >= 32"):
         evaluate(make_config("evaluate", ["progress=false", f"ckpt={run}", "image_size=8"]))
+
+
+def test_train_image_size_changes_only_the_training_crops(tmp_path: Path) -> None:
+    from catdog.data import ImageDataModule
+    from helpers import write_images
+
+    paths = write_images(tmp_path / "photos", {"a": 3, "b": 3}, size=(60, 50))
+    index = pd.DataFrame(
+        {"path": [str(p) for p in paths], "label": [p.parent.name for p in paths], "split": ["train", "val", "test"] * 2}
+    )
+    data = ImageDataModule(index, ["a", "b"], image_size=40, mean=[0.5] * 3, std=[0.5] * 3, num_workers=0, train_image_size=32)
+    assert data.train_set[0][0].shape == (3, 32, 32)
+    assert data.val_set[0][0].shape == data.test_set[0][0].shape == (3, 40, 40)
+    with pytest.raises(CatdogError, match="data.train_image_size=8 must be an integer >= 16"):
+        ImageDataModule(index, ["a", "b"], image_size=40, mean=[0.5] * 3, std=[0.5] * 3, train_image_size=8)

@@ -369,6 +369,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         augment=data_cfg["augment"],
         seed=cfg.seed,
         cache_images=bool(data_cfg.get("cache_images", False)),
+        train_image_size=data_cfg.get("train_image_size"),
     )
     timing: dict[str, float] = {}
     if data_cfg.get("cache_features"):
