@@ -153,3 +153,13 @@ def test_train_image_size_changes_only_the_training_crops(tmp_path: Path) -> Non
     assert data.val_set[0][0].shape == data.test_set[0][0].shape == (3, 40, 40)
     with pytest.raises(CatdogError, match="data.train_image_size=8 must be an integer >= 16"):
         ImageDataModule(index, ["a", "b"], image_size=40, mean=[0.5] * 3, std=[0.5] * 3, train_image_size=8)
+
+
+@pytest.mark.parametrize("experiment", ["finetune", "mobilenet_local_weights"])
+def test_the_pretrained_recipe_is_a_probe_on_images_with_fixres_and_flip_tta(experiment: str) -> None:
+    cfg = make_config("train", [f"experiment={experiment}", "data=folder", "data.root=x", "model.weights=w.pth"])
+    assert cfg.model.freeze_backbone and not cfg.model.train_bn and not cfg.data.cache_features
+    assert (cfg.data.train_image_size, cfg.data.image_size, cfg.trainer.max_epochs) == (224, 288, 3)
+    assert cfg.data.augment == "light" and cfg.test_tta == "hflip"
+    full = make_config("train", ["experiment=finetune_full", "data=folder", "data.root=x"])
+    assert not full.model.freeze_backbone and full.model.freeze_epochs == 1 and full.data.train_image_size is None
