@@ -31,8 +31,11 @@ def recipes(root: str, weights: str) -> dict[str, list[str]]:
     data = ["data=folder", f"data.root={root}", "~callbacks.rich_progress_bar"]
     mobilenet = [f"model.weights={weights}"]
     return {
-        "mobilenet_v2 finetune (default pretrained recipe)": [
+        "mobilenet_v2 finetune (default pretrained recipe: probe on images, FixRes, flip TTA)": [
             "experiment=mobilenet_local_weights", *mobilenet, *data],
+        "mobilenet_v2 finetune_full (probe epoch, then the whole network)": [
+            "experiment=finetune_full", "model=mobilenet_v2", *mobilenet,
+            "model.mean=[0.5,0.5,0.5]", "model.std=[0.5,0.5,0.5]", *data],
         "mobilenet_v2 frozen_backbone (cached features)": [
             "experiment=frozen_backbone", "model=mobilenet_v2", *mobilenet,
             "model.mean=[0.5,0.5,0.5]", "model.std=[0.5,0.5,0.5]", *data],
@@ -46,7 +49,9 @@ def summarize(run: Path) -> dict:
     curve = metrics.dropna(subset=["val/acc"]).groupby("epoch").last().reset_index()
     test = json.loads((run / "test_metrics.json").read_text())
     cols = [c for c in ("epoch", "val/acc", "time/wall_min", "time/cpu_min") if c in curve]
-    return {"run": str(run), "curve": curve[cols], "test_acc": test["accuracy"], "weights": test.get("weights")}
+    # "tta": the same weights tested again with flip averaging (test_tta=hflip), a separate number.
+    tta = (test.get("tta") or {}).get("accuracy")
+    return {"run": str(run), "curve": curve[cols], "test_acc": test["accuracy"], "tta_acc": tta, "weights": test.get("weights")}
 
 
 def main() -> None:
@@ -78,14 +83,15 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    print("| recipe | epochs | test acc | best val acc | CPU min (/2 = 2-core min) | wall min |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| recipe | epochs | test acc | test acc, flip TTA | best val acc | CPU min (/2 = 2-core min) | wall min |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, run in runs.items():
         s = summarize(run)
         curve = s["curve"]
         cpu = curve["time/cpu_min"].iloc[-1] if "time/cpu_min" in curve else float("nan")
         wall = curve["time/wall_min"].iloc[-1] if "time/wall_min" in curve else float("nan")
-        print(f"| {name} | {len(curve)} | {s['test_acc']:.2%} | {curve['val/acc'].max():.2%} | "
+        tta = "-" if s["tta_acc"] is None else f"{s['tta_acc']:.2%}"
+        print(f"| {name} | {len(curve)} | {s['test_acc']:.2%} | {tta} | {curve['val/acc'].max():.2%} | "
               f"{cpu:.1f} ({cpu / 2:.1f}) | {wall:.1f} |")
         if "time/cpu_min" in curve:
             axes[0].plot(curve["time/cpu_min"] / 2, curve["val/acc"], marker="o", label=name)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,8 +62,8 @@ def _train(tmp_path: Path, run: str, *overrides: str) -> subprocess.CompletedPro
     )
 
 
-def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+def _weights(checkpoint: Path, key: str = "state_dict") -> dict[str, torch.Tensor]:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)[key]
     return {k: v for k, v in state.items() if k.startswith("net.")}
 
 
@@ -71,8 +72,14 @@ def _epoch_rows(run: Path) -> pd.DataFrame:
     return metrics.groupby("epoch").last()[["train/loss", "train/acc", "val/loss", "val/acc"]]
 
 
-def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path: Path) -> None:
-    full = _train(tmp_path, "full")
+# With callbacks.ema the checkpoint's state_dict is the EMA of the weights and current_model_state
+# the raw weights: both must come out of the resumed run as out of the uninterrupted one.
+EMA = ["callbacks.ema={_target_:catdog.models.EMAWeights,decay:0.9}"]
+
+
+@pytest.mark.parametrize("extra", [[], EMA], ids=["plain", "ema"])
+def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path: Path, extra: list[str]) -> None:
+    full = _train(tmp_path, "full", *extra)
     assert full.returncode == 0, full.stderr[-2000:]
 
     # Kill after the first batch of the second epoch (the first one after unfreezing the backbone).
@@ -81,7 +88,11 @@ def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path:
     assert steps_per_epoch >= 2
     kill_step = steps_per_epoch + 1
     killed = _train(
-        tmp_path, "killed", "+callbacks.kill._target_=sigterm_callback.SigtermAtStep", f"+callbacks.kill.step={kill_step}"
+        tmp_path,
+        "killed",
+        *extra,
+        "+callbacks.kill._target_=sigterm_callback.SigtermAtStep",
+        f"+callbacks.kill.step={kill_step}",
     )
     assert killed.returncode != 0, "a terminated run must not look finished to a scheduler"
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
@@ -90,14 +101,19 @@ def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path:
     state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["global_step"] == kill_step and state["epoch"] == 1  # saved at the step, mid-epoch
 
-    resumed = _train(tmp_path, "resumed", f"ckpt_path={last}")
+    resumed = _train(tmp_path, "resumed", *extra, f"ckpt_path={last}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
 
-    expected = _weights(tmp_path / "full" / "checkpoints" / "last.ckpt")
-    got = _weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt")
-    assert expected.keys() == got.keys()
-    different = [k for k in expected if not torch.equal(expected[k], got[k])]
-    assert not different, f"{len(different)} tensors differ, first: {different[:3]}"
+    for key in ("state_dict", "current_model_state") if extra else ("state_dict",):
+        expected = _weights(tmp_path / "full" / "checkpoints" / "last.ckpt", key)
+        got = _weights(tmp_path / "resumed" / "checkpoints" / "last.ckpt", key)
+        assert expected.keys() == got.keys()
+        different = [k for k in expected if not torch.equal(expected[k], got[k])]
+        assert not different, f"{key}: {len(different)} tensors differ, first: {different[:3]}"
+    if extra:  # the EMA is not the raw weights (else this test would not test it)
+        final = tmp_path / "full" / "checkpoints" / "last.ckpt"
+        averaged, raw = _weights(final, "state_dict"), _weights(final, "current_model_state")
+        assert any(not torch.equal(averaged[k], raw[k]) for k in averaged)
     # The epochs the resumed run logged, including the interrupted one, match the full run's.
     resumed_rows = _epoch_rows(tmp_path / "resumed")
     pd.testing.assert_frame_equal(resumed_rows, _epoch_rows(tmp_path / "full").loc[resumed_rows.index])

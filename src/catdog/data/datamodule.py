@@ -272,6 +272,10 @@ class ImageDataModule(pl.LightningDataModule):
         seed: Seeds the training order and augmentation of every epoch (see `EpochSampler`).
         cache_images: Decode every image once and keep it in memory, downsized to a shorter
             side of 1.15 x image_size (for small inputs and data that fits in RAM).
+        train_image_size: Side of the training crops; None: `image_size`. `image_size` stays the
+            side for validation, test (and the checkpoint, so explain and evaluate): a training
+            side smaller than it is the "FixRes" setting (Touvron et al. 2019), in which objects
+            appear at about the same size in the random training crops and the whole test images.
 
     Raises:
         CatdogError: The index lacks a column or has a label that is not in `class_names`.
@@ -289,8 +293,15 @@ class ImageDataModule(pl.LightningDataModule):
         augment: bool | str = True,
         seed: int = 0,
         cache_images: bool = False,
+        train_image_size: int | None = None,
     ) -> None:
         super().__init__()
+        if train_image_size is not None and (
+            isinstance(train_image_size, bool) or not isinstance(train_image_size, int) or train_image_size < 16
+        ):
+            raise CatdogError(
+                f"data.train_image_size={train_image_size!r} must be an integer >= 16 or null (= data.image_size)"
+            )
         missing = [c for c in ("path", "label", "split") if c not in index.columns]
         if missing:
             raise CatdogError(f"the index lacks column(s) {', '.join(missing)}: rebuild it")
@@ -308,7 +319,9 @@ class ImageDataModule(pl.LightningDataModule):
         self.augment = augmentation_name(augment)
         cache_size = round(1.15 * image_size) if cache_images else None
         eval_transform = build_transform(image_size, mean, std, train=False)
-        train_transform = build_transform(image_size, mean, std, train=True, augment=self.augment)
+        train_transform = build_transform(
+            train_image_size or image_size, mean, std, train=True, augment=self.augment
+        )
         self.train_set = self._dataset("train", train_transform, cache_size)
         self.val_set = self._dataset("val", eval_transform, cache_size)
         self.test_set = self._dataset("test", eval_transform, cache_size)

@@ -18,10 +18,13 @@ Public API (importable from ``catdog.models``):
     - :func:`build_model`, :func:`default_normalization`: torchvision models with a new head,
       from scratch, from torchvision weights, or from a local state dict file.
     - :func:`get_submodule`, :func:`feature_layer`, :func:`fc_layer`: the layers CAM hooks into.
-    - :class:`ClassifierModule`, :func:`load_classifier`: training and reloading checkpoints.
+    - :class:`ClassifierModule`, :func:`load_classifier`: training and reloading checkpoints;
+      ``TTA_MODES``: the test-time augmentations of ``ClassifierModule.set_tta``.
+    - :class:`EMAWeights`: the callback that validates, saves and tests an EMA of the weights.
 """
 
-from catdog.models.module import DEFAULT_OPTIMIZER, ClassifierModule, load_classifier
+from catdog.models.ema import EMAWeights
+from catdog.models.module import DEFAULT_OPTIMIZER, TTA_MODES, ClassifierModule, load_classifier
 from catdog.models.registry import (
     ArchSpec,
     arch_spec,
@@ -46,10 +49,12 @@ from catdog.models.weights import (
 
 __all__ = [
     "DEFAULT_OPTIMIZER",
+    "TTA_MODES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ArchSpec",
     "ClassifierModule",
+    "EMAWeights",
     "arch_spec",
     "build_model",
     "default_normalization",

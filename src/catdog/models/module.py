@@ -35,6 +35,8 @@ from catdog.models.weights import (
 
 DEFAULT_OPTIMIZER: dict[str, Any] = {"_target_": "torch.optim.AdamW", "lr": 1e-3}
 
+TTA_MODES: tuple[str, ...] = ("none", "hflip")
+
 _TRAIN_SCRIPT_HINT = "pass the best.ckpt/last.ckpt written by scripts/train.py"
 
 
@@ -277,6 +279,37 @@ class ClassifierModule(pl.LightningModule):
         self.test_precision = MulticlassPrecision(num_classes=n, average=None)
         self.test_recall = MulticlassRecall(num_classes=n, average=None)
         self.test_results: dict[str, Any] = {}
+        # Test-time augmentation of test_step (an evaluation setting, not a hyper-parameter: the
+        # same weights can be tested both ways); see set_tta. test_step keeps each batch's
+        # softmax probabilities, in loader order, in test_probabilities.
+        self.tta = "none"
+        self.test_probabilities: list[torch.Tensor] = []
+
+    def set_tta(self, tta: str | None) -> None:
+        """Chooses the test-time augmentation of ``test_step``.
+
+        Args:
+            tta: "none" (or None): one forward pass per image; "hflip": the mean of the logits of
+                the image and of its horizontal mirror image (two forward passes).
+
+        Raises:
+            CatdogError: another value, or "hflip" on cached features (there is no image to flip).
+        """
+        name = "none" if tta is None else str(tta).lower()
+        if name not in TTA_MODES:
+            raise CatdogError(f"tta={tta!r} is unknown: use one of {', '.join(TTA_MODES)}")
+        if name != "none" and self.inputs == "features":
+            raise CatdogError("tta=hflip needs images, not cached backbone features: set it to none")
+        self.tta = name
+
+    def tta_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits of ``x`` under the test-time augmentation chosen by :meth:`set_tta`."""
+        logits = self._logits(x)
+        if self.tta == "hflip":
+            # Averaged logits (not probabilities): the usual choice, and the mean of two linear
+            # heads' outputs is the head applied to the mean of the two pooled features.
+            logits = (logits + self._logits(torch.flip(x, dims=[-1]))) / 2
+        return logits
 
     def _is_head(self, param_name: str) -> bool:
         return param_name.startswith(self.spec.fc_layer + ".")
@@ -392,11 +425,13 @@ class ClassifierModule(pl.LightningModule):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Computes and logs loss and accuracy; returns ``(loss, predictions, labels)``."""
         images, labels = batch[0], batch[1]
-        logits = self._logits(images)
+        logits = self.tta_logits(images) if stage == "test" else self._logits(images)
         loss = F.cross_entropy(
             logits.float(), labels, label_smoothing=self.hparams.label_smoothing
         )
         preds = logits.argmax(dim=1)
+        if stage == "test":
+            self.test_probabilities.append(logits.detach().float().softmax(dim=1).cpu())
         accuracy.update(preds, labels)
         mean_loss = {"train": self.train_loss, "val": self.val_loss}.get(stage)
         if mean_loss is not None:
@@ -415,6 +450,7 @@ class ClassifierModule(pl.LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.test_results = {}
+        self.test_probabilities = []
 
     def test_step(self, batch: Sequence[torch.Tensor], batch_idx: int) -> None:
         loss, preds, labels = self._step(batch, "test", self.test_acc)

@@ -5,7 +5,8 @@
 Writes a new folder (never overwritten; default ``<run folder>/evaluate/<timestamp>/``)::
 
     test_metrics.json      accuracy, loss, per-class precision/recall/support, confusion matrix,
-                           the checkpoint and which images (folder or split) were evaluated
+                           the checkpoint, which images (folder or split) were evaluated, and
+                           tta (the test-time augmentation: none, or hflip with ``tta=hflip``)
     confusion_matrix.png
     predictions.csv        path, true, pred, p_<class>..., correct
     skipped.csv            unreadable and unlabelled images, and why
@@ -41,6 +42,22 @@ log = logging.getLogger(__name__)
 _PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed"}
 
 
+def _image_size(requested: Any, trained: int) -> int:
+    """The evaluation input side: ``requested`` (an int >= 32), or the checkpoint's own when None.
+
+    A larger side than in training can help (Touvron et al. 2019, "FixRes": random-resized-crop
+    training sees objects larger than a whole-image resize at the same size shows them).
+
+    Raises:
+        CatdogError: not an integer >= 32.
+    """
+    if requested is None:
+        return int(trained)
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 32:
+        raise CatdogError(f"image_size={requested!r} must be an integer >= 32 (or null: the checkpoint's {trained})")
+    return requested
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluates a checkpoint on a folder of labelled images or on a split of its run.
 
@@ -55,6 +72,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """
     checkpoint = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
     model = load_classifier(checkpoint)
+    model.set_tta(cfg.get("tta"))
     hp = model.hparams
     run_dir = run_dir_of(checkpoint)
     source = str(Path(cfg.data.root).expanduser()) if cfg.data.root else None
@@ -85,8 +103,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
 
     labels = [hp.class_names.index(label) for label in labelled["label"]]
+    image_size = _image_size(cfg.get("image_size"), hp.image_size)
     dataset = ImageDataset(
-        labelled["path"].tolist(), labels, build_transform(hp.image_size, hp.mean, hp.std, train=False)
+        labelled["path"].tolist(), labels, build_transform(image_size, hp.mean, hp.std, train=False)
     )
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
     trainer = pl.Trainer(
@@ -98,15 +117,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         enable_progress_bar=bool(cfg.progress),
         enable_model_summary=False,
     )
-    probabilities: list[torch.Tensor] = []
-    # The probabilities of every image, in loader order, for predictions.csv.
-    handle = model.register_forward_hook(lambda _, __, out: probabilities.append(out.float().softmax(1).cpu()))
-    try:
-        trainer.test(model, dataloaders=loader, verbose=False)
-    finally:
-        handle.remove()
+    trainer.test(model, dataloaders=loader, verbose=False)
+    # The probabilities of every image, in loader order (after test-time augmentation), for predictions.csv.
+    probabilities = model.test_probabilities
     results: dict[str, Any] = dict(model.test_results)
     results.update(
+        tta=model.tta,
+        image_size=image_size,
         checkpoint=str(checkpoint.resolve()),
         images=source or f"split={cfg.data.split} of {run_dir / 'split.csv'}",
         num_images=len(labelled),
@@ -131,8 +148,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
         (out_dir / "test_metrics.json").write_text(json.dumps(results, indent=2))
     results["out_dir"] = str(final_dir)
+    with_tta = f" with test-time augmentation tta={model.tta}" if model.tta != "none" else ""
     print(
-        f"Accuracy {results['accuracy']:.2%} on {len(labelled)} images ({len(skipped)} skipped); "
+        f"Accuracy{with_tta} {results['accuracy']:.2%} on {len(labelled)} images ({len(skipped)} skipped); "
         f"wrote {final_dir}/test_metrics.json, confusion_matrix.png, predictions.csv"
     )
     return results

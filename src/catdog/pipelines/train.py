@@ -10,7 +10,8 @@ Run folder (``cfg.paths.output_dir``)::
     lr_find.png                 the learning-rate finder's curve (lr_find.enabled=true)
     metrics.csv, tensorboard/   per-step and per-epoch metrics
     curves.png                  loss and accuracy per epoch
-    test_metrics.json           accuracy, per-class precision/recall, confusion matrix (best checkpoint)
+    test_metrics.json           accuracy, per-class precision/recall, confusion matrix (best checkpoint);
+                                with test_tta=hflip also "tta": the same measured with flip averaging
     confusion_matrix.png
 
 Resuming (``ckpt_path=.../last.ckpt``) continues exactly: the checkpoint's own split.csv is reused,
@@ -34,6 +35,7 @@ from typing import Any
 import pandas as pd
 import pytorch_lightning as pl
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
@@ -245,6 +247,16 @@ def _feature_datamodule(
     return FeatureDataModule(features, datamodule.class_names, batch_size, seed=seed), seconds
 
 
+def _instantiate_callback(cfg: DictConfig) -> pl.Callback:
+    """Instantiates one callback config; a CatdogError of its constructor (a bad setting) stays one."""
+    try:
+        return instantiate(cfg)
+    except InstantiationException as error:
+        if isinstance(error.__cause__, CatdogError):
+            raise error.__cause__ from None
+        raise
+
+
 def _eval_view(datamodule: ImageDataModule):
     """The training images with the evaluation transform (features are computed unaugmented)."""
     view = type(datamodule.train_set)(
@@ -357,6 +369,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         augment=data_cfg["augment"],
         seed=cfg.seed,
         cache_images=bool(data_cfg.get("cache_images", False)),
+        train_image_size=data_cfg.get("train_image_size"),
     )
     timing: dict[str, float] = {}
     if data_cfg.get("cache_features"):
@@ -370,10 +383,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             model, datamodule, data_cfg["batch_size"], cfg.seed
         )
         model.inputs = "features"
+    tta = str(cfg.get("test_tta") or "none")
+    model.set_tta(tta)  # checks the value (and that there are images to flip) before training
+    model.set_tta("none")
 
     # The CSV logger writes into the run folder, which already holds split.csv: expected, not a problem.
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
-    callbacks = [instantiate(c) for c in cfg.callbacks.values() if c] if cfg.get("callbacks") else []
+    callbacks = [_instantiate_callback(c) for c in cfg.callbacks.values() if c] if cfg.get("callbacks") else []
     last_checkpoint = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
     callbacks += [last_checkpoint, EpochClock()]
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else []
@@ -414,6 +430,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         weights = "best checkpoint" if best else "final weights"
         results = dict(model.test_results, checkpoint=best or None, weights=weights)
+        if tta != "none":
+            # A second, separate measurement of the same weights: "accuracy" stays the plain one.
+            model.set_tta(tta)
+            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
+            results["tta"] = {"method": tta, **model.test_results}
+            model.set_tta("none")
         (run_dir / "test_metrics.json").write_text(json.dumps(results, indent=2))
         plot_confusion_matrix(
             results["confusion_matrix"],
@@ -451,4 +473,9 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if summary["test"]:
         test = summary["test"]
         lines.append(f"Test accuracy: {test['accuracy']:.2%} (test_metrics.json, confusion_matrix.png)")
+        if test.get("tta"):
+            lines.append(
+                f"Test accuracy with test-time augmentation ({test['tta']['method']}): "
+                f"{test['tta']['accuracy']:.2%} (test_metrics.json: tta)"
+            )
     print("\n".join(lines))
