@@ -42,7 +42,7 @@ def main() -> None:
         folder = Path(tmp, "images")
         for photo in photos:
             (folder / photo.parent.name).mkdir(parents=True, exist_ok=True)
-            (folder / photo.parent.name / photo.name).symlink_to(photo)
+            (folder / photo.parent.name / photo.name).symlink_to(photo.resolve())  # relative targets break
         torch.manual_seed(0)
         class_names = sorted({p.parent.name for p in photos})
         model = ClassifierModule(arch="resnet18", class_names=class_names, weights=None, image_size=224)
@@ -63,7 +63,9 @@ def main() -> None:
                 f"strategy={'ddp' if n > 1 else 'auto'}",
             ]
             start = time.perf_counter()
-            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            done = subprocess.run(command, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            if done.returncode:
+                raise SystemExit(f"{' '.join(command)} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
             seconds[n] = time.perf_counter() - start
         one, many = Path(tmp, "out1"), Path(tmp, f"out{args.processes}")
         a = pd.read_csv(one / "predictions.csv").sort_values("path", ignore_index=True)
