@@ -145,3 +145,27 @@ def test_predictions_class_columns_stay_text(tmp_path: Path) -> None:
     assert frame["pred"].tolist() == ["0", "1"] and frame["pred_gradcam"].tolist() == ["1", "1"]
     assert frame["true"].tolist() == ["1", None] and frame["correct"].tolist() == [False, None]
     assert frame["p_0"].tolist() == [0.6, 0.2]
+
+
+def test_a_table_with_a_thousand_class_columns_is_read_in_one_piece(tmp_path: Path) -> None:
+    # ImageNet mode writes 1,001 p_ columns: a table left in per-column pieces made pandas warn
+    # (PerformanceWarning: highly fragmented) on the report's reset_index.
+    import warnings
+
+    import pandas as pd
+
+    from catdog.report import read_predictions, restrict_to_paths
+
+    names = [f"class {i}" for i in range(1001)]
+    frame = pd.DataFrame({"path": ["a.jpg", "b.jpg"], "true": ["", ""], "pred": names[:2], "loss": ["", ""]})
+    frame = pd.concat([frame, pd.DataFrame({f"p_{n}": [0.001, 0.002] for n in names})], axis=1)
+    frame.drop(columns="pred").to_csv(tmp_path / "incomplete.csv", index=False)
+    with pytest.raises(CatdogError, match=r"lacks column\(s\) pred,? .*\.\.\. \(992 more\)\)") as error:
+        read_predictions(tmp_path / "incomplete.csv")
+    assert "\n" not in str(error.value) and len(str(error.value)) < 600  # one readable line
+    frame["overlay"] = ["a.jpg", "b.jpg"]
+    frame.to_csv(tmp_path / "predictions.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.PerformanceWarning)
+        table = restrict_to_paths(read_predictions(tmp_path / "predictions.csv"), ["b.jpg", "a.jpg"])
+    assert table["path"].tolist() == ["b.jpg", "a.jpg"] and table["p_class 1000"].tolist() == [0.002, 0.001]

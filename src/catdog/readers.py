@@ -111,7 +111,7 @@ def read_csv(
     missing = [c for c in required if c not in columns]
     if missing:
         raise CatdogError(
-            f"{what} {path} lacks column(s) {', '.join(missing)} (found: {', '.join(columns) or 'none'}): {fix}"
+            f"{what} {path} lacks column(s) {', '.join(missing)} (found: {_some(columns)}): {fix}"
         )
     prefixes = tuple(text_prefixes)
     text = set(columns) if text == "*" else set(text) | {c for c in columns if prefixes and c.startswith(prefixes)}
@@ -131,7 +131,17 @@ def read_csv(
                 table[column] = _to_float(values, column, path, what, fix)
             except CatdogError:
                 table[column] = values
-    return table
+    # One block per dtype again: replacing a column at a time leaves the frame in pieces, which pandas warns
+    # about and which slows every later operation (ImageNet mode: 1,001 probability columns).
+    return table.copy()
+
+
+def _some(names: list[str], shown: int = 12) -> str:
+    """The first names, and how many more (an error stays one readable line with 1,001 class columns)."""
+    if not names:
+        return "none"
+    more = f", ... ({len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _to_float(values: pd.Series, column: str, path: Path, what: str, fix: str) -> pd.Series:
