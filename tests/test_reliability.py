@@ -10,6 +10,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -379,15 +380,20 @@ def test_item15_explain_uses_the_layer_names_stored_in_the_checkpoint(
     assert summary["cam_logit_max_deviation"] < 1e-4
 
 
-def test_item15_bf16_cam_check_tolerance_is_precision_aware(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def _small_explain_setup(tmp_path: Path, head_scale: float) -> tuple[Any, pd.DataFrame, OverlayStyle, Path]:
+    """A random two-class model whose head is scaled by ``head_scale``, 8 tiny photos, a style, an out folder."""
     images = tmp_path / "photos"
     write_images(images, {"cat": 4, "dog": 4}, size=(32, 32))
-    ckpt = save_checkpoint(tmp_path / "m.ckpt", ["cat", "dog"], favourite=None, seed=3, head_scale=5.0)
-    model = load_classifier(ckpt)
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", ["cat", "dog"], favourite=None, seed=3, head_scale=head_scale)
     table = pd.DataFrame({"path": [str(p) for p in sorted(images.rglob("*.png"))], "label": ["cat"] * 4 + ["dog"] * 4})
     style = OverlayStyle(class_names=["cat", "dog"], topk=1, alpha=0.5, side_by_side=False, show_true_cam=True, quality=80)
     out = tmp_path / "out"
     out.mkdir()
+    return load_classifier(ckpt), table, style, out
+
+
+def test_item15_bf16_cam_check_tolerance_is_precision_aware(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    model, table, style, out = _small_explain_setup(tmp_path, head_scale=5.0)
     with caplog.at_level(logging.WARNING, logger="catdog.pipelines.explain"):
         _, _, stats = run_explain(model, table, out, style=style, bf16=True, num_workers=0, batch_size=8)
     # bf16 rounding gives a deviation well above float32's 1e-3 but normal for bf16: no warning.
@@ -444,14 +450,7 @@ def test_item10_empty_masks_cell_is_one_line(tmp_path: Path) -> None:
 def test_item15_bf16_cam_check_tolerance_scales_with_the_logits(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # Large logits (a confident head): bf16 rounding deviates by more than the 0.05 floor, yet by well under
     # 1% of the logits, which is normal for 8 bits of mantissa: no warning (the demo warned at 0.081).
-    images = tmp_path / "photos"
-    write_images(images, {"cat": 4, "dog": 4}, size=(32, 32))
-    ckpt = save_checkpoint(tmp_path / "m.ckpt", ["cat", "dog"], favourite=None, seed=3, head_scale=300.0)
-    model = load_classifier(ckpt)
-    table = pd.DataFrame({"path": [str(p) for p in sorted(images.rglob("*.png"))], "label": ["cat"] * 4 + ["dog"] * 4})
-    style = OverlayStyle(class_names=["cat", "dog"], topk=1, alpha=0.5, side_by_side=False, show_true_cam=True, quality=80)
-    out = tmp_path / "out"
-    out.mkdir()
+    model, table, style, out = _small_explain_setup(tmp_path, head_scale=300.0)
     with caplog.at_level(logging.WARNING, logger="catdog.pipelines.explain"):
         _, _, stats = run_explain(model, table, out, style=style, bf16=True, num_workers=0, batch_size=8)
     assert stats["cam_logit_max_deviation"] > explain_module.CAM_CHECK_TOLERANCE["bf16"]

@@ -200,26 +200,3 @@ def test_originals_travel_packed_in_one_shared_buffer_and_come_back_unchanged(tm
         np.testing.assert_array_equal(view.numpy(), load_rgb(paths[index]))
     assert batch.images.shape == (5, 3, 32, 32) and batch.images.is_shared()
 
-
-def test_drain_waits_for_every_submitted_overlay() -> None:
-    import threading
-    import time
-
-    from catdog.pipelines.explain_render import BoundedWriter
-
-    release = threading.Event()
-
-    def slow(job: int) -> dict:
-        release.wait(5)
-        time.sleep(0.01 * (job % 3))
-        return {"job": job}
-
-    done: list[int] = []
-    writer = BoundedWriter(slow, workers=2, max_pending=64, on_result=lambda row: done.append(row["job"]))
-    for job in range(6):
-        writer.submit(job)
-    assert done == []  # nothing finished yet: submit does not wait below max_pending
-    release.set()
-    writer.drain()
-    assert done == list(range(6))  # all done, delivered in submission order
-    writer.close()

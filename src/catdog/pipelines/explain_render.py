@@ -211,13 +211,9 @@ class BoundedWriter:
             self._done(self._pending.popleft().result())
         self._pending.append(self._pool.submit(self._fn, job))
 
-    def drain(self) -> None:
-        """Wait until every submitted job is done (their results go out as usual)."""
+    def close(self) -> list[dict[str, Any]]:
         while self._pending:
             self._done(self._pending.popleft().result())
-
-    def close(self) -> list[dict[str, Any]]:
-        self.drain()
         self._pool.shutdown()
         return self.results
 
