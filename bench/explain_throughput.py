@@ -5,8 +5,11 @@ Methods (each does what its name says and no extra work):
 (a)  plain batched decode + inference: DataLoader workers decode and transform, one forward per batch,
      softmax; nothing else (no originals shipped, no CAM, no writing)
 (a32) the same in float32, when --precision is not 32 (the baseline "auto >= 1.3x plain fp32" needs)
+(af) the same as (a) on the network with BatchNorm folded into the convolutions, as explain runs it: the
+     engine-level comparison for (b), which shows how much of explain's speed comes from the folding
 (b)  catdog explain in-loop: ``run_explain`` (Lightning prediction, CAMs, overlays, thumbnails, rows, maps),
-     timed over its prediction loop as summary.json's ``seconds`` (img/s of the loop)
+     timed over its prediction loop as summary.json's ``seconds`` (img/s of the loop), on the network with
+     BatchNorm folded as ``scripts/explain.py`` does by default (``fold_batchnorm=true``)
 (b+) the same call timed end to end, including the shard merge (predictions.csv, cams.npz)
 (w)  the whole ``python scripts/explain.py`` process: start-up, loading, explain, tables, summary and the
      HTML report, timed from process start to exit
@@ -18,7 +21,7 @@ Methods (each does what its name says and no extra work):
 Methods alternate within each round and the rounds repeat (``--rounds``), so a load change on the shared
 machine hits every method alike; the table lists every round and the ratios use the median.
 
-    python bench/explain_throughput.py --images ../shared/data/catdog --methods a,b,w --rounds 2
+    python bench/explain_throughput.py --images ../shared/data/catdog --methods a,af,b,w --rounds 2
     python bench/explain_throughput.py --images ../shared/data/catdog --precision auto --methods a32,a,b
 
 Results are written down in bench/RESULTS.md.
@@ -27,6 +30,7 @@ Results are written down in bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import resource
 import statistics
@@ -43,7 +47,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from catdog.data import IMAGE_EXTENSIONS, build_transform, load_rgb
-from catdog.models import ClassifierModule, arch_spec
+from catdog.models import ClassifierModule, arch_spec, fold_batchnorm
 from catdog.overlay import draw_label, heatmap_overlay, label_text, save_image
 from catdog.pipelines.explain import OverlayStyle, run_explain
 from catdog.pipelines.predict import ExplainDataset, collate_explain, resolve_precision
@@ -205,7 +209,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--precision", choices=["32", "bf16", "auto"], default="32")
-    parser.add_argument("--methods", default="a,b,w", help="comma-separated: a32,a,b,w,c,d")
+    parser.add_argument("--methods", default="a,af,b,w", help="comma-separated: a32,a,af,b,w,c,d")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
@@ -213,6 +217,8 @@ def main() -> None:
     class_names = sorted(images["label"].unique().tolist())
     torch.manual_seed(0)
     model = ClassifierModule(arch=args.arch, class_names=class_names, weights=None, image_size=args.image_size).eval()
+    folded = copy.deepcopy(model)  # what scripts/explain.py runs (fold_batchnorm=true)
+    fold_batchnorm(folded.net.eval())
     used = resolve_precision(args.precision, "cpu")[1]
     plain_precision = used["used"]
     methods = args.methods.split(",")
@@ -232,8 +238,10 @@ def main() -> None:
                     result = {"a32": plain_inference(model, images, args, "32")}
                 elif key == "a":
                     result = {"a": plain_inference(model, images, args, plain_precision)}
+                elif key == "af":
+                    result = {"af": plain_inference(folded, images, args, plain_precision)}
                 elif key == "b":
-                    loop, total = catdog_explain(model, images, args, out)
+                    loop, total = catdog_explain(folded, images, args, out)
                     result = {"b": loop, "b+": total}
                 elif key == "w":
                     out.rmdir()
@@ -264,14 +272,18 @@ def main() -> None:
         )
     cpu_median = {name: statistics.median(values) for name, values in cpu_ms.items()}
     if "a" in cpu_median:
-        for name in ("b", "w", "c", "d"):
+        for name in ("af", "b", "w", "c", "d"):
             if name in cpu_median:
                 print(f"CPU time per image (a)/({name}) = {cpu_median['a'] / cpu_median[name]:.2f}")
     base = median.get("a")
     if base:
-        for name in ("b", "b+", "w", "c", "d"):
+        for name in ("af", "b", "b+", "w", "c", "d"):
             if name in median:
                 print(f"({name})/(a) = {median[name] / base:.2f}")
+    if "af" in median:
+        for name in ("b", "b+", "w"):
+            if name in median:
+                print(f"({name})/(af) = {median[name] / median['af']:.2f} (against inference with BatchNorm folded too)")
     if "a32" in median:
         for name in ("a", "b", "w"):
             if name in median:

@@ -21,9 +21,11 @@ Public API (importable from ``catdog.models``):
     - :class:`ClassifierModule`, :func:`load_classifier`: training and reloading checkpoints;
       ``TTA_MODES``: the test-time augmentations of ``ClassifierModule.set_tta``.
     - :class:`EMAWeights`: the callback that validates, saves and tests an EMA of the weights.
+    - :func:`fold_batchnorm`: fold inference BatchNorm into the convolutions before it (explain).
 """
 
 from catdog.models.ema import EMAWeights
+from catdog.models.fusion import fold_batchnorm
 from catdog.models.module import DEFAULT_OPTIMIZER, TTA_MODES, ClassifierModule, load_classifier
 from catdog.models.registry import (
     ArchSpec,
@@ -59,6 +61,7 @@ __all__ = [
     "build_model",
     "default_normalization",
     "fc_layer",
+    "fold_batchnorm",
     "feature_layer",
     "get_submodule",
     "load_classifier",
