@@ -40,7 +40,7 @@ def conv_bn_pairs(net: nn.Module) -> list[tuple[str, str]]:
     """
     try:
         graph = torch.fx.symbolic_trace(net).graph
-    except Exception as err:  # data-dependent control flow and the like: nothing to fold
+    except Exception as err:  # noqa: BLE001 (fx fails in many ways, e.g. data-dependent control flow)
         log.info("BatchNorm not folded: torch.fx cannot trace %s (%s)", type(net).__name__, err)
         return []
     modules = dict(net.named_modules())

@@ -57,7 +57,13 @@ from catdog.explainers import METHODS, ExactCAM, Explainer, build_method
 from catdog.faithfulness import Faithfulness, build_faithfulness
 from catdog.geometry import CellCentres, cell_centres, grid_centres
 from catdog.imagenet import PretrainedClassifier, imagenet_arch, load_imagenet
-from catdog.models import ClassifierModule, arch_spec, fold_batchnorm, load_classifier, resolve_layer
+from catdog.models import (
+    ClassifierModule,
+    arch_spec,
+    fold_batchnorm,
+    load_classifier,
+    resolve_layer,
+)
 from catdog.mosaic import mosaic_check
 from catdog.overlay import (
     draw_label,
