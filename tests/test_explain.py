@@ -223,3 +223,17 @@ def test_contrast_reaches_the_explainer(run_folder: Path, tmp_path: Path) -> Non
     summary = explain(explain_cfg(run_folder, f"data.root={images}", "contrast=runner_up", "align=cell"))
     assert summary["contrast"] == "runner_up"
     assert str(np.load(Path(summary["out_dir"]) / "cams.npz")["contrast"]) == "runner_up"
+
+
+def test_explain_prints_its_result_without_lightning_chatter(run_folder: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    write_images(images, {"cat": 1, "dog": 1})
+    command = [sys.executable, str(ROOT / "scripts" / "explain.py"), f"ckpt={run_folder}", f"data.root={images}"]
+    result = subprocess.run(
+        [*command, "data.num_workers=0", "accelerator=cpu"], check=False, capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "Explained 2 images (0 skipped)" in output
+    for chatter in ("GPU available", "TPU available", "litlogger", "LeafSpec"):
+        assert chatter not in output

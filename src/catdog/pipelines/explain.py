@@ -25,11 +25,13 @@ computes the summary numbers, provenance and printed totals.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -425,6 +427,22 @@ def _check_display(value: object) -> str:
     return mode
 
 
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Lightning's training chatter off for explain: "GPU available" lines (summary.json records the device),
+    its logger advertisement, and a deprecation warning Lightning's own code triggers in torch. Warnings and
+    errors still show."""
+    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    level = rank_zero.level
+    rank_zero.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
+            yield
+    finally:
+        rank_zero.setLevel(level)
+
+
 def run_explain(
     model: ClassifierModule | PretrainedClassifier,
     images: pd.DataFrame,
@@ -541,23 +559,24 @@ def run_explain(
         channels_last,
         columns_fn=faithfulness.columns if faithfulness is not None else None,
     )
-    trainer = pl.Trainer(
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
-        precision=lightning_precision,
-        callbacks=[shard_writer],
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        inference_mode=False,  # gradient explainers enable gradients themselves; CAM uses inference_mode
-        use_distributed_sampler=False,  # each rank takes its own contiguous share (no padding duplicates)
-    )
-    start = datetime.now()
-    trainer.predict(predictor, return_predictions=False)
-    seconds = (datetime.now() - start).total_seconds()
+    with _quiet_lightning():
+        trainer = pl.Trainer(
+            accelerator=accelerator,
+            devices=devices,
+            num_nodes=num_nodes,
+            strategy=strategy,
+            precision=lightning_precision,
+            callbacks=[shard_writer],
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
+            inference_mode=False,  # gradient explainers enable gradients themselves; CAM uses inference_mode
+            use_distributed_sampler=False,  # each rank takes its own contiguous share (no padding duplicates)
+        )
+        start = datetime.now()
+        trainer.predict(predictor, return_predictions=False)
+        seconds = (datetime.now() - start).total_seconds()
     if not trainer.is_global_zero:
         return None
     out_dir = shard_writer.out_dir
