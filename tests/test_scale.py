@@ -150,7 +150,12 @@ def test_precision_auto_follows_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -
     assert name == "32-true" and record["used"] == "32" and "neither" in record["reason"]
     assert resolve_precision("bf16", "cpu")[1]["reason"] == "requested"
     monkeypatch.setattr(predict, "cpu_flags", lambda: None)  # no flags: the timed check decides
-    assert resolve_precision("auto", "cpu")[1]["reason"].startswith("timed check")
+    predict._bf16_speedup_cpu.cache_clear()
+    first = resolve_precision("auto", "cpu")[1]
+    assert first["reason"].startswith("timed check")
+    # explain asks twice (BatchNorm folding, then the run): one timing, so one answer.
+    assert resolve_precision("auto", "cpu")[1] == first
+    assert predict._bf16_speedup_cpu.cache_info().misses == 1
 
 
 def test_huge_and_extreme_images_are_drawn_from_a_bounded_copy(checkpoint: Path, tmp_path: Path) -> None:

@@ -60,6 +60,7 @@ from catdog.faithfulness import Faithfulness, build_faithfulness
 from catdog.geometry import CellCentres, cell_centres, grid_centres
 from catdog.imagenet import PretrainedClassifier, imagenet_arch, load_imagenet
 from catdog.models import (
+    ArchSpec,
     ClassifierModule,
     arch_spec,
     fold_batchnorm,
@@ -381,11 +382,9 @@ def _fold_for_inference(
         return {"folded": 0, "reason": "metrics=[sanity] randomises the unfolded network"}
     if resolve_precision(str(cfg.precision), str(cfg.get("accelerator", "auto")))[1]["used"] == "bf16":
         return {"folded": 0, "reason": "bf16 autocast: folding would add rounding error to the maps"}
-    spec = arch_spec(model.hparams.arch)
-    grid_layers = [str(x) for x in cfg.layers] if cfg.get("layers") else list(spec.stages or (spec.feature_layer,))
     hooked = [explainer.module for explainer in explainers if getattr(explainer, "module", None) is not None]
     if cfg.get("grid"):
-        hooked += [resolve_layer(model.net, layer)[1] for layer in grid_layers]
+        hooked += [resolve_layer(model.net, layer)[1] for layer in _grid_layers(cfg, arch_spec(model.hparams.arch))]
     return {"folded": fold_batchnorm(model.net.eval(), keep=hooked)}
 
 
@@ -645,6 +644,11 @@ def build_explainer(
     return ExactCAM(target, feature, fc, feature_relu=relu, contrast=contrast)
 
 
+def _grid_layers(cfg: DictConfig, spec: ArchSpec) -> list[str]:
+    """The grid's columns: ``layers=``, else the registry's stages (ResNet: layer1..layer4)."""
+    return [str(x) for x in cfg.layers] if cfg.get("layers") else list(spec.stages or (spec.feature_layer,))
+
+
 def write_grids(
     model: ClassifierModule | PretrainedClassifier,
     images: pd.DataFrame,
@@ -662,7 +666,7 @@ def write_grids(
     """
     hp, net = model.hparams, model.net
     spec = arch_spec(hp.arch)
-    layers = [str(x) for x in cfg.layers] if cfg.get("layers") else list(spec.stages or (spec.feature_layer,))
+    layers = _grid_layers(cfg, spec)
     methods = (
         [str(m) for m in cfg.grid_methods]
         if cfg.get("grid_methods")

@@ -18,6 +18,7 @@ photo.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -77,6 +78,7 @@ def cpu_flags() -> set[str] | None:
     return set(match.group(1).split()) if match else None
 
 
+@functools.cache  # once per process: explain asks twice (folding, then the run) and must get one answer
 def _bf16_speedup_cpu() -> float:
     """Time a small convolution in bf16 and fp32 on the CPU; fp32 time / bf16 time (about 0.1 s)."""
     conv = torch.nn.Conv2d(64, 64, 3, padding=1).eval()
