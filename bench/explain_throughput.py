@@ -5,8 +5,10 @@ Methods (each does what its name says and no extra work):
 (a)  plain batched decode + inference: DataLoader workers decode and transform, one forward per batch,
      softmax; nothing else (no originals shipped, no CAM, no writing)
 (a32) the same in float32, when --precision is not 32 (the baseline "auto >= 1.3x plain fp32" needs)
-(af) the same as (a) on the network with BatchNorm folded into the convolutions, as explain runs it: the
-     engine-level comparison for (b), which shows how much of explain's speed comes from the folding
+(af) the same as (a) on the network with BatchNorm folded into the convolutions, as explain runs it
+(ae) the same as (a) with explain's engine settings: BatchNorm folded (fp32 only, as explain) and glibc
+     malloc keeping freed buffers (``catdog.allocator.reuse_freed_memory``, ``tune_malloc=true``): the
+     like-for-like comparison for (b), which shows what explaining itself costs
 (b)  catdog explain in-loop: ``run_explain`` (Lightning prediction, CAMs, overlays, thumbnails, rows, maps),
      timed over its prediction loop as summary.json's ``seconds`` (img/s of the loop), on the network with
      BatchNorm folded in fp32 as ``scripts/explain.py`` does by default (``fold_batchnorm=true``; not in bf16)
@@ -18,10 +20,12 @@ Methods (each does what its name says and no extra work):
 (d)  pytorch-grad-cam GradCAM, batched, its own forward only (predictions read from ``cam.outputs``),
      with catdog's overlay writing
 
-Methods alternate within each round and the rounds repeat (``--rounds``), so a load change on the shared
-machine hits every method alike; the table lists every round and the ratios use the median.
+Every measurement is a fresh process (the bench starts itself once per method and round): the state one
+method leaves in the allocator would otherwise speed up or slow down the next. Methods alternate within
+each round and the rounds repeat (``--rounds``), so a load change on the shared machine hits every method
+alike; the table lists every round and the ratios use the median.
 
-    python bench/explain_throughput.py --images ../shared/data/catdog --methods a,af,b,w --rounds 2
+    python bench/explain_throughput.py --images ../shared/data/catdog --methods a,ae,b,w --rounds 2
     python bench/explain_throughput.py --images ../shared/data/catdog --precision auto --methods a32,a,b
 
 Results are written down in bench/RESULTS.md.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import resource
 import statistics
@@ -46,6 +51,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from catdog.allocator import reuse_freed_memory
 from catdog.data import IMAGE_EXTENSIONS, build_transform, load_rgb
 from catdog.models import ClassifierModule, arch_spec, fold_batchnorm
 from catdog.overlay import draw_label, heatmap_overlay, label_text, save_image
@@ -200,6 +206,59 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
+def build_models(args) -> tuple[ClassifierModule, ClassifierModule, dict]:
+    """The seeded network (same weights in every process), its BatchNorm-folded copy, the precision used."""
+    images = list_images(Path(args.images), args.limit)
+    class_names = sorted(images["label"].unique().tolist())
+    torch.manual_seed(0)
+    model = ClassifierModule(arch=args.arch, class_names=class_names, weights=None, image_size=args.image_size).eval()
+    folded = copy.deepcopy(model)  # what scripts/explain.py runs in fp32 (fold_batchnorm=true)
+    fold_batchnorm(folded.net.eval())
+    return model, folded, resolve_precision(args.precision, "cpu")[1]
+
+
+def measure(key: str, args) -> dict[str, float]:
+    """One method, timed in this (fresh) process."""
+    images = list_images(Path(args.images), args.limit)
+    model, folded, used = build_models(args)
+    precision = used["used"]
+    engine = folded if precision == "32" else model  # explain does not fold under bf16
+    out = Path(args.child_out)
+    out.mkdir(parents=True)
+    if key == "a32":
+        return {"a32": plain_inference(model, images, args, "32")}
+    if key == "a":
+        return {"a": plain_inference(model, images, args, precision)}
+    if key == "af":
+        return {"af": plain_inference(folded, images, args, precision)}
+    if key == "ae":
+        with reuse_freed_memory():
+            return {"ae": plain_inference(engine, images, args, precision)}
+    if key == "b":
+        loop, total = catdog_explain(engine, images, args, out)
+        return {"b": loop, "b+": total}
+    if key == "c":
+        return {"c": tutorial_loop(model, images, args, out)}
+    if key == "d":
+        return {"d": gradcam_batched(model, images, args, out)}
+    raise SystemExit(f"unknown method {key}: use a32, a, af, ae, b, w, c or d")
+
+
+def in_fresh_process(key: str, args, out: Path) -> tuple[dict[str, float], float]:
+    """Run ``measure(key)`` in a new process; its result and its CPU time (with its workers) per image."""
+    command = [sys.executable, __file__, "--child", key, "--child-out", str(out)]
+    for name in ("images", "limit", "arch", "image_size", "batch_size", "num_workers", "precision"):
+        value = getattr(args, name)
+        if value is not None:
+            command += [f"--{name.replace('_', '-')}", str(value)]
+    cpu_start = cpu_seconds()
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"method {key} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result, cpu_seconds() - cpu_start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", required=True, help="an image folder (e.g. ../shared/data/catdog)")
@@ -209,52 +268,36 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--precision", choices=["32", "bf16", "auto"], default="32")
-    parser.add_argument("--methods", default="a,af,b,w", help="comma-separated: a32,a,af,b,w,c,d")
+    parser.add_argument("--methods", default="a,ae,b,w", help="comma-separated: a32,a,af,ae,b,w,c,d")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # internal: measure one method in this process
+    parser.add_argument("--child-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args)))
+        return
 
     images = list_images(Path(args.images), args.limit)
-    class_names = sorted(images["label"].unique().tolist())
-    torch.manual_seed(0)
-    model = ClassifierModule(arch=args.arch, class_names=class_names, weights=None, image_size=args.image_size).eval()
-    folded = copy.deepcopy(model)  # what scripts/explain.py runs in fp32 (fold_batchnorm=true)
-    fold_batchnorm(folded.net.eval())
-    used = resolve_precision(args.precision, "cpu")[1]
-    plain_precision = used["used"]
-    explained = folded if plain_precision == "32" else model  # explain does not fold under bf16
+    model, _, used = build_models(args)
     methods = args.methods.split(",")
     speeds: dict[str, list[float]] = {}
     cpu_ms: dict[str, list[float]] = {}
+    for path in images["path"]:  # into the page cache, so the first method reads no more disk than the last
+        Path(path).read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(tmp, "run", "checkpoints", "best.ckpt")
         ckpt.parent.mkdir(parents=True)
         torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, ckpt)
-        plain_inference(model, images.head(args.batch_size), args, "32")  # warm-up: allocations, page cache
         for round_ in range(args.rounds):
             for key in methods:
                 out = Path(tmp, f"{key}_{round_}")
-                out.mkdir()
-                cpu_start = cpu_seconds()
-                if key == "a32":
-                    result = {"a32": plain_inference(model, images, args, "32")}
-                elif key == "a":
-                    result = {"a": plain_inference(model, images, args, plain_precision)}
-                elif key == "af":
-                    result = {"af": plain_inference(folded, images, args, plain_precision)}
-                elif key == "b":
-                    loop, total = catdog_explain(explained, images, args, out)
-                    result = {"b": loop, "b+": total}
-                elif key == "w":
-                    out.rmdir()
-                    result = {"w": whole_process(images, args, ckpt, out)}
-                elif key == "c":
-                    result = {"c": tutorial_loop(model, images, args, out)}
-                elif key == "d":
-                    result = {"d": gradcam_batched(model, images, args, out)}
+                if key == "w":
+                    cpu_start = cpu_seconds()
+                    result, cpu = {"w": whole_process(images, args, ckpt, out)}, cpu_seconds() - cpu_start
                 else:
-                    raise SystemExit(f"unknown method {key}")
+                    result, cpu = in_fresh_process(key, args, out)
                 # CPU time per image: the work a method does, whatever share of the shared CPU it got.
-                cpu_ms[key] = cpu_ms.get(key, []) + [1000 * (cpu_seconds() - cpu_start) / len(images)]
+                cpu_ms[key] = cpu_ms.get(key, []) + [1000 * cpu / len(images)]
                 for name, value in result.items():
                     speeds.setdefault(name, []).append(value)
                     print(f"round {round_ + 1} ({name}) {value:.1f} img/s, {cpu_ms[key][-1]:.1f} CPU ms/img", flush=True)
@@ -273,22 +316,25 @@ def main() -> None:
         )
     cpu_median = {name: statistics.median(values) for name, values in cpu_ms.items()}
     if "a" in cpu_median:
-        for name in ("af", "b", "w", "c", "d"):
+        for name in ("af", "ae", "b", "w", "c", "d"):
             if name in cpu_median:
                 print(f"CPU time per image (a)/({name}) = {cpu_median['a'] / cpu_median[name]:.2f}")
     base = median.get("a")
     if base:
-        for name in ("af", "b", "b+", "w", "c", "d"):
+        for name in ("af", "ae", "b", "b+", "w", "c", "d"):
             if name in median:
                 print(f"({name})/(a) = {median[name] / base:.2f}")
-    if "af" in median:
-        for name in ("b", "b+", "w"):
-            if name in median:
-                print(f"({name})/(af) = {median[name] / median['af']:.2f} (against inference with BatchNorm folded too)")
+    for engine, what in (("af", "BatchNorm folded too"), ("ae", "explain's engine settings too")):
+        if engine in median:
+            for name in ("b", "b+", "w"):
+                if name in median:
+                    print(f"({name})/({engine}) = {median[name] / median[engine]:.2f} (against inference with {what})")
     if "a32" in median:
         for name in ("a", "b", "w"):
             if name in median:
                 print(f"({name})/(a32) = {median[name] / median['a32']:.2f}")
+
+
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from catdog.allocator import reuse_freed_memory
 from catdog.cam import display_maps, parse_threshold, upsample_cams
 from catdog.data import (
     SPLITS,
@@ -309,6 +310,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
                 devices=cfg.get("devices", 1),
                 num_nodes=int(cfg.get("num_nodes", 1)),
                 strategy=str(cfg.get("strategy", "auto")),
+                tune_malloc=bool(cfg.get("tune_malloc", True)),
             )
 
         if global_rank_from_env() != 0:
@@ -471,6 +473,7 @@ def run_explain(
     num_nodes: int = 1,
     strategy: str = "auto",
     progress: bool = True,
+    tune_malloc: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None:
     """The streaming core, as Lightning prediction: batches in, overlays, rows and maps out. Usable without Hydra.
 
@@ -498,6 +501,8 @@ def run_explain(
         thumbnails: write the report's gallery thumbnails (``thumbs/``) from the overlays in memory.
         accelerator, devices, num_nodes, strategy: Lightning Trainer settings (``strategy=ddp`` for many).
         progress: show Lightning's progress bar.
+        tune_malloc: during the batch loop, glibc keeps freed buffers for the next batch
+            (:func:`catdog.allocator.reuse_freed_memory`).
 
     Returns:
         On rank 0: predictions (one row per readable image, input order), skipped (path, reason) and run
@@ -579,7 +584,8 @@ def run_explain(
             use_distributed_sampler=False,  # each rank takes its own contiguous share (no padding duplicates)
         )
         start = datetime.now()
-        trainer.predict(predictor, return_predictions=False)
+        with reuse_freed_memory(tune_malloc) as malloc:
+            trainer.predict(predictor, return_predictions=False)
         seconds = (datetime.now() - start).total_seconds()
     if not trainer.is_global_zero:
         return None
@@ -606,6 +612,7 @@ def run_explain(
         "precision": precision_record["used"],
         "precision_check": precision_record,
         "processes": merged["processes"],
+        "malloc": malloc,
         "accelerator": str(trainer.accelerator.__class__.__name__).replace("Accelerator", "").lower(),
     }
     return predictions, skipped_frame, stats
