@@ -3,8 +3,9 @@
 By default glibc serves every allocation above a threshold (128 KiB, adapting up to 32 MiB) with its own
 ``mmap`` and unmaps it on ``free``. An inference loop allocates the same large tensors every batch (a
 ResNet's first activations at batch 32 are 100 MB; max pooling also builds a 51 MB index tensor and drops
-it), so every batch faults all those pages in again and the kernel zeroes them: on a 2-core CPU that was
-13-14 s of system time in a 53 s explain of 2,000 photos. With mmap off and a high trim threshold the freed
+it), so every batch faults all those pages in again and the kernel zeroes them: ResNet18 at 224 px,
+batch 32, faulted ~250 MB per batch, and an explain of 2,000 photos on 2 cores spent 13-14 s of its
+~100 CPU seconds in the kernel. With mmap off and a high trim threshold the freed
 blocks stay in the heap and the next batch reuses them (bench/RESULTS.md has the measurement).
 
 Only for the length of the batch loop: the heap then holds on to what it has, so afterwards the defaults
