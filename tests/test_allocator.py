@@ -30,7 +30,7 @@ from catdog.allocator import reuse_freed_memory
 def rss_mib():
     return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) // 1024
 
-def faults_of_last_batches(batches=12, last=4):  # what a loop pays once it runs
+def faults_of_last_batches(batches=24, last=4):  # what a loop pays once it runs (the heap grows at first)
     for i in range(batches):
         if i == batches - last:
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
