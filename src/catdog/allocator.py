@@ -5,8 +5,8 @@ By default glibc serves every allocation above a threshold (128 KiB, adapting up
 ResNet's first activations at batch 32 are 100 MB; max pooling also builds a 51 MB index tensor and drops
 it), so every batch faults all those pages in again and the kernel zeroes them: ResNet18 at 224 px,
 batch 32, faulted ~250 MB per batch, and an explain of 2,000 photos on 2 cores spent 13-14 s of its
-~100 CPU seconds in the kernel. With mmap off and a high trim threshold the freed
-blocks stay in the heap and the next batch reuses them (bench/RESULTS.md has the measurement).
+~100 CPU seconds in the kernel. With mmap off and a high trim threshold the freed blocks stay in the
+heap and the next batch reuses them (bench/RESULTS.md has the measurement).
 
 Only for the length of the batch loop: the heap then holds on to what it has, so afterwards the defaults
 come back and the unused heap is returned to the kernel (the tables and the report after the loop grow
@@ -63,12 +63,13 @@ def reuse_freed_memory(enabled: bool = True) -> Iterator[dict[str, Any]]:
     if libc is None:
         yield {"tuned": False, "reason": reason}
         return
-    if not (libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1):
-        yield {"tuned": False, "reason": "mallopt refused the settings"}
-        return
+    applied = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
     try:
-        yield {"tuned": True, "mmap_max": 0, "trim_threshold": TRIM_THRESHOLD}
-    finally:
+        if applied:
+            yield {"tuned": True, "mmap_max": 0, "trim_threshold": TRIM_THRESHOLD}
+        else:
+            yield {"tuned": False, "reason": "mallopt refused the settings"}
+    finally:  # also after a half-applied setting
         libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
         libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
         libc.malloc_trim(0)
