@@ -10,8 +10,9 @@ Methods (each does what its name says and no extra work):
      malloc keeping freed buffers (``catdog.allocator.reuse_freed_memory``, ``tune_malloc=true``): the
      like-for-like comparison for (b), which shows what explaining itself costs
 (b)  catdog explain in-loop: ``run_explain`` (Lightning prediction, CAMs, overlays, thumbnails, rows, maps),
-     timed over its prediction loop as summary.json's ``seconds`` (img/s of the loop), on the network with
-     BatchNorm folded in fp32 as ``scripts/explain.py`` does by default (``fold_batchnorm=true``; not in bf16)
+     timed over its prediction loop as summary.json's ``seconds`` (img/s of the loop), with the engine
+     settings ``scripts/explain.py`` uses by default: BatchNorm folded in fp32 (``fold_batchnorm=true``;
+     not in bf16) and malloc tuned during the loop (``tune_malloc=true``)
 (b+) the same call timed end to end, including the shard merge (predictions.csv, cams.npz)
 (w)  the whole ``python scripts/explain.py`` process: start-up, loading, explain, tables, summary and the
      HTML report, timed from process start to exit
