@@ -59,9 +59,12 @@ def test_evaluate_a_run_on_its_own_split(run: Path) -> None:
     assert {"precision", "recall", "support"} <= set(metrics["per_class"]["cat"])
     assert (out / "confusion_matrix.png").is_file()
     assert pd.read_csv(out / "predictions.csv")["pred"].tolist() == preds
-    # A second evaluation never overwrites the first.
-    again = evaluate(_cfg(f"ckpt={run}", "data.split=val"))
+    # A second evaluation never overwrites the first; the malloc tuning (as explain's) is recorded.
+    again = evaluate(_cfg(f"ckpt={run}", "data.split=val", "tune_malloc=false"))
     assert again["out_dir"] != result["out_dir"] and (out / "test_metrics.json").is_file()
+    assert metrics["malloc"] == result["malloc"] and "tuned" in metrics["malloc"]
+    assert again["malloc"] == {"tuned": False, "reason": "tune_malloc=false"}
+    assert pd.read_csv(Path(again["out_dir"]) / "predictions.csv")["pred"].tolist() == preds
 
 
 def test_evaluate_any_checkpoint_on_a_plain_folder_via_the_script(run: Path, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ import torch
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from catdog.allocator import reuse_freed_memory
 from catdog.data import ImageDataset, build_transform, scan_images
 from catdog.errors import CatdogError
 from catdog.models import load_classifier
@@ -117,7 +118,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         enable_progress_bar=bool(cfg.progress),
         enable_model_summary=False,
     )
-    trainer.test(model, dataloaders=loader, verbose=False)
+    with reuse_freed_memory(bool(cfg.get("tune_malloc", True))) as malloc:  # as explain: no page faults per batch
+        trainer.test(model, dataloaders=loader, verbose=False)
     # The probabilities of every image, in loader order (after test-time augmentation), for predictions.csv.
     probabilities = model.test_probabilities
     results: dict[str, Any] = dict(model.test_results)
@@ -128,6 +130,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         images=source or f"split={cfg.data.split} of {run_dir / 'split.csv'}",
         num_images=len(labelled),
         num_skipped=len(skipped),
+        malloc=malloc,
     )
 
     final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "evaluate")
