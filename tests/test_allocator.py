@@ -61,6 +61,8 @@ def test_tuned_malloc_reuses_a_freed_batch_buffer_instead_of_faulting_it_in_agai
 
 
 def test_users_malloc_settings_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in os.environ if name.startswith("MALLOC_")]:
+        monkeypatch.delenv(name)
     monkeypatch.setattr(platform, "libc_ver", lambda: ("glibc", "2.36"))
     monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
     with reuse_freed_memory() as record:
