@@ -23,9 +23,9 @@ from scipy.stats import spearmanr
 from torch.utils.data import DataLoader
 
 from catdog.data import IMAGE_EXTENSIONS, build_transform
+from catdog.explain.engine import ExplainDataset, collate_explain
+from catdog.explain.pipeline import build_explainer
 from catdog.models import ClassifierModule, fold_batchnorm, load_classifier
-from catdog.pipelines.explain import build_explainer
-from catdog.pipelines.predict import ExplainDataset, collate_explain
 
 
 def main() -> None:

@@ -54,10 +54,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from catdog.allocator import reuse_freed_memory
 from catdog.data import IMAGE_EXTENSIONS, build_transform, load_rgb
+from catdog.explain.engine import ExplainDataset, collate_explain, resolve_precision
+from catdog.explain.pipeline import OverlayStyle, run_explain
 from catdog.models import ClassifierModule, arch_spec, fold_batchnorm
 from catdog.overlay import draw_label, heatmap_overlay, label_text, save_image
-from catdog.pipelines.explain import OverlayStyle, run_explain
-from catdog.pipelines.predict import ExplainDataset, collate_explain, resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 

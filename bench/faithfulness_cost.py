@@ -15,10 +15,10 @@ import pandas as pd
 import torch
 
 from catdog.data import build_transform, load_rgb
-from catdog.faithfulness import METRICS, build_faithfulness
-from catdog.geometry import cell_centres
+from catdog.explain.pipeline import build_explainer
+from catdog.maps.geometry import cell_centres
 from catdog.models import load_classifier
-from catdog.pipelines.explain import build_explainer
+from catdog.quality.faithfulness import METRICS, build_faithfulness
 
 
 def main() -> None:

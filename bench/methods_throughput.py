@@ -20,7 +20,7 @@ import torch
 import torchvision
 
 from catdog.data import IMAGE_EXTENSIONS, build_transform, load_rgb
-from catdog.explainers import METHODS, build_method
+from catdog.maps.explainers import METHODS, build_method
 from catdog.models import IMAGENET_MEAN, IMAGENET_STD, arch_spec
 
 

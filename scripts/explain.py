@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from catdog.cli import exit_on_user_error
-from catdog.pipelines.explain import explain
+from catdog.explain.pipeline import explain
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="explain")

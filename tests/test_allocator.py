@@ -14,8 +14,8 @@ import torch
 from helpers import make_config, write_images
 
 from catdog.allocator import reuse_freed_memory
+from catdog.explain.pipeline import explain
 from catdog.models import ClassifierModule
-from catdog.pipelines.explain import explain
 
 glibc_only = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 

@@ -9,7 +9,8 @@ from torch import nn
 from torchcam.methods import CAM
 from torchvision.models import DenseNet, mobilenet_v2, resnet18
 
-from catdog.cam import (
+from catdog.errors import CatdogError
+from catdog.maps.cam import (
     area_above,
     cam_logit_check,
     capture_features,
@@ -21,7 +22,6 @@ from catdog.cam import (
     select_classes,
     upsample_cams,
 )
-from catdog.errors import CatdogError
 
 ARCHS = {
     "resnet18": (lambda: resnet18(num_classes=3), "layer4", "fc"),

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from helpers import make_config
 
-from catdog.pipelines.explain import explain
+from catdog.explain.pipeline import explain
 from catdog.pipelines.train import train
 
 
@@ -38,7 +38,7 @@ def test_demo_train_then_explain_points_at_the_objects(tmp_path: Path) -> None:
     assert written["accuracy"] >= 0.9
     assert written["cam_logit_max_deviation"] < 1e-3
 
-    # The pointing game recomputed here from the raw maps and boxes.csv, independently of catdog.metrics:
+    # The pointing game recomputed here from the raw maps and boxes.csv, independently of catdog.quality.localization:
     # the true class's map (last column) peaks in a cell whose centre ((n + 0.5) * stride) is in the box.
     cams = np.load(out / "cams.npz")
     boxes = pd.read_csv(tmp_path / "demo" / "boxes.csv")

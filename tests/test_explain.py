@@ -15,8 +15,8 @@ import torch
 from helpers import make_config, write_images
 
 from catdog.errors import CatdogError
+from catdog.explain.pipeline import explain, overlay_location, resolve_checkpoint
 from catdog.models import ClassifierModule
-from catdog.pipelines.explain import explain, overlay_location, resolve_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog", "fox"]

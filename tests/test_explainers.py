@@ -14,9 +14,9 @@ from pytorch_grad_cam.utils.image import scale_cam_image
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from catdog.cam import display_maps, parse_threshold, strongest_region
 from catdog.errors import CatdogError
-from catdog.explainers import (
+from catdog.maps.cam import display_maps, parse_threshold, strongest_region
+from catdog.maps.explainers import (
     GRADIENT_METHODS,
     ExactCAM,
     GradCAMFamily,
@@ -264,8 +264,8 @@ def test_pipeline_methods_layers_display_threshold_and_compare_names(tmp_path) -
     from helpers import make_config, write_images
     from test_explain import save_constant_checkpoint
 
+    from catdog.explain.pipeline import explain
     from catdog.pipelines.compare import compare
-    from catdog.pipelines.explain import explain
 
     run = tmp_path / "run"
     ckpt = save_constant_checkpoint(run / "checkpoints" / "best.ckpt")
@@ -332,7 +332,7 @@ def test_vit_maps_get_the_patch_grid_as_their_cell_centres() -> None:
     """The explain stage places token maps on the patch grid (no conv geometry to measure on tokens)."""
     from types import SimpleNamespace
 
-    from catdog.pipelines.explain import map_centres
+    from catdog.explain.pipeline import map_centres
 
     vit = torchvision.models.VisionTransformer(
         image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=16, num_classes=2
@@ -344,7 +344,7 @@ def test_vit_maps_get_the_patch_grid_as_their_cell_centres() -> None:
 
 
 def test_display_levels_are_the_display_maps_in_255_steps() -> None:
-    from catdog.cam import display_levels
+    from catdog.maps.cam import display_levels
 
     cams = torch.randn(3, 5, 17, 23) * 4
     cams[0, 1] = 2.5  # a constant map: flat 0 (minmax, relu) / 0.5 (signed)

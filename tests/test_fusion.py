@@ -13,9 +13,9 @@ import torchvision
 from helpers import make_config, write_images
 from torch import nn
 
+from catdog.explain.pipeline import explain
 from catdog.models import ClassifierModule, fold_batchnorm
 from catdog.models.fusion import conv_bn_pairs
-from catdog.pipelines.explain import explain
 
 
 def with_random_statistics(net: nn.Module, seed: int = 0) -> nn.Module:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from catdog.geometry import cell_centres, grid_centres, measure_centres
+from catdog.maps.geometry import cell_centres, grid_centres, measure_centres
 
 
 def _ones_conv(kernel: int, stride: int, padding: int) -> nn.Module:
@@ -62,7 +62,7 @@ def test_receptive_field_upsample_places_each_cell_at_its_centre(tmp_path, monke
 
 def test_receptive_field_upsample_equals_grid_sample_on_uneven_centres() -> None:
     # Independent reference: grid_sample with each pixel's fractional cell index (the former implementation).
-    from catdog.geometry import CellCentres
+    from catdog.maps.geometry import CellCentres
 
     centres = CellCentres(x=(3.0, 9.5, 20.0, 26.0), y=(2.0, 15.0, 27.5), input_size=(32, 32))
     cams = torch.randn(2, 3, 4)

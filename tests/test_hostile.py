@@ -19,8 +19,8 @@ from helpers import compare_config, make_config
 from PIL import Image
 from test_reliability import explain_cfg
 
+from catdog.explain.pipeline import explain
 from catdog.pipelines.compare import compare
-from catdog.pipelines.explain import explain
 from catdog.pipelines.train import train
 
 CLASSES = ["chat <script>noir $^$", "dög & 'co'"]

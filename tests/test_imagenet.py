@@ -13,8 +13,8 @@ from helpers import make_config, write_images
 
 from catdog.data import build_transform, load_rgb
 from catdog.errors import CatdogError
-from catdog.imagenet import imagenet_arch, load_imagenet, unique_names
-from catdog.pipelines.explain import explain
+from catdog.explain.pipeline import explain
+from catdog.models.imagenet import imagenet_arch, load_imagenet, unique_names
 
 NAMES = ["background", "tabby, tabby cat", "crane", "crane", "tiger cat"]
 

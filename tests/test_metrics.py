@@ -11,20 +11,20 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from catdog.cam import class_activation_maps, contrast_weights
 from catdog.data.masks import find_masks, load_mask, parse_mask_object
 from catdog.errors import CatdogError
-from catdog.explainers import ExactCAM
-from catdog.faithfulness import Faithfulness, _blur, curve_auc, randomized_copy
-from catdog.geometry import grid_centres
-from catdog.metrics import (
+from catdog.maps.cam import class_activation_maps, contrast_weights
+from catdog.maps.explainers import ExactCAM
+from catdog.maps.geometry import grid_centres
+from catdog.quality.faithfulness import Faithfulness, _blur, curve_auc, randomized_copy
+from catdog.quality.localization import (
     energy_share,
     localization_columns,
-    rank_correlation,
     pointing_lines,
+    rank_correlation,
     summarize_pointing,
 )
-from catdog.mosaic import compose_mosaic, mosaic_check
+from catdog.quality.mosaic import compose_mosaic, mosaic_check
 
 
 def test_localization_columns_with_box_mask_centre_and_energy() -> None:
@@ -170,7 +170,7 @@ def test_deletion_insertion_drop_and_sanity_on_a_model_that_reads_one_quadrant()
     logits = Quadrant()(x)
     good = torch.tensor([[1.0, 0.0], [0.0, 0.0]])  # a 2x2 map: the top-left cell is the evidence
     bad = torch.tensor([[0.0, 0.0], [0.0, 1.0]])
-    from catdog.explainers import Explanation
+    from catdog.maps.explainers import Explanation
 
     explained = Explanation(logits, torch.tensor([[1, 1], [1, 1]]), torch.stack([good, bad])[:, None].repeat(1, 2, 1, 1))
     faith = Faithfulness(Quadrant(), ["deletion", "insertion", "drop_increase"], grid_centres((2, 2), (16, 16)), steps=4)

@@ -141,8 +141,9 @@ def test_evaluate_at_another_image_size_uses_it_and_says_so(tmp_path: Path) -> N
 
 
 def test_train_image_size_changes_only_the_training_crops(tmp_path: Path) -> None:
-    from catdog.data import ImageDataModule
     from helpers import write_images
+
+    from catdog.data import ImageDataModule
 
     paths = write_images(tmp_path / "photos", {"a": 3, "b": 3}, size=(60, 50))
     index = pd.DataFrame(

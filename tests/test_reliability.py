@@ -25,10 +25,10 @@ from catdog.data import build_index, ensure_demo_dataset, index_for_inference
 from catdog.data import images as images_module
 from catdog.data.images import BadImageError, load_rgb
 from catdog.errors import CatdogError
+from catdog.explain.pipeline import OverlayStyle, explain, run_explain
 from catdog.models import ClassifierModule, load_classifier
-from catdog.pipelines import explain as explain_module
+from catdog.explain import pipeline as explain_module
 from catdog.pipelines.compare import compare, read_run_settings
-from catdog.pipelines.explain import OverlayStyle, explain, run_explain
 from catdog.plots import plot_confusion_matrix
 from catdog.report import read_explain_dir, write_report
 
@@ -343,7 +343,7 @@ def test_item14_benchmarks_use_their_own_data_folders() -> None:
 
 # --- item 15 (explain parts) -------------------------------------------------------------------
 def test_item15_max_images_samples_every_class_reproducibly(tmp_path: Path) -> None:
-    from catdog.pipelines.explain import sample_across_classes
+    from catdog.data.selection import sample_across_classes
 
     table = pd.DataFrame(
         {"path": [f"/x/{i}.png" for i in range(30)], "label": ["cat"] * 20 + ["dog"] * 8 + [None] * 2}
@@ -394,12 +394,12 @@ def _small_explain_setup(tmp_path: Path, head_scale: float) -> tuple[Any, pd.Dat
 
 def test_item15_bf16_cam_check_tolerance_is_precision_aware(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model, table, style, out = _small_explain_setup(tmp_path, head_scale=5.0)
-    with caplog.at_level(logging.WARNING, logger="catdog.pipelines.explain"):
+    with caplog.at_level(logging.WARNING, logger="catdog.explain.pipeline"):
         _, _, stats = run_explain(model, table, out, style=style, bf16=True, num_workers=0, batch_size=8)
     # bf16 rounding gives a deviation well above float32's 1e-3 but normal for bf16: no warning.
     assert 1e-3 < stats["cam_logit_max_deviation"] < explain_module.CAM_CHECK_TOLERANCE["bf16"]
     assert not [r for r in caplog.records if "self-check" in r.getMessage()]
-    with caplog.at_level(logging.WARNING, logger="catdog.pipelines.explain"):
+    with caplog.at_level(logging.WARNING, logger="catdog.explain.pipeline"):
         _, _, stats32 = run_explain(model, table, out, style=style, bf16=False, num_workers=0, batch_size=8)
     assert stats32["cam_logit_max_deviation"] < 1e-4
 
@@ -415,7 +415,7 @@ def test_item17_cam_self_check_can_fail(tmp_path: Path) -> None:
     assert summary["cam_logit_max_deviation"] < 1e-4
     # The same check fails when the maps come from the wrong layer (so it is able to fail).
     model = load_classifier(run / "checkpoints" / "best.ckpt")
-    from catdog.explainers import ExactCAM
+    from catdog.maps.explainers import ExactCAM
 
     wrong = ExactCAM(model.net, "layer4.0", "fc", feature_relu=False)
     x = torch.randn(2, 3, 32, 32)
@@ -451,7 +451,7 @@ def test_item15_bf16_cam_check_tolerance_scales_with_the_logits(tmp_path: Path, 
     # Large logits (a confident head): bf16 rounding deviates by more than the 0.05 floor, yet by well under
     # 1% of the logits, which is normal for 8 bits of mantissa: no warning (the demo warned at 0.081).
     model, table, style, out = _small_explain_setup(tmp_path, head_scale=300.0)
-    with caplog.at_level(logging.WARNING, logger="catdog.pipelines.explain"):
+    with caplog.at_level(logging.WARNING, logger="catdog.explain.pipeline"):
         _, _, stats = run_explain(model, table, out, style=style, bf16=True, num_workers=0, batch_size=8)
     assert stats["cam_logit_max_deviation"] > explain_module.CAM_CHECK_TOLERANCE["bf16"]
     assert not [r for r in caplog.records if "self-check" in r.getMessage()]

@@ -21,8 +21,8 @@ from test_reliability import explain_cfg, make_trained_run
 from test_report import make_images, make_run
 
 from catdog.errors import CatdogError
+from catdog.explain.pipeline import explain
 from catdog.pipelines.compare import compare, resolve_source
-from catdog.pipelines.explain import explain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,8 +83,8 @@ def test_killed_explain_leaves_nothing_complete_and_a_rerun_completes(tmp_path: 
     write_images(images, {"cat": 6, "dog": 6}, size=(32, 32))
     run = make_trained_run(tmp_path / "run", images, ["cat", "dog"])
     overrides = [f"ckpt={run}", "data.num_workers=0", "data.batch_size=4", "overlay.writers=1"]
-    # Overlays are drawn and written by catdog.pipelines.explain_render.
-    run_killed("catdog.pipelines.explain_render", "save_image", 3, "explain", "explain", overrides, "catdog.pipelines.explain")
+    # Overlays are drawn and written by catdog.explain.render.
+    run_killed("catdog.explain.render", "save_image", 3, "explain", "explain", overrides, "catdog.explain.pipeline")
 
     from catdog.runs import explain_dirs_of
 

@@ -18,12 +18,12 @@ import pytest
 import torch
 from helpers import make_config, write_images
 
-from catdog.cam import select_classes
 from catdog.data import build_transform, load_rgb
+from catdog.explain.engine import resolve_precision, share_of
+from catdog.explain.pipeline import explain, unique_stems
+from catdog.maps.cam import select_classes
 from catdog.models import ClassifierModule
-from catdog.pipelines import predict
-from catdog.pipelines.explain import explain, unique_stems
-from catdog.pipelines.predict import resolve_precision, share_of
+from catdog.explain import engine as predict
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog"]

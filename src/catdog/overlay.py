@@ -1,7 +1,7 @@
 """Pictures for error analysis: CAM heatmaps, labels, side-by-side panels, grids.
 
 All images are RGB ``uint8`` arrays ``[H, W, 3]`` in and out; OpenCV's BGR order is
-only used inside this module. Maps come from :mod:`catdog.cam`, already upsampled to
+only used inside this module. Maps come from :mod:`catdog.maps.cam`, already upsampled to
 the image's own resolution and scaled to ``[0, 1]`` for display. Text is drawn with
 OpenCV's Hershey fonts, which only cover ASCII: other characters are transliterated
 when possible (``é`` -> ``e``) and shown as ``?`` otherwise.
@@ -90,7 +90,7 @@ def heatmap_overlay(
 
 def blend_heatmap(image_rgb: np.ndarray, levels: np.ndarray, alpha: float = 0.5, colormap: str = "jet") -> np.ndarray:
     """:func:`heatmap_overlay` from the map's colour levels (``uint8 [H, W]``, 0..255), e.g. from
-    :func:`catdog.cam.display_levels`: two passes over the pixels (colour table, blend).
+    :func:`catdog.maps.cam.display_levels`: two passes over the pixels (colour table, blend).
 
     Raises:
         ValueError: If shapes differ, the image is not RGB uint8 or ``alpha`` is outside ``[0, 1]``.
@@ -99,7 +99,7 @@ def blend_heatmap(image_rgb: np.ndarray, levels: np.ndarray, alpha: float = 0.5,
     if levels.shape != image_rgb.shape[:2] or levels.dtype != np.uint8:
         raise ValueError(
             f"map of shape {levels.shape} ({levels.dtype}) for an image of {image_rgb.shape[:2]}; "
-            "upsample the map to the image size first (catdog.cam.upsample_cams)"
+            "upsample the map to the image size first (catdog.maps.cam.upsample_cams)"
         )
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
@@ -110,7 +110,7 @@ def blend_heatmap(image_rgb: np.ndarray, levels: np.ndarray, alpha: float = 0.5,
 
 
 def draw_contour(image_rgb: np.ndarray, mask: np.ndarray, color: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
-    """Draws the outline of a boolean region (e.g. :func:`catdog.cam.strongest_region`) on a copy of the image.
+    """Draws the outline of a boolean region (e.g. :func:`catdog.maps.cam.strongest_region`) on a copy of the image.
 
     Args:
         image_rgb: RGB uint8 ``[H, W, 3]``.

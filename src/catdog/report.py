@@ -155,9 +155,9 @@ def confidence(predictions: pd.DataFrame) -> np.ndarray:
     return result
 
 
-# Per-image map-quality columns of predictions.csv (catdog.metrics) shown in the image view and sortable.
+# Per-image map-quality columns of predictions.csv (catdog.quality.localization) shown in the image view and sortable.
 PER_IMAGE_METRICS = ("energy_in_box", "deletion_auc", "insertion_auc", "drop", "sanity_rank_corr")
-# Experiment-table columns from catdog.metrics and how the summary table heads them.
+# Experiment-table columns from catdog.quality.localization and how the summary table heads them.
 MAP_QUALITY_HEADS = {
     "pointing_strict": "Pointing strict",
     "centre_baseline": "Centre baseline",

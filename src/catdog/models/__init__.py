@@ -26,7 +26,12 @@ Public API (importable from ``catdog.models``):
 
 from catdog.models.ema import EMAWeights
 from catdog.models.fusion import fold_batchnorm
-from catdog.models.module import DEFAULT_OPTIMIZER, TTA_MODES, ClassifierModule, load_classifier
+from catdog.models.module import (
+    DEFAULT_OPTIMIZER,
+    TTA_MODES,
+    ClassifierModule,
+    load_classifier,
+)
 from catdog.models.registry import (
     ArchSpec,
     arch_spec,

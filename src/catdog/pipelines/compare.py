@@ -180,7 +180,7 @@ def print_tables(table: pd.DataFrame, pairs: pd.DataFrame, class_names: Sequence
     columns = ["experiment", "images", "accuracy", *[f"recall_{c}" for c in class_names], "mean_confidence"]
     if table["pointing_game"].notna().any():
         columns.append("pointing_game")
-    # Localization and faithfulness totals (catdog.metrics), where measured.
+    # Localization and faithfulness totals (catdog.quality.localization), where measured.
     columns += [c for c in MAP_QUALITY_HEADS if c in table.columns and table[c].notna().any()]
     for column in columns:
         if column == "experiment":  # labels are what the reader needs: wrap them, never cut them

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from catdog.cam import upsample_cams
 from catdog.errors import CatdogError
+from catdog.maps.cam import upsample_cams
 from catdog.report import (
     Experiment,
     confidence,

@@ -18,8 +18,9 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from catdog.data import index_for_inference
+from catdog.data.selection import select_images
 from catdog.errors import CatdogError
-from catdog.pipelines.explain import explain, select_images
+from catdog.explain.pipeline import explain
 from catdog.readers import read_checkpoint, read_csv, read_json, read_yaml
 from catdog.report import read_explain_dir
 from catdog.runs import (

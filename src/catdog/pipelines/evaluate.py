@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader
 
 from catdog.allocator import reuse_freed_memory
 from catdog.data import ImageDataset, build_transform, scan_images
+from catdog.data.selection import select_images
 from catdog.errors import CatdogError
 from catdog.models import load_classifier
-from catdog.pipelines.explain import select_images
 from catdog.plots import plot_confusion_matrix
 from catdog.runs import (
     resolve_checkpoint,

@@ -19,7 +19,7 @@ the forward pass (no second pass, no backward), and overlays are drawn and writt
 threads with a bounded queue, so memory does not grow with the number of images.
 
 This module chooses the images, the method and the map geometry, runs the batches and writes the folder;
-:mod:`catdog.pipelines.explain_render` draws the overlays and pictures, :mod:`catdog.pipelines.explain_summary`
+:mod:`catdog.explain.render` draws the overlays and pictures, :mod:`catdog.explain.summary`
 computes the summary numbers, provenance and printed totals.
 """
 
@@ -43,23 +43,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from catdog.allocator import reuse_freed_memory
-from catdog.cam import display_maps, parse_threshold, upsample_cams
+from catdog.maps.cam import display_maps, parse_threshold, upsample_cams
+from catdog.data.selection import sample_across_classes, select_images
 from catdog.data import (
-    SPLITS,
     BadImageError,
     build_transform,
     find_masks,
-    index_for_inference,
-    is_mask_file,
     load_boxes,
     load_rgb,
     parse_mask_object,
 )
 from catdog.errors import CatdogError
-from catdog.explainers import METHODS, ExactCAM, Explainer, build_method
-from catdog.faithfulness import Faithfulness, build_faithfulness
-from catdog.geometry import CellCentres, cell_centres, grid_centres
-from catdog.imagenet import PretrainedClassifier, imagenet_arch, load_imagenet
+from catdog.maps.explainers import METHODS, ExactCAM, Explainer, build_method
+from catdog.quality.faithfulness import Faithfulness, build_faithfulness
+from catdog.maps.geometry import CellCentres, cell_centres, grid_centres
+from catdog.models.imagenet import PretrainedClassifier, imagenet_arch, load_imagenet
 from catdog.models import (
     ArchSpec,
     ClassifierModule,
@@ -68,7 +66,7 @@ from catdog.models import (
     load_classifier,
     resolve_layer,
 )
-from catdog.mosaic import mosaic_check
+from catdog.quality.mosaic import mosaic_check
 from catdog.overlay import (
     draw_label,
     heatmap_overlay,
@@ -76,7 +74,7 @@ from catdog.overlay import (
     safe_name,
     save_image,
 )
-from catdog.pipelines.explain_render import (
+from catdog.explain.render import (
     BoundedWriter,
     ImageJob,
     OverlayStyle,
@@ -85,14 +83,14 @@ from catdog.pipelines.explain_render import (
     render_or_skip,
     unique_stems,
 )
-from catdog.pipelines.explain_summary import (
+from catdog.explain.summary import (
     _print_topk,
     _print_where,
     _sha256,
     _versions,
     write_reports,
 )
-from catdog.pipelines.predict import (
+from catdog.explain.engine import (
     ExplainDataset,
     ExplainPredictor,
     ShardWriter,
@@ -101,7 +99,6 @@ from catdog.pipelines.predict import (
     merge_shards,
     resolve_precision,
 )
-from catdog.readers import read_csv
 from catdog.report import read_explain_dir, write_report
 from catdog.runs import (
     resolve_checkpoint,
@@ -113,94 +110,11 @@ from catdog.runs import (
 log = logging.getLogger(__name__)
 THUMBS = "thumbs"  # gallery thumbnails, <explain folder>/thumbs/<overlay path>
 __all__ = ["ExplainDataset", "ImageJob", "OverlayStyle", "collate_explain", "explain", "render_image", "run_explain"]
-EXPLAIN_SPLITS = (*SPLITS, "all")  # data.split: one split of split.csv, or all of them
 # The CAM self-check compares spatial mean + bias with the logit; bf16 keeps ~3 significant digits,
 # so a deviation of a few thousandths *of the logits' size* is normal there: bf16 is held to 5e-2 or 1%
 # of the largest |logit|, whichever is larger; float32 to 1e-3.
 CAM_CHECK_TOLERANCE = {"32": 1e-3, "bf16": 5e-2}
 CAM_CHECK_RELATIVE = {"32": 0.0, "bf16": 1e-2}
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs: checkpoint, images, output folder
-# ---------------------------------------------------------------------------------------------
-def select_images(
-    source: str | None, split: str, class_names: list[str], data_hparams: dict[str, Any], run_dir: Path
-) -> pd.DataFrame:
-    """Which images to explain: ``source`` (a file or folder) or one split of the run's split.csv.
-
-    Returns:
-        Columns ``path`` (absolute) and ``label`` (class name, or None when unknown).
-
-    Raises:
-        CatdogError: no split file, an unknown split name, or no images.
-    """
-    if source:
-        images = index_for_inference(source, class_names)[["path", "label"]]
-    else:
-        if split not in EXPLAIN_SPLITS:
-            raise CatdogError(f"data.split={split} is not one of {', '.join(EXPLAIN_SPLITS)}")
-        # The path recorded at training time, else the run folder's own copy (a moved run folder).
-        split_csv = Path(data_hparams.get("split_csv") or run_dir / "split.csv")
-        if not split_csv.is_file():
-            split_csv = run_dir / "split.csv"
-        if not split_csv.is_file():
-            raise CatdogError(
-                f"No split.csv next to the checkpoint (looked in {run_dir}): pass data.root=<folder> or "
-                "input=<image> to choose the images to explain"
-            )
-        # Text as written: classes called "0", "1", "NA" or "None" stay class names.
-        images = read_csv(
-            split_csv,
-            required=("path", "label", "split"),
-            text=("path", "split"),
-            optional_text=("label",),
-            what="split file",
-            fix="it is written by scripts/train.py; train again or restore it",
-        )
-        if split != "all":
-            images = images[images["split"] == split]
-        images = images[["path", "label"]]
-    images = images.astype({"path": str})
-    images = images[[not is_mask_file(p) for p in images["path"]]].reset_index(drop=True)  # <stem>_mask.png
-    images["label"] = images["label"].where(images["label"].notna(), None)
-    if images.empty:
-        where = source or f"the {split} split of {run_dir}"
-        raise CatdogError(f"No images to explain in {where}: check the path or pick another data.split")
-    return images
-
-
-def sample_across_classes(images: pd.DataFrame, count: int, seed: int = 0) -> pd.DataFrame:
-    """At most ``count`` images, taken in turn from each class (unlabelled images form one group).
-
-    Within a class the images are drawn in a seeded random order, so the same table and count always give
-    the same images, and every class is present when ``count`` is at least the number of classes. The
-    result keeps the table's order.
-
-    Args:
-        images: columns ``path`` and ``label`` (None when unknown).
-        count: how many to keep (at least 1).
-        seed: the random order within each class.
-
-    Returns:
-        The chosen rows, with a fresh index.
-
-    Raises:
-        CatdogError: ``count`` is below 1.
-    """
-    if count < 1:
-        raise CatdogError(f"data.max_images={count} must be at least 1 (or null for all images)")
-    if count >= len(images):
-        return images.reset_index(drop=True)
-    rng = np.random.default_rng(seed)
-    keys = images["label"].map(lambda v: "\0unlabelled" if v is None else str(v))
-    queues = [rng.permutation(np.flatnonzero((keys == key).to_numpy())).tolist() for key in sorted(set(keys))]
-    chosen: list[int] = []
-    while len(chosen) < count:
-        for queue in queues:
-            if queue and len(chosen) < count:
-                chosen.append(queue.pop(0))
-    return images.iloc[sorted(chosen)].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,7 +339,7 @@ def _load_model(cfg: DictConfig) -> tuple[ClassifierModule | PretrainedClassifie
 
 
 def _check_display(value: object) -> str:
-    from catdog.cam import DISPLAYS
+    from catdog.maps.cam import DISPLAYS
 
     mode = str(value).strip().lower()
     if mode not in DISPLAYS:
@@ -478,7 +392,7 @@ def run_explain(
     """The streaming core, as Lightning prediction: batches in, overlays, rows and maps out. Usable without Hydra.
 
     Each process (rank) explains a contiguous share of ``images`` and writes a shard; rank 0 merges the
-    shards into the explain folder (see :mod:`catdog.pipelines.predict`). With one process it is the
+    shards into the explain folder (see :mod:`catdog.explain.engine`). With one process it is the
     same code path.
 
     Args:
@@ -493,7 +407,7 @@ def run_explain(
         topk: maps for the top-k predicted classes.
         batch_size: images per forward pass.
         num_workers: decoding worker processes per rank (0: decode in the rank's own process).
-        precision: ``auto``, ``32`` or ``bf16`` (see :func:`catdog.pipelines.predict.resolve_precision`).
+        precision: ``auto``, ``32`` or ``bf16`` (see :func:`catdog.explain.engine.resolve_precision`).
         bf16: deprecated shorthand for ``precision="bf16"`` (True) or ``"32"`` (False).
         writers: overlay writer threads per rank.
         save_cams: write raw maps to ``cams.npz``.
@@ -716,7 +630,7 @@ def write_grids(
 def map_centres(
     model: ClassifierModule | PretrainedClassifier, explainer: Explainer, size: tuple[int, int], align: str
 ) -> CellCentres:
-    """Where the cells of ``explainer``'s maps sit in the model input (:mod:`catdog.geometry`).
+    """Where the cells of ``explainer``'s maps sit in the model input (:mod:`catdog.maps.geometry`).
 
     Exact CAM's feature map is measured directly. Other methods may explain layers whose output is not an
     NCHW map (ViT tokens): their grid comes from the shape of one probe map, and ``receptive_field`` is used

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from catdog.cam import (
+from catdog.errors import CatdogError
+from catdog.maps.cam import (
     CONTRASTS,
     cam_logit_check,
     capture_features,
@@ -40,7 +41,6 @@ from catdog.cam import (
     contrast_weights,
     select_classes,
 )
-from catdog.errors import CatdogError
 from catdog.models import arch_spec, require_exact_cam, reshape_transform, resolve_layer
 
 __all__ = [
@@ -60,7 +60,7 @@ class Explanation:
 
     Attributes:
         logits: ``Tensor[B, C]`` float32 model outputs.
-        class_idx: ``Tensor[B, M]`` int64, the class of each map (layout of :func:`catdog.cam.select_classes`).
+        class_idx: ``Tensor[B, M]`` int64, the class of each map (layout of :func:`catdog.maps.cam.select_classes`).
         maps: ``Tensor[B, M, h, w]`` float32 raw maps at the explained layer's resolution.
         stats: per-batch numbers the pipeline aggregates (e.g. ``cam_logit_deviation``).
     """
@@ -109,7 +109,7 @@ class ExactCAM(Explainer):
         fc_layer: dotted name of that ``nn.Linear``.
         feature_relu: the model applies a ReLU between the feature layer and the pooling (densenet).
         contrast: ``"none"`` (exact per-class map), ``"mean"`` or ``"runner_up"`` (identifiable map: the
-            class row minus the mean row or the runner-up's row, see :func:`catdog.cam.contrast_weights`).
+            class row minus the mean row or the runner-up's row, see :func:`catdog.maps.cam.contrast_weights`).
     """
 
     method = "cam"

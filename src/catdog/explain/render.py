@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from catdog.cam import area_above, display_levels, display_maps, strongest_region
+from catdog.maps.cam import area_above, display_levels, display_maps, strongest_region
 from catdog.data import load_mask
-from catdog.geometry import CellCentres, grid_centres
-from catdog.metrics import localization_columns
+from catdog.maps.geometry import CellCentres, grid_centres
+from catdog.quality.localization import localization_columns
 from catdog.overlay import (
     blend_heatmap,
     draw_contour,
@@ -34,7 +34,7 @@ from catdog.overlay import (
     save_image,
     side_by_side,
 )
-from catdog.pipelines.predict import SKIP_REASON, bounded_copy
+from catdog.explain.engine import SKIP_REASON, bounded_copy
 
 
 # ---------------------------------------------------------------------------------------------
@@ -72,7 +72,7 @@ class OverlayStyle:
     thumb_size: int = 220  # longest side of the gallery thumbnail made from the overlay in memory
     display: str = "minmax"  # cam.display_maps mode; "signed" draws with a diverging colormap
     threshold: str | float | None = None  # cam.strongest_region: contour of the predicted map's strongest region
-    centres: CellCentres | None = None  # where each map cell's evidence comes from (catdog.geometry)
+    centres: CellCentres | None = None  # where each map cell's evidence comes from (catdog.maps.geometry)
     mask_object: tuple[int, ...] | None = None  # mask pixel values that mark the object (None: nonzero)
 
 

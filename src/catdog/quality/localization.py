@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from catdog.cam import point_in_box
+from catdog.maps.cam import point_in_box
 
 __all__ = [
     "Box",
@@ -140,7 +140,7 @@ def localization_columns(
     """Localization columns of one image: true-class pointing game, centre baseline, energy in the object.
 
     Args:
-        peak_xy: the peak of the true class's map in image pixels (see :mod:`catdog.geometry`).
+        peak_xy: the peak of the true class's map in image pixels (see :mod:`catdog.maps.geometry`).
         cam_image: that map upsampled to the image ``[H, W]`` (for the energy), or None to skip it.
         size: the image's ``(H, W)``.
         boxes: the image's object boxes (inclusive), if known.

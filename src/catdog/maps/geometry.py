@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from catdog.cam import capture_features
 from catdog.errors import CatdogError
+from catdog.maps.cam import capture_features
 
 __all__ = [
     "ALIGNMENTS",

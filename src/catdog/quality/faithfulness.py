@@ -29,9 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from catdog.errors import CatdogError
-from catdog.explainers import Explainer, Explanation
-from catdog.geometry import CellCentres, randomized_copy
-from catdog.metrics import rank_correlation
+from catdog.maps.explainers import Explainer, Explanation
+from catdog.maps.geometry import CellCentres, randomized_copy
+from catdog.quality.localization import rank_correlation
 
 __all__ = ["METRICS", "Faithfulness", "curve_auc", "randomized_copy"]
 

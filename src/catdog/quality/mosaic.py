@@ -19,9 +19,9 @@ import torch
 
 from catdog.data import BadImageError, load_rgb
 from catdog.errors import CatdogError
-from catdog.explainers import Explainer
-from catdog.geometry import CellCentres
-from catdog.metrics import mosaic_tile_columns, summarize_mosaic
+from catdog.maps.explainers import Explainer
+from catdog.maps.geometry import CellCentres
+from catdog.quality.localization import mosaic_tile_columns, summarize_mosaic
 
 __all__ = ["compose_mosaic", "mosaic_check"]
 
@@ -78,7 +78,7 @@ def mosaic_check(
 
     Returns:
         One row per (mosaic, class): ``mosaic, class, peak_on_own_tile, energy_on_own_tiles, chance, paths``;
-        and the summary (:func:`catdog.metrics.summarize_mosaic`).
+        and the summary (:func:`catdog.quality.localization.summarize_mosaic`).
 
     Raises:
         CatdogError: fewer than two classes with enough labelled photos.

@@ -18,14 +18,14 @@ import pandas as pd
 import torch
 
 import catdog
-from catdog.imagenet import describe_topk
-from catdog.metrics import (
+from catdog.models.imagenet import describe_topk
+from catdog.quality.localization import (
     pointing_lines,
     summarize_faithfulness,
     summarize_pointing,
     summary_lines,
 )
-from catdog.pipelines.explain_render import _top_losses_grid
+from catdog.explain.render import _top_losses_grid
 from catdog.plots import confusion_counts, plot_confusion_matrix
 
 
