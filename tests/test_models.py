@@ -486,3 +486,33 @@ def test_load_classifier_errors(trained, tmp_path: Path) -> None:
 def test_a_vision_transformer_at_another_input_size_is_a_one_line_error() -> None:
     with pytest.raises(CatdogError, match=r"vit_b_16 takes 224x224 inputs .* set data.image_size=224"):
         ClassifierModule(arch="vit_b_16", class_names=["a", "b"], weights=None, image_size=160)
+
+
+# --- issue 19 item 3: a checkpoint is data, no _target_ below the allow-listed top level -------
+NESTED_TARGETS = [
+    # the demonstrated exploit: a nested _target_ is instantiated by Hydra's recursive instantiate
+    {"optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": {"_target_": "builtins.open", "file": "X", "mode": "w"}}},
+    {"scheduler": {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": {"_target_": "builtins.open", "file": "X", "mode": "w"}}},
+    {"optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1, "betas": [{"_target_": "builtins.open", "file": "X", "mode": "w"}]}},
+    {"data": {"root": "x", "deep": [{"k": {"_target_": "builtins.open", "file": "X", "mode": "w"}}]}},
+]
+
+
+@pytest.mark.parametrize("hparams", NESTED_TARGETS)
+def test_nested_target_in_a_checkpoint_is_refused_before_anything_runs(tmp_path: Path, hparams: dict) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    module = ClassifierModule(arch="resnet18", class_names=["cat", "dog"], image_size=32)
+    bad = dict(module.hparams)
+    for key, value in hparams.items():
+        text = repr(value).replace("'X'", repr(str(victim)))
+        bad[key] = eval(text)  # the victim's path inside the nested config
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": bad}, path)
+    with pytest.raises(CatdogError, match="_target_") as error:
+        load_classifier(path).configure_optimizers()
+    assert "\n" not in str(error.value)
+    assert victim.read_text() == "keep me"
+    with pytest.raises(CatdogError, match="_target_"):  # the same settings given directly
+        ClassifierModule(arch="resnet18", class_names=["cat", "dog"], image_size=32, **hparams).configure_optimizers()
+    assert victim.read_text() == "keep me"

@@ -93,6 +93,49 @@ def _allowed_target(target: Any, name: str) -> bool:
     return isinstance(candidate, type) and issubclass(candidate, bases)
 
 
+def _reject_targets(value: Any, name: str) -> None:
+    """Refuses a ``_target_`` anywhere in ``value``: Hydra instantiates nested ones too, so below the
+    allow-listed top level of an optimizer/scheduler config one would run any callable (``builtins.open``).
+
+    Raises:
+        CatdogError: a mapping at any depth holds a ``_target_`` key.
+    """
+    if isinstance(value, Mapping):
+        if "_target_" in value:
+            raise CatdogError(
+                f"{name} holds a _target_ ({value['_target_']!r}): only the top level of the optimizer and "
+                "scheduler configs may name a class; give plain values here (a checkpoint is data)"
+            )
+        for key, item in value.items():
+            _reject_targets(item, f"{name}.{key}")
+    elif isinstance(value, (list, tuple, ListConfig)):
+        for i, item in enumerate(value):
+            _reject_targets(item, f"{name}[{i}]")
+
+
+def check_hparams_are_data(hparams: Any) -> dict[str, Any]:
+    """A checkpoint's hyper-parameters as a dict with no ``_target_`` outside the allow-list.
+
+    Only ``optimizer._target_`` and ``scheduler._target_`` may name a class (checked against the allow-list
+    by :func:`_check_target_config`); everything else is plain data at every depth.
+
+    Raises:
+        CatdogError: not a mapping, or a ``_target_`` anywhere else.
+    """
+    if not isinstance(hparams, Mapping):
+        raise CatdogError(
+            f"the checkpoint's hyper_parameters are a {type(hparams).__name__}, not a mapping: {_TRAIN_SCRIPT_HINT}."
+        )
+    for key, value in hparams.items():
+        if key in ("optimizer", "scheduler") and isinstance(value, Mapping):
+            for inner, item in value.items():
+                if inner != "_target_":
+                    _reject_targets(item, f"{key}.{inner}")
+        else:
+            _reject_targets(value, str(key))
+    return dict(hparams)
+
+
 def _check_target_config(cfg: Any, name: str, allowed_only: bool = True) -> dict[str, Any] | None:
     """Validates an optimizer/scheduler config: None/empty, or a dict with an allowed ``_target_``.
 
@@ -117,6 +160,9 @@ def _check_target_config(cfg: Any, name: str, allowed_only: bool = True) -> dict
     for key in ("_partial_", "_recursive_", "_args_", "_convert_"):
         if key in cfg:
             raise CatdogError(f"{name}.{key} is not supported: remove it from the {name} config")
+    for key, value in cfg.items():
+        if key != "_target_":
+            _reject_targets(value, f"{name}.{key}")
     return cfg
 
 
@@ -214,6 +260,7 @@ class ClassifierModule(pl.LightningModule):
                 f"label_smoothing must be in [0, 1), got {label_smoothing!r}: "
                 "fix model.label_smoothing."
             )
+        _reject_targets(_to_plain(data, "data"), "data")
         mean, std = _normalization(mean, "mean"), _normalization(std, "std")
         if mean is None or std is None:
             default_mean, default_std = default_normalization(spec.name, weights)
@@ -576,7 +623,8 @@ def _step_seed(seed: int, step: int) -> int:
 def _instantiate(cfg: Mapping[str, Any], name: str, first_arg: Any) -> Any:
     """Calls the Hydra ``_target_`` of ``cfg`` with ``first_arg`` plus the config's arguments."""
     try:
-        return hydra.utils.instantiate(dict(cfg), _partial_=True, _convert_="all")(first_arg)
+        # _recursive_=False: nested mappings stay data (the configs are checked to hold none, see _reject_targets).
+        return hydra.utils.instantiate(dict(cfg), _partial_=True, _convert_="all", _recursive_=False)(first_arg)
     except (InstantiationException, TypeError, ValueError) as error:
         raise CatdogError(
             f"The {name} config {dict(cfg)!r} could not be instantiated ({_one_line(error)}): "
@@ -613,7 +661,7 @@ def load_classifier(
         raise CatdogError(
             f"{path} is not a catdog checkpoint (no hyper_parameters): {_TRAIN_SCRIPT_HINT}."
         )
-    hparams = dict(checkpoint["hyper_parameters"])
+    hparams = check_hparams_are_data(checkpoint["hyper_parameters"])
     accepted = inspect.signature(ClassifierModule.__init__).parameters
     # weights=None: the checkpoint holds every weight, so nothing is downloaded or read.
     module = ClassifierModule(
