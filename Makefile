@@ -1,11 +1,12 @@
 # make demo  - create .venv if missing, train on the built-in demo data, then explain the result
-# make test  - create .venv if missing, run the test suite
+# make test  - create .venv if missing, run the whole test suite (what CI runs)
+# make test-fast - the suite without the tests marked slow (end to end, DDP, kill/resume, browser)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch first, pinned: on the catdog dev machines these builds are on local disk.
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test install clean-venv
+.PHONY: demo test test-fast install clean-venv
 
 install: $(VENV)/.installed
 
@@ -24,6 +25,9 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,14 +1,29 @@
-"""Shared test helpers: Hydra configs composed from conf/, tiny synthetic image folders."""
+"""Shared test helpers: Hydra configs composed from conf/, tiny synthetic image folders, checkpoints made
+without training, hand-made run and explain folders, and a child process that kills itself mid-pipeline."""
 
 from __future__ import annotations
 
+import json
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+from catdog.models import ClassifierModule
+from catdog.overlay import draw_label, label_text, safe_name, save_image
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
 
 
 def make_config(name: str, overrides: list[str]) -> DictConfig:
@@ -60,3 +75,211 @@ def write_images(root: Path, counts: dict[str, int], size: tuple[int, int] = (80
             cv2.imwrite(str(path), rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
             paths.append(path)
     return paths
+
+
+def save_checkpoint(
+    path: Path,
+    classes: list[str],
+    favourite: int | None = 0,
+    seed: int = 0,
+    head_scale: float = 1.0,
+    arch: str = "resnet18",
+    image_size: int = 32,
+) -> Path:
+    """An untrained checkpoint: constant prediction ``favourite`` (zero head, bias one-hot) or, with None, a random head."""
+    torch.manual_seed(seed)
+    module = ClassifierModule(arch=arch, class_names=classes, weights=None, image_size=image_size)
+    with torch.no_grad():
+        module.net.get_submodule(module.hparams.fc_layer).weight.mul_(head_scale)
+    if favourite is not None:
+        fc = module.net.get_submodule(module.hparams.fc_layer)
+        with torch.no_grad():
+            fc.weight.zero_()
+            fc.bias.copy_(torch.nn.functional.one_hot(torch.tensor(favourite), len(classes)).float() * 2.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
+    return path
+
+
+def make_trained_run(run: Path, images: Path, classes: list[str], favourite: int | None = 0) -> Path:
+    """A run folder with a checkpoint and a split.csv putting every image of ``images/<class>/`` in test."""
+    save_checkpoint(run / "checkpoints" / "best.ckpt", classes, favourite)
+    rows = [(str(p.resolve()), p.parent.name, "test") for p in sorted(images.rglob("*.png"))]
+    pd.DataFrame(rows, columns=["path", "label", "split"]).to_csv(run / "split.csv", index=False)
+    return run
+
+
+def explain_cfg(ckpt: Path, *overrides: str, batch_size: int = 4, precision: str = "32") -> DictConfig:
+    """conf/explain.yaml for ``ckpt`` in this process (no decoding workers).
+
+    precision=32 by default: "auto" picks bf16 on CPUs with AVX512-BF16, and the tests' self-check bounds are float32's.
+    """
+    overrides = (f"ckpt={ckpt}", "data.num_workers=0", f"data.batch_size={batch_size}", f"precision={precision}", *overrides)
+    return make_config("explain", list(overrides))
+
+
+def one_line(err: pytest.ExceptionInfo) -> str:
+    message = str(err.value)
+    assert "\n" not in message and "Traceback" not in message
+    return message
+
+
+# --- hand-made run and explain folders (no model) ---
+CLASSES = ["cat", "dog"]
+HOSTILE = "<img src=x onerror=alert(1)>.jpg"
+
+
+def make_images(root: Path, names: Sequence[tuple[str, str]]) -> list[str]:
+    """Tiny photos root/<class>/<name>; returns their absolute paths."""
+    paths = []
+    for i, (label, name) in enumerate(names):
+        image = np.full((24, 32, 3), 40 * i % 255, dtype=np.uint8)
+        paths.append(str(save_image(root / label / name, image).resolve()))
+    return paths
+
+
+def make_run(
+    base: Path,
+    name: str,
+    paths: Sequence[str],
+    preds: Sequence[str],
+    probs: Sequence[float],
+    cams: np.ndarray,
+    *,
+    overrides: Sequence[str] = (),
+    config: dict | None = None,
+    class_names: Sequence[str] = CLASSES,
+    in_box: Sequence[bool] | None = None,
+    stamp: str = "2026-01-01_00-00-00",
+    run_files: bool = True,
+) -> Path:
+    """A run folder with .hydra/, split.csv, curves.png, a stub checkpoint and one explain folder.
+
+    Args:
+        paths: image paths; their true class is their parent folder's name.
+        preds: predicted class per image; probs: its probability (the other classes share the rest).
+        cams: raw predicted-class maps [N, h, w].
+        run_files: write the run folder's own files (False: only add another explain folder).
+
+    Returns:
+        The explain folder.
+    """
+    run = base / name
+    if run_files:
+        _write_run_files(run, paths, overrides, config, class_names)
+    out = run / "explain" / stamp
+    rows = []
+    for i, (path, pred, prob) in enumerate(zip(paths, preds, probs)):
+        true = Path(path).parent.name
+        folder = f"correct/{pred}" if true == pred else f"incorrect/{true}_as_{pred}"
+        overlay = f"{folder}/{min(999, round((1 - prob) * 1000)):04d}_{safe_name(Path(path).stem)}.jpg"
+        picture = np.zeros((48, 64, 3), dtype=np.uint8)
+        picture[:, : 8 * (i + 1) % 64] = (200, 30, 30)
+        save_image(out / overlay, draw_label(picture, label_text(pred, prob, true)))
+        p = {c: (prob if c == pred else (1 - prob) / (len(class_names) - 1)) for c in class_names}
+        row = {
+            "path": path,
+            "true": true,
+            "pred": pred,
+            **{f"p_{c}": p[c] for c in class_names},
+            "loss": -math.log(p[true]),
+            "correct": true == pred,
+            "peak_x": 0,
+            "peak_y": 0,
+            "area50": 0.5,
+            "overlay": overlay,
+        }
+        if in_box is not None:
+            row["in_box"] = in_box[i]
+        rows.append(row)
+    pd.DataFrame(rows).to_csv(out / "predictions.csv", index=False)
+    pd.DataFrame(columns=["path", "reason"]).to_csv(out / "skipped.csv", index=False)
+    index = {c: i for i, c in enumerate(class_names)}
+    class_idx = np.array([[index[p], index[Path(t).parent.name]] for p, t in zip(preds, paths)])
+    both = np.stack([cams, cams], axis=1).astype(np.float16)
+    np.savez_compressed(
+        out / "cams.npz", cams=both, class_idx=class_idx, paths=np.array(paths), class_names=np.array(class_names)
+    )
+    summary = {
+        "images": len(rows),
+        "accuracy": sum(r["correct"] for r in rows) / len(rows),
+        "class_names": list(class_names),
+        "arch": "resnet18",
+        "pointing_game": None,
+        "checkpoint": {"path": str((run / "checkpoints" / "best.ckpt").resolve()), "sha256": "ab" * 32},
+        "train_config": {"path": str((run / ".hydra" / "config.yaml").resolve()), "sha256": "cd" * 32},
+    }
+    (out / "summary.json").write_text(json.dumps(summary))
+    return out
+
+
+def _write_run_files(
+    run: Path, paths: Sequence[str], overrides: Sequence[str], config: dict | None, class_names: Sequence[str]
+) -> None:
+    """.hydra/, split.csv (every image in test), curves.png and a stub checkpoint holding the class names."""
+    hydra = run / ".hydra"
+    hydra.mkdir(parents=True, exist_ok=True)
+    config = config or {"model": {"arch": "resnet18"}, "optimizer": {"lr": 0.001}}
+    OmegaConf.save(OmegaConf.create(config), hydra / "config.yaml")
+    OmegaConf.save(OmegaConf.create(list(overrides)), hydra / "overrides.yaml")
+    choices = {"hydra": {"runtime": {"choices": {"model": "resnet18", "hydra/launcher": "basic"}}}}
+    OmegaConf.save(OmegaConf.create(choices), hydra / "hydra.yaml")
+    labels = [Path(p).parent.name for p in paths]
+    pd.DataFrame({"path": paths, "label": labels, "split": "test"}).to_csv(run / "split.csv", index=False)
+    save_image(run / "curves.png", np.full((40, 60, 3), 200, dtype=np.uint8))
+    (run / "checkpoints").mkdir(exist_ok=True)
+    stub = {"hyper_parameters": {"class_names": list(class_names)}, "state_dict": {}}
+    torch.save(stub, run / "checkpoints" / "best.ckpt")
+
+
+# --- killing a pipeline mid-run ---
+CHILD = """
+import os, signal, sys
+from hydra import compose, initialize_config_dir
+import {module} as target
+import {pipeline_module} as pipeline_module
+
+calls = 0
+real = getattr(target, {name!r})
+
+def killing(*args, **kwargs):
+    global calls
+    calls += 1
+    if calls == {kill_at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+
+setattr(target, {name!r}, killing)
+with initialize_config_dir(config_dir={conf!r}, version_base="1.3"):
+    cfg = compose(config_name={config!r}, overrides={overrides!r})
+pipeline_module.{pipeline}(cfg)
+"""
+
+
+def run_killed(
+    module: str,
+    name: str,
+    kill_at: int,
+    config: str,
+    pipeline: str,
+    overrides: list[str],
+    pipeline_module: str | None = None,
+) -> None:
+    """Run a pipeline in a child process that SIGKILLs itself on the kill_at-th call of module.name.
+
+    ``pipeline_module`` holds the pipeline function (default: ``module`` itself).
+    """
+    code = CHILD.format(
+        module=module,
+        name=name,
+        kill_at=kill_at,
+        conf=str(CONF_DIR),
+        config=config,
+        overrides=overrides,
+        pipeline=pipeline,
+        pipeline_module=pipeline_module or module,
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]

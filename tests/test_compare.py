@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import compare_config
-from test_report import CLASSES, make_images, make_run
+from helpers import CLASSES, compare_config, make_images, make_run, make_trained_run, one_line, run_killed, write_images
 
 from catdog.errors import CatdogError
 from catdog.pipelines import compare_sources
@@ -18,6 +17,7 @@ from catdog.pipelines.compare import (
     compare,
     experiment_labels,
     flip_counts,
+    read_run_settings,
     spearman,
     to_common_size,
     top_region_iou,
@@ -277,3 +277,93 @@ def test_compare_user_errors(tmp_path: Path, two_runs: tuple[Path, Path, list[st
         compare(compare_config(tmp_path))
     with pytest.raises(CatdogError, match="numbered"):
         compare(compare_config(tmp_path, sweep=str(tmp_path / "runs")))
+
+
+def test_compare_refuses_incomplete_folders(tmp_path: Path) -> None:
+    paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("dog", "b.jpg")])
+    a = make_run(tmp_path / "runs", "A", paths, ["cat", "dog"], [0.9, 0.8], np.ones((2, 2, 2), np.float32))
+    b = make_run(tmp_path / "runs", "B", paths, ["cat", "cat"], [0.9, 0.8], np.ones((2, 2, 2), np.float32))
+    staging = a.with_name(f".{a.name}.partial")
+    a.rename(staging)
+    cfg = compare_config(tmp_path, runs=[str(staging), str(b)])
+    with pytest.raises(CatdogError, match="interrupted") as err:
+        compare(cfg)
+    one_line(err)
+    staging.rename(a)
+    (a / "summary.json").unlink()  # a folder killed before summary.json (written last)
+    with pytest.raises(CatdogError, match="incomplete"):
+        compare(compare_config(tmp_path, runs=[str(a), str(b)]))
+
+
+def test_compare_does_not_resolve_interpolations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CATDOG_TEST_SECRET", "hunter2-secret")
+    paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("dog", "b.jpg")])
+    cams = np.ones((2, 2, 2), np.float32)
+    a = make_run(tmp_path / "runs", "A", paths, ["cat", "dog"], [0.9, 0.8], cams, overrides=["optimizer.lr=0.1"])
+    b = make_run(
+        tmp_path / "runs",
+        "B",
+        paths,
+        ["cat", "cat"],
+        [0.9, 0.8],
+        cams,
+        overrides=["optimizer.lr=${oc.env:CATDOG_TEST_SECRET}"],
+        config={"optimizer": {"lr": "${oc.env:CATDOG_TEST_SECRET}"}, "note": "${oc.env:CATDOG_TEST_SECRET}"},
+    )
+    overrides, settings = read_run_settings(b.parent.parent)
+    assert overrides["optimizer.lr"] == "${oc.env:CATDOG_TEST_SECRET}"
+    assert settings["note"] == "${oc.env:CATDOG_TEST_SECRET}"
+    result = compare(compare_config(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent)]))
+    out = Path(result["out_dir"])
+    for file in [*out.glob("*.csv"), out / "report" / "index.html"]:
+        assert "hunter2" not in file.read_text(), file
+
+
+def test_compare_reexplains_sweep_folders_with_override_syntax(tmp_path: Path) -> None:
+    images = tmp_path / "photos"
+    write_images(images, {"cat": 2, "dog": 2}, size=(32, 32))
+    runs = [make_trained_run(tmp_path / "sweep" / name, images, ["cat", "dog"], favourite=f)
+            for f, name in enumerate(["lr=0.1,bs=32", "lr='0.2' $x"])]
+    cfg = compare_config(tmp_path, runs=[str(r) for r in runs])
+    cfg.explain.data.num_workers = 0
+    result = compare(cfg)
+    # Independent reference: run 0 always says cat, run 1 always dog; half the images are cats.
+    assert [Path(d).parent.parent for d in result["explain_dirs"]] == runs
+    assert [row["accuracy"] for row in result["experiments"]] == [0.5, 0.5]
+    assert result["pairs"][0]["correct_to_incorrect"] == 2 and result["pairs"][0]["incorrect_to_correct"] == 2
+
+
+def test_corrupt_checkpoint_and_truncated_summary_in_compare(tmp_path: Path) -> None:
+    paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("dog", "b.jpg")])
+    cams = np.ones((2, 2, 2), np.float32)
+    a = make_run(tmp_path / "runs", "A", paths, ["cat", "dog"], [0.9, 0.8], cams)
+    b = make_run(tmp_path / "runs", "B", paths, ["cat", "cat"], [0.9, 0.8], cams)
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    with pytest.raises(CatdogError, match="could not be read") as err:
+        compare(compare_config(tmp_path, runs=[str(a), str(corrupt)]))
+    one_line(err)
+    text = (b / "summary.json").read_text()
+    (b / "summary.json").write_text(text[: len(text) // 2])
+    with pytest.raises(CatdogError, match="not valid JSON") as err:
+        compare(compare_config(tmp_path, runs=[str(a), str(b)]))
+    one_line(err)
+
+
+@pytest.mark.slow
+def test_killed_compare_leaves_nothing_complete_and_a_rerun_completes(tmp_path: Path) -> None:
+    paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("cat", "b.jpg"), ("dog", "c.jpg")])
+    cams = np.arange(3 * 4, dtype=np.float32).reshape(3, 2, 2)
+    a = make_run(tmp_path / "runs", "A", paths, ["cat", "dog", "dog"], [0.9, 0.8, 0.7], cams)
+    b = make_run(tmp_path / "runs", "B", paths, ["cat", "cat", "dog"], [0.9, 0.8, 0.7], -cams)
+    out = tmp_path / "cmp"
+    overrides = [f"runs=[{a},{b}]", f"out_dir={out}"]
+    run_killed("catdog.pipelines.compare", "write_report", 1, "compare", "compare", overrides)
+    assert not out.exists()
+    partial = [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert len(partial) == 1 and (partial[0] / "pairs.csv").is_file()  # killed after its tables, before the report
+
+    result = compare(compare_config(tmp_path, runs=[str(a), str(b)], out_dir=str(out)))
+    assert Path(result["out_dir"]) == out and (out / "report" / "index.html").is_file()
+    assert len(pd.read_csv(out / "per_image.csv")) == 3
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -108,3 +108,21 @@ def test_load_boxes_for_any_dataset(tmp_path: Path) -> None:
     (tmp_path / "boxes.csv").write_text("path,left,top\na.jpg,1,2\n")
     with pytest.raises(CatdogError, match=r"lacks column\(s\) x0, y0, x1, y1"):
         load_boxes(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [{"anything": 1}, {"generator_version": 1, "num_per_class": 1, "image_size": 32, "seed": 5}],
+)
+def test_demo_never_deletes_a_folder_it_did_not_write(tmp_path: Path, marker: dict) -> None:
+    root = tmp_path / "mine"
+    root.mkdir()
+    (root / "demo.json").write_text(json.dumps(marker))
+    (root / "thesis.tex").write_text("years of work")
+    with pytest.raises(CatdogError, match="refusing to overwrite"):
+        ensure_demo_dataset(root, num_per_class=1, image_size=32, seed=0)
+    assert (root / "thesis.tex").read_text() == "years of work"
+    # Its own folders are still regenerated when the parameters change.
+    demo = ensure_demo_dataset(tmp_path / "demo", num_per_class=1, image_size=32, seed=0)
+    ensure_demo_dataset(demo, num_per_class=2, image_size=32, seed=0)
+    assert len(list((demo / "cat").glob("*.png"))) == 2

@@ -6,10 +6,12 @@ import io
 import struct
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
+from catdog.data import images as images_module
 from catdog.data.images import BadImageError, load_rgb, scan_images
 
 
@@ -199,3 +201,16 @@ def test_any_decoder_exception_becomes_bad_image(
     monkeypatch.setattr(Image.Image, "load", exploding_load)
     with pytest.raises(BadImageError, match=r"^cannot decode: error: unpack requires"):
         load_rgb(path)
+
+
+def test_decompression_bomb_limit_is_explicit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    assert images_module.MAX_IMAGE_PIXELS == Image.MAX_IMAGE_PIXELS == 100_000_000
+    path = tmp_path / "big.png"
+    cv2.imwrite(str(path), np.zeros((50, 40, 3), np.uint8))
+    monkeypatch.setattr(images_module, "MAX_IMAGE_PIXELS", 1999)
+    with pytest.raises(BadImageError, match="too many pixels"):
+        load_rgb(path)
+    monkeypatch.setattr(images_module, "MAX_IMAGE_PIXELS", 2000)
+    assert load_rgb(path).shape == (50, 40, 3)

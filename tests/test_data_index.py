@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import write_images
 from PIL import Image
 
-from catdog.data.index import (
-    assign_splits,
-    build_index,
-    class_names_of,
-    index_for_inference,
-)
+from catdog.data.index import assign_splits, build_index, class_names_of, index_for_inference
 from catdog.errors import CatdogError
 
 
@@ -294,3 +291,35 @@ def test_inference_errors(tmp_path: Path) -> None:
         index_for_inference(tmp_path / "nope", ["a"])
     with pytest.raises(CatdogError, match="no images in"):
         index_for_inference(tmp_path, ["a"])
+
+
+def test_symlinked_class_folders_are_explained_like_trained(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    write_images(elsewhere, {"kitten_store": 3}, size=(32, 32))
+    root = tmp_path / "data"
+    write_images(root, {"dog": 2}, size=(32, 32))
+    (root / "cat").symlink_to(elsewhere / "kitten_store", target_is_directory=True)
+    (root / "dog" / "loop").symlink_to(root / "dog", target_is_directory=True)  # a link loop must end
+    trained = build_index("folder", root, val_fraction=0.0, test_fraction=0.0)
+    explained = index_for_inference(root, ["cat", "dog"])
+    assert sorted(trained["label"]) == ["cat"] * 3 + ["dog"] * 2
+    assert sorted(explained["label"]) == sorted(trained["label"])
+
+
+def test_index_of_25000_kaggle_files(tmp_path: Path) -> None:
+    _, png = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))
+    data = png.tobytes()
+    for i in range(12_500):
+        (tmp_path / f"cat.{i}.png").write_bytes(data)
+        (tmp_path / f"dog.{i}.png").write_bytes(data)
+    (tmp_path / ".hidden.1.png").write_bytes(data)
+    (tmp_path / "notes.txt").write_text("not an image")
+
+    index = build_index("kaggle", tmp_path)
+    assert len(index) == 25_000 and index["path"].is_unique
+    assert index["label"].value_counts().to_dict() == {"cat": 12_500, "dog": 12_500}
+    assert set(index["split"]) == {"train", "val", "test"}
+
+    listed = index_for_inference(tmp_path, ["cat", "dog"])
+    assert listed["path"].tolist() == sorted(listed["path"])  # one folder: path order
+    assert all(Path(p).name.startswith(f"{label}.") for p, label in zip(listed["path"], listed["label"]))

@@ -3,46 +3,40 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import make_config, write_images
+from helpers import ROOT, explain_cfg, make_trained_run, one_line, run_killed, save_checkpoint, write_images
 
 from catdog.errors import CatdogError
-from catdog.explain.pipeline import explain, overlay_location, resolve_checkpoint
-from catdog.models import ClassifierModule
+from catdog.explain import pipeline as explain_module
+from catdog.explain.pipeline import OverlayStyle, explain, overlay_location, resolve_checkpoint, run_explain
+from catdog.models import load_classifier
+from catdog.pipelines.compare import resolve_source
+from catdog.report import read_explain_dir
 
-ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog", "fox"]
-
-
-def save_constant_checkpoint(path: Path, favourite: int = 0, arch: str = "resnet18") -> Path:
-    """A checkpoint whose model always predicts class ``favourite`` (fc weight 0, bias one-hot)."""
-    module = ClassifierModule(arch=arch, class_names=CLASSES, weights=None, image_size=64)
-    fc = module.net.get_submodule(module.hparams.fc_layer)
-    with torch.no_grad():
-        fc.weight.zero_()
-        fc.bias.copy_(torch.nn.functional.one_hot(torch.tensor(favourite), len(CLASSES)).float() * 2.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-    return path
 
 
 @pytest.fixture
 def run_folder(tmp_path: Path) -> Path:
     run = tmp_path / "run"
-    save_constant_checkpoint(run / "checkpoints" / "best.ckpt")
+    save_checkpoint(run / "checkpoints" / "best.ckpt", CLASSES, image_size=64)
     return run
 
 
-def explain_cfg(ckpt: Path, *overrides: str):
-    return make_config("explain", [f"ckpt={ckpt}", "data.num_workers=0", "data.batch_size=4", *overrides])
+def explain_auto(ckpt: Path, *overrides: str):
+    """conf/explain.yaml with its own precision (auto: bf16 where the CPU runs it natively)."""
+    return explain_cfg(ckpt, *overrides, precision="auto")
 
 
 def test_resolve_checkpoint_accepts_run_folder_and_file(run_folder: Path, tmp_path: Path) -> None:
@@ -59,7 +53,7 @@ def test_overlays_sorted_into_correct_incorrect_and_unlabelled(run_folder: Path,
     images = tmp_path / "images"
     write_images(images, {"cat": 2, "dog": 3, "fox": 1})
     write_images(images / "misc", {"unknown": 2}, seed=1)  # no class folder name: unlabelled
-    summary = explain(explain_cfg(run_folder, f"data.root={images}"))
+    summary = explain(explain_auto(run_folder, f"data.root={images}"))
     out = Path(summary["out_dir"])
     assert out.parent == run_folder / "explain"
 
@@ -88,7 +82,7 @@ def test_overlays_sorted_into_correct_incorrect_and_unlabelled(run_folder: Path,
     assert summary_file["labelled"] == 6 and summary_file["correct"] == 2
     assert summary_file["accuracy"] == pytest.approx(2 / 6)
     assert summary_file["confusion_matrix"] == [[2, 0, 0], [3, 0, 0], [1, 0, 0]]
-    # The CAM self-check is exercised on a non-zero head in test_reliability.py::test_item17_cam_self_check_can_fail.
+    # The CAM self-check is exercised on a non-zero head in test_cam_self_check_can_fail below.
     assert len(summary_file["checkpoint"]["sha256"]) == 64
     assert (out / "confusion_matrix.png").is_file() and (out / "top_losses.png").is_file()
 
@@ -100,7 +94,7 @@ def test_overlays_sorted_into_correct_incorrect_and_unlabelled(run_folder: Path,
 def test_overlay_is_original_size_and_mistakes_show_true_class(run_folder: Path, tmp_path: Path) -> None:
     images = tmp_path / "images"
     write_images(images, {"cat": 1, "dog": 1}, size=(90, 50))
-    out = Path(explain(explain_cfg(run_folder, f"data.root={images}"))["out_dir"])
+    out = Path(explain(explain_auto(run_folder, f"data.root={images}"))["out_dir"])
     correct = cv2.imread(str(next((out / "correct" / "cat").glob("*.jpg"))))
     assert correct.shape == (50, 90, 3)  # CAM upsampled to the original resolution, not a square
     mistake = cv2.imread(str(next((out / "incorrect" / "dog_as_cat").glob("*.jpg"))))
@@ -109,7 +103,7 @@ def test_overlay_is_original_size_and_mistakes_show_true_class(run_folder: Path,
 
 def test_single_input_file_and_topk(run_folder: Path, tmp_path: Path) -> None:
     (image,) = write_images(tmp_path / "one", {"x": 1})
-    summary = explain(explain_cfg(run_folder, f"input={image}", "topk=2"))
+    summary = explain(explain_auto(run_folder, f"input={image}", "topk=2"))
     predictions = pd.read_csv(Path(summary["out_dir"]) / "predictions.csv")
     assert len(predictions) == 1 and predictions.loc[0, "topk"].startswith("cat|")
     assert summary["labelled"] == 0 and "accuracy" not in summary
@@ -120,7 +114,7 @@ def test_unreadable_images_are_skipped_and_listed(run_folder: Path, tmp_path: Pa
     write_images(images, {"cat": 2})
     (images / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (images / "cat" / "empty.png").write_bytes(b"")
-    summary = explain(explain_cfg(run_folder, f"data.root={images}"))
+    summary = explain(explain_auto(run_folder, f"data.root={images}"))
     out = Path(summary["out_dir"])
     skipped = pd.read_csv(out / "skipped.csv")
     assert sorted(Path(p).name for p in skipped["path"]) == ["broken.jpg", "empty.png"]
@@ -131,15 +125,15 @@ def test_unreadable_images_are_skipped_and_listed(run_folder: Path, tmp_path: Pa
 def test_never_overwrites_earlier_results(run_folder: Path, tmp_path: Path) -> None:
     images = tmp_path / "images"
     write_images(images, {"cat": 1})
-    first = explain(explain_cfg(run_folder, f"data.root={images}"))["out_dir"]
-    second = explain(explain_cfg(run_folder, f"data.root={images}"))["out_dir"]
+    first = explain(explain_auto(run_folder, f"data.root={images}"))["out_dir"]
+    second = explain(explain_auto(run_folder, f"data.root={images}"))["out_dir"]
     assert first != second and Path(first, "predictions.csv").is_file()
 
     target = tmp_path / "out"
-    explain(explain_cfg(run_folder, f"data.root={images}", f"out_dir={target}"))
+    explain(explain_auto(run_folder, f"data.root={images}", f"out_dir={target}"))
     with pytest.raises(CatdogError, match="overwrite=true"):
-        explain(explain_cfg(run_folder, f"data.root={images}", f"out_dir={target}"))
-    explain(explain_cfg(run_folder, f"data.root={images}", f"out_dir={target}", "overwrite=true"))
+        explain(explain_auto(run_folder, f"data.root={images}", f"out_dir={target}"))
+    explain(explain_auto(run_folder, f"data.root={images}", f"out_dir={target}", "overwrite=true"))
 
 
 def test_held_out_split_comes_from_the_run_folder(run_folder: Path, tmp_path: Path) -> None:
@@ -149,7 +143,7 @@ def test_held_out_split_comes_from_the_run_folder(run_folder: Path, tmp_path: Pa
     pd.DataFrame({"path": [str(p) for p in paths], "label": labels, "split": splits}).to_csv(
         run_folder / "split.csv", index=False
     )
-    out = Path(explain(explain_cfg(run_folder))["out_dir"])
+    out = Path(explain(explain_auto(run_folder))["out_dir"])
     predictions = pd.read_csv(out / "predictions.csv")
     assert sorted(predictions["path"]) == sorted(str(p) for p, s in zip(paths, splits) if s == "test")
 
@@ -185,10 +179,9 @@ def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path: Path) -> None:
 
 
 def test_latest_checkpoint_is_the_newest_run(tmp_path: Path) -> None:
-    import os
 
-    old = save_constant_checkpoint(tmp_path / "runs" / "train" / "a" / "checkpoints" / "best.ckpt")
-    new = save_constant_checkpoint(tmp_path / "runs" / "other" / "b" / "checkpoints" / "best.ckpt")
+    old = save_checkpoint(tmp_path / "runs" / "train" / "a" / "checkpoints" / "best.ckpt", CLASSES, image_size=64)
+    new = save_checkpoint(tmp_path / "runs" / "other" / "b" / "checkpoints" / "best.ckpt", CLASSES, image_size=64)
     os.utime(old, (1, 1))
     assert resolve_checkpoint("latest", tmp_path / "runs") == new
     with pytest.raises(CatdogError, match="train first"):
@@ -209,7 +202,7 @@ def test_pointing_game_scores_the_peak_against_every_box_of_an_image(run_folder:
         ],
         columns=["path", "x0", "y0", "x1", "y1"],
     ).to_csv(images / "boxes.csv", index=False)
-    summary = explain(explain_cfg(run_folder, f"data.root={images}", "align=cell"))
+    summary = explain(explain_auto(run_folder, f"data.root={images}", "align=cell"))
     predictions = pd.read_csv(Path(summary["out_dir"]) / "predictions.csv")
     predictions.index = predictions["path"].map(lambda p: Path(p).name)
     assert (predictions.loc["cat_0.png", "peak_x"], predictions.loc["cat_0.png", "peak_y"]) == (19.5, 14.5)
@@ -220,7 +213,7 @@ def test_pointing_game_scores_the_peak_against_every_box_of_an_image(run_folder:
 def test_contrast_reaches_the_explainer(run_folder: Path, tmp_path: Path) -> None:
     images = tmp_path / "images"
     write_images(images, {"cat": 1, "dog": 1})
-    summary = explain(explain_cfg(run_folder, f"data.root={images}", "contrast=runner_up", "align=cell"))
+    summary = explain(explain_auto(run_folder, f"data.root={images}", "contrast=runner_up", "align=cell"))
     assert summary["contrast"] == "runner_up"
     assert str(np.load(Path(summary["out_dir"]) / "cams.npz")["contrast"]) == "runner_up"
 
@@ -237,3 +230,196 @@ def test_explain_prints_its_result_without_lightning_chatter(run_folder: Path, t
     assert "Explained 2 images (0 skipped)" in output
     for chatter in ("GPU available", "TPU available", "litlogger", "LeafSpec"):
         assert chatter not in output
+
+
+@pytest.mark.parametrize("classes", [["0", "1"], ["NA", "None"]])
+def test_numeric_and_na_class_names_survive_split_csv(tmp_path: Path, classes: list[str]) -> None:
+    images = tmp_path / "photos"
+    write_images(images, {classes[0]: 2, classes[1]: 3}, size=(32, 32))
+    run = make_trained_run(tmp_path / "run", images, classes, favourite=0)
+    summary = explain(explain_cfg(run))
+    # Independent reference: the constant model predicts classes[0]; 2 of the 5 images are that class.
+    assert summary["labelled"] == 5 and summary["accuracy"] == pytest.approx(2 / 5)
+    out = Path(summary["out_dir"])
+    exp = read_explain_dir(out)
+    assert sorted(exp.predictions["true"]) == sorted([classes[0]] * 2 + [classes[1]] * 3)
+    assert (out / "report" / "index.html").is_file()
+
+
+def test_extreme_image_goes_to_skipped_csv(tmp_path: Path) -> None:
+    images = tmp_path / "photos"
+    write_images(images, {"cat": 2, "dog": 2}, size=(32, 32))
+    wide = images / "cat" / "wide.png"
+    cv2.imwrite(str(wide), np.full((70000, 8, 3), 120, np.uint8))  # valid PNG; beyond JPEG's 65535 px
+    run = make_trained_run(tmp_path / "run", images, ["cat", "dog"])
+    # Drawn on a bounded copy (the default overlay.max_size) the image is explained like any other ...
+    bounded = explain(explain_cfg(run))
+    assert bounded["images"] == 5 and bounded["skipped"] == 0
+    # ... and at full size its JPEG cannot be written: that one image is skipped, the run completes.
+    summary = explain(explain_cfg(run, "overlay.max_size=null"))
+    out = Path(summary["out_dir"])
+    skipped = pd.read_csv(out / "skipped.csv", dtype=str)
+    assert skipped["path"].tolist() == [str(wide.resolve())]
+    assert skipped["reason"].iloc[0].startswith("cannot draw overlay")
+    assert summary["images"] == 4 and summary["skipped"] == 1
+    with np.load(out / "cams.npz") as npz:
+        assert str(wide.resolve()) not in set(npz["paths"].tolist()) and len(npz["cams"]) == 4
+
+
+def test_overwrite_replaces_the_whole_folder(tmp_path: Path) -> None:
+    images = tmp_path / "photos"
+    write_images(images, {"cat": 2, "dog": 2}, size=(32, 32))
+    run = make_trained_run(tmp_path / "run", images, ["cat", "dog"])
+    out = tmp_path / "out"
+    explain(explain_cfg(run, f"out_dir={out}"))
+    assert (out / "cams.npz").is_file() and (out / "incorrect").is_dir()
+    (out / "stray.txt").write_text("old")
+    with pytest.raises(CatdogError, match="overwrite=true"):
+        explain(explain_cfg(run, f"out_dir={out}"))
+    explain(explain_cfg(run, f"out_dir={out}", "overwrite=true", "save_cams=false", f"input={images / 'cat'}"))
+    assert not (out / "cams.npz").exists() and not (out / "stray.txt").exists()
+    assert not (out / "incorrect").exists()  # only cats now, all predicted cat: no old mistakes kept
+    assert len(pd.read_csv(out / "predictions.csv")) == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+
+
+def test_out_dir_is_a_file(tmp_path: Path) -> None:
+    images = tmp_path / "photos"
+    write_images(images, {"cat": 1, "dog": 1}, size=(32, 32))
+    run = make_trained_run(tmp_path / "run", images, ["cat", "dog"])
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CatdogError, match="is a file") as err:
+        explain(explain_cfg(run, f"out_dir={tmp_path / 'file'}"))
+    one_line(err)
+    with pytest.raises(CatdogError, match="is a file") as err:
+        explain(explain_cfg(run, f"out_dir={tmp_path / 'file' / 'below'}"))
+    one_line(err)
+
+
+def test_every_input_unreadable(tmp_path: Path) -> None:
+    images = tmp_path / "photos" / "cat"
+    images.mkdir(parents=True)
+    (images / "a.png").write_bytes(b"")
+    (images / "b.jpg").write_text("not an image")
+    run = tmp_path / "run"
+    save_checkpoint(run / "checkpoints" / "best.ckpt", ["cat", "dog"])
+    with pytest.raises(CatdogError, match="none of the 2 images could be used") as err:
+        explain(explain_cfg(run, f"data.root={images.parent}"))
+    assert "zero-byte" in one_line(err) or "not an image" in one_line(err)
+
+
+def test_empty_boxes_cell(tmp_path: Path) -> None:
+    images = tmp_path / "photos"
+    write_images(images, {"cat": 1, "dog": 1}, size=(32, 32))
+    (images / "boxes.csv").write_text("path,x0,y0,x1,y1\ncat/cat_0.png,1,2,,9\n")
+    run = make_trained_run(tmp_path / "run", images, ["cat", "dog"])
+    with pytest.raises(CatdogError, match="empty") as err:
+        explain(explain_cfg(run, f"data.root={images}"))
+    assert "boxes.csv" in one_line(err)
+
+
+def test_explaining_a_root_skips_earlier_explain_folders(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    write_images(root, {"cat": 2, "dog": 2}, size=(32, 32))
+    run = make_trained_run(tmp_path / "run", root, ["cat", "dog"])
+    explain(explain_cfg(run, f"data.root={root}", f"out_dir={root / 'explained'}"))
+    assert len(list((root / "explained").rglob("*.jpg"))) >= 4
+    again = explain(explain_cfg(run, f"data.root={root}"))
+    assert again["images"] == 4
+
+
+def test_explain_uses_the_layer_names_stored_in_the_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = tmp_path / "photos"
+    write_images(images, {"cat": 2, "dog": 2}, size=(32, 32))
+    run = make_trained_run(tmp_path / "run", images, ["cat", "dog"], favourite=None)
+    real = explain_module.arch_spec
+
+    def moved_registry(name: str):  # the registry now names another layer than the checkpoint was made with
+        spec = real(name)
+        return type(spec)(name=spec.name, feature_layer="layer3", fc_layer=spec.fc_layer, feature_relu=spec.feature_relu)
+
+    monkeypatch.setattr(explain_module, "arch_spec", moved_registry)
+    summary = explain(explain_cfg(run))
+    assert summary["cam_logit_max_deviation"] < 1e-4
+
+
+def _small_explain_setup(tmp_path: Path, head_scale: float) -> tuple[Any, pd.DataFrame, OverlayStyle, Path]:
+    """A random two-class model whose head is scaled by ``head_scale``, 8 tiny photos, a style, an out folder."""
+    images = tmp_path / "photos"
+    write_images(images, {"cat": 4, "dog": 4}, size=(32, 32))
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", ["cat", "dog"], favourite=None, seed=3, head_scale=head_scale)
+    table = pd.DataFrame({"path": [str(p) for p in sorted(images.rglob("*.png"))], "label": ["cat"] * 4 + ["dog"] * 4})
+    style = OverlayStyle(class_names=["cat", "dog"], topk=1, alpha=0.5, side_by_side=False, show_true_cam=True, quality=80)
+    out = tmp_path / "out"
+    out.mkdir()
+    return load_classifier(ckpt), table, style, out
+
+
+def test_bf16_cam_check_tolerance_is_precision_aware(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    model, table, style, out = _small_explain_setup(tmp_path, head_scale=5.0)
+    with caplog.at_level(logging.WARNING, logger="catdog.explain.pipeline"):
+        _, _, stats = run_explain(model, table, out, style=style, bf16=True, num_workers=0, batch_size=8)
+    # bf16 rounding gives a deviation well above float32's 1e-3 but normal for bf16: no warning.
+    assert 1e-3 < stats["cam_logit_max_deviation"] < explain_module.CAM_CHECK_TOLERANCE["bf16"]
+    assert not [r for r in caplog.records if "self-check" in r.getMessage()]
+    with caplog.at_level(logging.WARNING, logger="catdog.explain.pipeline"):
+        _, _, stats32 = run_explain(model, table, out, style=style, bf16=False, num_workers=0, batch_size=8)
+    assert stats32["cam_logit_max_deviation"] < 1e-4
+
+
+def test_cam_self_check_can_fail(tmp_path: Path) -> None:
+    images = tmp_path / "photos"
+    write_images(images, {"cat": 2, "dog": 2}, size=(32, 32))
+    run = make_trained_run(tmp_path / "run", images, ["cat", "dog"], favourite=None)
+    summary = explain(explain_cfg(run))
+    with np.load(Path(summary["out_dir"]) / "cams.npz") as npz:
+        assert np.abs(npz["cams"].astype(np.float32)).max() > 1e-3  # real maps: a wrong layer would show
+    assert summary["cam_logit_max_deviation"] < 1e-4
+    # The same check fails when the maps come from the wrong layer (so it is able to fail).
+    model = load_classifier(run / "checkpoints" / "best.ckpt")
+    from catdog.maps.explainers import ExactCAM
+
+    wrong = ExactCAM(model.net, "layer4.0", "fc", feature_relu=False)
+    x = torch.randn(2, 3, 32, 32)
+    assert wrong.explain(x, true_labels=torch.tensor([0, 1]), topk=1).stats["cam_logit_deviation"] > 1e-2
+
+
+def test_bf16_cam_check_tolerance_scales_with_the_logits(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Large logits (a confident head): bf16 rounding deviates by more than the 0.05 floor, yet by well under
+    # 1% of the logits, which is normal for 8 bits of mantissa: no warning (the demo warned at 0.081).
+    model, table, style, out = _small_explain_setup(tmp_path, head_scale=300.0)
+    with caplog.at_level(logging.WARNING, logger="catdog.explain.pipeline"):
+        _, _, stats = run_explain(model, table, out, style=style, bf16=True, num_workers=0, batch_size=8)
+    assert stats["cam_logit_max_deviation"] > explain_module.CAM_CHECK_TOLERANCE["bf16"]
+    assert not [r for r in caplog.records if "self-check" in r.getMessage()]
+
+
+@pytest.mark.slow
+def test_killed_explain_leaves_nothing_complete_and_a_rerun_completes(tmp_path: Path) -> None:
+    images = tmp_path / "photos"
+    write_images(images, {"cat": 6, "dog": 6}, size=(32, 32))
+    run = make_trained_run(tmp_path / "run", images, ["cat", "dog"])
+    overrides = [f"ckpt={run}", "data.num_workers=0", "data.batch_size=4", "overlay.writers=1"]
+    # Overlays are drawn and written by catdog.explain.render.
+    run_killed("catdog.explain.render", "save_image", 3, "explain", "explain", overrides, "catdog.explain.pipeline")
+
+    from catdog.runs import explain_dirs_of
+
+    # Nothing at a final path: only the hidden staging folder, which neither the run nor compare accepts.
+    folders = list((run / "explain").iterdir())
+    assert len(folders) == 1 and folders[0].name.startswith(".")
+    assert any(folders[0].rglob("*.jpg")) and not (folders[0] / "summary.json").exists()  # killed mid-run
+    assert explain_dirs_of(run) == []
+    with pytest.raises(CatdogError, match="interrupted"):
+        resolve_source(folders[0])
+    final = folders[0].name.removeprefix(".").removesuffix(".partial")
+    assert not (run / "explain" / final).exists()
+
+    # Rerunning into the same folder needs no overwrite and gives the full result.
+    summary = explain(explain_cfg(run, f"out_dir={run / 'explain' / final}"))
+    out = Path(summary["out_dir"])
+    assert summary["images"] == 12 and explain_dirs_of(run) == [out]
+    assert len(pd.read_csv(out / "predictions.csv")) == 12 and len(list(out.rglob("*.jpg"))) >= 12
+    assert [p.name for p in (run / "explain").iterdir()] == [final]

@@ -261,14 +261,13 @@ def test_pipeline_methods_layers_display_threshold_and_compare_names(tmp_path) -
     from pathlib import Path
 
     import pandas as pd
-    from helpers import make_config, write_images
-    from test_explain import save_constant_checkpoint
+    from helpers import make_config, save_checkpoint, write_images
 
     from catdog.explain.pipeline import explain
     from catdog.pipelines.compare import compare
 
     run = tmp_path / "run"
-    ckpt = save_constant_checkpoint(run / "checkpoints" / "best.ckpt")
+    ckpt = save_checkpoint(run / "checkpoints" / "best.ckpt", ["cat", "dog", "fox"], image_size=64)
     module = torch.load(ckpt, weights_only=True)
     torch.manual_seed(0)
     for key, value in module["state_dict"].items():  # a non-constant head: maps differ per class

@@ -1,131 +1,21 @@
-"""The HTML report: numbers, escaping, assets. Built from hand-made explain folders (no model).
-
-``make_run`` is shared with test_compare.py and test_report_browser.py.
-"""
+"""The HTML report: numbers, escaping, assets. Built from hand-made explain folders (no model, helpers.make_run)."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from omegaconf import OmegaConf
+from helpers import HOSTILE, make_images, make_run
 
 from catdog.errors import CatdogError
-from catdog.overlay import draw_label, label_text, safe_name, save_image
 from catdog.report import experiment_table, read_explain_dir, script_json, write_report
-
-CLASSES = ["cat", "dog"]
-HOSTILE = "<img src=x onerror=alert(1)>.jpg"
-
-
-def make_images(root: Path, names: Sequence[tuple[str, str]]) -> list[str]:
-    """Tiny photos root/<class>/<name>; returns their absolute paths."""
-    paths = []
-    for i, (label, name) in enumerate(names):
-        image = np.full((24, 32, 3), 40 * i % 255, dtype=np.uint8)
-        paths.append(str(save_image(root / label / name, image).resolve()))
-    return paths
-
-
-def make_run(
-    base: Path,
-    name: str,
-    paths: Sequence[str],
-    preds: Sequence[str],
-    probs: Sequence[float],
-    cams: np.ndarray,
-    *,
-    overrides: Sequence[str] = (),
-    config: dict | None = None,
-    class_names: Sequence[str] = CLASSES,
-    in_box: Sequence[bool] | None = None,
-    stamp: str = "2026-01-01_00-00-00",
-    run_files: bool = True,
-) -> Path:
-    """A run folder with .hydra/, split.csv, curves.png, a stub checkpoint and one explain folder.
-
-    Args:
-        paths: image paths; their true class is their parent folder's name.
-        preds: predicted class per image; probs: its probability (the other classes share the rest).
-        cams: raw predicted-class maps [N, h, w].
-        run_files: write the run folder's own files (False: only add another explain folder).
-
-    Returns:
-        The explain folder.
-    """
-    run = base / name
-    if run_files:
-        _write_run_files(run, paths, overrides, config, class_names)
-    out = run / "explain" / stamp
-    rows = []
-    for i, (path, pred, prob) in enumerate(zip(paths, preds, probs)):
-        true = Path(path).parent.name
-        folder = f"correct/{pred}" if true == pred else f"incorrect/{true}_as_{pred}"
-        overlay = f"{folder}/{min(999, round((1 - prob) * 1000)):04d}_{safe_name(Path(path).stem)}.jpg"
-        picture = np.zeros((48, 64, 3), dtype=np.uint8)
-        picture[:, : 8 * (i + 1) % 64] = (200, 30, 30)
-        save_image(out / overlay, draw_label(picture, label_text(pred, prob, true)))
-        p = {c: (prob if c == pred else (1 - prob) / (len(class_names) - 1)) for c in class_names}
-        row = {
-            "path": path,
-            "true": true,
-            "pred": pred,
-            **{f"p_{c}": p[c] for c in class_names},
-            "loss": -math.log(p[true]),
-            "correct": true == pred,
-            "peak_x": 0,
-            "peak_y": 0,
-            "area50": 0.5,
-            "overlay": overlay,
-        }
-        if in_box is not None:
-            row["in_box"] = in_box[i]
-        rows.append(row)
-    pd.DataFrame(rows).to_csv(out / "predictions.csv", index=False)
-    pd.DataFrame(columns=["path", "reason"]).to_csv(out / "skipped.csv", index=False)
-    index = {c: i for i, c in enumerate(class_names)}
-    class_idx = np.array([[index[p], index[Path(t).parent.name]] for p, t in zip(preds, paths)])
-    both = np.stack([cams, cams], axis=1).astype(np.float16)
-    np.savez_compressed(
-        out / "cams.npz", cams=both, class_idx=class_idx, paths=np.array(paths), class_names=np.array(class_names)
-    )
-    summary = {
-        "images": len(rows),
-        "accuracy": sum(r["correct"] for r in rows) / len(rows),
-        "class_names": list(class_names),
-        "arch": "resnet18",
-        "pointing_game": None,
-        "checkpoint": {"path": str((run / "checkpoints" / "best.ckpt").resolve()), "sha256": "ab" * 32},
-        "train_config": {"path": str((run / ".hydra" / "config.yaml").resolve()), "sha256": "cd" * 32},
-    }
-    (out / "summary.json").write_text(json.dumps(summary))
-    return out
-
-
-def _write_run_files(
-    run: Path, paths: Sequence[str], overrides: Sequence[str], config: dict | None, class_names: Sequence[str]
-) -> None:
-    """.hydra/, split.csv (every image in test), curves.png and a stub checkpoint holding the class names."""
-    hydra = run / ".hydra"
-    hydra.mkdir(parents=True, exist_ok=True)
-    config = config or {"model": {"arch": "resnet18"}, "optimizer": {"lr": 0.001}}
-    OmegaConf.save(OmegaConf.create(config), hydra / "config.yaml")
-    OmegaConf.save(OmegaConf.create(list(overrides)), hydra / "overrides.yaml")
-    choices = {"hydra": {"runtime": {"choices": {"model": "resnet18", "hydra/launcher": "basic"}}}}
-    OmegaConf.save(OmegaConf.create(choices), hydra / "hydra.yaml")
-    labels = [Path(p).parent.name for p in paths]
-    pd.DataFrame({"path": paths, "label": labels, "split": "test"}).to_csv(run / "split.csv", index=False)
-    save_image(run / "curves.png", np.full((40, 60, 3), 200, dtype=np.uint8))
-    (run / "checkpoints").mkdir(exist_ok=True)
-    stub = {"hyper_parameters": {"class_names": list(class_names)}, "state_dict": {}}
-    torch.save(stub, run / "checkpoints" / "best.ckpt")
 
 
 @pytest.fixture
@@ -192,3 +82,38 @@ def test_report_rejects_duplicate_labels(one_run: Path) -> None:
 def test_read_explain_dir_names_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(CatdogError, match="predictions.csv"):
         read_explain_dir(tmp_path)
+
+
+def test_report_never_copies_files_outside_the_explain_folder(tmp_path: Path) -> None:
+    paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("dog", "b.jpg"), ("dog", "c.jpg")])
+    out = make_run(tmp_path / "runs", "A", paths, ["cat", "dog", "dog"], [0.9, 0.8, 0.7], np.ones((3, 2, 2), np.float32))
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(b"\xff\xd8 not for the report " + os.urandom(16))
+    frame = pd.read_csv(out / "predictions.csv", dtype=str, keep_default_na=False)
+    escape = os.path.relpath(secret, out)
+    frame.loc[0, "overlay"] = escape  # ../../../secret.jpg
+    frame.loc[1, "overlay"] = str(secret)  # absolute
+    (out / "link.jpg").symlink_to(secret)
+    frame.loc[2, "overlay"] = "link.jpg"  # a symlink inside the folder pointing out of it
+    frame.to_csv(out / "predictions.csv", index=False)
+    report = write_report(tmp_path / "report", [read_explain_dir(out)])
+    copied = [p.read_bytes() for p in report.parent.rglob("*") if p.is_file()]
+    assert secret.read_bytes() not in copied
+    page = report.read_text()
+    assert "secret.jpg" not in page and "link.jpg" not in page
+
+
+def test_report_takes_curves_only_from_the_run_holding_the_explain_folder(tmp_path: Path) -> None:
+    paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("dog", "b.jpg")])
+    out = make_run(tmp_path / "runs", "A", paths, ["cat", "dog"], [0.9, 0.8], np.ones((2, 2, 2), np.float32))
+    moved = tmp_path / "moved"
+    out.rename(moved)  # no longer inside a run folder: the run is taken from summary.json
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "checkpoints").mkdir(parents=True)
+    secret = cv2.imencode(".png", np.full((5, 5, 3), 7, np.uint8))[1].tobytes()
+    (elsewhere / "curves.png").write_bytes(secret)
+    summary = json.loads((moved / "summary.json").read_text())
+    summary["checkpoint"]["path"] = str(elsewhere / "checkpoints" / "best.ckpt")
+    (moved / "summary.json").write_text(json.dumps(summary))
+    report = write_report(tmp_path / "report", [read_explain_dir(moved)])
+    assert secret not in [p.read_bytes() for p in report.parent.rglob("*") if p.is_file()]

@@ -16,11 +16,13 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import HOSTILE, make_images, make_run
 from omegaconf import OmegaConf
-from test_report import HOSTILE, make_images, make_run
 
 from catdog.pipelines.compare import compare
 from catdog.report import read_explain_dir, write_report
+
+pytestmark = pytest.mark.slow  # a real browser: seconds per page
 
 CHROMIUM = os.environ.get("CATDOG_CHROMIUM", "/usr/bin/chromium")
 ARGS = [

@@ -77,6 +77,7 @@ def _epoch_rows(run: Path) -> pd.DataFrame:
 EMA = ["callbacks.ema={_target_:catdog.models.EMAWeights,decay:0.9}"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], EMA], ids=["plain", "ema"])
 def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_weights(tmp_path: Path, extra: list[str]) -> None:
     full = _train(tmp_path, "full", *extra)

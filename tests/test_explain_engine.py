@@ -12,18 +12,18 @@ import sys
 from pathlib import Path
 
 import cv2
+import helpers
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import make_config, write_images
+from helpers import save_checkpoint, write_images
 
 from catdog.data import build_transform, load_rgb
+from catdog.explain import engine as predict
 from catdog.explain.engine import resolve_precision, share_of
 from catdog.explain.pipeline import explain, unique_stems
 from catdog.maps.cam import select_classes
-from catdog.models import ClassifierModule
-from catdog.explain import engine as predict
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog"]
@@ -32,18 +32,11 @@ CLASSES = ["cat", "dog"]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random (untrained) ResNet18 whose maps and probabilities differ from image to image."""
-    torch.manual_seed(0)
-    module = ClassifierModule(arch="resnet18", class_names=CLASSES, weights=None, image_size=32).eval()
-    path = tmp_path_factory.mktemp("run") / "checkpoints" / "best.ckpt"
-    path.parent.mkdir(parents=True)
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, path)
-    return path
+    return save_checkpoint(tmp_path_factory.mktemp("run") / "checkpoints" / "best.ckpt", CLASSES, favourite=None)
 
 
 def explain_cfg(ckpt: Path, *overrides: str):
-    return make_config(
-        "explain", [f"ckpt={ckpt}", "data.num_workers=0", "data.batch_size=3", "precision=32", *overrides]
-    )
+    return helpers.explain_cfg(ckpt, *overrides, batch_size=3)
 
 
 def reference_cams(ckpt: Path, paths: list[str], labels: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -67,6 +60,7 @@ def reference_cams(ckpt: Path, paths: list[str], labels: list[int]) -> tuple[np.
     return np.stack(probs), np.stack(classes), np.stack(maps)
 
 
+@pytest.mark.slow
 def test_two_processes_write_the_same_explain_folder_as_one(checkpoint: Path, tmp_path: Path) -> None:
     images = tmp_path / "images"
     write_images(images, {"cat": 5, "dog": 4}, size=(48, 40))
