@@ -12,23 +12,21 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import make_config, tiny_train_cfg
+from helpers import make_config
 from torch.utils.data import DataLoader
 
 from catdog.data import ImageDataset, build_transform
 from catdog.errors import CatdogError
 from catdog.models import load_classifier
 from catdog.pipelines.evaluate import evaluate
-from catdog.pipelines.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("evaluate")
-    train(tiny_train_cfg(tmp, "test=false"))
-    return tmp / "run"
+@pytest.fixture
+def run(tiny_run: Path) -> Path:
+    """The session's tiny trained run (conftest.py)."""
+    return tiny_run
 
 
 def _expected(checkpoint: Path, paths: list[str], labels: list[str]) -> tuple[float, list[str]]:

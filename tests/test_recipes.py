@@ -120,9 +120,8 @@ def test_bad_test_tta_fails_before_training(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-def test_evaluate_at_another_image_size_uses_it_and_says_so(tmp_path: Path) -> None:
-    train(tiny_train_cfg(tmp_path, "test=false"))
-    run = tmp_path / "run"
+def test_evaluate_at_another_image_size_uses_it_and_says_so(tiny_run: Path) -> None:
+    run = tiny_run
     result = evaluate(make_config("evaluate", ["progress=false", "data.num_workers=0", f"ckpt={run}", "image_size=48"]))
     model = load_classifier(run / "checkpoints" / "best.ckpt")
     hp = model.hparams

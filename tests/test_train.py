@@ -182,10 +182,11 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path: Path) -> None
     [("optimizer", "builtins.exec"), ("optimizer", "os.system"), ("scheduler", "torch.optim.AdamW"),
      ("optimizer", "torch.optim.lr_scheduler.StepLR"), ("scheduler", "subprocess.Popen")],
 )
-def test_checkpoint_optimizer_and_scheduler_targets_are_restricted_to_torch(tmp_path: Path, key: str, target: str) -> None:
+def test_checkpoint_optimizer_and_scheduler_targets_are_restricted_to_torch(
+    tiny_run: Path, tmp_path: Path, key: str, target: str
+) -> None:
     """#9 item 16: a checkpoint's optimizer/scheduler _target_ is instantiated on resume."""
-    train(tiny_train_cfg(tmp_path, "test=false"))
-    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
     checkpoint["hyper_parameters"][key] = {"_target_": target, "lr": 0.1}
     evil = tmp_path / "evil.ckpt"
     torch.save(checkpoint, evil)
