@@ -94,10 +94,34 @@ def _draw_curves(per_epoch: pd.DataFrame, out_png: Path) -> Path | None:
     return out_png
 
 
+CONFUSION_MAX_CLASSES = 30
+"""Most classes a confusion figure shows: past it, the most confused ones (the figure and its memory stay bounded
+whatever the number of classes; the full matrix is in the JSON next to it)."""
+CONFUSION_TEXT_CLASSES = 20  # counts are written in the cells up to this many classes (text is what costs time)
+_LABEL_CHARS = 32  # tick labels are cut to this many characters (the full names are in the tables)
+
+
+def most_confused(counts: np.ndarray, limit: int) -> np.ndarray:
+    """The indices (sorted) of at most ``limit`` classes with the most mistakes, as the true or the predicted class.
+
+    Ties (and classes without mistakes) go by index, so the choice is deterministic.
+    """
+    n = len(counts)
+    if n <= limit:
+        return np.arange(n)
+    off = counts - np.diag(np.diag(counts))
+    errors = off.sum(axis=0) + off.sum(axis=1)
+    order = np.lexsort((np.arange(n), -errors))  # most mistakes first, then by index
+    return np.sort(order[:limit])
+
+
 def plot_confusion_matrix(
     matrix: Sequence[Sequence[int]], class_names: Sequence[str], out_png: str | Path, title: str = ""
 ) -> Path:
     """Draw a confusion matrix with counts, coloured by the fraction of each true class.
+
+    With more than :data:`CONFUSION_MAX_CLASSES` classes only the most confused ones are drawn (their rows and
+    columns; fractions still of each whole true class), so the figure's size does not grow with the classes.
 
     Args:
         matrix: counts, rows = true class, columns = predicted class.
@@ -108,15 +132,26 @@ def plot_confusion_matrix(
     Returns:
         The PNG path.
     """
-    with plain_text():
-        return _draw_confusion(np.asarray(matrix, dtype=np.int64), class_names, Path(out_png), title)
-
-
-def _draw_confusion(counts: np.ndarray, class_names: Sequence[str], out_png: Path, title: str) -> Path:
+    counts = np.asarray(matrix, dtype=np.int64)
     row_sums = counts.sum(axis=1, keepdims=True)
     fractions = np.divide(counts, row_sums, out=np.zeros(counts.shape, dtype=float), where=row_sums > 0)
+    shown = most_confused(counts, CONFUSION_MAX_CLASSES)
+    if len(shown) < len(counts):
+        note = f"the {len(shown)} most confused of {len(counts)} classes"
+        title = f"{title}\n{note}" if title else note
+    names = [_short(str(class_names[i])) for i in shown]
+    grid = np.ix_(shown, shown)
+    with plain_text():
+        return _draw_confusion(counts[grid], fractions[grid], names, Path(out_png), title)
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= _LABEL_CHARS else name[: _LABEL_CHARS - 1] + "…"
+
+
+def _draw_confusion(counts: np.ndarray, fractions: np.ndarray, class_names: Sequence[str], out_png: Path, title: str) -> Path:
     n = len(class_names)
-    size = max(4.0, 0.6 * n + 2.5)
+    size = max(4.0, 0.5 * n + 2.5)  # n <= CONFUSION_MAX_CLASSES: at most 17.5 inches
     fig, ax = plt.subplots(figsize=(size, size))
     ax.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(n), labels=list(class_names), rotation=45, ha="right")
@@ -125,7 +160,7 @@ def _draw_confusion(counts: np.ndarray, class_names: Sequence[str], out_png: Pat
     ax.set_ylabel("true")
     if title:
         ax.set_title(title)
-    for i in range(n):
+    for i in range(n if n <= CONFUSION_TEXT_CLASSES else 0):
         for j in range(n):
             colour = "white" if fractions[i, j] > 0.5 else "black"
             ax.text(j, i, f"{counts[i, j]}\n{fractions[i, j]:.0%}", ha="center", va="center", color=colour)

@@ -65,6 +65,7 @@ from catdog.pipelines.compare_sources import (
     usable_explain_dir,
 )
 from catdog.report import MAP_QUALITY_HEADS, read_explain_dir, write_report
+from catdog.report.tables import RECALL_COLUMNS, lowest_recalls
 from catdog.runs import staged_output_dir, sweep_runs, timestamped_dir
 
 log = logging.getLogger(__name__)
@@ -177,7 +178,10 @@ def print_tables(table: pd.DataFrame, pairs: pd.DataFrame, class_names: Sequence
     """The experiments and pairs tables, readable in a terminal."""
     console = Console()
     numbers = Table(title="Experiments (on the common images)")
-    columns = ["experiment", "images", "accuracy", *[f"recall_{c}" for c in class_names], "mean_confidence"]
+    # Many classes: one column of the lowest recalls instead of one per class (experiments.csv has them all).
+    per_class = [f"recall_{c}" for c in class_names] if len(class_names) <= RECALL_COLUMNS else ["lowest_recall"]
+    table = table.assign(lowest_recall=[lowest_recalls(row, class_names) for row in table.to_dict("records")])
+    columns = ["experiment", "images", "accuracy", *per_class, "mean_confidence"]
     if table["pointing_game"].notna().any():
         columns.append("pointing_game")
     # Localization and faithfulness totals (catdog.quality.localization), where measured.
@@ -186,7 +190,7 @@ def print_tables(table: pd.DataFrame, pairs: pd.DataFrame, class_names: Sequence
         if column == "experiment":  # labels are what the reader needs: wrap them, never cut them
             numbers.add_column("experiment", overflow="fold", min_width=min(30, int(table["experiment"].str.len().max())))
         else:
-            numbers.add_column(column.replace("_", " "), justify="right")
+            numbers.add_column(escape(column.replace("_", " ")), justify="right")  # class names are not markup
     for row in table.to_dict("records"):
         numbers.add_row(*[escape(_cell(row[c])) for c in columns])
     console.print(numbers)

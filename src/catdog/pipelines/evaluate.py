@@ -136,10 +136,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "evaluate")
     with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite)) as out_dir:
         probs = torch.cat(probabilities).numpy()
-        predictions = pd.DataFrame({"path": labelled["path"], "true": labelled["label"]})
-        predictions["pred"] = [hp.class_names[i] for i in probs.argmax(1)]
-        for i, name in enumerate(hp.class_names):
-            predictions[f"p_{name}"] = probs[:, i]
+        pred = [hp.class_names[i] for i in probs.argmax(1)]
+        columns = {"path": labelled["path"], "true": labelled["label"], "pred": pred}
+        # All probability columns at once: one column at a time is quadratic in the number of classes.
+        probabilities = pd.DataFrame(probs, columns=[f"p_{name}" for name in hp.class_names])
+        predictions = pd.concat([pd.DataFrame(columns), probabilities], axis=1)
         predictions["correct"] = predictions["true"] == predictions["pred"]
         predictions.to_csv(out_dir / "predictions.csv", index=False)
         skipped.to_csv(out_dir / "skipped.csv", index=False)

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from catdog.report.experiments import Experiment
-from catdog.report.tables import MAP_QUALITY_HEADS
+from catdog.report.tables import MAP_QUALITY_HEADS, RECALL_COLUMNS, lowest_recalls
 
 
 def esc(value: Any) -> str:
@@ -53,7 +53,8 @@ def intro_html(experiments: Sequence[Experiment], images: int) -> str:
 def summary_html(table: pd.DataFrame, experiments: Sequence[Experiment]) -> str:
     classes = experiments[0].class_names
     pointing = table["pointing_game"].notna().any()
-    head = ["Experiment", "Images", "Accuracy", *[f"Recall {c}" for c in classes], "Mean confidence"]
+    shown = classes if len(classes) <= RECALL_COLUMNS else []  # many classes: the lowest recalls, in one column
+    head = ["Experiment", "Images", "Accuracy", *([f"Recall {c}" for c in shown] or ["Lowest recall"]), "Mean confidence"]
     head += ["Pointing game"] if pointing else []
     quality = [key for key in MAP_QUALITY_HEADS if key in table.columns and table[key].notna().any()]
     head += [MAP_QUALITY_HEADS[key] for key in quality]
@@ -65,7 +66,9 @@ def summary_html(table: pd.DataFrame, experiments: Sequence[Experiment]) -> str:
             f"<td>{row['images']}</td>",
             f"<td>{_pct(row['accuracy'])}</td>",
         ]
-        cells += [f"<td>{_pct(row[f'recall_{c}'])}</td>" for c in classes]
+        cells += [f"<td>{_pct(row[f'recall_{c}'])}</td>" for c in shown]
+        if not shown:
+            cells.append(f"<td>{esc(lowest_recalls(row, classes))}</td>")
         cells.append(f"<td>{_pct(row['mean_confidence'])}</td>")
         if pointing:
             cells.append(f"<td>{_pct(row['pointing_game'])}</td>")
