@@ -367,3 +367,29 @@ def test_killed_compare_leaves_nothing_complete_and_a_rerun_completes(tmp_path: 
     assert Path(result["out_dir"]) == out and (out / "report" / "index.html").is_file()
     assert len(pd.read_csv(out / "per_image.csv")) == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_item05_class_names_that_look_like_rich_markup_print_literally(capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue #19 item 5: a class named ``[/]`` crashed the terminal table and ``[other]`` vanished from it."""
+    from catdog.pipelines.compare import print_tables
+
+    classes = ["[/]", "[other]", "[bold]x"]
+    table = pd.DataFrame(
+        [{"experiment": "a", "images": 3, "accuracy": 0.5, **{f"recall_{c}": 0.5 for c in classes},
+          "mean_confidence": 0.7, "pointing_game": float("nan")}]
+    )
+    print_tables(table, pd.DataFrame(), classes)
+    out = capsys.readouterr().out
+    assert "[/]" in out and "[other]" in out and "[bold]x" in out
+
+
+def test_item04_terminal_table_of_many_classes_has_one_recall_column(capsys: pytest.CaptureFixture[str]) -> None:
+    from catdog.pipelines.compare import print_tables
+
+    classes = [f"c{i}" for i in range(500)]
+    recalls = {f"recall_{c}": 1.0 for c in classes} | {"recall_c7": 0.0}
+    table = pd.DataFrame([{"experiment": "a", "images": 3, "accuracy": 0.5, **recalls, "mean_confidence": 0.7,
+                           "pointing_game": float("nan")}])
+    print_tables(table, pd.DataFrame(), classes)
+    out = capsys.readouterr().out
+    assert "recall c499" not in out and "c7 0.0%" in out
