@@ -369,7 +369,7 @@ def test_killed_compare_leaves_nothing_complete_and_a_rerun_completes(tmp_path: 
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
-def test_item05_class_names_that_look_like_rich_markup_print_literally(capsys: pytest.CaptureFixture[str]) -> None:
+def test_class_names_that_look_like_rich_markup_print_literally(capsys: pytest.CaptureFixture[str]) -> None:
     """Issue #19 item 5: a class named ``[/]`` crashed the terminal table and ``[other]`` vanished from it."""
     from catdog.pipelines.compare import print_tables
 
@@ -383,7 +383,7 @@ def test_item05_class_names_that_look_like_rich_markup_print_literally(capsys: p
     assert "[/]" in out and "[other]" in out and "[bold]x" in out
 
 
-def test_item04_terminal_table_of_many_classes_has_one_recall_column(capsys: pytest.CaptureFixture[str]) -> None:
+def test_terminal_table_of_many_classes_has_one_recall_column(capsys: pytest.CaptureFixture[str]) -> None:
     from catdog.pipelines.compare import print_tables
 
     classes = [f"c{i}" for i in range(500)]

@@ -39,7 +39,7 @@ def _matrix(n: int, seed: int = 0) -> np.ndarray:
     return counts
 
 
-def test_item04_confusion_figure_of_1000_classes_is_bounded(tmp_path: Path) -> None:
+def test_confusion_figure_of_1000_classes_is_bounded(tmp_path: Path) -> None:
     """Past the cap the figure no longer grows: 31 and 1000 classes give one size, within MAX_SIDE_PX."""
     sizes = []
     for n in (CONFUSION_MAX_CLASSES + 1, 1000):
@@ -50,7 +50,7 @@ def test_item04_confusion_figure_of_1000_classes_is_bounded(tmp_path: Path) -> N
     assert sizes[0] == sizes[1] and max(sizes[1]) <= MAX_SIDE_PX
 
 
-def test_item04_most_confused_classes_are_the_ones_shown() -> None:
+def test_most_confused_classes_are_the_ones_shown() -> None:
     counts = np.diag(np.full(100, 5))
     counts[17, 42] = 9
     counts[63, 5] = 2
@@ -68,7 +68,7 @@ def _largest_confusion_side(folder: Path) -> int:
 
 
 @pytest.mark.slow
-def test_item04_a_1000_class_model_through_explain_evaluate_and_compare(tmp_path: Path) -> None:
+def test_a_1000_class_model_through_explain_evaluate_and_compare(tmp_path: Path) -> None:
     """A 1000-class checkpoint (ImageNet-sized head) on a dozen 32 px images: every stage completes and every
     confusion figure it writes (explain, evaluate, compare's report) stays within MAX_SIDE_PX; the terminal and HTML tables do not list 1000 recall columns."""
     classes = [f"n{i:08d} [class] {i}" for i in range(1000)]
