@@ -7,7 +7,7 @@ from catdog.cli import exit_on_user_error
 from catdog.pipelines.compare import compare
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="compare")
+@hydra.main(version_base="1.3", config_path="../src/catdog/conf", config_name="compare")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     compare(cfg)

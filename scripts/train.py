@@ -7,7 +7,7 @@ from catdog.cli import exit_on_user_error
 from catdog.pipelines.train import train
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="../src/catdog/conf", config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     summary = train(cfg)

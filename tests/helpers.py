@@ -1,4 +1,4 @@
-"""Shared test helpers: Hydra configs composed from conf/, tiny synthetic image folders, checkpoints made
+"""Shared test helpers: Hydra configs composed from catdog.CONFIG_DIR, tiny synthetic image folders, checkpoints made
 without training, hand-made run and explain folders, and a child process that kills itself mid-pipeline."""
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from catdog import CONFIG_DIR
 from catdog.models import ClassifierModule
 from catdog.overlay import draw_label, label_text, safe_name, save_image
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+CONF_DIR = CONFIG_DIR
 
 
 def make_config(name: str, overrides: list[str]) -> DictConfig:
@@ -52,11 +53,9 @@ def tiny_train_cfg(tmp_path: Path, *overrides: str, demo: bool = True):
 
 
 def compare_config(tmp_path: Path, **values: object) -> DictConfig:
-    """conf/compare.yaml without Hydra's keys, writing into tmp_path/compare_out, with dotted ``values`` set."""
-    cfg = OmegaConf.load(CONF_DIR / "compare.yaml")
-    cfg.pop("defaults")
-    cfg.pop("hydra")
-    cfg.out_dir = str(tmp_path / "compare_out")
+    """conf/compare.yaml composed (without Hydra's keys), writing into tmp_path/compare_out, with dotted ``values`` set."""
+    cfg = make_config("compare", [f"out_dir={tmp_path / 'compare_out'}"])
+    OmegaConf.set_struct(cfg, False)
     for key, value in values.items():
         OmegaConf.update(cfg, key, value)
     return cfg

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from helpers import ROOT
+from helpers import CONF_DIR, ROOT
 from omegaconf import OmegaConf
 
 
 def test_benchmarks_use_their_own_data_folders() -> None:
-    demo_root = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "data" / "demo.yaml"))["data"]["root"]
+    demo_root = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "data" / "demo.yaml"))["data"]["root"]
     assert demo_root == "${paths.data_dir}/demo"
     checked = 0
     for script in sorted((ROOT / "bench").glob("*.py")):

@@ -147,25 +147,13 @@ def two_runs(tmp_path: Path) -> tuple[Path, Path, list[str]]:
     cams = np.arange(4 * 16, dtype=np.float32).reshape(4, 4, 4)
     other = cams.copy()
     other[1] = -other[1]
-    a = make_run(
-        tmp_path / "runs",
-        "A",
-        paths,
-        ["cat", "cat", "dog", "cat"],
-        [0.9, 0.8, 0.7, 0.6],
-        cams,
-        config={"optimizer": {"lr": 0.001}},
-    )
+    runs = tmp_path / "runs"
+    lr = {"optimizer": {"lr": 0.001}}
+    a = make_run(runs, "A", paths, ["cat", "cat", "dog", "cat"], [0.9, 0.8, 0.7, 0.6], cams, config=lr)
     b = make_run(
-        tmp_path / "runs",
-        "B",
-        paths,
-        ["dog", "cat", "dog", "dog"],
-        [0.95, 0.8, 0.7, 0.6],
-        other,
-        overrides=["optimizer.lr=3e-4"],
-        config={"optimizer": {"lr": 0.0003}},
-    )
+        runs, "B", paths, ["dog", "cat", "dog", "dog"], [0.95, 0.8, 0.7, 0.6], other,
+        overrides=["optimizer.lr=3e-4"], config={"optimizer": {"lr": 0.0003}},
+    )  # fmt: skip
     return a, b, paths
 
 

@@ -40,7 +40,8 @@ def _expected(checkpoint: Path, paths: list[str], labels: list[str]) -> tuple[fl
 
 
 def _cfg(*overrides: str):
-    return make_config("evaluate", ["progress=false", "data.num_workers=0", *overrides])
+    # precision=32: the references here are computed in float32 (the default, auto, is bf16 on bf16 CPUs).
+    return make_config("evaluate", ["progress=false", "data.num_workers=0", "precision=32", *overrides])
 
 
 def test_evaluate_a_run_on_its_own_split(run: Path) -> None:
@@ -76,7 +77,7 @@ def test_evaluate_any_checkpoint_on_a_plain_folder_via_the_script(run: Path, tmp
     out = tmp_path / "eval"
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "evaluate.py"), f"ckpt={run / 'checkpoints' / 'last.ckpt'}",
-         f"data.root={folder}", f"out_dir={out}", "progress=false", "data.num_workers=0"],
+         f"data.root={folder}", f"out_dir={out}", "progress=false", "data.num_workers=0", "precision=32"],
         capture_output=True, text=True, cwd=tmp_path, check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -107,7 +107,8 @@ def test_test_tta_is_reported_beside_the_plain_accuracy_and_evaluate_agrees(tmp_
     assert tested["tta"]["accuracy"] == pytest.approx((flipped.argmax(1) == labels).float().mean().item())
     assert tested["tta"]["loss"] == pytest.approx(F.cross_entropy(flipped, labels).item(), rel=1e-5)
 
-    result = evaluate(make_config("evaluate", ["progress=false", "data.num_workers=0", f"ckpt={run}", "tta=hflip"]))
+    overrides = ["progress=false", "data.num_workers=0", "precision=32", f"ckpt={run}", "tta=hflip"]  # float32 references
+    result = evaluate(make_config("evaluate", overrides))
     assert result["tta"] == "hflip" and result["accuracy"] == pytest.approx(tested["tta"]["accuracy"])
     predictions = pd.read_csv(Path(result["out_dir"]) / "predictions.csv")
     probabilities = predictions[[f"p_{name}" for name in model.hparams.class_names]].to_numpy()
@@ -122,7 +123,8 @@ def test_bad_test_tta_fails_before_training(tmp_path: Path) -> None:
 
 def test_evaluate_at_another_image_size_uses_it_and_says_so(tiny_run: Path) -> None:
     run = tiny_run
-    result = evaluate(make_config("evaluate", ["progress=false", "data.num_workers=0", f"ckpt={run}", "image_size=48"]))
+    overrides = ["progress=false", "data.num_workers=0", "precision=32", f"ckpt={run}", "image_size=48"]  # float32 reference
+    result = evaluate(make_config("evaluate", overrides))
     model = load_classifier(run / "checkpoints" / "best.ckpt")
     hp = model.hparams
     rows = pd.read_csv(run / "split.csv")

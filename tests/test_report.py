@@ -22,15 +22,8 @@ from catdog.report import experiment_table, read_explain_dir, script_json, write
 def one_run(tmp_path: Path) -> Path:
     paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("cat", HOSTILE), ("dog", "c.jpg"), ("dog", "d.jpg")])
     cams = np.arange(4 * 9, dtype=np.float32).reshape(4, 3, 3)
-    return make_run(
-        tmp_path / "runs",
-        "solo",
-        paths,
-        ["cat", "dog", "dog", "dog"],
-        [0.9, 0.8, 0.7, 0.6],
-        cams,
-        in_box=[True, False, True, True],
-    )
+    preds, probs = ["cat", "dog", "dog", "dog"], [0.9, 0.8, 0.7, 0.6]
+    return make_run(tmp_path / "runs", "solo", paths, preds, probs, cams, in_box=[True, False, True, True])
 
 
 def test_experiment_table_numbers(one_run: Path) -> None:

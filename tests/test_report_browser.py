@@ -16,8 +16,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import HOSTILE, make_images, make_run
-from omegaconf import OmegaConf
+from helpers import HOSTILE, compare_config, make_images, make_run
 
 from catdog.pipelines.compare import compare
 from catdog.report import read_explain_dir, write_report
@@ -53,33 +52,18 @@ def report(tmp_path: Path) -> Path:
     names = [("cat", "a.jpg"), ("cat", HOSTILE), ("cat", "c.jpg"), ("dog", "d.jpg"), ("dog", "e.jpg"), ("dog", "f.jpg")]
     paths = make_images(tmp_path / "photos", names)
     cams = np.random.default_rng(0).normal(size=(6, 4, 4)).astype(np.float32)
+    runs = tmp_path / "runs"
     a = make_run(
-        tmp_path / "runs",
-        "A",
-        paths,
-        ["cat", "cat", "dog", "dog", "cat", "cat"],
-        [0.9, 0.8, 0.7, 0.95, 0.6, 0.85],
-        cams,
-        config={"model": {"freeze_backbone": True}},
-        overrides=["model.freeze_backbone=true"],
+        runs, "A", paths, ["cat", "cat", "dog", "dog", "cat", "cat"], [0.9, 0.8, 0.7, 0.95, 0.6, 0.85], cams,
+        config={"model": {"freeze_backbone": True}}, overrides=["model.freeze_backbone=true"],
         in_box=[True, False, True, True, False, True],
-    )
+    )  # fmt: skip
     b = make_run(
-        tmp_path / "runs",
-        "B",
-        paths,
-        ["dog", "cat", "cat", "dog", "dog", "dog"],
-        [0.7, 0.9, 0.8, 0.9, 0.75, 0.65],
-        cams[::-1].copy(),
-        config={"model": {"freeze_backbone": False}},
-        overrides=["model.freeze_backbone=false"],
+        runs, "B", paths, ["dog", "cat", "cat", "dog", "dog", "dog"], [0.7, 0.9, 0.8, 0.9, 0.75, 0.65], cams[::-1],
+        config={"model": {"freeze_backbone": False}}, overrides=["model.freeze_backbone=false"],
         in_box=[True, True, True, False, True, True],
-    )
-    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "compare.yaml")
-    cfg.pop("defaults")
-    cfg.pop("hydra")
-    cfg.runs = [str(a.parent.parent), str(b.parent.parent)]
-    cfg.out_dir = str(tmp_path / "compare")
+    )  # fmt: skip
+    cfg = compare_config(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent)], out_dir=str(tmp_path / "compare"))
     return Path(compare(cfg)["report"])
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from catdog import CONFIG_DIR
 from catdog.data import index_for_inference
 from catdog.data.selection import select_images
 from catdog.errors import CatdogError
@@ -249,16 +250,13 @@ def _literal(value: Any) -> str:
 
 
 def _explain_config(overrides: list[str]) -> DictConfig:
-    """conf/explain.yaml with overrides: from the running Hydra app, else from the repository's conf/."""
+    """explain.yaml with overrides: from the running Hydra app, else from the package's configs."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     if GlobalHydra.instance().is_initialized():
         return compose(config_name="explain", overrides=overrides)
-    conf_dir = Path(__file__).resolve().parents[3] / "conf"
-    if not (conf_dir / "explain.yaml").is_file():
-        raise CatdogError("conf/explain.yaml not found: run compare through scripts/compare.py")
-    with initialize_config_dir(version_base="1.3", config_dir=str(conf_dir)):
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
         return compose(config_name="explain", overrides=overrides)
 
 

@@ -29,6 +29,7 @@ from catdog.allocator import reuse_freed_memory
 from catdog.data import ImageDataset, build_transform, scan_images
 from catdog.data.selection import select_images
 from catdog.errors import CatdogError
+from catdog.explain.engine import resolve_precision
 from catdog.models import load_classifier
 from catdog.plots import plot_confusion_matrix
 from catdog.runs import (
@@ -39,9 +40,6 @@ from catdog.runs import (
 )
 
 log = logging.getLogger(__name__)
-
-_PRECISIONS = {"32": "32-true", "bf16": "bf16-mixed"}
-
 
 def _image_size(requested: Any, trained: int) -> int:
     """The evaluation input side: ``requested`` (an int >= 32), or the checkpoint's own when None.
@@ -78,9 +76,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_dir = run_dir_of(checkpoint)
     source = str(Path(cfg.data.root).expanduser()) if cfg.data.root else None
     images = select_images(source, str(cfg.data.split), list(hp.class_names), dict(hp.data or {}), run_dir)
-    precision = _PRECISIONS.get(str(cfg.precision))
-    if precision is None:
-        raise CatdogError(f"precision={cfg.precision} is not one of {', '.join(_PRECISIONS)}")
+    # The runtime group's knobs, as explain reads them: precision=auto is bf16 only where it runs natively.
+    precision, precision_record = resolve_precision(str(cfg.precision), str(cfg.accelerator))
+    if cfg.devices != 1:
+        raise CatdogError(f"devices={cfg.devices}: evaluate runs in one process, use devices=1")
 
     unlabelled = images[images["label"].isna()]
     labelled = images[images["label"].notna()]
@@ -110,7 +109,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
     trainer = pl.Trainer(
-        accelerator="auto",
+        accelerator=str(cfg.accelerator),
         devices=1,
         precision=precision,
         logger=False,
@@ -131,6 +130,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         num_images=len(labelled),
         num_skipped=len(skipped),
         malloc=malloc,
+        precision=precision_record,
     )
 
     final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "evaluate")
