@@ -39,10 +39,10 @@ def test_every_group_is_known() -> None:
     assert GROUPS == [
         "callbacks", "data", "experiment", "logger", "model", "optimizer", "paths", "runtime", "scheduler", "trainer"
     ]
-    assert {p.stem for p in CONF_DIR.glob("*.yaml")} == {"train", "explain", "evaluate", "compare"}
+    assert {p.stem for p in CONF_DIR.glob("*.yaml")} == {"train", "explain", "evaluate", "compare", "triage"}
 
 
-@pytest.mark.parametrize("name", ["explain", "evaluate", "compare"])
+@pytest.mark.parametrize("name", ["explain", "evaluate", "compare", "triage"])
 def test_entry_points_compose_and_resolve(name: str) -> None:
     cfg = make_config(name, ["ckpt=run"] if name != "compare" else [])
     OmegaConf.resolve(cfg)
@@ -55,11 +55,12 @@ def test_the_runtime_knobs_have_one_default_everywhere() -> None:
     explain = make_config("explain", ["ckpt=run"])
     evaluate = make_config("evaluate", ["ckpt=run"])
     compare = make_config("compare", [])
-    for cfg in (explain, evaluate, compare.explain):
+    triage = make_config("triage", ["ckpt=run"])
+    for cfg in (explain, evaluate, compare.explain, triage):
         for key in ("precision", "accelerator", "devices", "tune_malloc", "data.batch_size", "data.num_workers"):
             assert OmegaConf.select(cfg, key) == OmegaConf.select(runtime, key), key
     assert explain.precision == "auto"
-    for name in ("explain", "evaluate", "compare"):  # nowhere re-declared
+    for name in ("explain", "evaluate", "compare", "triage"):  # nowhere re-declared
         text = (CONF_DIR / f"{name}.yaml").read_text()
         assert "\nprecision:" not in text and "num_workers:" not in text and "tune_malloc:" not in text
 

@@ -30,6 +30,7 @@ import torch
 from pytorch_lightning.callbacks import BasePredictionWriter, RichProgressBar
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from catdog.allocator import reuse_freed_memory
 from catdog.data import BadImageError, build_transform, load_rgb
 from catdog.errors import CatdogError
 from catdog.explain.engine import RowSink, read_row_chunks, resolve_precision, share_of
@@ -297,7 +298,8 @@ def embed_images(model: ClassifierModule, feature: FeatureNet, images: pd.DataFr
         use_distributed_sampler=False,  # contiguous shares, no padding duplicates
     )
     start = time.perf_counter()
-    trainer.predict(predictor, return_predictions=False)
+    with reuse_freed_memory(settings.tune_malloc) as malloc:
+        trainer.predict(predictor, return_predictions=False)
     seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return None
@@ -309,6 +311,7 @@ def embed_images(model: ClassifierModule, feature: FeatureNet, images: pd.DataFr
         "precision_check": record,
         "batchnorm_folded": folded,
         "processes": trainer.world_size,
+        "malloc": malloc,
         "dim": int(embeddings.shape[1]) if embeddings.size else 0,
     }
     return Features(table, embeddings, probs, skipped, stats)

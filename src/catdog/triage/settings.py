@@ -28,6 +28,7 @@ class TriageSettings:
     devices: int | str
     num_nodes: int
     strategy: str
+    tune_malloc: bool
     features: str
     test_probs: str
     folds: int
@@ -82,6 +83,7 @@ def parse_settings(cfg: DictConfig) -> TriageSettings:
         devices=cfg.devices,
         num_nodes=int(cfg.num_nodes),
         strategy=str(cfg.strategy),
+        tune_malloc=bool(cfg.tune_malloc),
         features=_choice(t.features, FEATURE_SOURCES, "triage.features"),
         test_probs=_choice(t.test_probs, TEST_PROBS, "triage.test_probs"),
         folds=int(t.folds),
