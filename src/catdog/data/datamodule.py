@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
 from torchvision.transforms import v2
 
 from catdog.data.images import BadImageError, load_rgb
+from catdog.data.paste import PasteOnBackground, PasteSettings
 from catdog.errors import CatdogError
 
 Transform = Callable[[np.ndarray], torch.Tensor]
@@ -56,6 +57,7 @@ def build_transform(
     std: Sequence[float],
     train: bool,
     augment: bool | str = "light",
+    paste: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Transform:
     """Build the transform from a `load_rgb` array to a normalised model input.
 
@@ -74,6 +76,8 @@ def build_transform(
         std: Per-channel standard deviation for normalisation.
         train: Whether this is the training transform (else `augment` is ignored).
         augment: One of AUGMENTATIONS (true/false mean "light"/"none").
+        paste: Training only: applied to the uint8 image after the geometric augmentation, e.g.
+            `catdog.data.paste.PasteOnBackground` (``data.augment_paste``: zoom-out onto backgrounds).
 
     Returns:
         Callable mapping an (H, W, 3) uint8 array to a float32 tensor of shape
@@ -96,6 +100,8 @@ def build_transform(
         ]
     else:
         geometry = [v2.Resize((image_size, image_size), antialias=True)]
+    if train and paste is not None:
+        geometry.append(paste)
     return v2.Compose(
         [
             v2.ToImage(),  # HWC numpy -> CHW uint8 tensor
@@ -276,6 +282,8 @@ class ImageDataModule(pl.LightningDataModule):
             side for validation, test (and the checkpoint, so explain and evaluate): a training
             side smaller than it is the "FixRes" setting (Touvron et al. 2019), in which objects
             appear at about the same size in the random training crops and the whole test images.
+        augment_paste: Zoom-out / paste onto backgrounds for a share of the training images
+            (`catdog.data.paste`); None: off.
 
     Raises:
         CatdogError: The index lacks a column or has a label that is not in `class_names`.
@@ -294,6 +302,7 @@ class ImageDataModule(pl.LightningDataModule):
         seed: int = 0,
         cache_images: bool = False,
         train_image_size: int | None = None,
+        augment_paste: PasteSettings | None = None,
     ) -> None:
         super().__init__()
         if train_image_size is not None and (
@@ -317,10 +326,12 @@ class ImageDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.seed = int(seed)
         self.augment = augmentation_name(augment)
+        self.augment_paste = augment_paste
         cache_size = round(1.15 * image_size) if cache_images else None
         eval_transform = build_transform(image_size, mean, std, train=False)
+        paste = PasteOnBackground(augment_paste) if augment_paste is not None else None
         train_transform = build_transform(
-            train_image_size or image_size, mean, std, train=True, augment=self.augment
+            train_image_size or image_size, mean, std, train=True, augment=self.augment, paste=paste
         )
         self.train_set = self._dataset("train", train_transform, cache_size)
         self.val_set = self._dataset("val", eval_transform, cache_size)

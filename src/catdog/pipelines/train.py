@@ -48,6 +48,7 @@ from catdog.data import (
     scan_images,
 )
 from catdog.data.datamodule import FeatureDataModule
+from catdog.data.paste import PasteSettings
 from catdog.errors import CatdogError
 from catdog.models import ClassifierModule, _torch_load
 from catdog.plots import plot_confusion_matrix, plot_training_curves
@@ -370,9 +371,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         seed=cfg.seed,
         cache_images=bool(data_cfg.get("cache_images", False)),
         train_image_size=data_cfg.get("train_image_size"),
+        augment_paste=PasteSettings.from_config(data_cfg["augment_paste"]),
     )
     timing: dict[str, float] = {}
     if data_cfg.get("cache_features"):
+        if datamodule.augment_paste is not None:
+            raise CatdogError(
+                "data.augment_paste pastes new training images every epoch, cached features see none: "
+                "drop data.cache_features or set data.augment_paste.p=0"
+            )
         if not model.hparams.freeze_backbone:
             raise CatdogError(
                 "data.cache_features=true needs a frozen backbone: add model.freeze_backbone=true "

@@ -33,9 +33,50 @@ from catdog.maps.explainers import Explainer, Explanation
 from catdog.maps.geometry import CellCentres, randomized_copy
 from catdog.quality.localization import rank_correlation
 
-__all__ = ["METRICS", "Faithfulness", "curve_auc", "randomized_copy"]
+__all__ = [
+    "BASELINES",
+    "METRICS",
+    "Faithfulness",
+    "curve_auc",
+    "perturbation_baseline",
+    "randomized_copy",
+    "saliency_at",
+    "saliency_rank",
+]
 
 METRICS = ("deletion", "insertion", "drop_increase", "sanity")
+# What a perturbed pixel becomes: insertion's blurred copy, or deletion's 0 (the normalised mean colour).
+BASELINES = ("blur", "mean")
+
+
+def perturbation_baseline(x: Tensor, kind: str) -> Tensor:
+    """The image a perturbation puts in place of removed pixels: ``blur`` (insertion's start) or ``mean`` (deletion's).
+
+    Args:
+        x: ``Tensor[B, 3, H, W]`` normalised model input.
+        kind: one of :data:`BASELINES`.
+
+    Raises:
+        CatdogError: an unknown kind.
+    """
+    if kind == "blur":
+        return _blur(x)
+    if kind == "mean":
+        return torch.zeros_like(x)
+    raise CatdogError(f"baseline={kind} is unknown: choose one of {', '.join(BASELINES)}")
+
+
+def saliency_at(maps: Tensor, size: tuple[int, int], centres: CellCentres | None) -> Tensor:
+    """Maps ``[B, h, w]`` upsampled to the model input ``[B, H, W]`` with the overlays' geometry (bilinear without)."""
+    if centres is None:
+        return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return centres.upsample(maps, size)
+
+
+def saliency_rank(saliency: Tensor) -> Tensor:
+    """Each pixel's rank in its map, 0 = most salient: ``Tensor[B, 1, H, W]`` (ties broken by position)."""
+    batch, height, width = saliency.shape
+    return saliency.flatten(1).argsort(dim=1, descending=True).argsort(dim=1).view(batch, 1, height, width)
 
 
 def curve_auc(curve: Tensor) -> Tensor:
@@ -122,9 +163,7 @@ class Faithfulness:
         return rows
 
     def _saliency(self, maps: Tensor, size: tuple[int, int]) -> Tensor:
-        if self.centres is None:
-            return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-        return self.centres.upsample(maps, size)
+        return saliency_at(maps, size, self.centres)
 
     def _forward_probs(self, inputs: Tensor, classes: Tensor) -> Tensor:
         out = []
@@ -139,9 +178,9 @@ class Faithfulness:
         """Probability of the predicted class after each step: ``Tensor[B, steps + 1]``."""
         batch, _, height, width = x.shape
         # Rank 0 = most salient pixel; step t keeps/inserts the t/steps most salient ones.
-        rank = saliency.flatten(1).argsort(dim=1, descending=True).argsort(dim=1).view(batch, 1, height, width)
+        rank = saliency_rank(saliency)
         total = height * width
-        start = _blur(x) if insertion else torch.zeros_like(x)
+        start = perturbation_baseline(x, "blur" if insertion else "mean")
         curves = []
         for t in range(self.steps + 1):
             chosen = rank < round(t * total / self.steps)  # [B, 1, H, W]
