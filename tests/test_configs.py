@@ -16,7 +16,7 @@ from catdog.models.module import ClassifierModule
 from catdog.pipelines.train import _instantiate_callback
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
-TRAIN_GROUPS = [g for g in GROUPS if g != "runtime"]
+TRAIN_GROUPS = [g for g in GROUPS if g not in ("runtime", "context")]
 # Values the user must give (??? in the YAML), per option that asks for one.
 REQUIRED = {"data=folder": ["data.root=photos"], "data=kaggle": ["data.root=photos"], "data=csv": ["data.manifest=m.csv"]}
 
@@ -37,12 +37,13 @@ def train_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
 
 def test_every_group_is_known() -> None:
     assert GROUPS == [
-        "callbacks", "data", "experiment", "logger", "model", "optimizer", "paths", "runtime", "scheduler", "trainer"
+        "callbacks", "context", "data", "experiment", "logger", "model", "optimizer", "paths", "runtime", "scheduler",
+        "trainer",
     ]
-    assert {p.stem for p in CONF_DIR.glob("*.yaml")} == {"train", "explain", "evaluate", "compare", "triage"}
+    assert {p.stem for p in CONF_DIR.glob("*.yaml")} == {"train", "explain", "evaluate", "compare", "triage", "robustness"}
 
 
-@pytest.mark.parametrize("name", ["explain", "evaluate", "compare", "triage"])
+@pytest.mark.parametrize("name", ["explain", "evaluate", "compare", "triage", "robustness"])
 def test_entry_points_compose_and_resolve(name: str) -> None:
     cfg = make_config(name, ["ckpt=run"] if name != "compare" else [])
     OmegaConf.resolve(cfg)
@@ -56,13 +57,19 @@ def test_the_runtime_knobs_have_one_default_everywhere() -> None:
     evaluate = make_config("evaluate", ["ckpt=run"])
     compare = make_config("compare", [])
     triage = make_config("triage", ["ckpt=run"])
-    for cfg in (explain, evaluate, compare.explain, triage):
+    robustness = make_config("robustness", ["ckpt=run"])
+    for cfg in (explain, evaluate, compare.explain, triage, robustness):
         for key in ("precision", "accelerator", "devices", "tune_malloc", "data.batch_size", "data.num_workers"):
             assert OmegaConf.select(cfg, key) == OmegaConf.select(runtime, key), key
     assert explain.precision == "auto"
-    for name in ("explain", "evaluate", "compare", "triage"):  # nowhere re-declared
+    for name in ("explain", "evaluate", "compare", "triage", "robustness"):  # nowhere re-declared
         text = (CONF_DIR / f"{name}.yaml").read_text()
         assert "\nprecision:" not in text and "num_workers:" not in text and "tune_malloc:" not in text
+
+
+def test_robustness_scores_maps_as_explain_does() -> None:
+    explain, robustness = make_config("explain", ["ckpt=run"]), make_config("robustness", ["ckpt=run"])
+    assert (robustness.align, robustness.pointing_tolerance) == (explain.align, explain.pointing_tolerance)
 
 
 @pytest.mark.parametrize("group_option", [f"{g}={o}" for g in TRAIN_GROUPS for o in options(g)])
