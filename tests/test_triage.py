@@ -125,3 +125,91 @@ def test_duplicate_across_splits_is_a_leak(tmp_path: Path) -> None:
     assert len(leak) == 1 and bool(leak["exact"].iloc[0]) and bool(leak["leak"].iloc[0])
     assert summary["test_accuracy"]["leaked_images"] == 1
     assert summary["duplicates"]["leaks"] >= 1
+
+
+def test_fewer_folds_when_a_class_is_small_and_said_so(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    images = colour_images(data, 8)
+    rows = [(p, label, "train") for p, label in images if not (label == "red" and int(Path(p).stem.split("_")[1]) >= 3)]
+    run = save_run(tmp_path / "run", rows, data)
+    summary = triage(triage_cfg(run, tmp_path / "triage"))
+    assert summary["folds"]["folds"] == 3
+    assert "3 folds instead of 5" in summary["folds"]["note"]
+
+
+def test_one_class_and_unlabelled_folders_still_give_duplicates_outliers_and_slices(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "data"
+    images = colour_images(data, 10)
+    run = save_run(tmp_path / "run", [(p, "red", "train") for p, _ in images[:10]], data)
+    one = triage(triage_cfg(run, tmp_path / "one"))
+    assert one["label_issues"]["count"] == 0 and "only one class" in one["labels_note"]
+    unlabelled = tmp_path / "unlabelled"
+    unlabelled.mkdir()
+    for p, _ in images[::3]:
+        shutil.copyfile(p, unlabelled / Path(p).name.replace("_", "-"))
+    shutil.copyfile(images[0][0], unlabelled / "again.png")
+    summary = triage(triage_cfg(run, tmp_path / "folder", f"data.root={unlabelled}"))
+    out = Path(summary["out_dir"])
+    assert "no labelled images" in summary["labels_note"] and "not searched" in capsys.readouterr().out
+    assert pd.read_csv(out / "label_issues.csv").empty
+    images_csv = pd.read_csv(out / "images.csv")
+    assert (images_csv["prob_source"] == "model").all() and images_csv["pred"].notna().all()
+    assert set(images_csv["split"]) == {"folder"}
+    pairs = pd.read_csv(out / "duplicates.csv")
+    assert bool(pairs["exact"].any()) and not bool(pairs["leak"].any())
+    assert (out / "slices.csv").is_file() and (out / "report" / "index.html").is_file()
+
+
+def test_unreadable_images_are_skipped_and_the_users_files_are_untouched(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    images = colour_images(data, 8)
+    broken = data / "red" / "broken.png"
+    broken.write_bytes(b"not an image")
+    rows = [(p, label, "train") for p, label in images] + [(str(broken), "red", "train")]
+    run = save_run(tmp_path / "run", rows, data)
+    before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    summary = triage(triage_cfg(run, tmp_path / "triage"))
+    skipped = pd.read_csv(Path(summary["out_dir"]) / "skipped.csv")
+    assert list(skipped["path"]) == [str(broken)] and summary["skipped"] == 1
+    assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
+
+
+def test_a_moved_dataset_and_an_existing_folder_are_one_line_errors(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    images = colour_images(data, 4)
+    run = save_run(tmp_path / "run", [(p, label, "train") for p, label in images], data)
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    with pytest.raises(CatdogError, match="already holds results"):
+        triage(triage_cfg(run, taken))
+    assert (taken / "keep.txt").read_text() == "mine"
+    data.rename(tmp_path / "moved")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "triage.py"), f"ckpt={run}", f"out_dir={tmp_path / 'out'}"],
+        capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1 and "moved" in result.stderr and "data.root=" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_the_corrected_manifest_trains(tmp_path: Path) -> None:
+    from catdog.pipelines.train import train
+
+    data = tmp_path / "data"
+    images = colour_images(data, 12)
+    rows = [(p, label if i != 3 else "green", s) for i, ((p, label), s) in enumerate(zip(images, splits_of(len(images))))]
+    run = save_run(tmp_path / "run", rows, data)
+    for fix in ("relabel", "drop"):
+        summary = triage(triage_cfg(run, tmp_path / fix, f"triage.fix={fix}"))
+        manifest = Path(summary["out_dir"]) / "relabelled.csv"
+        table = pd.read_csv(manifest)
+        issues = pd.read_csv(Path(summary["out_dir"]) / "label_issues.csv")
+        assert len(table) == len(rows) - (len(issues) if fix == "drop" else 0)
+    cfg = tiny_train_cfg(tmp_path, "data=csv", f"data.manifest={tmp_path / 'relabel' / 'relabelled.csv'}", "model.weights=null", "test=true", demo=False)
+    result = train(cfg)
+    split = pd.read_csv(Path(result["run_dir"]) / "split.csv")
+    assert len(split) == len(rows) and dict(split["split"].value_counts()) == dict(pd.Series([r[2] for r in rows]).value_counts())
+    assert result["test"] is not None
