@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import make_config, tiny_train_cfg, write_images
+from helpers import make_config, one_line, tiny_train_cfg, write_images
 from torch.utils.data import DataLoader
 
 from catdog.data import DEMO_CLASSES, ImageDataset, build_transform
@@ -206,3 +206,21 @@ def test_lr_finder_plots_into_the_run_folder_and_trains_with_its_suggestion(tmp_
     assert found["suggestion"] is not None and found["applied"]
     hp = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
     assert hp["optimizer"]["lr"] == pytest.approx(found["suggestion"])
+
+
+def test_reused_run_folder_is_refused_before_training(tmp_path: Path) -> None:
+    """Issue #19 item 10: training into a run folder that holds checkpoints saved best-v1.ckpt beside the old
+    best.ckpt, which later stages loaded with the new split.csv."""
+    cfg = tiny_train_cfg(tmp_path)
+    old = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    old.parent.mkdir(parents=True)
+    old.write_bytes(b"an earlier run's checkpoint")
+    with pytest.raises(CatdogError, match="hydra.run.dir") as err:
+        train(cfg)
+    one_line(err)
+    assert old.read_bytes() == b"an earlier run's checkpoint" and not (tmp_path / "run" / "split.csv").exists()
+
+
+def test_best_checkpoint_is_overwritten_not_versioned() -> None:
+    cfg = make_config("train", [])
+    assert cfg.callbacks.model_checkpoint.enable_version_counter is False

@@ -10,6 +10,7 @@ when the work completed, so a killed run never leaves a folder that looks comple
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,9 +58,12 @@ def resolve_checkpoint(ckpt: str | Path, runs_dir: str | Path = "runs") -> Path:
         return candidates[-1]
     path = Path(ckpt).expanduser()
     if path.is_dir():
-        for candidate in (path / "checkpoints" / "best.ckpt", path / "best.ckpt", path / "checkpoints" / "last.ckpt"):
-            if candidate.is_file():
-                return candidate
+        for folder in (path / "checkpoints", path):
+            best = _newest_best(folder)
+            if best is not None:
+                return best
+        if (path / "checkpoints" / "last.ckpt").is_file():
+            return path / "checkpoints" / "last.ckpt"
         raise CatdogError(
             f"ckpt={ckpt} is a folder without checkpoints/best.ckpt: pass a .ckpt file or a run folder "
             "written by scripts/train.py"
@@ -67,6 +71,16 @@ def resolve_checkpoint(ckpt: str | Path, runs_dir: str | Path = "runs") -> Path:
     if not path.is_file():
         raise CatdogError(f"ckpt={ckpt} does not exist: pass a .ckpt file or a run folder written by scripts/train.py")
     return path
+
+
+def _newest_best(folder: Path) -> Path | None:
+    """The most recently written ``best.ckpt`` or ``best-v<N>.ckpt`` in a folder, or None.
+
+    Train overwrites best.ckpt, but a run folder reused by an older catdog (or another Lightning setup) may
+    hold a stale best.ckpt beside the newer run's best-v1.ckpt: the newest is the one that matches split.csv.
+    """
+    found = [p for p in folder.glob("best*.ckpt") if re.fullmatch(r"best(-v\d+)?\.ckpt", p.name) and p.is_file()]
+    return max(found, key=lambda p: (p.stat().st_mtime, p.name)) if found else None
 
 
 def run_dir_of(checkpoint: Path) -> Path:

@@ -184,6 +184,24 @@ class EpochClock(pl.Callback):
         pl_module.log("time/cpu_min", (cpu_seconds() - self.cpu) / 60)
 
 
+def _refuse_reused_run_dir(run_dir: Path, ckpt_path: Path | None) -> None:
+    """A run folder holding checkpoints is another run's, unless this run resumes from its own last.ckpt.
+
+    Training anew there would mix two runs: a new split.csv beside checkpoints of the old one.
+
+    Raises:
+        CatdogError: checkpoints are there and ``ckpt_path`` is not one of them.
+    """
+    folder = run_dir / "checkpoints"
+    existing = sorted(folder.glob("*.ckpt")) if folder.is_dir() else []
+    if not existing or (ckpt_path is not None and ckpt_path.resolve().parent == folder.resolve()):
+        return
+    raise CatdogError(
+        f"hydra.run.dir={run_dir} already holds checkpoints of an earlier training ({existing[0].name}): choose a "
+        f"new hydra.run.dir, or resume that run with ckpt_path={folder / 'last.ckpt'}"
+    )
+
+
 def _resume_data(ckpt_path: Path, run_dir: Path) -> tuple[pd.DataFrame, list[str]]:
     """The split and class names of the run a checkpoint belongs to, copied into ``run_dir``.
 
@@ -337,6 +355,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         if data_cfg.get(key):
             data_cfg[key] = str(Path(data_cfg[key]).expanduser().resolve())
     ckpt_path = Path(cfg.ckpt_path).expanduser() if cfg.get("ckpt_path") else None
+    _refuse_reused_run_dir(run_dir, ckpt_path)
     if ckpt_path is not None:
         if not ckpt_path.is_file():
             raise CatdogError(f"ckpt_path={ckpt_path} does not exist: pass a run's checkpoints/last.ckpt")
