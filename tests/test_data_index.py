@@ -323,3 +323,68 @@ def test_index_of_25000_kaggle_files(tmp_path: Path) -> None:
     listed = index_for_inference(tmp_path, ["cat", "dog"])
     assert listed["path"].tolist() == sorted(listed["path"])  # one folder: path order
     assert all(Path(p).name.startswith(f"{label}.") for p, label in zip(listed["path"], listed["label"]))
+
+
+# --- issue #19 ---------------------------------------------------------------------------------
+def _explain_folder(folder: Path) -> Path:
+    """A folder with the files only catdog's explain writes, and an overlay in correct/cat/."""
+    (folder / "correct" / "cat").mkdir(parents=True)
+    cv2.imwrite(str(folder / "correct" / "cat" / "0990_a.jpg"), np.zeros((8, 8, 3), np.uint8))
+    (folder / "explain_config.yaml").write_text("ckpt: x\n")
+    (folder / "predictions.csv").write_text("path,true,pred\n")
+    (folder / "summary.json").write_text("{}")
+    return folder
+
+
+def test_an_explain_folder_or_its_subfolder_is_refused_as_input(tmp_path: Path) -> None:
+    """Item 7: input=<explain>/correct explained catdog's own overlays, labelled by the prediction folders."""
+    from helpers import one_line
+
+    out = _explain_folder(tmp_path / "explain" / "2026-01-01")
+    for target in (out, out / "correct", out / "correct" / "cat", out / "correct" / "cat" / "0990_a.jpg"):
+        with pytest.raises(CatdogError, match="catdog") as err:
+            index_for_inference(target, ["cat", "dog"])
+        one_line(err)
+    with pytest.raises(CatdogError, match="catdog"):
+        build_index("folder", out / "correct")
+
+
+def test_csv_split_with_absolute_paths_survives_moving_the_dataset(tmp_path: Path) -> None:
+    """Item 9: a manifest outside the dataset, absolute paths: the split must not change when the data moves."""
+    import shutil
+
+    def manifest_for(root: Path, name: str) -> Path:
+        rows = [f"{p},{p.parent.name}" for p in sorted(root.rglob("*.png"))]
+        path = tmp_path / "manifests" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("path,label\n" + "\n".join(rows) + "\n")
+        return path
+
+    write_images(tmp_path / "old" / "photos", {"cat": 30, "dog": 30}, size=(8, 8))
+    before = build_index("csv", None, manifest=manifest_for(tmp_path / "old" / "photos", "a.csv"), seed=3)
+    shutil.move(tmp_path / "old" / "photos", tmp_path / "new_place")
+    after = build_index("csv", None, manifest=manifest_for(tmp_path / "new_place", "b.csv"), seed=3)
+    key = lambda frame, root: dict(zip((str(Path(p).relative_to(root)) for p in frame["path"]), frame["split"]))  # noqa: E731
+    assert key(before, tmp_path / "old" / "photos") == key(after, tmp_path / "new_place")
+
+
+def test_other_decodable_formats_are_used_or_skipped_with_a_reason(tmp_path: Path) -> None:
+    """Item 12: .avif, .jfif, extension-less images and a dummy .heic were in neither split.csv nor skipped.csv."""
+    from catdog.data.images import scan_images
+
+    write_images(tmp_path / "data", {"cat": 3, "dog": 3}, size=(16, 16))
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "data" / "cat" / "photo.jfif", format="JPEG")
+    Image.fromarray(rgb).save(tmp_path / "data" / "cat" / "photo.avif", format="AVIF")
+    Image.fromarray(rgb).save(tmp_path / "data" / "dog" / "no_extension", format="PNG")
+    (tmp_path / "data" / "dog" / "phone.heic").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    (tmp_path / "data" / "dog" / "notes.txt").write_text("not an image")  # not an image: ignored
+    index = build_index("folder", tmp_path / "data")
+    readable, skipped = scan_images(index["path"].tolist())
+    names = {Path(p).name for p in index["path"]}
+    assert {"photo.jfif", "photo.avif", "no_extension", "phone.heic"} <= names and "notes.txt" not in names
+    assert {Path(p).name for p in readable} >= {"photo.jfif", "photo.avif", "no_extension"}
+    heic = skipped[skipped["path"].map(lambda p: Path(p).name) == "phone.heic"]
+    assert len(heic) == 1 and heic["reason"].iloc[0]
+    listed = index_for_inference(tmp_path / "data", ["cat", "dog"])
+    assert set(listed["path"]) == set(index["path"])

@@ -20,9 +20,15 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif"}
+    | {".heic", ".heif", ".jp2", ".pbm", ".pgm", ".ppm", ".pnm"}
 )
-"""File name extensions (lowercase, with the dot) treated as images when listing folders."""
+"""File name extensions (lowercase, with the dot) treated as images when listing folders. Files without an
+extension are listed when their first bytes say image (:func:`looks_like_image`). Formats this Pillow cannot
+decode (HEIC without a plugin) are listed too, so they land in skipped.csv with a reason, never vanish."""
+
+# Extensions whose decoder is an optional Pillow plugin: the reason names it.
+_PLUGIN_HINTS = {".heic": "pillow-heif", ".heif": "pillow-heif"}
 
 # A truncated file must be reported, never silently decoded as a half-grey image.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -86,6 +92,9 @@ def load_rgb(path: str | Path) -> np.ndarray:
     except FileNotFoundError:
         raise BadImageError("file not found") from None
     except UnidentifiedImageError:
+        plugin = _PLUGIN_HINTS.get(path.suffix.lower())
+        if plugin:
+            raise BadImageError(f"cannot decode {path.suffix} files: install {plugin} or convert them to JPEG") from None
         raise BadImageError("not an image file") from None
     except (OSError, EOFError) as exc:
         # PIL reports truncation as OSError("image file is truncated ...") or EOFError.
@@ -98,6 +107,18 @@ def load_rgb(path: str | Path) -> np.ndarray:
         # Malformed files make decoders raise many types (SyntaxError, ValueError, struct.error,
         # DecompressionBombError...): all mean "skip this file", none may stop a whole scan.
         raise BadImageError(f"cannot decode: {type(exc).__name__}: {exc}") from None
+
+
+def looks_like_image(path: str | Path) -> bool:
+    """Whether a file's header is one Pillow recognises as an image (reads the header only, no pixels).
+
+    For files without an extension: a photo saved without one is still an image to use.
+    """
+    try:
+        with Image.open(path) as image:
+            return bool(image.format)
+    except Exception:  # not an image, unreadable, or a decoder's own error type: not one to list
+        return False
 
 
 def _apply_exif_orientation(image: Image.Image) -> None:

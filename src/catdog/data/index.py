@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from catdog.data.images import IMAGE_EXTENSIONS
+from catdog.data.images import IMAGE_EXTENSIONS, looks_like_image
 from catdog.errors import CatdogError
 
 LAYOUTS: tuple[str, ...] = ("folder", "kaggle", "csv")
@@ -88,11 +88,38 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
         found.extend(
             os.path.join(current, name)
             for name in files
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+            if not name.startswith(".") and _is_image_name(current, name)
         )
     # The order Path sorting gives (part by part), which split assignment depends on.
     found.sort(key=lambda path: path.split(os.sep))
     return [Path(path) for path in found]
+
+
+def _is_image_name(folder: str, name: str) -> bool:
+    """An image by its extension; a file without one by its header (photos saved without an extension)."""
+    extension = os.path.splitext(name)[1].lower()
+    if extension:
+        return extension in IMAGE_EXTENSIONS
+    return looks_like_image(os.path.join(folder, name))
+
+
+def refuse_catdog_output(path: Path, what: str) -> None:
+    """Raise when ``path`` is, or lies inside, a folder catdog wrote (explain or compare output).
+
+    Its images are catdog's own overlays, and its class folders (``correct/<class>``) are predictions, not
+    labels: explaining or evaluating them would report the model's own answers back as 100% right.
+
+    Raises:
+        CatdogError: naming the output folder.
+    """
+    from catdog.runs import is_catdog_output_dir  # here, as in list_images
+
+    for folder in (path, *path.parents):
+        if folder.is_dir() and is_catdog_output_dir(folder):
+            raise CatdogError(
+                f"{what}={path} is inside {folder}, a folder catdog wrote (its overlays, labelled by predictions): "
+                "point it at the original images"
+            )
 
 
 def assign_splits(
@@ -236,12 +263,26 @@ def build_index(
             "classes, e.g. one folder per class"
         )
     if layout == "csv":
-        base = Path(root if root not in (None, "") else Path(manifest).expanduser().parent)
-        base = base.expanduser().resolve()
+        base = _csv_split_base(index["path"], root, manifest)
     else:
         base = _existing_root(root, layout)
     index = _fill_missing_splits(index, val_fraction, test_fraction, seed, base)
     return index[["path", "label", "split"]].reset_index(drop=True)
+
+
+def _csv_split_base(paths: pd.Series, root: str | Path | None, manifest: str | Path | None) -> Path:
+    """The folder a manifest's images are split relative to: one that moves with the dataset.
+
+    ``data.root`` or the manifest's folder when every image lies below it (relative keys, as always); a
+    manifest elsewhere listing absolute paths gets the images' deepest common folder instead, so moving
+    the dataset and rewriting the manifest's paths keeps every image in its split.
+    """
+    base = Path(root if root not in (None, "") else Path(manifest).expanduser().parent).expanduser().resolve()
+    inside = all(os.path.normpath(p).startswith(os.fspath(base) + os.sep) for p in paths)
+    if inside or not len(paths):
+        return base
+    # The common folder of the images' folders (one image alone: its own folder).
+    return Path(os.path.commonpath([os.path.dirname(p) for p in paths]))
 
 
 def class_names_of(index: pd.DataFrame) -> list[str]:
@@ -270,6 +311,7 @@ def _existing_root(root: str | Path | None, layout: str) -> Path:
         raise CatdogError(
             f"data.root={root} is a file, not a folder: point it at the dataset folder"
         )
+    refuse_catdog_output(path.resolve(), "data.root")
     return path.resolve()
 
 
@@ -472,6 +514,7 @@ def index_for_inference(root_or_file: str | Path, class_names: Sequence[str]) ->
             f"{root_or_file} does not exist: give an image file or a folder of images"
         )
     target = target.resolve()
+    refuse_catdog_output(target, "data.root/input")
     if target.is_file():
         return pd.DataFrame({"path": [os.fspath(target)], "label": [None]})
     images = list_images(target)
