@@ -16,7 +16,7 @@ from catdog.data.index import (
     index_for_inference,
     list_images,
 )
-from catdog.data.masks import find_masks, is_mask_file, load_mask, parse_mask_object
+from catdog.data.masks import check_masks, find_masks, is_mask_file, load_mask, parse_mask_object, split_off_masks
 
 __all__ = [
     "DEMO_CLASSES",
@@ -32,8 +32,10 @@ __all__ = [
     "build_transform",
     "class_names_of",
     "ensure_demo_dataset",
+    "check_masks",
     "find_masks",
     "index_for_inference",
+    "split_off_masks",
     "is_mask_file",
     "list_images",
     "load_boxes",

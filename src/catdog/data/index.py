@@ -25,6 +25,7 @@ from catdog.data.images import IMAGE_EXTENSIONS, looks_like_image
 from catdog.errors import CatdogError
 
 LAYOUTS: tuple[str, ...] = ("folder", "kaggle", "csv")
+MASK_FILES = "mask_files"  # index.attrs key: (path, reason) of the object mask files left out of the index
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 # Other spellings of split folder names / manifest values, mapped to the canonical ones.
@@ -238,7 +239,8 @@ def build_index(
         seed: Seed of the assigned split.
 
     Returns:
-        Index with columns `path,label,split`, one row per image.
+        Index with columns `path,label,split`, one row per image; ``index.attrs[MASK_FILES]`` lists the
+        object mask files left out, as (path, reason).
 
     Raises:
         CatdogError: Unknown layout, missing folder or manifest, no images, an empty class
@@ -256,6 +258,10 @@ def build_index(
         raise CatdogError(
             f"data.layout={layout!r} is unknown: use one of {', '.join(LAYOUTS)}"
         )
+    # Object masks (<stem>_mask beside <stem>) are not photos: out before splitting, listed for skipped.csv.
+    from catdog.data.masks import split_off_masks  # here: masks imports this module
+
+    index, masks = split_off_masks(index)
     classes = class_names_of(index)
     if len(classes) < 2:
         raise CatdogError(
@@ -267,7 +273,9 @@ def build_index(
     else:
         base = _existing_root(root, layout)
     index = _fill_missing_splits(index, val_fraction, test_fraction, seed, base)
-    return index[["path", "label", "split"]].reset_index(drop=True)
+    index = index[["path", "label", "split"]].reset_index(drop=True)
+    index.attrs[MASK_FILES] = list(zip(masks["path"], masks["reason"]))
+    return index
 
 
 def _csv_split_base(paths: pd.Series, root: str | Path | None, manifest: str | Path | None) -> Path:

@@ -15,20 +15,93 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from catdog.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
 from catdog.data.index import absolute_path
 from catdog.errors import CatdogError
 
-__all__ = ["MASKS_FILE", "MASK_SUFFIX", "find_masks", "is_mask_file", "load_mask", "parse_mask_object"]
+__all__ = [
+    "MASKS_FILE",
+    "MASK_SUFFIX",
+    "check_masks",
+    "find_masks",
+    "is_mask_file",
+    "load_mask",
+    "parse_mask_object",
+    "photo_of_mask",
+    "split_off_masks",
+]
 
 MASKS_FILE = "masks.csv"
 MASK_SUFFIX = "_mask"
 
 
 def is_mask_file(path: str | Path) -> bool:
-    """Whether a file is a ``<stem>_mask.<ext>`` mask (not a photo to explain)."""
-    return Path(path).stem.endswith(MASK_SUFFIX)
+    """Whether a file is an object mask: ``<stem>_mask.<ext>`` with its photo ``<stem>.<ext>`` beside it.
+
+    A file named ``*_mask`` with no such photo is a photo itself (and is never any image's mask).
+    """
+    return photo_of_mask(path) is not None
+
+
+def photo_of_mask(path: str | Path) -> Path | None:
+    """The photo a ``<stem>_mask.<ext>`` file is the mask of (``<stem>.<any image ext>`` beside it), or None."""
+    path = Path(path)
+    if not path.stem.endswith(MASK_SUFFIX):
+        return None
+    stem = path.stem[: -len(MASK_SUFFIX)]
+    for ext in sorted(IMAGE_EXTENSIONS):
+        photo = path.with_name(f"{stem}{ext}")
+        if _is_file(photo):
+            return photo
+    return None
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name the file system refuses (longer than 255 bytes)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
+def split_off_masks(images: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Separate object mask files from the photos of an image table (rows with a ``path``).
+
+    Returns:
+        The photos, and ``path,reason`` rows for skipped.csv: each mask, and whose mask it is.
+    """
+    photos = [photo_of_mask(p) for p in images["path"]]
+    is_mask = np.array([photo is not None for photo in photos], dtype=bool)
+    skipped = pd.DataFrame(
+        {
+            "path": images["path"][is_mask].tolist(),
+            "reason": [
+                f"object mask of {photo.name} (named <stem>{MASK_SUFFIX}): rename it if it is a photo"
+                for photo in photos
+                if photo is not None
+            ],
+        }
+    )
+    return images[~is_mask].reset_index(drop=True), skipped
+
+
+def check_masks(masks: dict[str, str], object_values: tuple[int, ...] | None) -> tuple[dict[str, str], pd.DataFrame]:
+    """Drop the masks that cannot be read: their images are explained without a mask, never left out.
+
+    Returns:
+        The readable masks (image -> mask), and ``path,reason`` rows (the mask file) for skipped.csv.
+    """
+    good, problems = {}, []
+    for image, mask in masks.items():
+        try:
+            load_mask(mask, object_values)
+        except CatdogError as err:
+            problems.append((mask, f"unreadable object mask of {Path(image).name} ({err}): the image is used without it"))
+            continue
+        good[image] = mask
+    return good, pd.DataFrame(problems, columns=["path", "reason"])
 
 
 def find_masks(root: str | Path | None, paths: list[str]) -> dict[str, str]:
@@ -49,7 +122,7 @@ def find_masks(root: str | Path | None, paths: list[str]) -> dict[str, str]:
         image = Path(path)
         for ext in sorted(IMAGE_EXTENSIONS):
             candidate = image.with_name(f"{image.stem}{MASK_SUFFIX}{ext}")
-            if candidate.is_file():
+            if _is_file(candidate):
                 masks[path] = str(candidate)
                 break
     file = Path(root).expanduser() / MASKS_FILE if root else None

@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 
 from catdog.data.index import SPLITS, index_for_inference
-from catdog.data.masks import is_mask_file
 from catdog.errors import CatdogError
 from catdog.readers import read_csv
 
@@ -28,7 +27,8 @@ def select_images(
     """Which images to explain: ``source`` (a file or folder) or one split of the run's split.csv.
 
     Returns:
-        Columns ``path`` (absolute) and ``label`` (class name, or None when unknown).
+        Columns ``path`` (absolute) and ``label`` (class name, or None when unknown). Object mask files are
+        among them: callers set them aside with :func:`catdog.data.masks.split_off_masks` (and say so).
 
     Raises:
         CatdogError: no split file, an unknown split name, or no images.
@@ -60,7 +60,6 @@ def select_images(
             images = images[images["split"] == split]
         images = images[["path", "label"]]
     images = images.astype({"path": str})
-    images = images[[not is_mask_file(p) for p in images["path"]]].reset_index(drop=True)  # <stem>_mask.png
     images["label"] = images["label"].where(images["label"].notna(), None)
     if images.empty:
         where = source or f"the {split} split of {run_dir}"

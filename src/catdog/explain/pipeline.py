@@ -48,10 +48,12 @@ from catdog.data.selection import sample_across_classes, select_images
 from catdog.data import (
     BadImageError,
     build_transform,
+    check_masks,
     find_masks,
     load_boxes,
     load_rgb,
     parse_mask_object,
+    split_off_masks,
 )
 from catdog.errors import CatdogError
 from catdog.maps.explainers import METHODS, ExactCAM, Explainer, build_method
@@ -168,11 +170,13 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     source = cfg.input or cfg.data.root
     if provenance.get("imagenet") and not source:
         raise CatdogError(f"ckpt={cfg.ckpt} has no held-out split: pass input=<image or folder> or data.root=<folder>")
-    images = select_images(source, cfg.data.split, class_names, dict(hp.data or {}), run_dir)
+    selected = select_images(source, cfg.data.split, class_names, dict(hp.data or {}), run_dir)
+    images, mask_files = split_off_masks(selected)  # masks are listed in skipped.csv, not explained
     if cfg.data.max_images:
         images = sample_across_classes(images, int(cfg.data.max_images))
     boxes = _boxes_for(source, dict(hp.data or {}))
     masks = find_masks(_dataset_root(source, dict(hp.data or {})), images["path"].tolist())
+    masks, bad_masks = check_masks(masks, style.mask_object)  # an unreadable mask never removes its image
     base_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "explain")
     metric_names = list(cfg.get("metrics") or [])
     steps = int(cfg.faithfulness.steps) if "faithfulness" in cfg else 16
@@ -240,6 +244,8 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
             if result is None:  # the launcher made this process a non-zero rank after all
                 return {"out_dir": None}
             predictions, skipped, extra = result
+            skipped = pd.concat([skipped, mask_files, bad_masks], ignore_index=True)  # every file accounted for
+            skipped.to_csv(out_dir / "skipped.csv", index=False)
             if predictions.empty:
                 first = skipped.iloc[0] if len(skipped) else None
                 detail = f" (first: {first['path']}: {first['reason']})" if first is not None else ""

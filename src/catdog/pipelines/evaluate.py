@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from catdog.allocator import reuse_freed_memory
-from catdog.data import ImageDataset, build_transform, scan_images
+from catdog.data import ImageDataset, build_transform, scan_images, split_off_masks
 from catdog.data.selection import select_images
 from catdog.errors import CatdogError
 from catdog.explain.engine import resolve_precision
@@ -75,7 +75,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     hp = model.hparams
     run_dir = run_dir_of(checkpoint)
     source = str(Path(cfg.data.root).expanduser()) if cfg.data.root else None
-    images = select_images(source, str(cfg.data.split), list(hp.class_names), dict(hp.data or {}), run_dir)
+    selected = select_images(source, str(cfg.data.split), list(hp.class_names), dict(hp.data or {}), run_dir)
+    images, mask_files = split_off_masks(selected)  # masks are listed in skipped.csv, not evaluated
     # The runtime group's knobs, as explain reads them: precision=auto is bf16 only where it runs natively.
     precision, precision_record = resolve_precision(str(cfg.precision), str(cfg.accelerator))
     if cfg.devices != 1:
@@ -90,6 +91,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     skipped = pd.concat(
         [
             broken,
+            mask_files,
             pd.DataFrame({"path": unlabelled["path"], "reason": "no label (not in a class folder)"}),
             pd.DataFrame({"path": unknown["path"], "reason": "label is not a class of the model"}),
         ],

@@ -47,6 +47,7 @@ from catdog.data import (
     ensure_demo_dataset,
     scan_images,
 )
+from catdog.data.index import MASK_FILES
 from catdog.data.datamodule import FeatureDataModule
 from catdog.data.paste import PasteSettings
 from catdog.errors import CatdogError
@@ -88,9 +89,12 @@ def prepare_data(data_cfg: dict[str, Any], run_dir: Path) -> tuple[pd.DataFrame,
         seed=data_cfg["split_seed"],
     )
     readable, skipped = scan_images(index["path"].tolist(), num_workers=max(1, data_cfg["num_workers"]))
+    # <stem>_mask files are masks for explain, not training photos: listed with the unreadable files.
+    mask_files = pd.DataFrame(index.attrs.get(MASK_FILES, []), columns=["path", "reason"])
+    skipped = pd.concat([skipped, mask_files], ignore_index=True)
     skipped.to_csv(run_dir / "skipped.csv", index=False)
     if len(skipped):
-        log.warning("Skipped %d unreadable image(s); listed with reasons in %s", len(skipped), run_dir / "skipped.csv")
+        log.warning("Skipped %d image(s) (unreadable, or object masks); listed with reasons in %s", len(skipped), run_dir / "skipped.csv")
     # Class names come from all indexed images, before unreadable ones are dropped, so a class
     # whose files are all broken keeps its index and is reported below instead of vanishing.
     class_names = class_names_of(index)
