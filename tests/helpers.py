@@ -151,6 +151,7 @@ def make_run(
     in_box: Sequence[bool] | None = None,
     stamp: str = "2026-01-01_00-00-00",
     run_files: bool = True,
+    layers: bool = False,
 ) -> Path:
     """A run folder with .hydra/, split.csv, curves.png, a stub checkpoint and one explain folder.
 
@@ -159,6 +160,8 @@ def make_run(
         preds: predicted class per image; probs: its probability (the other classes share the rest).
         cams: raw predicted-class maps [N, h, w].
         run_files: write the run folder's own files (False: only add another explain folder).
+        layers: also the report's text-free layers, as explain writes them: the photo in thumbs/<overlay> and a
+            pure heatmap colour in thumbs/heat/<overlay>, both the photo's size.
 
     Returns:
         The explain folder.
@@ -175,6 +178,9 @@ def make_run(
         picture = np.zeros((48, 64, 3), dtype=np.uint8)
         picture[:, : 8 * (i + 1) % 64] = (200, 30, 30)
         save_image(out / overlay, draw_label(picture, label_text(pred, prob, true)))
+        if layers:
+            save_image(out / "thumbs" / overlay, picture)
+            save_image(out / "thumbs" / "heat" / overlay, np.full_like(picture, (255, 0, 0)))
         p = {c: (prob if c == pred else (1 - prob) / (len(class_names) - 1)) for c in class_names}
         row = {
             "path": path,
@@ -204,6 +210,7 @@ def make_run(
         "accuracy": sum(r["correct"] for r in rows) / len(rows),
         "class_names": list(class_names),
         "arch": "resnet18",
+        "source": f"{run.resolve()}/split.csv [test]",
         "pointing_game": None,
         "checkpoint": {"path": str((run / "checkpoints" / "best.ckpt").resolve()), "sha256": "ab" * 32},
         "train_config": {"path": str((run / ".hydra" / "config.yaml").resolve()), "sha256": "cd" * 32},

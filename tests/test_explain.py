@@ -423,3 +423,37 @@ def test_killed_explain_leaves_nothing_complete_and_a_rerun_completes(tmp_path: 
     assert summary["images"] == 12 and explain_dirs_of(run) == [out]
     assert len(pd.read_csv(out / "predictions.csv")) == 12 and len(list(out.rglob("*.jpg"))) >= 12
     assert [p.name for p in (run / "explain").iterdir()] == [final]
+
+
+# --- issue 20 items 5 and 6: two-class overlays, the report's text-free layers ----------------------
+def test_two_class_mistakes_have_no_inverted_true_class_panel(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    save_checkpoint(run / "checkpoints" / "best.ckpt", ["cat", "dog"], image_size=64)
+    images = tmp_path / "images"
+    write_images(images, {"cat": 1, "dog": 1}, size=(90, 50))
+
+    def mistake_width(*overrides: str) -> int:
+        out = Path(explain(explain_cfg(run, f"data.root={images}", *overrides))["out_dir"])
+        return cv2.imread(str(next((out / "incorrect" / "dog_as_cat").glob("*.jpg")))).shape[1]
+
+    assert mistake_width() == 90  # two classes: the true class's map is the predicted one inverted
+    assert mistake_width("overlay.true_class_panel=always") > 2 * 90  # the option keeps it
+    with pytest.raises(CatdogError, match="true_class_panel=sometimes is unknown: choose auto, always or never"):
+        explain(explain_cfg(run, f"data.root={images}", "overlay.true_class_panel=sometimes"))
+
+
+def test_explain_writes_the_reports_text_free_layers(run_folder: Path, tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    ramp = np.tile(np.linspace(0, 255, 600, dtype=np.uint8)[None, :, None], (300, 1, 3))  # smooth: resampling-proof
+    for name in ("cat", "dog"):
+        (images / name).mkdir(parents=True)
+        cv2.imwrite(str(images / name / f"{name}.png"), ramp)
+    out = Path(explain(explain_cfg(run_folder, f"data.root={images}"))["out_dir"])
+    for rel in pd.read_csv(out / "predictions.csv")["overlay"]:
+        photo = cv2.imread(str(out / "thumbs" / rel))
+        heat = cv2.imread(str(out / "thumbs" / "heat" / rel))
+        assert photo.shape == heat.shape and max(photo.shape[:2]) <= 384  # bounded, the photo's aspect
+        assert abs(photo.shape[1] / photo.shape[0] - 2.0) < 0.02
+        # The photo layer is the photo itself: no label band burned in (the report's card carries the label).
+        small = cv2.resize(ramp, (photo.shape[1], photo.shape[0]), interpolation=cv2.INTER_AREA)
+        assert np.abs(photo.astype(int) - small.astype(int)).max() < 16

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -55,8 +56,8 @@ def test_single_run_report_is_escaped_and_self_contained(one_run: Path) -> None:
     assert len(data["images"]) == 4 and data["experiments"] == ["solo"]
     hostile = next(img for img in data["images"] if img["name"] == HOSTILE)
     assert hostile["runs"][0]["pred"] == "dog" and hostile["runs"][0]["correct"] is False
-    # The explain folder's own overlays are referenced relatively, thumbnails and summary pictures live inside.
-    assert hostile["runs"][0]["full"].startswith("../incorrect/cat_as_dog/")
+    # Every picture lives inside the report folder (the explain folder's overlays as files/<experiment>/...).
+    assert hostile["runs"][0]["full"].startswith("files/0/incorrect/cat_as_dog/")
     for img in data["images"]:
         assert (index.parent / img["runs"][0]["full"]).is_file()
         assert (index.parent / img["runs"][0]["thumb"]).is_file()
@@ -110,3 +111,85 @@ def test_report_takes_curves_only_from_the_run_holding_the_explain_folder(tmp_pa
     (moved / "summary.json").write_text(json.dumps(summary))
     report = write_report(tmp_path / "report", [read_explain_dir(moved)])
     assert secret not in [p.read_bytes() for p in report.parent.rglob("*") if p.is_file()]
+
+
+# --- issue 20 item 5: a report that starts from the mistakes, portable on its own --------------
+def _data(page: str) -> dict:
+    return json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S).group(1))
+
+
+def _urls(page: str) -> list[str]:
+    """Every picture URL of the page: <img src> of the static part and the gallery data's pictures."""
+    found = re.findall(r"<img src='([^']+)'", page)
+    for img in _data(page)["images"]:
+        for run in img["runs"]:
+            found += [run[key] for key in ("full", "photo", "heat", "thumb") if run.get(key)]
+    return found
+
+
+def test_report_folder_is_portable_on_its_own(tmp_path: Path) -> None:
+    paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("dog", "b.jpg"), ("dog", "c.jpg")])
+    out = make_run(tmp_path / "runs", "solo", paths, ["cat", "cat", "dog"], [0.9, 0.6, 0.8], np.zeros((3, 2, 2)), layers=True)
+    write_report(out / "report", [read_explain_dir(out)])
+    moved = tmp_path / "elsewhere" / "report"
+    shutil.copytree(out / "report", moved)  # e.g. zipped and sent: the explain folder stays behind
+    page = (moved / "index.html").read_text(encoding="utf-8")
+    urls = _urls(page)
+    assert len(urls) >= 3 * 3 and not any(url.startswith(("../", "/")) or "://" in url for url in urls)
+    for url in urls:
+        assert (moved / url).is_file(), url
+    assert "self-contained" in page
+
+
+def test_gallery_shows_text_free_layers_and_the_real_file_name(tmp_path: Path) -> None:
+    paths = make_images(tmp_path / "photos", [("cat", "cat.169.jpg"), ("dog", "IMG 0001 (copy).jpg")])
+    out = make_run(tmp_path / "runs", "solo", paths, ["cat", "cat"], [0.9, 0.6], np.zeros((2, 2, 2)), layers=True)
+    index = write_report(out / "report", [read_explain_dir(out)])
+    images = _data(index.read_text(encoding="utf-8"))["images"]
+    assert sorted(img["name"] for img in images) == ["IMG 0001 (copy).jpg", "cat.169.jpg"]  # not the overlay's name
+    for img in images:
+        run = img["runs"][0]
+        overlay = Path(run["full"]).relative_to("files/0").as_posix()
+        # The card's picture is explain's photo + heatmap layers, not the overlay with its burned-in label.
+        assert (index.parent / run["photo"]).read_bytes() == (out / "thumbs" / overlay).read_bytes()
+        assert (index.parent / run["heat"]).read_bytes() == (out / "thumbs" / "heat" / overlay).read_bytes()
+        assert run["thumb"] is None
+
+
+def test_report_title_names_the_task_the_data_and_the_checkpoint(one_run: Path) -> None:
+    page = write_report(one_run / "report", [read_explain_dir(one_run)]).read_text(encoding="utf-8")
+    title = re.search(r"<title>(.*?)</title>", page, re.S).group(1)
+    assert "cat / dog classifier (resnet18)" in title
+    assert "split.csv [test]" in title and "best.ckpt" in title
+    assert "<h1>cat / dog classifier (resnet18)</h1>" in page
+
+
+def test_explain_report_help_names_no_experiment_selector(one_run: Path) -> None:
+    page = write_report(one_run / "report", [read_explain_dir(one_run)]).read_text(encoding="utf-8")
+    help_text = re.search(r"<details class=\"help\">(.*?)</details>", page, re.S).group(1)
+    assert "Experiment" not in help_text and "flipped" not in help_text.lower()
+    assert "mistakes, highest loss" in help_text
+
+
+def test_report_lists_the_most_confused_pairs_and_a_colour_legend(tmp_path: Path) -> None:
+    names = [("cat", "a.jpg"), ("cat", "b.jpg"), ("cat", "c.jpg"), ("dog", "d.jpg"), ("fox", "e.jpg"), ("fox", "f.jpg")]
+    paths = make_images(tmp_path / "photos", names)
+    out = make_run(
+        tmp_path / "runs", "solo", paths, ["dog", "dog", "cat", "cat", "dog", "fox"], [0.8] * 6,
+        np.zeros((6, 2, 2)), class_names=["cat", "dog", "fox"],
+    )
+    page = write_report(out / "report", [read_explain_dir(out)]).read_text(encoding="utf-8")
+    confused = re.search(r"<section id='confused'>(.*?)</section>", page, re.S).group(1)
+    entries = re.findall(r"data-true='(\w+)' data-pred='(\w+)'>.*?</button> (\d+) ", confused)
+    assert entries == [("cat", "dog", "2"), ("dog", "cat", "1"), ("fox", "dog", "1")]  # most frequent first
+    assert "66.7% of cat" in confused
+    legend = re.search(r"<div class='legend' id='legend'>(.*?)</div>", page, re.S).group(1)
+    assert "linear-gradient(to right, rgb(0,0,128) 0%" in legend  # JET, as the overlays draw it
+    assert "least evidence" in legend and "most evidence" in legend
+
+
+def test_compare_report_help_keeps_the_experiment_selector(one_run: Path) -> None:
+    exp = read_explain_dir(one_run)
+    other = read_explain_dir(one_run, label="other")
+    page = write_report(one_run.parent / "both", [exp, other]).read_text(encoding="utf-8")
+    assert 'chosen under "Experiment"' in page and "cat / dog classifier (resnet18): solo vs other" in page

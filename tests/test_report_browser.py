@@ -149,17 +149,93 @@ def test_single_run_report_in_chromium(browser: object, tmp_path: Path) -> None:
     )
     index = write_report(explain_dir / "report", [read_explain_dir(explain_dir)])
     page, problems = _open(browser, index)
-    assert page.locator("#gallery .tile").count() == 3
+    assert page.locator("#gallery .tile").count() == 1  # it opens on the one mistake
     assert page.locator("#filter-exp").count() == 0  # one experiment: no experiment picker, no flips
     assert page.locator("#filter-outcome option[value=flipped]").count() == 0
-    page.select_option("#filter-outcome", "incorrect")
-    assert page.locator("#gallery .tile").count() == 1
     page.select_option("#filter-outcome", "all")
+    assert page.locator("#gallery .tile").count() == 3
     page.select_option("#filter-pred", "dog")
     assert page.locator(".tile .name").all_inner_texts() == [HOSTILE]
     page.locator(".tile").first.click()
     page.wait_for_function("Array.from(document.querySelectorAll('#viewer .panel img')).every(i => i.naturalWidth > 0)")
     assert problems == []
+    page.close()
+
+
+# --- issue 20 item 5: a report that starts from the mistakes ------------------------------------------
+@pytest.fixture
+def mistakes_report(tmp_path: Path) -> Path:
+    """12 images, 5 mistakes of different losses; explain's photo and heatmap layers; one hostile name."""
+    names = [("cat", f"cat.{i}.jpg") for i in range(6)] + [("dog", f"dog.{i}.jpg") for i in range(5)] + [("dog", HOSTILE)]
+    paths = make_images(tmp_path / "photos", names)
+    preds = ["cat", "cat", "cat", "dog", "dog", "cat", "cat", "dog", "cat", "dog", "cat", "dog"]
+    probs = [0.9, 0.95, 0.99, 0.7, 0.9, 0.6, 0.97, 0.96, 0.8, 0.99, 0.55, 0.98]
+    out = make_run(tmp_path / "runs", "solo", paths, preds, probs, np.zeros((12, 2, 2), np.float32), layers=True)
+    return write_report(out / "report", [read_explain_dir(out)])
+
+
+def _names(page: object) -> list[str]:
+    return page.locator("#gallery .tile .name").all_inner_texts()
+
+
+def test_report_opens_on_the_mistakes_with_search_and_heatmap_controls(browser: object, mistakes_report: Path) -> None:
+    page, problems = _open(browser, mistakes_report)
+    _shot(page, "report_top.png")
+    # The first tiles, on the first screen, are the mistakes, the highest loss first (loss = -log p(true)).
+    assert _names(page) == ["dog.0.jpg", "cat.4.jpg", "dog.2.jpg", "cat.3.jpg", "dog.4.jpg"]
+    assert page.locator("#gallery .tile .bad").count() == 5 and page.locator("#gallery .tile .ok").count() == 0
+    assert page.locator("#gallery .tile").first.bounding_box()["y"] < 900  # visible without scrolling
+    assert page.locator("#gallery-title").inner_text().startswith("Mistakes, sorted by loss")
+    assert "cat / dog classifier" in page.title() and "best.ckpt" in page.title()
+    assert "Experiment" not in page.locator("details.help").inner_text()
+
+    # Thumbnails: the photo with its heatmap layer exactly over it, aspect kept (no letterbox, no square).
+    boxes = page.evaluate(
+        """Array.from(document.querySelectorAll('#gallery .layers')).map(l => {
+             const p = l.querySelector('.photo'), h = l.querySelector('.heat');
+             const a = p.getBoundingClientRect(), b = h.getBoundingClientRect();
+             return [a.width / a.height, p.naturalWidth / p.naturalHeight, a.x - b.x, a.y - b.y, a.width - b.width,
+                     a.height - b.height, getComputedStyle(h).opacity]; })"""
+    )
+    assert len(boxes) == 5
+    for shown, natural, *offsets, opacity in boxes:
+        assert shown == pytest.approx(natural, rel=0.03) and max(map(abs, offsets)) < 1 and opacity == "0.5"
+
+    # Photo / heatmap toggle and opacity.
+    page.locator("#toggle-heat").uncheck()
+    assert page.locator("#gallery .heat").first.is_hidden() and page.locator("#gallery .photo").first.is_visible()
+    page.locator("#toggle-heat").check()
+    assert page.locator("#gallery .heat").first.is_visible()
+    page.locator("#opacity").fill("80")
+    assert page.evaluate("getComputedStyle(document.querySelector('#gallery .heat')).opacity") == "0.8"
+
+    # File-name search, within the current filter, then over every image.
+    page.locator("#search").fill("cat.")
+    assert _names(page) == ["cat.4.jpg", "cat.3.jpg"]
+    page.select_option("#filter-outcome", "all")
+    assert len(_names(page)) == 6
+    page.locator("#search").fill("<img")
+    assert _names(page) == [HOSTILE]
+    page.locator("#search").fill("")
+
+    # A most-confused pair filters the gallery to its mistakes.
+    page.locator("button.confused[data-true=dog][data-pred=cat]").click()
+    assert _names(page) == ["dog.0.jpg", "dog.2.jpg", "dog.4.jpg"]
+    page.locator("#gallery-section").scroll_into_view_if_needed()
+    _shot(page, "report_mistakes.png")
+    assert problems == []
+    page.close()
+
+
+def test_report_folder_copied_alone_shows_every_picture(browser: object, mistakes_report: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "sent" / "report"
+    shutil.copytree(mistakes_report.parent, moved)
+    page, problems = _open(browser, moved / "index.html")
+    page.select_option("#filter-outcome", "all")
+    page.locator(".tile").first.click()
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)")
+    broken = page.evaluate("Array.from(document.images).filter(i => i.naturalWidth === 0).map(i => i.src)")
+    assert broken == [] and problems == []
     page.close()
 
 
@@ -207,12 +283,10 @@ def test_report_of_20000_images_opens_within_seconds(browser: object, tmp_path: 
     page.wait_for_selector("#gallery .tile", timeout=5_000)
     tiles = page.locator("#gallery .tile").count()
     assert 0 < tiles <= 100
-    assert "of 20000 matching images" in page.locator("#count").inner_text()
-    page.select_option("#filter-outcome", "incorrect", timeout=5_000)  # filtering all 20,000 stays interactive
-    page.wait_for_function("document.getElementById('count').textContent.includes('matching')", timeout=5_000)
-    wrong = page.locator("#count").inner_text()
     expected = int((pd.read_csv(explain_dir / "predictions.csv")["correct"] == False).sum())
-    assert f"of {expected} matching images" in wrong
+    assert f"of {expected} matching images" in page.locator("#count").inner_text()  # it opens on the mistakes
+    page.select_option("#filter-outcome", "all", timeout=5_000)  # filtering all 20,000 stays interactive
+    page.wait_for_function("document.getElementById('count').textContent.includes('of 20000 matching')", timeout=5_000)
     page.locator("#more").click(timeout=5_000)
     assert page.locator("#gallery .tile").count() == 2 * tiles
     broken = page.evaluate("Array.from(document.images).filter(i => i.complete && i.naturalWidth === 0).length")

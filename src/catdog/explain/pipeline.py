@@ -110,7 +110,7 @@ from catdog.runs import (
 )
 
 log = logging.getLogger(__name__)
-THUMBS = "thumbs"  # gallery thumbnails, <explain folder>/thumbs/<overlay path>
+THUMBS = "thumbs"  # the report's layers: <explain folder>/thumbs/<overlay path> (photo), thumbs/heat/<overlay path>
 __all__ = ["ExplainDataset", "ImageJob", "OverlayStyle", "collate_explain", "explain", "render_image", "run_explain"]
 # The CAM self-check compares spatial mean + bias with the logit; bf16 keeps ~3 significant digits,
 # so a deviation of a few thousandths *of the logits' size* is normal there: bf16 is held to 5e-2 or 1%
@@ -154,7 +154,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
         topk=cfg.topk,
         alpha=float(cfg.overlay.alpha),
         side_by_side=bool(cfg.overlay.side_by_side),
-        show_true_cam=bool(cfg.overlay.show_true_cam),
+        show_true_cam=_true_class_panel(cfg.overlay.true_class_panel, len(class_names)),
         quality=int(cfg.overlay.quality),
         pointing_tolerance=float(cfg.pointing_tolerance),
         display=_check_display(cfg.get("display", "minmax")),
@@ -344,6 +344,15 @@ def _load_model(cfg: DictConfig) -> tuple[ClassifierModule | PretrainedClassifie
     return model, checkpoint, run_dir, provenance
 
 
+def _true_class_panel(value: object, classes: int) -> bool:
+    """overlay.true_class_panel: draw the true class's map beside a mistake's? With two classes (softmax) it is
+    the predicted class's map inverted, so ``auto`` leaves it out."""
+    mode = str(value).strip().lower()
+    if mode not in ("auto", "always", "never"):
+        raise CatdogError(f"overlay.true_class_panel={value} is unknown: choose auto, always or never")
+    return mode == "always" or (mode == "auto" and classes > 2)
+
+
 def _check_display(value: object) -> str:
     from catdog.maps.cam import DISPLAYS
 
@@ -469,6 +478,7 @@ def run_explain(
                     overlay_rel=rel,
                     size=batch.sizes[row],
                     thumb_path=out / THUMBS / rel if thumbnails else None,
+                    heat_path=out / THUMBS / "heat" / rel if thumbnails else None,
                     mask=masks.get(paths[i]) if masks else None,
                     columns=prediction["columns"][row] if prediction.get("columns") else None,
                 )

@@ -17,7 +17,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import pandas as pd
 import torch
 
 from catdog.maps.cam import area_above, display_levels, display_maps, strongest_region
@@ -28,7 +27,6 @@ from catdog.overlay import (
     blend_heatmap,
     draw_contour,
     draw_label,
-    image_grid,
     label_text,
     safe_name,
     save_image,
@@ -55,7 +53,8 @@ class ImageJob:
     overlay_path: Path
     overlay_rel: str
     size: tuple[int, int] | None = None  # (H, W) of the original file (peaks and boxes use it); None: original's
-    thumb_path: Path | None = None  # where to write the report's gallery thumbnail (None: no thumbnail)
+    thumb_path: Path | None = None  # the report's photo layer (thumbs/<rel>); None: no layers
+    heat_path: Path | None = None  # the report's heatmap layer (thumbs/heat/<rel>)
     mask: str | None = None  # the image's object mask file, when known
     columns: dict[str, Any] | None = None  # per-image metrics computed on the batch (faithfulness)
 
@@ -69,7 +68,7 @@ class OverlayStyle:
     show_true_cam: bool
     quality: int
     pointing_tolerance: float = 0.0
-    thumb_size: int = 220  # longest side of the gallery thumbnail made from the overlay in memory
+    thumb_size: int = 384  # longest side of the report's photo and heatmap layers (gallery and image view)
     display: str = "minmax"  # cam.display_maps mode; "signed" draws with a diverging colormap
     threshold: str | float | None = None  # cam.strongest_region: contour of the predicted map's strongest region
     centres: CellCentres | None = None  # where each map cell's evidence comes from (catdog.maps.geometry)
@@ -118,8 +117,8 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
         panels.append(draw_label(blend_heatmap(job.original, levels[-1], style.alpha, colormap), text, inplace=True))
     picture = panels[0] if len(panels) == 1 else side_by_side(panels)
     save_image(job.overlay_path, picture, quality=style.quality)
-    if job.thumb_path is not None:  # from the picture in memory: the report never decodes the overlay again
-        save_image(job.thumb_path, bounded_copy(picture, style.thumb_size), quality=85)
+    if job.thumb_path is not None and job.heat_path is not None:  # in memory: the report decodes no overlay
+        write_layers((job.thumb_path, job.heat_path), job.original, levels[0], colormap, style.thumb_size)
 
     row: dict[str, Any] = {
         "path": job.path,
@@ -141,6 +140,17 @@ def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
     row.update(_localization(job, centres, style.pointing_tolerance, style.mask_object))
     row.update(job.columns or {})
     return row
+
+
+def write_layers(
+    paths: tuple[Path, Path], original: np.ndarray, levels: np.ndarray, colormap: str, size: int
+) -> None:
+    """The report's two text-free layers of one image, the same size: the photo and the predicted class's
+    heatmap alone (the browser blends them, so the report can switch the map off or change its opacity)."""
+    photo = bounded_copy(original, size)
+    small = cv2.resize(levels, (photo.shape[1], photo.shape[0]), interpolation=cv2.INTER_AREA)
+    save_image(paths[0], photo, quality=85)
+    save_image(paths[1], blend_heatmap(photo, small, 1.0, colormap), quality=85)
 
 
 def _localization(
@@ -251,19 +261,3 @@ def unique_stems(paths: list[str]) -> list[str]:
         seen[stem] = n + 1
         stems.append(stem if n == 0 else f"{stem}_{n}")
     return stems
-
-
-# ---------------------------------------------------------------------------------------------
-# Grids
-# ---------------------------------------------------------------------------------------------
-def _top_losses_grid(mistakes: pd.DataFrame, out_dir: Path) -> None:
-    tiles, captions = [], []
-    for row in mistakes.itertuples():
-        tile = cv2.imread(str(out_dir / row.overlay), cv2.IMREAD_COLOR)
-        if tile is None:
-            continue
-        tiles.append(cv2.cvtColor(tile, cv2.COLOR_BGR2RGB))
-        captions.append(f"{row.true} as {row.pred}  loss {row.loss:.2f}")
-    if tiles:
-        grid = image_grid(tiles, captions, ncols=min(4, len(tiles)), tile_size=256)
-        save_image(out_dir / "top_losses.png", grid)

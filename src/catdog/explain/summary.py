@@ -25,7 +25,7 @@ from catdog.quality.localization import (
     summarize_pointing,
     summary_lines,
 )
-from catdog.explain.render import _top_losses_grid
+from catdog.explain.top_losses import write_top_losses
 from catdog.plots import confusion_counts, plot_confusion_matrix
 
 
@@ -53,7 +53,7 @@ def write_reports(
         )
         mistakes = labelled[labelled["true"] != labelled["pred"]].sort_values("loss", ascending=False)
         if len(mistakes) and top_losses > 0:
-            _top_losses_grid(mistakes.head(top_losses), out_dir)
+            write_top_losses(mistakes.head(top_losses), out_dir)
     summary["pointing_game"] = summarize_pointing(predictions)
     summary["faithfulness"] = summarize_faithfulness(predictions)
     return summary

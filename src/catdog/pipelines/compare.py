@@ -175,8 +175,10 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
 
 
 def print_tables(table: pd.DataFrame, pairs: pd.DataFrame, class_names: Sequence[str]) -> None:
-    """The experiments and pairs tables, readable in a terminal."""
+    """The experiments and pairs tables, readable in a terminal and whole when piped or redirected."""
     console = Console()
+    if not console.is_terminal:  # a file or pipe has no width: Rich's 80 columns would cut the tables
+        console = Console(width=10_000)
     numbers = Table(title="Experiments (on the common images)")
     # Many classes: one column of the lowest recalls instead of one per class (experiments.csv has them all).
     per_class = [f"recall_{c}" for c in class_names] if len(class_names) <= RECALL_COLUMNS else ["lowest_recall"]

@@ -24,10 +24,21 @@ Modules, one job each:
 """
 
 from catdog.report.assets import overlay_file
-from catdog.report.experiments import Experiment, read_explain_dir, read_predictions, restrict_to_paths
+from catdog.report.experiments import (
+    Experiment,
+    read_explain_dir,
+    read_predictions,
+    restrict_to_paths,
+)
 from catdog.report.gallery import script_json
 from catdog.report.page import write_report
-from catdog.report.tables import MAP_QUALITY_HEADS, PER_IMAGE_METRICS, confidence, experiment_table, pair_column
+from catdog.report.tables import (
+    MAP_QUALITY_HEADS,
+    PER_IMAGE_METRICS,
+    confidence,
+    experiment_table,
+    pair_column,
+)
 
 __all__ = [
     "MAP_QUALITY_HEADS",

@@ -1,7 +1,9 @@
 """The files a report shows: URLs relative to the report folder, copies, thumbnails, summary pictures.
 
-A file that lives beside the report folder (an explain folder's own overlays) is linked relatively; any
-other is copied into ``assets/``. Only files inside their explain folder are ever linked or copied.
+The report folder is portable on its own: every picture it shows is inside it. The explain folders'
+overlays and layers go to ``files/<experiment>/`` as hard links where the disk allows (no extra space;
+they are bounded by overlay.max_size and the layer size), else as copies; other pictures are copied to
+``assets/``. Only files inside their explain folder are ever linked or copied.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from collections.abc import Callable, Sequence
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -21,7 +24,9 @@ from catdog.overlay import save_image
 from catdog.plots import confusion_counts, plot_confusion_matrix
 from catdog.report.experiments import Experiment, restricted
 
-THUMB_SIZE = 220  # longest side of a gallery thumbnail, in pixels
+THUMB_SIZE = 220  # longest side of a gallery thumbnail made here (explain folders without layers), in pixels
+FILES = "files"  # the explain folders' pictures inside the report: files/<experiment index>/<path in its folder>
+TITLE_CHARS = 34  # a confusion matrix title wraps at this many characters: it fits the narrowest figure (4 in)
 
 
 def url_of(out: Path, target: Path) -> str:
@@ -31,13 +36,28 @@ def url_of(out: Path, target: Path) -> str:
 
 
 def asset(out: Path, source: Path, name: str) -> str:
-    """Reference a picture from the report: relatively if it lives beside the report folder, else a copy."""
-    source = Path(source).resolve()
-    if source.is_relative_to(out.parent.resolve()) and not source.is_relative_to(out.resolve()):
-        return url_of(out, source)
+    """A copy of a picture in the report's ``assets/``, and its URL."""
     target = out / "assets" / name
-    shutil.copyfile(source, target)
+    shutil.copyfile(Path(source).resolve(), target)
     return url_of(out, target)
+
+
+def publish(out: Path, source: Path, base: Path, experiment: int) -> str:
+    """Put ``source`` (a resolved file inside the resolved folder ``base``) into the report, and return its URL.
+
+    ``files/<experiment>/<its path inside base>``: a hard link where the disk allows (same file system; no
+    copy of the bytes), else a copy. The path is taken from the resolved file, so no ``..`` in a
+    user-edited predictions.csv can place it outside the report.
+    """
+    parts = (FILES, str(experiment), *source.relative_to(base).parts)
+    target = out.joinpath(*parts)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:  # another file system, or one without hard links
+            shutil.copyfile(source, target)
+    return "/".join(quote(part) for part in parts)
 
 
 def overlay_file(explain_dir: Path, relative: Any) -> Path | None:
@@ -71,18 +91,6 @@ def thumbnail(source: Path, target: Path) -> bool:
     return True
 
 
-def folder_linker(out: Path, folder: Path) -> Callable[[str, str], str]:
-    """``link(rel, name)``: the URL of ``folder/rel`` from the report, as :func:`asset` makes it.
-
-    Paths are resolved once per folder, not once per file (20,000 images: seconds saved).
-    """
-    base, out_resolved = Path(folder).resolve(), Path(out).resolve()
-    if base.is_relative_to(out_resolved.parent) and not base.is_relative_to(out_resolved):
-        prefix = [quote(part) for part in Path(os.path.relpath(base, out_resolved)).parts]
-        return lambda rel, name: "/".join(prefix + [quote(part) for part in rel.split("/")])
-    return lambda rel, name: asset(out, base / rel, name)
-
-
 def summary_pictures(out: Path, experiments: Sequence[Experiment], paths: list[str]) -> list[dict[str, str | None]]:
     """Per experiment: a confusion matrix of exactly the shown images, and the run's training curves."""
     result = []
@@ -94,7 +102,8 @@ def summary_pictures(out: Path, experiments: Sequence[Experiment], paths: list[s
             matrix = confusion_counts(labelled["true"].tolist(), labelled["pred"].tolist(), exp.class_names)
             accuracy = np.trace(matrix) / matrix.sum()
             target = out / "assets" / f"confusion_{e}.png"
-            plot_confusion_matrix(matrix, exp.class_names, target, title=f"{exp.label}: accuracy {accuracy:.1%}")
+            title = textwrap.fill(f"{exp.label}: accuracy {accuracy:.1%}", TITLE_CHARS, break_on_hyphens=False)
+            plot_confusion_matrix(matrix, exp.class_names, target, title=title)
             confusion = url_of(out, target)
         # Only the run folder that holds this explain folder: a run_dir taken from summary.json (user-editable)
         # must not make the report copy a file from elsewhere.

@@ -11,16 +11,21 @@ from pathlib import Path
 import pandas as pd
 
 from catdog.errors import CatdogError
-from catdog.report.assets import asset, summary_pictures
+from catdog.report.assets import FILES, asset, summary_pictures
 from catdog.report.experiments import Experiment, common_paths, restricted
 from catdog.report.gallery import gallery_data, script_json
 from catdog.report.sections import (
+    confused_html,
     esc,
+    facts_html,
     intro_html,
+    legend_html,
+    page_title,
     pairs_html,
     per_experiment_html,
     pictures_html,
     summary_html,
+    task_name,
 )
 from catdog.report.tables import experiment_table
 
@@ -62,7 +67,7 @@ def write_report(
         raise CatdogError(f"Experiment labels must be unique, got {labels}: give each experiment its own label")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("assets", "thumbs"):
+    for stale in ("assets", "thumbs", FILES):
         shutil.rmtree(out / stale, ignore_errors=True)
     (out / "assets").mkdir()
     (out / "thumbs").mkdir()
@@ -79,9 +84,7 @@ def write_report(
         if Path(path).is_file()
     ]
 
-    page_title = title or (
-        "catdog report: " + " vs ".join(labels) if len(labels) > 1 else f"catdog report: {labels[0]}"
-    )
+    many = len(experiments) > 1
     head = {
         "experiments": labels,
         "classes": experiments[0].class_names,
@@ -93,22 +96,43 @@ def write_report(
     assets = files("catdog.report") / "static"
     # page.html is a str.format template: its literal braces are doubled; every value is escaped or JSON.
     page = assets.joinpath("page.html").read_text(encoding="utf-8").format(
-        title=esc(page_title),
+        title=esc(title or page_title(experiments)),
+        heading=esc(title or task_name(experiments)),
+        facts=facts_html(experiments),
         css=assets.joinpath("report.css").read_text(encoding="utf-8"),
         js=assets.joinpath("report.js").read_text(encoding="utf-8"),
         data=data,
         intro=intro_html(experiments, len(paths)),
+        legend=legend_html(str(experiments[0].summary.get("display") or "minmax")),
+        confused=confused_html([restricted(exp, paths) for exp in experiments]),
         summary=summary_html(table, experiments),
         pairs=pairs_html(pairs) if pairs is not None and len(pairs) else "",
         per_experiment=per_experiment_html(experiments, pictures_per_experiment),
         pictures=pictures_html(extra),
-        flipped_help=(
-            "<li><b>Flipped</b>: at least one experiment is right and another wrong on this image.</li>"
-            if len(experiments) > 1
-            else ""
-        ),
+        **_help(many),
         generated=esc(datetime.now().strftime("%Y-%m-%d %H:%M")),
     )
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+def _help(many: bool) -> dict[str, str]:
+    """The gallery's help lines: an explain report has no experiment picker and no flips, so it names neither."""
+    if not many:
+        return {
+            "each_model": "the model's",
+            "opens_on": "It opens on the mistakes, highest loss (most confidently wrong) first; choose "
+            "\"all images\" under Show, or another order under Sort by, to see the rest.",
+            "side_by_side": "",
+            "judged_help": "",
+            "flipped_help": "",
+        }
+    return {
+        "each_model": "each experiment's",
+        "opens_on": "It opens on the images whose maps differ most between the experiments.",
+        "side_by_side": ", every experiment side by side at the same scale",
+        "judged_help": "<li><b>Correct / Incorrect</b>: judged by the experiment chosen under \"Experiment\" (or, "
+        "for \"all experiments\", correct in all of them / wrong in at least one).</li>",
+        "flipped_help": "<li><b>Flipped</b>: at least one experiment is right and another wrong on this image.</li>",
+    }

@@ -13,8 +13,12 @@ from typing import Any
 
 import pandas as pd
 
+from catdog.overlay import _diverging_lut, _jet_lut
 from catdog.report.experiments import Experiment
 from catdog.report.tables import MAP_QUALITY_HEADS, RECALL_COLUMNS, lowest_recalls
+
+NAMED_CLASSES = 4  # a task with at most this many classes is named by them ("cat / dog"), else counted
+CONFUSED_PAIRS = 10  # most-confused pairs listed per experiment
 
 
 def esc(value: Any) -> str:
@@ -31,6 +35,78 @@ def _num(value: Any, digits: int = 2) -> str:
 
 def _short_hash(value: Any) -> str:
     return str(value)[:12] if value else "–"
+
+
+def task_name(experiments: Sequence[Experiment]) -> str:
+    """What the model does, e.g. ``cat / dog classifier (resnet18)`` or ``1000-class classifier (resnet50)``."""
+    classes = experiments[0].class_names
+    named = " / ".join(classes) if len(classes) <= NAMED_CLASSES else f"{len(classes)}-class"
+    archs = sorted({str(exp.summary.get("arch")) for exp in experiments if exp.summary.get("arch")})
+    return f"{named} classifier" + (f" ({', '.join(archs)})" if archs else "")
+
+
+def page_title(experiments: Sequence[Experiment]) -> str:
+    """Task, data source and checkpoint (one experiment), or task and the experiments compared."""
+    if len(experiments) > 1:
+        return f"{task_name(experiments)}: " + " vs ".join(exp.label for exp in experiments)
+    summary = experiments[0].summary
+    checkpoint = (summary.get("checkpoint") or {}).get("path")
+    return f"{task_name(experiments)} · data {_tail(summary.get('source'), 2)} · checkpoint {_tail(checkpoint, 3)}"
+
+
+def facts_html(experiments: Sequence[Experiment]) -> str:
+    """Under the title: where the images came from and which weights explained them (full paths on hover)."""
+    items = []
+    for exp in experiments:
+        summary = exp.summary
+        checkpoint = summary.get("checkpoint") or {}
+        who = f"<b>{esc(exp.label)}</b>: " if len(experiments) > 1 else ""
+        items.append(
+            f"<li>{who}data <span class='path' title='{esc(summary.get('source'))}'>{esc(_tail(summary.get('source')))}"
+            f"</span> · checkpoint <span class='path' title='{esc(checkpoint.get('path'))}'>"
+            f"{esc(_tail(checkpoint.get('path')))}</span> <small>sha256 {esc(_short_hash(checkpoint.get('sha256')))}"
+            f"</small> · maps {esc(summary.get('method') or 'cam')}</li>"
+        )
+    return f"<ul class='facts'>{''.join(items)}</ul>"
+
+
+def legend_html(display: str) -> str:
+    """The heatmap's colour scale, sampled from the very colormap the overlays use."""
+    signed = display == "signed"
+    lut = (_diverging_lut() if signed else _jet_lut()).reshape(256, 3)
+    stops = ", ".join(f"rgb({r},{g},{b}) {100 * i / 255:.0f}%" for i, (r, g, b) in enumerate(lut) if i % 32 == 0 or i == 255)
+    low, high = ("evidence against", "evidence for") if signed else ("least evidence", "most evidence")
+    return (
+        "<div class='legend' id='legend'><span>Heatmap, for the predicted class:</span>"
+        f"<span class='muted'>{low}</span><span class='ramp' style='background: linear-gradient(to right, {stops})'>"
+        f"</span><span class='muted'>{high}</span></div>"
+    )
+
+
+def confused_html(experiments: Sequence[Experiment]) -> str:
+    """The most frequent (true, predicted) mistakes of each experiment; each entry filters the gallery to them."""
+    blocks = []
+    for e, exp in enumerate(experiments):
+        frame = exp.predictions
+        mistakes = frame[frame["correct"].eq(False)] if len(frame) else frame
+        if not len(mistakes):
+            continue
+        counts = mistakes.groupby(["true", "pred"]).size().sort_values(ascending=False, kind="stable")
+        of_class = frame["true"].value_counts()
+        items = "".join(
+            f"<li><button type='button' class='confused' data-exp='{e}' data-true='{esc(true)}' data-pred='{esc(pred)}'>"
+            f"<b>{esc(true)}</b> taken for <b>{esc(pred)}</b></button> {n} "
+            f"<span class='muted'>({_pct(n / of_class.get(true, n))} of {esc(true)})</span></li>"
+            for (true, pred), n in counts.head(CONFUSED_PAIRS).items()
+        )
+        title = f"<h3>{esc(exp.label)}</h3>" if len(experiments) > 1 else ""
+        blocks.append(f"<div>{title}<ol class='confused-list'>{items}</ol></div>")
+    if not blocks:
+        return ""
+    return (
+        "<section id='confused'><h2>Most confused pairs</h2><p class='muted'>The mistakes that happen most often; "
+        f"click one to show only those images.</p><div class='cards'>{''.join(blocks)}</div></section>"
+    )
 
 
 def intro_html(experiments: Sequence[Experiment], images: int) -> str:

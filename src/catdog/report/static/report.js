@@ -7,7 +7,14 @@
   const labels = data.experiments;
   const many = labels.length > 1;
   const PAGE = 60;
-  const state = { exp: "all", outcome: "all", truth: "any", pred: "any", sort: many ? "disagreement" : "confidence-desc", shown: PAGE };
+  const THUMB_HEIGHT = 240;
+  // An explain report opens on its mistakes, highest loss first: what a reader came for. compare opens on
+  // the images whose maps differ most.
+  const anyMistake = data.images.some((img) => img.runs.some((r) => r.correct === false));
+  const state = {
+    exp: "all", outcome: !many && anyMistake ? "incorrect" : "all", truth: "any", pred: "any",
+    sort: many ? "disagreement" : anyMistake ? "loss-desc" : "confidence-desc", shown: PAGE, query: "",
+  };
   let visible = [];
   let current = -1;
 
@@ -53,6 +60,24 @@
   if (has("insertion_auc")) sorts.push(["insertion-asc", "insertion AUC, low (least faithful) first"]);
   if (has("sanity_rank_corr")) sorts.push(["sanity-desc", "similarity to a random model's map, high first"]);
   controls.append(select("Sort by", "sort", sorts));
+  const search = el("input", { type: "search", id: "search", placeholder: "part of a file name", "aria-label": "Search file names" });
+  search.addEventListener("input", () => { state.query = search.value.trim().toLowerCase(); state.shown = PAGE; render(); });
+  controls.append(el("label", {}, ["Search", search]));
+  // The heatmap is a layer over the photo (both text-free): hide it, or change its opacity.
+  const heatOn = el("input", { type: "checkbox", id: "toggle-heat" });
+  heatOn.checked = true;
+  heatOn.addEventListener("change", () => document.body.classList.toggle("photo-only", !heatOn.checked));
+  const opacity = el("input", { type: "range", id: "opacity", min: "0", max: "100", value: "50", "aria-label": "Heatmap opacity" });
+  opacity.addEventListener("input", () => document.documentElement.style.setProperty("--heat-opacity", String(Number(opacity.value) / 100)));
+  controls.append(el("label", { class: "inline" }, [heatOn, "Heatmap"]), el("label", {}, ["Heatmap opacity", opacity]));
+  document.querySelectorAll("button.confused").forEach((button) => button.addEventListener("click", () => {
+    // A most-confused pair: only its mistakes, in that experiment.
+    Object.assign(state, { outcome: "incorrect", truth: button.dataset.true, pred: button.dataset.pred, shown: PAGE });
+    if (many) state.exp = button.dataset.exp;
+    for (const key of ["outcome", "truth", "pred", "exp"]) { const node = document.getElementById("filter-" + key); if (node) node.value = state[key]; }
+    render();
+    document.getElementById("gallery-section").scrollIntoView();
+  }));
 
   // ---- filtering and sorting -------------------------------------------------------------
   function keep(img) {
@@ -64,6 +89,7 @@
     if (state.outcome === "on-object" && !runs.some((r) => r.in_box === true)) return false;
     if (state.truth !== "any" && img.true !== state.truth) return false;
     if (state.pred !== "any" && !runs.some((r) => r.pred === state.pred)) return false;
+    if (state.query && !img.name.toLowerCase().includes(state.query)) return false;
     return true;
   }
   function sortKey(img) {
@@ -89,10 +115,23 @@
     if (run.correct === false) return el("span", { class: "bad", text: "✗ wrong" });
     return el("span", { class: "muted", text: "(no label)" });
   }
+  // The photo with the heatmap layer over it (explain folders since the layers), else the old thumbnail.
+  function picture(r, e, lazy) {
+    const how = lazy ? { loading: "lazy" } : {};
+    if (r.photo && r.heat) {
+      const photo = el("img", Object.assign({ class: "photo", src: r.photo, alt: "photo, " + labels[e] }, how));
+      const node = el("div", { class: "layers" }, [photo, el("img", Object.assign({ class: "heat", src: r.heat, alt: "" }, how))]);
+      // Aspect-fit in the card: as wide as the card, at most THUMB_HEIGHT tall (small photos are enlarged).
+      if (lazy) photo.addEventListener("load", () => { node.style.width = "min(100%, " + Math.round(THUMB_HEIGHT * photo.naturalWidth / photo.naturalHeight) + "px)"; });
+      return node;
+    }
+    const src = lazy ? r.thumb : r.full;
+    return src ? el("img", Object.assign({ class: "plain", src: src, alt: "CAM of " + labels[e] }, how)) : el("span", { text: "(no overlay)" });
+  }
   function tile(i) {
     const img = data.images[i];
     const columns = img.runs.map((r, e) => el("div", { class: "run" }, [
-      r.thumb ? el("img", { src: r.thumb, alt: "CAM of " + labels[e], loading: "lazy" }) : el("span", { text: "(no overlay)" }),
+      picture(r, e, true),
       many ? el("div", { class: "exp", text: labels[e] }) : "",
       el("div", { text: r.pred + " " + pct(r.conf) }), outcome(r)]));
     const head = [el("span", { class: "name", text: img.name })];
@@ -103,8 +142,14 @@
     node.addEventListener("click", () => open(i));
     return node;
   }
+  function heading() {
+    const what = { all: "All images", correct: "Correct predictions", incorrect: "Mistakes", flipped: "Flipped images", "wrong-reason": "Right for the wrong reason", "on-object": "Map on the object" }[state.outcome];
+    const order = document.querySelector("#filter-sort option[value='" + state.sort + "']");
+    return what + (order ? ", sorted by " + order.textContent : "");
+  }
   function render() {
     visible = ordered();
+    document.getElementById("gallery-title").textContent = heading();
     const gallery = document.getElementById("gallery");
     gallery.replaceChildren(...visible.slice(0, state.shown).map(tile));
     document.getElementById("count").textContent = "Showing " + Math.min(state.shown, visible.length) + " of " +
@@ -137,8 +182,10 @@
       if (r.in_box !== null && r.in_box !== undefined) facts.push(el("li", { text: "true-class map peak on the object: " + (r.in_box ? "yes" : "no") }));
       const named = [["energy_in_box", "share of the map's positive energy on the object", true], ["deletion_auc", "deletion AUC (lower: more faithful)"], ["insertion_auc", "insertion AUC (higher: more faithful)"], ["drop", "drop in confidence, map-masked input", true], ["sanity_rank_corr", "rank correlation with a randomised model's map"]];
       for (const [key, text, share] of named) if (r[key] !== null && r[key] !== undefined) facts.push(el("li", { text: text + ": " + (share ? pct(r[key]) : num(r[key])) }));
-      return el("div", { class: "panel" }, [el("h3", { text: labels[e] }),
-        r.full ? el("img", { src: r.full, alt: "CAM overlay of " + labels[e] }) : el("p", { text: "(no overlay)" }), el("ul", {}, facts)]);
+      // Every experiment's map drawn on the same photo at the same width: maps compared at one scale. The
+      // overlay file as saved (labels burned in, a mistake's true-class map beside it) is one click away.
+      const saved = r.photo && r.full ? el("details", {}, [el("summary", { text: "overlay file as saved" }), el("img", { class: "plain", src: r.full, alt: "overlay file of " + labels[e] })]) : "";
+      return el("div", { class: "panel" }, [el("h3", { text: labels[e] }), picture(r, e, false), el("ul", {}, facts), saved]);
     });
     const parts = [
       el("div", { class: "bar" }, [el("h2", { id: "viewer-title", text: img.name }), prev, next, close]),
