@@ -131,10 +131,15 @@ def test_fewer_folds_when_a_class_is_small_and_said_so(tmp_path: Path) -> None:
     data = tmp_path / "data"
     images = colour_images(data, 8)
     rows = [(p, label, "train") for p, label in images if not (label == "red" and int(Path(p).stem.split("_")[1]) >= 3)]
+    (data / "boxes.csv").write_text("path,x0,y0,x1,y1\nblue/blue_0.png,0,0,20,10\nblue/blue_0.png,0,0,10,10\n")
     run = save_run(tmp_path / "run", rows, data)
     summary = triage(triage_cfg(run, tmp_path / "triage"))
     assert summary["folds"]["folds"] == 3
     assert "3 folds instead of 5" in summary["folds"]["note"]
+    table = pd.read_csv(Path(summary["out_dir"]) / "images.csv").set_index("key")
+    assert table.loc["blue/blue_0.png", "object_size"] == pytest.approx(200 / 1600)  # the largest box of a 40x40 photo
+    assert table["object_size"].isna().sum() == len(table) - 1
+    assert table["map_area"].between(0, 1).all() and (table[["width", "height"]] == 40).all().all()
 
 
 def test_one_class_and_unlabelled_folders_still_give_duplicates_outliers_and_slices(tmp_path: Path, capsys) -> None:

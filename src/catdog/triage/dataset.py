@@ -6,13 +6,14 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from catdog.data.index import SPLITS
 from catdog.data.selection import select_images
 from catdog.errors import CatdogError
 
-__all__ = ["images_to_audit", "relative_key"]
+__all__ = ["images_to_audit", "object_sizes", "relative_key"]
 
 FOLDER_SPLIT = "folder"  # the split recorded for a data.root folder without train/val/test sub-folders
 
@@ -75,3 +76,16 @@ def relative_key(path: str, base: Path | None) -> str:
     if base is not None and Path(path).is_relative_to(base):
         return Path(path).relative_to(base).as_posix()
     return str(path)
+
+
+def object_sizes(table: pd.DataFrame, root: str | None) -> pd.Series:
+    """Each image's largest object box as a share of the photo (boxes.csv beside the images), NaN without one."""
+    from catdog.data import load_boxes
+
+    boxes = load_boxes(root) if root and Path(root).expanduser().is_dir() else None
+    if boxes is None or boxes.empty:
+        return pd.Series(np.nan, index=table.index)
+    boxes = boxes.assign(area=(boxes["x1"] - boxes["x0"]) * (boxes["y1"] - boxes["y0"]))
+    largest = boxes.groupby("path")["area"].max()
+    area = table["path"].map(largest).astype(float)
+    return (area / (table["width"].astype(float) * table["height"].astype(float))).round(4)

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 __all__ = ["FeatureNet", "Features", "choose_feature_net", "embed_images"]
 
 SHARDS = ".shards"
-TRAITS = ("width", "height", "aspect", "brightness", "grayscale")
+TRAITS = ("width", "height", "aspect", "brightness", "grayscale", "map_area")
 
 
 @dataclass
@@ -158,15 +158,18 @@ def collate_features(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 class FeaturePredictor(pl.LightningModule):
-    """``Trainer.predict`` of the feature net: the input of its final Linear layer, and its logits."""
+    """``Trainer.predict`` of the feature net: the input of its final Linear layer, its softmax, and the
+    area of the predicted class's exact CAM (when the feature net is the run's network and its head allows
+    exact CAM: the same forward pass gives the map at the cost of one matrix product)."""
 
-    def __init__(self, feature: FeatureNet, arch_fc: str, paths: list[str], transform: Callable, batch_size: int, num_workers: int) -> None:
+    def __init__(self, feature: FeatureNet, fc_name: str, explainer: Any, paths: list[str], transform: Callable, settings: Any) -> None:
         super().__init__()
         self.net = feature.net
         self.keep_logits = feature.same_as_model
-        self.head = get_submodule(self.net, arch_fc)
+        self.explainer = explainer if feature.same_as_model else None
+        self.head = get_submodule(self.net, fc_name)
         self.paths, self.transform = paths, transform
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.batch_size, self.num_workers = settings.batch_size, settings.num_workers
 
     def predict_dataloader(self) -> DataLoader:
         start, stop = share_of(len(self.paths), self.global_rank, self.trainer.world_size)
@@ -186,17 +189,32 @@ class FeaturePredictor(pl.LightningModule):
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, np.ndarray] | None:
         if batch["images"] is None:
             return None
+        x = batch["images"].contiguous(memory_format=torch.channels_last)
         captured: list[torch.Tensor] = []
         handle = self.head.register_forward_pre_hook(lambda _, args: captured.append(args[0]))
+        area = None
         try:
-            with torch.inference_mode():
-                logits = self.net(batch["images"].contiguous(memory_format=torch.channels_last))
+            if self.explainer is not None:
+                out = self.explainer.explain(x, None, topk=1)
+                logits, area = out.logits, map_area(out.maps[:, 0].float())
+            else:
+                with torch.inference_mode():
+                    logits = self.net(x)
         finally:
             handle.remove()
         return {
             "embeddings": captured[0].float().flatten(1).cpu().numpy(),
             "probs": logits.float().softmax(dim=1).cpu().numpy() if self.keep_logits else None,
+            "map_area": area,
         }
+
+
+def map_area(maps: torch.Tensor) -> np.ndarray:
+    """Share of each map's cells at or above half its range (explain's area50), ``[B]``."""
+    flat = maps.flatten(1)
+    low, high = flat.min(dim=1, keepdim=True).values, flat.max(dim=1, keepdim=True).values
+    scaled = (flat - low) / (high - low).clamp(min=1e-12)
+    return (scaled >= 0.5).float().mean(dim=1).cpu().numpy()
 
 
 class FeatureShardWriter(BasePredictionWriter):
@@ -227,8 +245,9 @@ class FeatureShardWriter(BasePredictionWriter):
             self.dims[name] = int(array.shape[1])
             with open(self.shard / f"{name}.bin", "ab") as handle:
                 handle.write(np.ascontiguousarray(array, dtype=np.float32).tobytes())
-        for index, row in zip(batch["indices"], batch["rows"]):
-            self.rows.add({"index": index, **row})
+        areas = prediction["map_area"]
+        for position, (index, row) in enumerate(zip(batch["indices"], batch["rows"])):
+            self.rows.add({"index": index, **row, "map_area": float(areas[position]) if areas is not None else np.nan})
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.rows.flush()
@@ -269,6 +288,18 @@ def merge_feature_shards(out_dir: Path, images: pd.DataFrame) -> tuple[pd.DataFr
     return table, arrays["embeddings"], arrays["probs"], skipped
 
 
+def exact_cam_or_none(model: ClassifierModule) -> Any:
+    """The run's exact-CAM explainer (its checkpoint's layers), or None where the head does not allow it."""
+    from catdog.explain.pipeline import build_explainer
+    from catdog.maps.explainers import ExactCAM
+
+    try:
+        explainer = build_explainer(model, "cam")
+    except CatdogError:
+        return None
+    return explainer if isinstance(explainer, ExactCAM) else None
+
+
 def embed_images(model: ClassifierModule, feature: FeatureNet, images: pd.DataFrame, out_dir: Path | None, settings: Any) -> Features | None:
     """Embed every image of ``images`` (columns path, label, split) on the Lightning prediction engine.
 
@@ -283,7 +314,7 @@ def embed_images(model: ClassifierModule, feature: FeatureNet, images: pd.DataFr
     if record["used"] == "32":  # folding is exact in fp32 only (see catdog.explain.pipeline)
         folded = fold_batchnorm(feature.net.eval(), keep=[get_submodule(feature.net, hp.feature_layer)])
     transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
-    predictor = FeaturePredictor(feature, hp.fc_layer, images["path"].tolist(), transform, settings.batch_size, settings.num_workers)
+    predictor = FeaturePredictor(feature, hp.fc_layer, exact_cam_or_none(model), images["path"].tolist(), transform, settings)
     writer = FeatureShardWriter(out_dir)
     trainer = pl.Trainer(
         accelerator=settings.accelerator,

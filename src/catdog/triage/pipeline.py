@@ -28,7 +28,7 @@ from catdog.explain.pipeline import _quiet_lightning
 from catdog.explain.summary import _sha256, _versions
 from catdog.models import ClassifierModule, load_classifier
 from catdog.runs import resolve_checkpoint, run_dir_of, staged_output_dir, timestamped_dir
-from catdog.triage.dataset import images_to_audit
+from catdog.triage.dataset import images_to_audit, object_sizes
 from catdog.triage.duplicates import find_duplicates, find_outliers, leak_free_accuracy
 from catdog.triage.features import choose_feature_net, embed_images
 from catdog.triage.folds import row_probabilities
@@ -103,6 +103,7 @@ def run_audit(model: ClassifierModule, features: Any, feature: Any, settings: Tr
         features.embeddings, given, len(class_names), features.model_probs, use_model, settings, feature.source
     )
     table = annotate(table, probs, sources, features.model_probs, class_names)
+    table["object_size"] = object_sizes(table, settings.root or (model.hparams.data or {}).get("root"))
     issues = label_issue_table(table, probs, class_names, settings.filter_by)
     pairs = find_duplicates(table, features.embeddings, settings.near_duplicate)
     outliers = find_outliers(table, features.embeddings, settings.outlier_quantile)
