@@ -218,3 +218,17 @@ def test_the_corrected_manifest_trains(tmp_path: Path) -> None:
     split = pd.read_csv(Path(result["run_dir"]) / "split.csv")
     assert len(split) == len(rows) and dict(split["split"].value_counts()) == dict(pd.Series([r[2] for r in rows]).value_counts())
     assert result["test"] is not None
+
+
+def test_triage_goes_into_the_run_folder_and_the_explain_report_links_to_it(tmp_path: Path) -> None:
+    from catdog.explain.pipeline import explain
+
+    data = tmp_path / "data"
+    images = colour_images(data, 6)
+    run = save_run(tmp_path / "run", [(p, label, s) for (p, label), s in zip(images, splits_of(len(images)))], data)
+    summary = triage(make_config("triage", [f"ckpt={run}", "data.num_workers=0", "precision=32"]))
+    folder = Path(summary["out_dir"])
+    assert folder.parent == run / "triage" and (folder / "summary.json").is_file()
+    explained = explain(make_config("explain", [f"ckpt={run}", "data.num_workers=0", "precision=32"]))
+    page = (Path(explained["out_dir"]) / "report" / "index.html").read_text()
+    assert f"../../../triage/{folder.name}/report/index.html" in page

@@ -33,6 +33,7 @@ __all__ = [
     "staged_output_dir",
     "sweep_runs",
     "timestamped_dir",
+    "triage_dirs_of",
 ]
 
 # Written last into every explain folder: its presence means the folder is complete.
@@ -132,6 +133,14 @@ def explain_dirs_with_cams(run_dir: Path) -> list[Path]:
     """A run's explain folders that hold predictions and CAMs, newest first."""
     found = [p for p in explain_dirs_of(run_dir) if (p / "cams.npz").is_file()]
     return sorted(found, key=lambda p: ((p / COMPLETE_MARKER).stat().st_mtime, p.name), reverse=True)
+
+
+def triage_dirs_of(run_dir: Path) -> list[Path]:
+    """The complete triage folders of a run (``<run>/triage/<timestamp>``, summary.json written last), newest last."""
+    root = Path(run_dir) / "triage"
+    if not root.is_dir():
+        return []
+    return sorted(d for d in root.iterdir() if d.is_dir() and is_complete_explain_dir(d))
 
 
 def sweep_runs(sweep: str | Path) -> list[Path]:

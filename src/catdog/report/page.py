@@ -26,6 +26,7 @@ from catdog.report.sections import (
     pictures_html,
     summary_html,
     task_name,
+    triage_link_html,
 )
 from catdog.report.tables import experiment_table
 
@@ -102,7 +103,7 @@ def write_report(
         css=assets.joinpath("report.css").read_text(encoding="utf-8"),
         js=assets.joinpath("report.js").read_text(encoding="utf-8"),
         data=data,
-        intro=intro_html(experiments, len(paths)),
+        intro=intro_html(experiments, len(paths)) + triage_link_html(out, experiments),
         legend=legend_html(str(experiments[0].summary.get("display") or "minmax")),
         confused=confused_html([restricted(exp, paths) for exp in experiments]),
         summary=summary_html(table, experiments),

@@ -14,8 +14,10 @@ from typing import Any
 import pandas as pd
 
 from catdog.overlay import _diverging_lut, _jet_lut
+from catdog.report.assets import url_of
 from catdog.report.experiments import Experiment
 from catdog.report.tables import MAP_QUALITY_HEADS, RECALL_COLUMNS, lowest_recalls
+from catdog.runs import triage_dirs_of
 
 NAMED_CLASSES = 4  # a task with at most this many classes is named by them ("cat / dog"), else counted
 CONFUSED_PAIRS = 10  # most-confused pairs listed per experiment
@@ -124,6 +126,19 @@ def intro_html(experiments: Sequence[Experiment], images: int) -> str:
             "predicted class came from, blue areas contributed least."
         )
     return f"<p class='lead'>{what}</p>"
+
+
+def triage_link_html(out: Path, experiments: Sequence[Experiment]) -> str:
+    """A link to the newest triage report of each experiment's run (scripts/triage.py), when there is one."""
+    links = []
+    for exp in experiments:
+        found = triage_dirs_of(exp.run_dir) if exp.run_dir is not None else []
+        page = found[-1] / "report" / "index.html" if found else None
+        if page is not None and page.is_file():
+            links.append(f"<a href='{esc(url_of(out, page))}'>{esc(exp.label)}: triage {esc(found[-1].name)}</a>")
+    if not links:
+        return ""
+    return "<p class='lead'>Error analysis (label errors, duplicates and leaks, failure slices): " + ", ".join(links) + "</p>"
 
 
 def summary_html(table: pd.DataFrame, experiments: Sequence[Experiment]) -> str:
