@@ -1,0 +1,274 @@
+"""Triage on real photos with planted label errors, its cost against plain inference, and the loop closed.
+
+Stages (each result is appended to <out>/results.json; RESULTS.md quotes them):
+
+clean    train the offline recipe on the photos as they are, triage the run: the top suspected label
+         errors of the real photos (the coordinator looks at them)
+noisy    a seeded scratch copy (symlinks, the photos are never touched) with 5% of each class in the other
+         class's folder; train the same recipe on it, triage: precision / recall / F1 of the flagged set
+         against the planted errors (real label errors of the photos count as false positives here)
+timing   on the noisy run, each in a fresh process: (a) one plain batched inference pass over every image
+         (Lightning predict, same batch size, workers, precision and BatchNorm folding as triage's feature
+         pass: forward + softmax, nothing else) and (t) the whole triage() call; wall time and peak RSS
+loop     train the same recipe on the noisy run's relabelled.csv; test accuracy of the noisy and the
+         relabelled model on the same held-out test images, judged by their true labels
+
+    nice -n 10 python bench/triage_noise.py --photos /work/shared/data/catdog \
+        --weights /work/shared/weights/mobilenet_v2_imagenet1001.pth --out /tmp/triage/bench --stages clean,noisy,timing,loop
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENT = "experiment=mobilenet_local_weights"
+
+
+def noisy_copy(photos: Path, target: Path, fraction: float, seed: int) -> pd.DataFrame:
+    """Symlink every photo into ``target/<class>/``; ``fraction`` of each class into the other class's folder."""
+    rng = np.random.default_rng(seed)
+    classes = sorted(p.name for p in photos.iterdir() if p.is_dir())
+    rows = []
+    for k, name in enumerate(classes):
+        files = sorted((photos / name).iterdir())
+        wrong = set(rng.choice(len(files), int(round(fraction * len(files))), replace=False).tolist())
+        for i, file in enumerate(files):
+            given = classes[(k + 1) % len(classes)] if i in wrong else name
+            link = target / given / file.name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(file.resolve())
+            rows.append({"path": str(link), "true": name, "given": given, "planted": i in wrong})
+    return pd.DataFrame(rows)
+
+
+def run(args: list[str], log: Path) -> float:
+    """Run a catdog script in a fresh process (PYTHONPATH = this checkout), its output to ``log``; seconds."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    start = time.perf_counter()
+    with open(log, "w") as handle:
+        subprocess.run([sys.executable, *args], check=True, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    return time.perf_counter() - start
+
+
+def train(out: Path, name: str, weights: str, data: list[str]) -> Path:
+    run_dir = out / "runs" / name
+    if not (run_dir / "checkpoints" / "best.ckpt").is_file():
+        seconds = run(
+            ["scripts/train.py", EXPERIMENT, f"model.weights={weights}", f"paths.output_dir={run_dir}", "~callbacks.rich_progress_bar", *data],
+            out / f"train_{name}.log",
+        )
+        record(out, f"train_{name}", {"seconds": round(seconds, 1)})
+    return run_dir
+
+
+def triage_run(out: Path, run_dir: Path, name: str) -> Path:
+    folder = out / "triage" / name
+    if not (folder / "summary.json").is_file():
+        seconds = run(["scripts/triage.py", f"ckpt={run_dir}", f"out_dir={folder}"], out / f"triage_{name}.log")
+        record(out, f"triage_{name}", {"seconds_process": round(seconds, 1)})
+    return folder
+
+
+def record(out: Path, key: str, value: object) -> None:
+    file = out / "results.json"
+    results = json.loads(file.read_text()) if file.is_file() else {}
+    results[key] = value
+    file.write_text(json.dumps(results, indent=2, default=str))
+    print(key, json.dumps(value, default=str), flush=True)
+
+
+def stage_clean(args: argparse.Namespace) -> None:
+    run_dir = train(args.out, "clean", args.weights, ["data=folder", f"data.root={args.photos}"])
+    folder = triage_run(args.out, run_dir, "clean")
+    issues = pd.read_csv(folder / "label_issues.csv")
+    summary = json.loads((folder / "summary.json").read_text())
+    record(args.out, "clean", {
+        "flagged": len(issues),
+        "top10": issues.head(10)[["key", "split", "given", "suggested", "label_quality"]].to_dict("records"),
+        "duplicates": summary["duplicates"], "outliers": summary["outliers"], "slices": summary["slices"],
+        "test_accuracy": summary["test_accuracy"], "features_seconds": summary["features"]["seconds"],
+    })
+
+
+def stage_noisy(args: argparse.Namespace) -> None:
+    target = args.out / "noisy_photos"
+    planted = noisy_copy(args.photos, target, args.fraction, args.seed)
+    planted.to_csv(args.out / "planted.csv", index=False)
+    run_dir = train(args.out, "noisy", args.weights, ["data=folder", f"data.root={target}"])
+    folder = triage_run(args.out, run_dir, "noisy")
+    flagged = set(pd.read_csv(folder / "label_issues.csv")["path"])
+    truth = set(planted.loc[planted["planted"], "path"])
+    hits = len(flagged & truth)
+    precision, recall = hits / max(1, len(flagged)), hits / max(1, len(truth))
+    clean_flagged = set()
+    clean_issues = args.out / "triage" / "clean" / "label_issues.csv"
+    if clean_issues.is_file():  # real errors of the photos, as found on the clean copy, by file name
+        clean_flagged = {Path(p).name for p in pd.read_csv(clean_issues)["path"]}
+    others = [p for p in flagged - truth]
+    record(args.out, "noisy", {
+        "planted": len(truth), "flagged": len(flagged), "hits": hits,
+        "precision": round(precision, 4), "recall": round(recall, 4),
+        "f1": round(2 * precision * recall / max(1e-12, precision + recall), 4),
+        "false_positives_also_flagged_on_clean_photos": sum(Path(p).name in clean_flagged for p in others),
+    })
+
+
+def plain_pass(run_dir: Path, batch_size: int, num_workers: int) -> int:
+    """(a) One plain batched inference pass over every image of the run: decode + transform in DataLoader
+    workers, forward, softmax; on Lightning predict with triage's engine settings (precision auto,
+    BatchNorm folded in fp32, malloc tuned). Returns the number of images."""
+    import pytorch_lightning as pl
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    from catdog.allocator import reuse_freed_memory
+    from catdog.data import build_transform, load_rgb
+    from catdog.explain.engine import resolve_precision
+    from catdog.models import fold_batchnorm, load_classifier
+    from catdog.runs import resolve_checkpoint
+
+    model = load_classifier(resolve_checkpoint(run_dir))
+    hp = model.hparams
+    paths = pd.read_csv(run_dir / "split.csv")["path"].tolist()
+    transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
+    precision, record_ = resolve_precision("auto", "cpu")
+    if record_["used"] == "32":
+        fold_batchnorm(model.net.eval())
+
+    class Images(Dataset):
+        def __len__(self) -> int:
+            return len(paths)
+
+        def __getitem__(self, i: int):
+            return transform(load_rgb(paths[i]))
+
+    class Plain(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model.net
+
+        def predict_dataloader(self) -> DataLoader:
+            return DataLoader(Images(), batch_size=batch_size, num_workers=num_workers)
+
+        def predict_step(self, batch, batch_idx):
+            with torch.inference_mode():
+                return self.net(batch.contiguous(memory_format=torch.channels_last)).float().softmax(dim=1).numpy()
+
+    trainer = pl.Trainer(accelerator="cpu", devices=1, precision=precision, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False)
+    with reuse_freed_memory(True):
+        trainer.predict(Plain(), return_predictions=False)
+    return len(paths)
+
+
+def measure(args: argparse.Namespace) -> None:
+    """One measurement in this (fresh) process: ``plain`` or ``triage``; prints JSON."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from catdog.triage.pipeline import triage
+
+    run_dir = args.out / "runs" / "noisy"
+    start = time.perf_counter()
+    if args.measure == "plain":
+        images = plain_pass(run_dir, args.batch_size, args.num_workers)
+    else:
+        from hydra import compose, initialize_config_dir
+
+        from catdog import CONFIG_DIR
+
+        folder = args.out / "triage" / f"timed_{os.getpid()}"
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("triage", [f"ckpt={run_dir}", f"out_dir={folder}"])
+        images = triage(cfg)["images"]
+    seconds = time.perf_counter() - start
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0) / 1024
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"images": images, "seconds": round(seconds, 2), "peak_rss_mb": round(peak), "worker_peak_rss_mb": round(workers)}))
+
+
+def stage_timing(args: argparse.Namespace) -> None:
+    rows = []
+    for round_ in range(args.rounds):
+        for method in ("plain", "triage"):
+            env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+            out = subprocess.run(
+                [sys.executable, __file__, "--measure", method, "--out", str(args.out)],
+                check=True, capture_output=True, text=True, env=env, cwd=ROOT,
+            )
+            rows.append({"round": round_, "method": method, **json.loads(out.stdout.strip().splitlines()[-1])})
+            print(rows[-1], flush=True)
+    frame = pd.DataFrame(rows)
+    median = frame.groupby("method")["seconds"].median()
+    record(args.out, "timing", {"rows": rows, "ratio_triage_over_plain": round(median["triage"] / median["plain"], 3)})
+
+
+def clean_test_accuracy(run_dir: Path, test: pd.DataFrame) -> float:
+    """Accuracy of a run's best checkpoint on ``test`` (path, true) at its evaluation size."""
+    import torch
+
+    from catdog.data import build_transform, load_rgb
+    from catdog.models import load_classifier
+    from catdog.runs import resolve_checkpoint
+
+    model = load_classifier(resolve_checkpoint(run_dir))
+    hp = model.hparams
+    transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(test), 32):
+            chunk = test.iloc[start : start + 32]
+            x = torch.stack([transform(load_rgb(p)) for p in chunk["path"]])
+            pred = model(x).argmax(dim=1).tolist()
+            correct += sum(hp.class_names[p] == t for p, t in zip(pred, chunk["true"]))
+    return correct / len(test)
+
+
+def stage_loop(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(ROOT / "src"))
+    manifest = args.out / "triage" / "noisy" / "relabelled.csv"
+    run_dir = train(args.out, "relabelled", args.weights, ["data=csv", f"data.manifest={manifest}"])
+    planted = pd.read_csv(args.out / "planted.csv")
+    split = pd.read_csv(args.out / "runs" / "noisy" / "split.csv")
+    test = split[split["split"] == "test"].merge(planted[["path", "true"]], on="path")
+    record(args.out, "loop", {
+        "test_images": len(test), "planted_in_test": int((test["true"] != test["label"]).sum()),
+        "noisy_model": round(clean_test_accuracy(args.out / "runs" / "noisy", test), 4),
+        "relabelled_model": round(clean_test_accuracy(run_dir, test), 4),
+    })
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=Path, default=Path("/work/shared/data/catdog"))
+    parser.add_argument("--weights", default="/work/shared/weights/mobilenet_v2_imagenet1001.pth")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/triage/bench"))
+    parser.add_argument("--fraction", type=float, default=0.05)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--stages", default="clean,noisy,timing,loop")
+    parser.add_argument("--measure", choices=("plain", "triage"), default=None)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.measure:
+        measure(args)
+        return
+    stages = {"clean": stage_clean, "noisy": stage_noisy, "timing": stage_timing, "loop": stage_loop}
+    for name in args.stages.split(","):
+        stages[name](args)
+
+
+if __name__ == "__main__":
+    main()
