@@ -1,20 +1,10 @@
-"""Train a classifier: ``python scripts/train.py [group=option] [key=value ...]`` (see conf/train.yaml)."""
+"""Train a classifier: ``python scripts/train.py [group=option] [key=value ...]`` (see conf/train.yaml).
 
-import hydra
-from omegaconf import DictConfig
+The same as ``catdog train ...`` (catdog.cli). It returns the best validation score (never the test
+accuracy, which must not steer model choice) to Hydra sweepers (e.g. Optuna).
+"""
 
-from catdog.cli import exit_on_user_error
-from catdog.pipelines.train import train
-
-
-@hydra.main(version_base="1.3", config_path="../src/catdog/conf", config_name="train")
-@exit_on_user_error
-def main(cfg: DictConfig) -> float | None:
-    summary = train(cfg)
-    # The best validation score (never the test accuracy, which must not steer model choice)
-    # is returned so that Hydra sweepers (e.g. Optuna) can optimise it.
-    return summary["objective"]
-
+from catdog.cli import run_command
 
 if __name__ == "__main__":
-    main()
+    run_command("train")

@@ -34,7 +34,7 @@ TINY = [
     "trainer.accelerator=cpu",
     "trainer.deterministic=true",
     "+trainer.enable_progress_bar=false",
-    "+trainer.enable_model_summary=false",
+    "trainer.enable_model_summary=false",
     "~callbacks.rich_progress_bar",
     "~logger.tensorboard",
     "test=false",

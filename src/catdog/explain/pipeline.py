@@ -25,12 +25,10 @@ computes the summary numbers, provenance and printed totals.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import math
-import warnings
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +41,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from catdog.allocator import reuse_freed_memory
+from catdog.console import quiet_lightning
 from catdog.maps.cam import display_maps, parse_threshold, upsample_cams
 from catdog.data.selection import sample_across_classes, select_images
 from catdog.data import (
@@ -362,22 +361,6 @@ def _check_display(value: object) -> str:
     return mode
 
 
-@contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Lightning's training chatter off for explain: "GPU available" lines (summary.json records the device),
-    its logger advertisement, and a deprecation warning Lightning's own code triggers in torch. Warnings and
-    errors still show."""
-    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
-    level = rank_zero.level
-    rank_zero.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=Warning)
-            yield
-    finally:
-        rank_zero.setLevel(level)
-
-
 def run_explain(
     model: ClassifierModule | PretrainedClassifier,
     images: pd.DataFrame,
@@ -498,7 +481,7 @@ def run_explain(
         channels_last,
         columns_fn=faithfulness.columns if faithfulness is not None else None,
     )
-    with _quiet_lightning():
+    with quiet_lightning():  # Lightning's tips and hardware lines off (summary.json records the device)
         trainer = pl.Trainer(
             accelerator=accelerator,
             devices=devices,

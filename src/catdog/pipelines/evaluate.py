@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from catdog.allocator import reuse_freed_memory
+from catdog.console import quiet_lightning
 from catdog.data import ImageDataset, build_transform, scan_images, split_off_masks
 from catdog.data.selection import select_images
 from catdog.errors import CatdogError
@@ -110,17 +111,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         labelled["path"].tolist(), labels, build_transform(image_size, hp.mean, hp.std, train=False)
     )
     loader = DataLoader(dataset, batch_size=cfg.data.batch_size, num_workers=cfg.data.num_workers)
-    trainer = pl.Trainer(
-        accelerator=str(cfg.accelerator),
-        devices=1,
-        precision=precision,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=bool(cfg.progress),
-        enable_model_summary=False,
-    )
-    with reuse_freed_memory(bool(cfg.get("tune_malloc", True))) as malloc:  # as explain: no page faults per batch
-        trainer.test(model, dataloaders=loader, verbose=False)
+    with quiet_lightning():  # Lightning's tips and hardware lines, as in train and explain
+        trainer = pl.Trainer(
+            accelerator=str(cfg.accelerator),
+            devices=1,
+            precision=precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=bool(cfg.progress),
+            enable_model_summary=False,
+        )
+        with reuse_freed_memory(bool(cfg.get("tune_malloc", True))) as malloc:  # as explain: no page faults per batch
+            trainer.test(model, dataloaders=loader, verbose=False)
     # The probabilities of every image, in loader order (after test-time augmentation), for predictions.csv.
     probabilities = model.test_probabilities
     results: dict[str, Any] = dict(model.test_results)

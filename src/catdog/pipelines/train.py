@@ -23,12 +23,13 @@ and prints the command that resumes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import time
-import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from catdog.data import (
     ensure_demo_dataset,
     scan_images,
 )
+from catdog.console import quiet_lightning
 from catdog.data.index import MASK_FILES
 from catdog.data.datamodule import FeatureDataModule
 from catdog.data.paste import PasteSettings
@@ -337,11 +339,14 @@ def _run_lr_finder(
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train, test and write everything to the run folder.
 
+    Lightning's tips and hardware lines are filtered (:func:`catdog.console.quiet_lightning`); a run that
+    fails before its first checkpoint removes the run folder it created (see :func:`_removed_if_failed_early`).
+
     Args:
         cfg: the composed ``conf/train.yaml`` config.
 
     Returns:
-        A summary: run folder, best checkpoint path, ``objective`` (the best value of the
+        A summary: run folder, best checkpoint path and epoch, ``objective`` (the best value of the
         monitored *validation* metric: what sweeps optimise), test metrics (None when
         ``cfg.test`` is false), timings.
 
@@ -349,8 +354,40 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         CatdogError: bad data or model settings (the scripts print it as one line).
         TrainingTerminated: SIGTERM; last.ckpt holds the current step.
     """
-    pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.paths.output_dir)
+    with quiet_lightning(), _removed_if_failed_early(run_dir):
+        return _train(cfg, run_dir)
+
+
+def _hydra_created(run_dir: Path) -> bool:
+    """``run_dir`` is the folder Hydra made for this job, holding nothing but Hydra's own files."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        runtime = HydraConfig.get().runtime
+    except (ImportError, ValueError):
+        return False
+    if Path(runtime.output_dir).resolve() != run_dir.resolve():
+        return False
+    return all(entry.name == ".hydra" or entry.suffix == ".log" for entry in run_dir.iterdir())
+
+
+@contextlib.contextmanager
+def _removed_if_failed_early(run_dir: Path) -> Iterator[None]:
+    """If the block fails before any checkpoint was written, remove ``run_dir``, but only when this invocation
+    created it (it did not exist, or Hydra just made it for this job): so that ``ls runs/train`` and
+    ``ckpt=latest`` show real runs, not one empty folder per mistyped command. Anything else stays."""
+    created = not run_dir.exists() or _hydra_created(run_dir)
+    try:
+        yield
+    except BaseException:
+        if created and run_dir.is_dir() and not any(run_dir.glob("checkpoints/*.ckpt")):
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    pl.seed_everything(cfg.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
@@ -417,8 +454,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model.set_tta(tta)  # checks the value (and that there are images to flip) before training
     model.set_tta("none")
 
-    # The CSV logger writes into the run folder, which already holds split.csv: expected, not a problem.
-    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     callbacks = [_instantiate_callback(c) for c in cfg.callbacks.values() if c] if cfg.get("callbacks") else []
     last_checkpoint = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
     callbacks += [last_checkpoint, EpochClock()]
@@ -449,6 +484,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     monitored = checkpoint_callback is not None and getattr(checkpoint_callback, "monitor", None)
     best = checkpoint_callback.best_model_path if monitored else ""
     summary["best_checkpoint"] = best or None
+    summary["best"] = _best_epoch(checkpoint_callback) if best else None
     summary["last_checkpoint"] = str(last_checkpoint.path) if last_checkpoint.path.is_file() else None
     summary["objective"] = _objective(trainer)
     summary["timing"] = timing
@@ -460,6 +496,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
         weights = "best checkpoint" if best else "final weights"
         results = dict(model.test_results, checkpoint=best or None, weights=weights)
+        results["num_images"] = int(sum(map(sum, results["confusion_matrix"])))
+        if summary["best"]:
+            results["best_epoch"] = summary["best"]["epoch"]
         if tta != "none":
             # A second, separate measurement of the same weights: "accuracy" stays the plain one.
             model.set_tta(tta)
@@ -494,18 +533,42 @@ def _objective(trainer: pl.Trainer) -> float | None:
     return None if value is None else float(value)
 
 
+def _best_epoch(callback: Any) -> dict[str, Any]:
+    """The epoch (1-based, as the console counts) and the monitored value of best.ckpt."""
+    epoch = getattr(callback, "best_epoch", None)
+    score = getattr(callback, "best_model_score", None)
+    return {
+        "epoch": None if epoch is None else int(epoch) + 1,
+        "monitor": str(callback.monitor),
+        "value": None if score is None else float(score),
+        "tie_breaker": getattr(callback, "tie_breaker", None),
+        "tie_value": getattr(callback, "best_tie_value", None),
+    }
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
-    lines = [
-        f"Run folder: {summary['run_dir']}",
-        f"Best checkpoint: {summary['best_checkpoint']}",
-        f"Last checkpoint: {summary['last_checkpoint']}",
-    ]
+    """The end of the console: where the run is, which epoch best.ckpt holds, the test, the next command."""
+    run_dir = summary["run_dir"]
+    lines = [f"Run folder: {run_dir}"]
+    best = summary.get("best")
+    if best and best["value"] is not None:
+        tie = f", {best['tie_breaker']} {best['tie_value']:.4f}" if best.get("tie_value") is not None else ""
+        epoch = f"epoch {best['epoch']}" if best["epoch"] is not None else "best checkpoint"
+        lines.append(f"Best {epoch}: {best['monitor']} {best['value']:.4f}{tie} -> {summary['best_checkpoint']}")
+    else:
+        lines.append(f"Best checkpoint: {summary['best_checkpoint']} (no monitored metric)")
     if summary["test"]:
         test = summary["test"]
-        lines.append(f"Test accuracy: {test['accuracy']:.2%} (test_metrics.json, confusion_matrix.png)")
+        which = f"best.ckpt, epoch {best['epoch']}" if best and best.get("epoch") else test["weights"]
+        lines.append(
+            f"Test accuracy {test['accuracy']:.2%} on {test['num_images']} images ({which}; "
+            "test_metrics.json, confusion_matrix.png)"
+        )
         if test.get("tta"):
             lines.append(
                 f"Test accuracy with test-time augmentation ({test['tta']['method']}): "
                 f"{test['tta']['accuracy']:.2%} (test_metrics.json: tta)"
             )
+    if summary["best_checkpoint"] or summary["last_checkpoint"]:
+        lines.append(f"Next: catdog explain ckpt={run_dir}   (CAM overlays and an HTML report of the test images)")
     print("\n".join(lines))

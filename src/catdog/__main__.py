@@ -1,0 +1,5 @@
+"""``python -m catdog <command> ...``: the same as the installed ``catdog`` command."""
+
+from catdog.cli import main
+
+main()
