@@ -20,8 +20,8 @@ $(VENV)/.installed: pyproject.toml
 # The demo explains with align=cell: its 4x4 maps put objects in border cells, where the measured
 # receptive-field centres (the default, better on photos) sit inward of the object (bench/RESULTS.md).
 demo: install
-	$(PY) scripts/train.py
-	$(PY) scripts/explain.py ckpt=latest align=cell
+	$(VENV)/bin/catdog train
+	$(VENV)/bin/catdog explain ckpt=latest align=cell
 
 test: install
 	$(PY) -m pytest

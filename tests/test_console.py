@@ -90,3 +90,17 @@ def test_best_checkpoint_breaks_ties_by_val_loss(tmp_path: Path) -> None:
     with quiet_lightning():
         trainer.fit(_Saturated(), loader, loader)
     assert torch.load(tmp_path / "plain" / "best.ckpt", map_location="cpu", weights_only=True)["epoch"] == 0
+
+
+def test_evaluate_console_has_no_lightning_noise(tmp_path: Path, capfd) -> None:
+    from helpers import make_config, make_trained_run, write_images
+
+    from catdog.pipelines.evaluate import evaluate
+
+    write_images(tmp_path / "images", {"cat": 2, "dog": 2}, size=(40, 40))
+    run = make_trained_run(tmp_path / "run", tmp_path / "images", ["cat", "dog"])
+    evaluate(make_config("evaluate", [f"ckpt={run}", "progress=false", "data.num_workers=0"]))
+    out, err = capfd.readouterr()
+    for noise in NOISE:
+        assert noise not in out + err, noise
+    assert re.search(r"^Accuracy 50\.00% on 4 images", out, re.MULTILINE)

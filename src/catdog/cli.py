@@ -158,7 +158,10 @@ def command_help(name: str, folder: Path) -> str:
     command = COMMANDS[name]
     path = folder / f"{command.config}.yaml"
     defaults = OmegaConf.to_container(OmegaConf.load(path)).get("defaults") or []
-    groups = [key for entry in defaults if isinstance(entry, dict) for key in entry if not key.startswith("override")]
+    entries = [(key, value) for entry in defaults if isinstance(entry, dict) for key, value in entry.items()]
+    # Groups merged at the top level (runtime@_global_) are settings of this command, not choices to make.
+    merged = [(key.split("@")[0], value) for key, value in entries if key.endswith("@_global_")]
+    groups = [key for key, _ in entries if not key.startswith("override") and not key.endswith("@_global_")]
     choose = "[group=option] " if groups else ""
     lines = [
         f"catdog {name}: {command.help}",
@@ -170,7 +173,10 @@ def command_help(name: str, folder: Path) -> str:
             options = sorted(p.stem for p in (folder / group).glob("*.yaml"))
             lines.append(f"  {group}: {', '.join(options)}")
     lines += ["", f"Settings ({path.name}; override any with key=value, a list with key=[a,b]):"]
-    lines += [line for line in _settings_text(path.read_text()).splitlines()]
+    lines += _settings_text(path.read_text()).splitlines()
+    for group, option in merged:
+        lines += ["", f"Settings ({group}/{option}.yaml, shared with other commands):"]
+        lines += _settings_text((folder / group / f"{option}.yaml").read_text()).splitlines()
     lines += ["", "Hydra: -m runs a sweep (key=a,b), --cfg job prints the composed config, --hydra-help its options"]
     return "\n".join(lines)
 

@@ -11,13 +11,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import time
 import warnings
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
 
 __all__ = ["LIGHTNING_NOISE", "progress", "quiet_lightning"]
-
-T = TypeVar("T")
 
 # Info loggers whose lines are noise on catdog's console: device availability, "Seed set to", the
 # litlogger tip, "Restoring states from the checkpoint path" (catdog says which checkpoint it tests).
@@ -62,28 +60,23 @@ def quiet_lightning() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def progress(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate ``items`` under a Rich progress bar on a terminal (elapsed time and the remaining estimate).
+@contextlib.contextmanager
+def progress(description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A phase with a Rich progress bar on a terminal (steps done, elapsed, remaining); yields ``advance(n=1)``.
 
-    Without a terminal (a log file, a pipe) only the description is printed, once: no control characters.
+    Without a terminal (a log file, a pipe) it prints the description when the phase starts and its duration
+    when it ends: no control characters in logs.
     """
+    start = time.perf_counter()
     if not sys.stdout.isatty():
         print(f"{description} ...", flush=True)
-        yield from items
+        yield lambda steps=1: None
+        print(f"{description}: done in {time.perf_counter() - start:.1f} s", flush=True)
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    columns.append(TimeRemainingColumn())
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(description, total=total if total is not None else _length(items))
-        for item in items:
-            yield item
-            bar.advance(task)
-
-
-def _length(items: Iterable[Any]) -> int | None:
-    try:
-        return len(items)  # type: ignore[arg-type]
-    except TypeError:
-        return None
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda steps=1: bar.advance(task, steps)

@@ -42,21 +42,17 @@ _STAGING_PREFIX = "."
 _STAGING_SUFFIX = ".partial"
 
 
-def resolve_checkpoint(ckpt: str | Path, runs_dir: str | Path = "runs") -> Path:
+def resolve_checkpoint(ckpt: str | Path, runs_dir: str | Path = "runs", multirun_dir: str | Path | None = None) -> Path:
     """Turn ``ckpt=`` (a checkpoint file, a run folder, or ``latest``) into a checkpoint file.
 
-    ``latest`` is the most recently written ``best.ckpt`` below ``runs_dir``.
+    ``latest`` is the most recently written ``best.ckpt`` below ``runs_dir`` and ``multirun_dir`` (the jobs of
+    sweeps); the choice is printed, so that the user sees which run was picked.
 
     Raises:
         CatdogError: nothing usable at that path.
     """
     if str(ckpt) == "latest":
-        candidates = sorted(Path(runs_dir).glob("**/checkpoints/best.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
-            raise CatdogError(
-                f"ckpt=latest found no checkpoints/best.ckpt below {runs_dir}: train first, or pass ckpt="
-            )
-        return candidates[-1]
+        return _latest_checkpoint([Path(d) for d in (runs_dir, multirun_dir) if d is not None])
     path = Path(ckpt).expanduser()
     if path.is_dir():
         for folder in (path / "checkpoints", path):
@@ -82,6 +78,20 @@ def _newest_best(folder: Path) -> Path | None:
     """
     found = [p for p in folder.glob("best*.ckpt") if re.fullmatch(r"best(-v\d+)?\.ckpt", p.name) and p.is_file()]
     return max(found, key=lambda p: (p.stat().st_mtime, p.name)) if found else None
+
+
+def _latest_checkpoint(folders: list[Path]) -> Path:
+    """The newest ``checkpoints/best.ckpt`` below ``folders``, printed with its run folder and age."""
+    candidates = [p for folder in folders for p in folder.glob("**/checkpoints/best.ckpt")]
+    if not candidates:
+        where = " or ".join(str(folder) for folder in folders)
+        raise CatdogError(f"ckpt=latest found no checkpoints/best.ckpt below {where}: train first, or pass ckpt=")
+    latest = max(candidates, key=lambda p: p.stat().st_mtime)
+    age = datetime.now() - datetime.fromtimestamp(latest.stat().st_mtime)
+    minutes = int(age.total_seconds() // 60)
+    when = f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{minutes} min"
+    print(f"ckpt=latest: {latest} (the newest of {len(candidates)} run(s), written {when} ago)", flush=True)
+    return latest
 
 
 def run_dir_of(checkpoint: Path) -> Path:

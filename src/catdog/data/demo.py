@@ -95,8 +95,8 @@ def ensure_demo_dataset(
         raise CatdogError(f"data.root={root} is a file: choose a folder for the demo dataset")
     if root.exists() and any(root.iterdir()) and not _generated_here(root):
         raise CatdogError(
-            f"{root} exists and is not a catdog demo dataset: refusing to overwrite it; "
-            "choose another data.root for the demo"
+            f"{root} exists and is not a catdog demo dataset, refusing to overwrite it: to train on your photos "
+            f"there, add data=folder (data.root={root} holds one sub-folder per class)"
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))

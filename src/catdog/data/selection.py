@@ -98,3 +98,20 @@ def sample_across_classes(images: pd.DataFrame, count: int, seed: int = 0) -> pd
             if queue and len(chosen) < count:
                 chosen.append(queue.pop(0))
     return images.iloc[sorted(chosen)].reset_index(drop=True)
+
+
+def unmatched_label_folders(source: str | Path | None, images: pd.DataFrame) -> list[str]:
+    """The top-level sub-folders of a ``source`` folder whose images got no label: folders that look like
+    class folders but are not named like any of the model's classes (``cats/`` for class ``cat``)."""
+    if not source or not Path(source).expanduser().is_dir():
+        return []
+    root = Path(source).expanduser().resolve()
+    folders = set()
+    for path in images.loc[images["label"].isna(), "path"]:
+        try:
+            parts = Path(path).relative_to(root).parts
+        except ValueError:
+            continue
+        if len(parts) > 1:
+            folders.add(parts[0])
+    return sorted(folders)

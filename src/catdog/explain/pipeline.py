@@ -29,7 +29,7 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,9 +41,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from catdog.allocator import reuse_freed_memory
-from catdog.console import quiet_lightning
+from catdog.console import progress, quiet_lightning
 from catdog.maps.cam import display_maps, parse_threshold, upsample_cams
-from catdog.data.selection import sample_across_classes, select_images
+from catdog.data.selection import sample_across_classes, select_images, unmatched_label_folders
 from catdog.data import (
     BadImageError,
     build_transform,
@@ -55,7 +55,7 @@ from catdog.data import (
     split_off_masks,
 )
 from catdog.errors import CatdogError
-from catdog.maps.explainers import METHODS, ExactCAM, Explainer, build_method
+from catdog.maps.explainers import METHODS, PERTURBATION_COST, PERTURBATION_METHODS, ExactCAM, Explainer, build_method
 from catdog.quality.faithfulness import Faithfulness, build_faithfulness
 from catdog.maps.geometry import CellCentres, cell_centres, grid_centres
 from catdog.models.imagenet import PretrainedClassifier, imagenet_arch, load_imagenet
@@ -87,6 +87,7 @@ from catdog.explain.render import (
 from catdog.explain.summary import (
     _print_topk,
     _print_where,
+    label_folder_warning,
     _sha256,
     _versions,
     write_reports,
@@ -273,7 +274,9 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
             summary["versions"] = _versions()
             (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             write_report(out_dir / "report", [read_explain_dir(out_dir)])
-        _print_where(final_dir, summary)
+        folders = unmatched_label_folders(source, images)
+        warning = label_folder_warning(folders, class_names, source) if not provenance.get("imagenet") else None
+        _print_where(final_dir, summary, predictions, [warning] if warning else [])
         if provenance.get("imagenet"):
             _print_topk(predictions, class_names, cfg.topk)
         summaries.append(summary)
@@ -330,7 +333,7 @@ def _load_model(cfg: DictConfig) -> tuple[ClassifierModule | PretrainedClassifie
         return model, None, Path(cfg.runs_dir) / f"imagenet_{arch}", provenance
     if cfg.get("weights") or cfg.get("labels"):
         raise CatdogError("weights= and labels= are for ckpt=imagenet:<arch>: a catdog checkpoint carries its own")
-    checkpoint = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
+    checkpoint = resolve_checkpoint(cfg.ckpt, cfg.runs_dir, cfg.multirun_dir)
     model = load_classifier(checkpoint)
     run_dir = run_dir_of(checkpoint)
     config_file = run_dir / ".hydra" / "config.yaml"
@@ -579,21 +582,17 @@ def write_grids(
     """``grid/<image>.jpg``: every method (rows) at every layer (columns), the predicted class's map.
 
     Layers: ``layers=`` or the registry's stages (ResNet: layer1..layer4). Methods: ``grid_methods=`` or
-    all that apply (exact CAM only on heads it decomposes, and only at its own layer: other cells say so).
+    all that apply and run in seconds (exact CAM only on heads it decomposes, and only at its own layer:
+    other cells say so; Score-CAM and Ablation-CAM only when named). A progress bar per image.
 
     Returns:
         The written files, relative to ``out_dir``.
     """
-    hp, net = model.hparams, model.net
+    hp = model.hparams
     spec = arch_spec(hp.arch)
     layers = _grid_layers(cfg, spec)
-    methods = (
-        [str(m) for m in cfg.grid_methods]
-        if cfg.get("grid_methods")
-        else [m for m in METHODS if m != "cam" or spec.exact_cam]
-    )
+    methods = _grid_methods(cfg, spec)
     transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
-    colormap = "diverging" if style.display == "signed" else "jet"
     written = []
     for path in images["path"].head(int(cfg.get("grid_images") or 1)):
         try:
@@ -601,29 +600,56 @@ def write_grids(
         except BadImageError:
             continue
         x = transform(rgb)[None].contiguous(memory_format=torch.channels_last)
-        height, width = rgb.shape[:2]
         tiles, captions = [], []
-        for method in methods:
-            for layer in layers:
-                try:
-                    explainer = build_explainer(model, method, layer)
-                except CatdogError:
-                    if method != "cam":
-                        raise
-                    exact_at = resolve_layer(net, spec.feature_layer)[0]
-                    tiles.append(draw_label(np.full_like(rgb, 24), f"exact CAM: {exact_at} only"))
-                    captions.append(f"{method} @ {layer}\nn/a")
-                    continue
-                out = explainer.explain(x, None, topk=1)
-                cls = int(out.class_idx[0, 0])
-                shown = display_maps(upsample_cams(out.maps[0, :1], (height, width)), style.display)[0].numpy()
-                tiles.append(heatmap_overlay(rgb, shown, style.alpha, colormap))
-                prob = float(out.logits.softmax(dim=1)[0, cls])
-                captions.append(f"{method} @ {layer}\n{style.class_names[cls]} {100 * prob:.1f}%")
+        cells = [(method, layer) for method in methods for layer in layers]
+        with progress(f"grid/ of {Path(path).name}: {len(methods)} methods x {len(layers)} layers", len(cells)) as advance:
+            for method, layer in cells:
+                tile, caption = _grid_tile(model, method, layer, x, rgb, style)
+                tiles.append(tile)
+                captions.append(caption)
+                advance(1)
         rel = f"grid/{safe_name(Path(path).stem)}.jpg"
         save_image(out_dir / rel, image_grid(tiles, captions, ncols=len(layers), tile_size=192), quality=style.quality)
         written.append(rel)
     return written
+
+
+def _grid_methods(cfg: DictConfig, spec: ArchSpec) -> list[str]:
+    """``grid_methods=``, else every method that applies and runs in seconds (Score-CAM and Ablation-CAM only
+    when asked: their cost is printed either way)."""
+    if cfg.get("grid_methods"):
+        methods = [str(m) for m in cfg.grid_methods]
+        slow = [m for m in methods if m in PERTURBATION_METHODS]
+        if slow:
+            print(f"grid: {', '.join(slow)} take {PERTURBATION_COST}; minutes per image on a CPU")
+        return methods
+    methods = [m for m in METHODS if (m != "cam" or spec.exact_cam) and m not in PERTURBATION_METHODS]
+    print(
+        f"grid: {', '.join(methods)}; {' and '.join(PERTURBATION_METHODS)} left out ({PERTURBATION_COST}): "
+        f"add them with grid_methods=[{','.join(methods + list(PERTURBATION_METHODS))}]"
+    )
+    return methods
+
+
+def _grid_tile(
+    model: ClassifierModule | PretrainedClassifier, method: str, layer: str, x: torch.Tensor, rgb: np.ndarray,
+    style: OverlayStyle,
+) -> tuple[np.ndarray, str]:
+    """One cell of a grid: ``method``'s map of the predicted class at ``layer`` over the photo, and its caption."""
+    spec = arch_spec(model.hparams.arch)
+    try:
+        explainer = build_explainer(model, method, layer)
+    except CatdogError:
+        if method != "cam":
+            raise
+        exact_at = resolve_layer(model.net, spec.feature_layer)[0]
+        return draw_label(np.full_like(rgb, 24), f"exact CAM: {exact_at} only"), f"{method} @ {layer}\nn/a"
+    out = explainer.explain(x, None, topk=1)
+    cls = int(out.class_idx[0, 0])
+    shown = display_maps(upsample_cams(out.maps[0, :1], rgb.shape[:2]), style.display)[0].numpy()
+    colormap = "diverging" if style.display == "signed" else "jet"
+    prob = float(out.logits.softmax(dim=1)[0, cls])
+    return heatmap_overlay(rgb, shown, style.alpha, colormap), f"{method} @ {layer}\n{style.class_names[cls]} {100 * prob:.1f}%"
 
 
 def map_centres(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,20 +88,64 @@ def _versions() -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 # Printed totals
 # ---------------------------------------------------------------------------------------------
-def _print_where(out_dir: Path, summary: dict[str, Any]) -> None:
-    lines = [f"Explained {summary['images']} images ({summary['skipped']} skipped) in {out_dir}"]
+# Files explain may write, in the order the closing summary lists them (only those that exist are listed).
+_OUTPUT_FILES = ("predictions.csv", "summary.json", "confusion_matrix.png", "top_losses.png", "cams.npz",
+                 "mosaic.csv", "skipped.csv")
+_ONE_BY_ONE = 5  # up to this many images, the summary names each one's prediction and overlay
+
+
+def _print_where(
+    out_dir: Path, summary: dict[str, Any], predictions: pd.DataFrame | None = None, warnings: Sequence[str] = ()
+) -> None:
+    """The closing summary: what was explained, each image's prediction and overlay when there are few, the
+    files that were actually written, the report, and warnings (e.g. label folders that are not classes)."""
+    count = summary["images"]
+    lines = [f"Explained {count} image{'s' if count != 1 else ''} ({summary['skipped']} skipped) in {out_dir}"]
+    if predictions is not None and 0 < len(predictions) <= _ONE_BY_ONE:
+        lines.extend("  " + line for line in _image_lines(out_dir, predictions, summary))
     if summary.get("accuracy") is not None:
         lines.append(
-            f"  accuracy {summary['accuracy']:.2%}: overlays in correct/ and incorrect/ (most confident first)"
+            f"  accuracy {summary['accuracy']:.2%} on {summary['labelled']} labelled: overlays in correct/ and "
+            "incorrect/ (most confident first)"
         )
-    else:
+    elif count > _ONE_BY_ONE:
         lines.append("  overlays in unlabelled/<predicted class>/")
     if summary.get("pointing_game"):
         lines.extend("  " + line for line in pointing_lines(summary["pointing_game"]))
     lines.extend("  " + line for line in summary_lines(summary))
-    lines.append("  predictions.csv, summary.json, confusion_matrix.png, top_losses.png")
-    lines.append(f"  open {out_dir / 'report' / 'index.html'} in a browser to filter and sort them")
+    written = [name for name in _OUTPUT_FILES if (out_dir / name).is_file()]
+    lines.append("  " + ", ".join(written))
+    if summary.get("grids"):
+        lines.append(f"  grid/: {', '.join(Path(g).name for g in summary['grids'])} (methods x layers)")
+    if (out_dir / "report" / "index.html").is_file():
+        lines.append(f"  open {out_dir / 'report' / 'index.html'} in a browser to filter and sort them")
+    lines.extend(f"Warning: {warning}" for warning in warnings)
     print("\n".join(lines))
+
+
+def label_folder_warning(folders: Sequence[str], class_names: Sequence[str], root: str | Path) -> str | None:
+    """The warning for class-like sub-folders that are not the model's classes (``cats/`` vs class ``cat``)."""
+    if not folders:
+        return None
+    shown = ", ".join(f"{name}/" for name in folders[:6]) + (" ..." if len(folders) > 6 else "")
+    return (
+        f"the folders {shown} in {root} are not the model's classes ({', '.join(class_names)}): their images were "
+        f"explained as unlabelled (no accuracy, no mistakes); rename the folders to the class names to score them"
+    )
+
+
+def _image_lines(out_dir: Path, predictions: pd.DataFrame, summary: dict[str, Any]) -> list[str]:
+    """``cat.169.jpg: cat 97.1% | dog 2.9% -> <out_dir>/unlabelled/cat/cat.169.jpg`` per image (its file name)."""
+    class_names = list(summary.get("class_names") or [c[2:] for c in predictions.columns if c.startswith("p_")])
+    shown = min(len(class_names), 3)
+    lines = []
+    for record in predictions.to_dict("records"):
+        probs = [float(record.get(f"p_{name}", 0.0)) for name in class_names]
+        truth = f" (true: {record['true']})" if isinstance(record.get("true"), str) and record["true"] else ""
+        overlay = record.get("overlay")
+        where = f" -> {out_dir / overlay}" if isinstance(overlay, str) and overlay else ""
+        lines.append(f"{Path(record['path']).name}: {describe_topk(class_names, probs, shown)}{truth}{where}")
+    return lines
 
 
 def _print_topk(predictions: pd.DataFrame, class_names: list[str], topk: int, limit: int = 20) -> None:

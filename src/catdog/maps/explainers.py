@@ -46,6 +46,8 @@ from catdog.models import arch_spec, require_exact_cam, reshape_transform, resol
 __all__ = [
     "GRADIENT_METHODS",
     "METHODS",
+    "PERTURBATION_COST",
+    "PERTURBATION_METHODS",
     "ExactCAM",
     "Explainer",
     "Explanation",
@@ -185,6 +187,9 @@ METHODS: tuple[str, ...] = ("cam", *GRADIENT_METHODS)
 _CLASS_AGNOSTIC = frozenset({"eigencam"})
 # Methods that run extra forward passes per image and class: computed only for new (image, class) pairs.
 _PERTURBATION = frozenset({"scorecam", "ablationcam"})
+# What they cost (bench/RESULTS.md, ResNet18 layer4): said where catdog runs them on request only (grid=true).
+PERTURBATION_METHODS: tuple[str, ...] = ("scorecam", "ablationcam")
+PERTURBATION_COST = "one forward pass per channel of the layer (512 at ResNet layer4): ~100x the other methods"
 
 
 @contextmanager

@@ -19,10 +19,12 @@ exactly bilinear ``align_corners=False`` upsampling.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from catdog.console import progress
 from catdog.errors import CatdogError
 from catdog.maps.cam import capture_features
 
@@ -150,7 +153,12 @@ def grid_centres(cells: tuple[int, int], input_size: tuple[int, int]) -> CellCen
 
 
 def measure_centres(
-    model: nn.Module, layer: str, input_size: tuple[int, int], samples: int = 2, seed: int = 0
+    model: nn.Module,
+    layer: str,
+    input_size: tuple[int, int],
+    samples: int = 2,
+    seed: int = 0,
+    describe: str | None = None,
 ) -> CellCentres:
     """Measures each cell row's and column's centre with a gradient probe (``align="receptive_field"``).
 
@@ -165,6 +173,7 @@ def measure_centres(
         input_size: ``(H, W)`` of the model input.
         samples: random inputs (standard normal, i.e. roughly normalised images).
         seed: seed of those inputs.
+        describe: show a progress bar of the ``h + w`` backward passes with this description.
 
     Returns:
         The measured centres.
@@ -189,21 +198,33 @@ def measure_centres(
         features = kept[-1]
         h, w = features.shape[-2:]
         magnitude = features.abs().sum(dim=(0, 1))  # [h, w]
-        centres = []
-        for axis, count in ((1, w), (0, h)):  # columns (x), then rows (y)
-            coords = torch.arange(input_size[1] if axis == 1 else input_size[0], dtype=torch.float64)
-            values = []
-            for n in range(count):
-                target = magnitude[:, n].sum() if axis == 1 else magnitude[n, :].sum()
-                (grad,) = torch.autograd.grad(target, x, retain_graph=True)
-                profile = grad.abs().sum(dim=(0, 1)).double()  # [H, W]
-                profile = profile.sum(dim=0) if axis == 1 else profile.sum(dim=1)
-                values.append(float((profile * coords).sum() / profile.sum().clamp_min(1e-30)))
-            # Cells are ordered: a noisy probe must not swap two neighbours' centres.
-            centres.append(tuple(float(v) for v in np.maximum.accumulate(values)))
+        bar = progress(describe, h + w) if describe else contextlib.nullcontext(lambda steps=1: None)
+        with bar as advance:
+            centres = _probe_axes(x, magnitude, input_size, advance)
     finally:
         model.train(was_training)
     return CellCentres(x=centres[0], y=centres[1], input_size=tuple(input_size))
+
+
+def _probe_axes(
+    x: Tensor, magnitude: Tensor, input_size: tuple[int, int], advance: Callable[[int], None]
+) -> list[tuple[float, ...]]:
+    """The centroid of each column's (then each row's) input gradient, in increasing order."""
+    h, w = magnitude.shape
+    centres = []
+    for axis, count in ((1, w), (0, h)):  # columns (x), then rows (y)
+        coords = torch.arange(input_size[1] if axis == 1 else input_size[0], dtype=torch.float64)
+        values = []
+        for n in range(count):
+            target = magnitude[:, n].sum() if axis == 1 else magnitude[n, :].sum()
+            (grad,) = torch.autograd.grad(target, x, retain_graph=True)
+            profile = grad.abs().sum(dim=(0, 1)).double()  # [H, W]
+            profile = profile.sum(dim=0) if axis == 1 else profile.sum(dim=1)
+            values.append(float((profile * coords).sum() / profile.sum().clamp_min(1e-30)))
+            advance(1)
+        # Cells are ordered: a noisy probe must not swap two neighbours' centres.
+        centres.append(tuple(float(v) for v in np.maximum.accumulate(values)))
+    return centres
 
 
 def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -298,7 +319,8 @@ def cell_centres(
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache file is measured again and rewritten
     probe = randomized_copy(model) if probe_weights == "random" else model
-    centres = measure_centres(probe, layer, input_size)
+    what = f"Measuring where {arch} {layer}'s map cells look at {input_size[0]}x{input_size[1]} px (once, cached)"
+    centres = measure_centres(probe, layer, input_size, describe=what)
     if cache:
         try:
             file.parent.mkdir(parents=True, exist_ok=True)

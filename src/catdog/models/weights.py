@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.error
 from collections.abc import Mapping
@@ -15,6 +16,8 @@ from torchvision.models import WeightsEnum
 
 from catdog.errors import CatdogError
 from catdog.models.registry import ArchSpec, arch_spec, fc_layer
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -82,11 +85,36 @@ def default_normalization(
     Raises:
         CatdogError: unsupported architecture or invalid ``weights`` (see :func:`build_model`).
     """
-    source = _resolve_weights(arch_spec(arch).name, weights)
+    spec = arch_spec(arch)
+    source = _resolve_weights(spec.name, weights)
     if isinstance(source, WeightsEnum):
         preset = source.transforms()  # builds the preset only; downloads nothing
         return [float(m) for m in preset.mean], [float(s) for s in preset.std]
+    if isinstance(source, Path) and _head_classes(source, spec) == 1001:
+        # TF-slim's convention (background + 1000 classes) comes with inputs scaled to [-1, 1]; explain's
+        # ImageNet mode applies that itself, but a file for training is normalised as the user says.
+        log.warning(
+            "%s has a 1001-class head (TF-slim: background + ImageNet), usually trained on inputs scaled to "
+            "[-1, 1]; catdog normalises with ImageNet's mean/std. For [-1, 1] add model.mean=[0.5,0.5,0.5] "
+            "model.std=[0.5,0.5,0.5]",
+            source,
+        )
     return list(IMAGENET_MEAN), list(IMAGENET_STD)
+
+
+def _head_classes(path: Path, spec: ArchSpec) -> int | None:
+    """The number of classes of a state-dict file's classification layer (None when unreadable)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable files are reported when the backbone is loaded
+        return None
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+            state = state[wrapper]
+    if not isinstance(state, Mapping):
+        return None
+    weight = state.get(f"{spec.fc_layer}.weight", state.get(f"module.{spec.fc_layer}.weight"))
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.ndim == 2 else None
 
 
 def _one_line(error: BaseException, limit: int = 160) -> str:

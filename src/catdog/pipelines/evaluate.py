@@ -70,7 +70,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         CatdogError: no usable checkpoint, no labelled readable image, bad settings.
     """
-    checkpoint = resolve_checkpoint(cfg.ckpt, cfg.runs_dir)
+    checkpoint = resolve_checkpoint(cfg.ckpt, cfg.runs_dir, cfg.multirun_dir)
     model = load_classifier(checkpoint)
     model.set_tta(cfg.get("tta"))
     hp = model.hparams

@@ -48,7 +48,7 @@ from catdog.data import (
     ensure_demo_dataset,
     scan_images,
 )
-from catdog.console import quiet_lightning
+from catdog.console import progress, quiet_lightning
 from catdog.data.index import MASK_FILES
 from catdog.data.datamodule import FeatureDataModule
 from catdog.data.paste import PasteSettings
@@ -257,16 +257,19 @@ def _feature_datamodule(
     start = time.perf_counter()
     datamodule.setup("fit")
     features = {}
-    for split, loader in (
+    loaders = (
         ("train", datamodule._loader(_eval_view(datamodule), train=False)),
         ("val", datamodule.val_dataloader()),
         ("test", datamodule.test_dataloader()),
-    ):
-        chunks, labels = [], []
-        for images, targets, _ in loader:
-            chunks.append(model.extract_features(images))
-            labels.append(targets)
-        features[split] = (torch.cat(chunks), torch.cat(labels))
+    )
+    with progress("data.cache_features: backbone features of every image, once (no augmentation)", sum(len(l) for _, l in loaders)) as advance:
+        for split, loader in loaders:
+            chunks, labels = [], []
+            for images, targets, _ in loader:
+                chunks.append(model.extract_features(images))
+                labels.append(targets)
+                advance(1)
+            features[split] = (torch.cat(chunks), torch.cat(labels))
     seconds = time.perf_counter() - start
     log.info("Computed backbone features of %d images once in %.1f s", sum(len(v[1]) for v in features.values()), seconds)
     return FeatureDataModule(features, datamodule.class_names, batch_size, seed=seed), seconds
@@ -445,7 +448,6 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 "data.cache_features=true needs a frozen backbone: add model.freeze_backbone=true "
                 "(or use experiment=frozen_backbone)"
             )
-        print("data.cache_features: backbone features are computed once, without augmentation")
         datamodule, timing["features_s"] = _feature_datamodule(
             model, datamodule, data_cfg["batch_size"], cfg.seed
         )
