@@ -60,13 +60,15 @@ def test_sweep_ends_with_a_table_of_its_jobs_and_the_compare_command(tmp_path: P
     for num, (lr, acc) in enumerate([("0.001", 0.9), ("0.0003", 0.8)]):
         job = sweep / str(num)
         (job / ".hydra").mkdir(parents=True)
-        (job / ".hydra" / "overrides.yaml").write_text(f"- optimizer.lr={lr}\n")
+        (job / ".hydra" / "overrides.yaml").write_text(f"- data=folder\n- optimizer.lr={lr}\n")
         _ckpt(job / "checkpoints" / "best.ckpt", 0)
         (job / "metrics.csv").write_text("epoch,val/acc\n0,0.5\n1,0.75\n")
         (job / "test_metrics.json").write_text(json.dumps({"accuracy": acc, "best_epoch": 2}))
     (sweep / "2" / ".hydra").mkdir(parents=True)
     lines = sweep_table(sweep).splitlines()
     assert lines[0] == f"Sweep {sweep}: 3 job(s)"
+    assert lines[1] == "  every job: data=folder"  # shared by the jobs: said once; the table shows what differs
+    lines = lines[1:]
     assert lines[2].split() == ["0", "optimizer.lr=0.001", "2", "0.750", "90.00%"]
     assert lines[3].split() == ["1", "optimizer.lr=0.0003", "2", "0.750", "80.00%"]
     assert lines[4].split()[:2] == ["2", "-"] and "failed: no checkpoint" in lines[4]
@@ -90,3 +92,18 @@ def test_a_1001_class_weights_file_says_how_it_is_normalised(tmp_path: Path, cap
         ClassifierModule(arch="resnet18", class_names=["cat", "dog"], weights=str(weights), image_size=32,
                          mean=[0.5] * 3, std=[0.5] * 3)
     assert not any("1001-class" in r.message for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_a_real_sweep_prints_its_table_and_the_compare_command(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "catdog", "train", "-m", f"data.root={tmp_path / 'demo'}", "data.num_per_class=12",
+         "data.image_size=32", "data.num_workers=0", "trainer.max_epochs=1", "seed=1,2", "~callbacks.rich_progress_bar"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Sweep multirun/train/"))
+    assert [line.split()[:2] for line in lines[start + 3:start + 5]] == [["0", "seed=1"], ["1", "seed=2"]]
+    assert lines[-1].startswith("Compare them on the same images: catdog compare sweep=multirun/train/")
+    assert lines[start + 2].split() == ["job", "overrides", "best", "epoch", "val", "acc", "test", "acc"]

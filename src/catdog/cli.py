@@ -141,11 +141,11 @@ def run_command(name: str, args: Sequence[str] | None = None) -> None:
         check_overrides(folder, command.config, args)
     except CatdogError as err:
         _fail(str(err))
-    # Hydra reads sys.argv; the job name would otherwise be the pipeline module's ("pipeline" for explain).
-    sys.argv = [f"catdog {name}", f"hydra.job.name={name}", *args]
-    hydra.main(version_base="1.3", config_path=str(folder), config_name=command.config)(
-        exit_on_user_error(command.load())
-    )()
+    task = exit_on_user_error(command.load())
+    # Hydra names the job after the last part of the task's module: "train" (not "pipeline" for explain).
+    task.__module__ = f"catdog.cli.{name}"
+    sys.argv = [f"catdog {name}", *args]  # what Hydra parses
+    hydra.main(version_base="1.3", config_path=str(folder), config_name=command.config)(task)()
 
 
 def command_help(name: str, folder: Path) -> str:

@@ -25,7 +25,7 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
         test = json.loads(test_file.read_text()) if test_file.is_file() else {}
         row = {
             "job": job.name,
-            "overrides": " ".join(str(o) for o in overrides) or "-",
+            "overrides": [str(o) for o in overrides],
             "best_epoch": test.get("best_epoch"),
             "val_acc": _best_val_acc(job / "metrics.csv"),
             "test_acc": test.get("accuracy"),
@@ -45,8 +45,16 @@ def _best_val_acc(metrics_csv: Path) -> float | None:
 def sweep_table(sweep_dir: Path) -> str:
     """The lines printed at the end of a sweep."""
     rows = job_rows(sweep_dir)
+    lines = [f"Sweep {sweep_dir}: {len(rows)} job(s)"]
+    # The table shows what differs between jobs; what they all share is said once.
+    listed = [row["overrides"] for row in rows if row["overrides"]]
+    shared = set.intersection(*map(set, listed)) if len(listed) > 1 else set()
+    if shared:
+        lines.append("  every job: " + " ".join(o for o in listed[0] if o in shared))
+    for row in rows:
+        row["overrides"] = " ".join(o for o in row["overrides"] if o not in shared) or "-"
     width = max([len(row["overrides"]) for row in rows] + [9])
-    lines = [f"Sweep {sweep_dir}: {len(rows)} job(s)", f"  job  {'overrides':<{width}}  best epoch  val acc  test acc"]
+    lines.append(f"  job  {'overrides':<{width}}  best epoch  val acc  test acc")
     for row in rows:
         if not row["done"]:
             lines.append(f"  {row['job']:>3}  {row['overrides']:<{width}}  failed: no checkpoint")
