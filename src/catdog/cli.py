@@ -55,6 +55,8 @@ COMMANDS: dict[str, Command] = {
     "explain": Command("explain", "catdog.explain.pipeline:explain", "CAM overlays, predictions and an HTML report of a checkpoint"),
     "evaluate": Command("evaluate", "catdog.pipelines.evaluate:evaluate", "accuracy and confusion matrix of a checkpoint on labelled images"),
     "compare": Command("compare", "catdog.pipelines.compare:compare", "compare runs (or a sweep) on the same images: tables, grids, a report"),
+    "triage": Command("triage", "catdog.triage.pipeline:triage", "audit a run's data: label issues, duplicates, outliers, failure slices"),
+    "robustness": Command("robustness", "catdog.pipelines.robustness:robustness", "does the model depend on the background? (pasted objects)"),
 }
 
 

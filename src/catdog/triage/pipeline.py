@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from catdog.errors import CatdogError
 from catdog.explain.engine import global_rank_from_env
-from catdog.explain.pipeline import _quiet_lightning
+from catdog.console import quiet_lightning as _quiet_lightning
 from catdog.explain.summary import _sha256, _versions
 from catdog.models import ClassifierModule, load_classifier
 from catdog.runs import resolve_checkpoint, run_dir_of, staged_output_dir, timestamped_dir
