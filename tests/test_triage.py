@@ -232,3 +232,29 @@ def test_triage_goes_into_the_run_folder_and_the_explain_report_links_to_it(tmp_
     explained = explain(make_config("explain", [f"ckpt={run}", "data.num_workers=0", "precision=32"]))
     page = (Path(explained["out_dir"]) / "report" / "index.html").read_text()
     assert f"../../../triage/{folder.name}/report/index.html" in page
+
+
+@pytest.mark.slow
+def test_two_processes_write_the_same_tables_as_one(noisy_run, tmp_path: Path) -> None:
+    import os
+
+    run, _ = noisy_run
+    split = pd.read_csv(run / "split.csv")
+    split.iloc[::12].to_csv(run / "split.csv", index=False)  # 50 images: enough for the tables, quick
+    one = Path(triage(triage_cfg(run, tmp_path / "one", "accelerator=cpu"))["out_dir"])
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "NODE_RANK"):
+        env.pop(key, None)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "triage.py"), f"ckpt={run}", f"out_dir={tmp_path / 'two'}",
+         "data.num_workers=0", "data.batch_size=16", "precision=32", "accelerator=cpu", "devices=2", "strategy=ddp"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    two = tmp_path / "two"
+    assert json.loads((two / "summary.json").read_text())["features"]["processes"] == 2
+    assert not (two / ".shards").exists()
+    for name in ("images", "label_issues", "duplicates", "slices", "relabelled"):
+        a, b = pd.read_csv(one / f"{name}.csv"), pd.read_csv(two / f"{name}.csv")
+        pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-4)
+    assert np.allclose(np.load(one / "embeddings.npy"), np.load(two / "embeddings.npy"), atol=1e-4)
