@@ -42,7 +42,7 @@ def noisy_copy(photos: Path, target: Path, fraction: float, seed: int) -> pd.Dat
     rows = []
     for k, name in enumerate(classes):
         files = sorted((photos / name).iterdir())
-        wrong = set(rng.choice(len(files), int(round(fraction * len(files))), replace=False).tolist())
+        wrong = set(rng.choice(len(files), round(fraction * len(files)), replace=False).tolist())
         for i, file in enumerate(files):
             given = classes[(k + 1) % len(classes)] if i in wrong else name
             link = target / given / file.name

@@ -192,7 +192,7 @@ def test_a_moved_dataset_and_an_existing_folder_are_one_line_errors(tmp_path: Pa
     data.rename(tmp_path / "moved")
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "triage.py"), f"ckpt={run}", f"out_dir={tmp_path / 'out'}"],
-        capture_output=True, text=True, cwd=tmp_path,
+        check=False, capture_output=True, text=True, cwd=tmp_path,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and "moved" in result.stderr and "data.root=" in result.stderr
@@ -248,7 +248,7 @@ def test_two_processes_write_the_same_tables_as_one(noisy_run, tmp_path: Path) -
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "triage.py"), f"ckpt={run}", f"out_dir={tmp_path / 'two'}",
          "data.num_workers=0", "data.batch_size=16", "precision=32", "accelerator=cpu", "devices=2", "strategy=ddp"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
+        check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     two = tmp_path / "two"

@@ -79,7 +79,7 @@ def find_outliers(table: pd.DataFrame, embeddings: np.ndarray, quantile: float) 
 
     with contextlib.redirect_stdout(io.StringIO()):  # cleanlab prints its progress
         scores = OutOfDistribution().fit_score(features=normalised(embeddings))
-    count = max(1, int(round(quantile * len(table))))
+    count = max(1, round(quantile * len(table)))
     order = np.argsort(scores, kind="stable")[:count]
     frame = table.iloc[order][["path", "key", "split", "label", "pred"]].copy()
     frame.insert(0, "rank", range(1, len(frame) + 1))
@@ -98,7 +98,7 @@ def leak_free_accuracy(table: pd.DataFrame, pairs: pd.DataFrame) -> dict | None:
     correct = test[column] == test["label"]
     clean = ~test["path"].isin(leaked)
     return {
-        "images": int(len(test)),
+        "images": len(test),
         "accuracy": round(float(correct.mean()), 6),
         "leaked_images": int((~clean).sum()),
         "accuracy_without_leaked": round(float(correct[clean].mean()), 6) if clean.any() else None,

@@ -34,7 +34,12 @@ from catdog.allocator import reuse_freed_memory
 from catdog.data import BadImageError, build_transform, load_rgb
 from catdog.errors import CatdogError
 from catdog.explain.engine import RowSink, read_row_chunks, resolve_precision, share_of
-from catdog.models import ClassifierModule, build_model, fc_layer, fold_batchnorm, get_submodule
+from catdog.models import (
+    ClassifierModule,
+    build_model,
+    fold_batchnorm,
+    get_submodule,
+)
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,17 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from catdog.console import quiet_lightning as _quiet_lightning
 from catdog.errors import CatdogError
 from catdog.explain.engine import global_rank_from_env
-from catdog.console import quiet_lightning as _quiet_lightning
 from catdog.explain.summary import _sha256, _versions
 from catdog.models import ClassifierModule, load_classifier
-from catdog.runs import resolve_checkpoint, run_dir_of, staged_output_dir, timestamped_dir
+from catdog.runs import (
+    resolve_checkpoint,
+    run_dir_of,
+    staged_output_dir,
+    timestamped_dir,
+)
 from catdog.triage.dataset import images_to_audit, object_sizes
 from catdog.triage.duplicates import find_duplicates, find_outliers, leak_free_accuracy
 from catdog.triage.features import choose_feature_net, embed_images
@@ -39,7 +44,7 @@ from catdog.triage.settings import TriageSettings, parse_settings
 from catdog.triage.slices import find_slices
 from catdog.triage.summary import print_summary, summarise
 
-__all__ = ["triage", "run_audit"]
+__all__ = ["run_audit", "triage"]
 
 
 def triage(cfg: DictConfig) -> dict[str, Any]:
@@ -116,7 +121,7 @@ def run_audit(model: ClassifierModule, features: Any, feature: Any, settings: Tr
     features.skipped.to_csv(out_dir / "skipped.csv", index=False)
     summary = summarise(table, issues, pairs, outliers, slices, settings)
     summary["test_accuracy"] = leak_free_accuracy(table, pairs)
-    summary["skipped"] = int(len(features.skipped))
+    summary["skipped"] = len(features.skipped)
     summary["labels_note"] = folds["note"] if not folds["folds"] else None
     summary["features"] = {**features.stats, "source": feature.source, "reason": feature.reason,
                            "backbone_saw_labels": feature.backbone_saw_labels}

@@ -8,6 +8,7 @@ from the user's data (file names, class names) is HTML-escaped. No JavaScript, n
 
 from __future__ import annotations
 
+import math
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ ROWS = 200  # rows shown per table (the CSV files hold all of them)
 
 def _esc(value: Any) -> str:
     """HTML-escaped text; NaN (an empty CSV cell) shows as nothing."""
-    return esc(None if isinstance(value, float) and value != value else value)
+    return esc(None if isinstance(value, float) and math.isnan(value) else value)
 
 
 def _href(relative: str) -> str:

@@ -69,7 +69,7 @@ def find_slices(table: pd.DataFrame, embeddings: np.ndarray, settings: Any) -> t
         rows.append(
             {
                 "slice": int(cluster),
-                "size": int(len(members)),
+                "size": len(members),
                 "accuracy": round(accuracy, 4) if not np.isnan(accuracy) else None,
                 "mean_confidence": round(float(members["confidence"].mean()), 4),
                 "below_average": bool(len(members) >= settings.slice_min_size and level <= overall - settings.slice_gap),

@@ -15,28 +15,28 @@ def summarise(table: pd.DataFrame, issues: pd.DataFrame, pairs: pd.DataFrame, ou
     labelled = table["correct"].notna()
     below = slices[slices["below_average"].astype(bool)] if len(slices) else slices
     return {
-        "images": int(len(table)),
+        "images": len(table),
         "labelled": int(labelled.sum()),
         "splits": {str(k): int(v) for k, v in table["split"].value_counts().items()},
         "prob_sources": {str(k): int(v) for k, v in table["prob_source"].value_counts().items()},
         "accuracy": round(float(table.loc[labelled, "correct"].astype(float).mean()), 6) if labelled.any() else None,
         "label_issues": {
-            "count": int(len(issues)),
+            "count": len(issues),
             "by_split": {str(k): int(v) for k, v in issues["split"].value_counts().items()} if len(issues) else {},
             "top": issues.head(10)[["key", "split", "given", "suggested", "label_quality"]].to_dict("records"),
             "method": f"cleanlab find_label_issues(filter_by={settings.filter_by}), ranked by self-confidence",
             "fix": settings.fix,
         },
         "duplicates": {
-            "pairs": int(len(pairs)),
+            "pairs": len(pairs),
             "exact": int(pairs["exact"].sum()) if len(pairs) else 0,
             "cross_split": int(pairs["cross_split"].sum()) if len(pairs) else 0,
             "leaks": int(pairs["leak"].sum()) if len(pairs) else 0,
             "label_conflicts": int(pairs["label_conflict"].sum()) if len(pairs) else 0,
             "threshold": settings.near_duplicate,
         },
-        "outliers": int(len(outliers)),
-        "slices": {"count": int(len(slices)), "below_average": int(len(below)), "gap": settings.slice_gap},
+        "outliers": len(outliers),
+        "slices": {"count": len(slices), "below_average": len(below), "gap": settings.slice_gap},
     }
 
 
