@@ -381,3 +381,63 @@ def test_terminal_table_of_many_classes_has_one_recall_column(capsys: pytest.Cap
     print_tables(table, pd.DataFrame(), classes)
     out = capsys.readouterr().out
     assert "recall c499" not in out and "c7 0.0%" in out
+
+
+# --- issue 20 item 7: nothing clipped, nothing truncated -------------------------------------
+def _drawn_outside(fig: object) -> bool:
+    """Whether anything matplotlib draws (titles, tick labels, legends) reaches past the figure's edges,
+    i.e. is cut off in the PNG: the tight box of what is drawn must lie inside the figure's box."""
+    fig.canvas.draw()
+    drawn = fig.get_tightbbox(fig.canvas.get_renderer())
+    page = fig.bbox_inches
+    slack = 1 / fig.dpi  # one pixel
+    return drawn.x0 < page.x0 - slack or drawn.y0 < page.y0 - slack or drawn.x1 > page.x1 + slack or drawn.y1 > page.y1 + slack
+
+
+@pytest.fixture
+def long_label_runs(tmp_path: Path) -> list[str]:
+    """Two runs whose experiments have the long names of real sweeps."""
+    paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("cat", "b.jpg"), ("dog", "c.jpg"), ("dog", "d.jpg")])
+    cams = np.arange(4 * 16, dtype=np.float32).reshape(4, 4, 4)
+    runs = []
+    for name, preds in (("mobilenet_local_weights", ["cat", "dog", "dog", "cat"]), ("finetune_lowlr_backbone", ["cat"] * 4)):
+        run = make_run(
+            tmp_path / "runs", name, paths, preds, [0.9, 0.8, 0.7, 0.6], cams,
+            overrides=[f"experiment={name}"], config={"experiment": name},
+        )  # fmt: skip
+        runs.append(str(run.parent.parent))
+    return runs
+
+
+def test_compare_figures_keep_every_text_inside(
+    tmp_path: Path, long_label_runs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from matplotlib.figure import Figure
+
+    checked: list[str] = []
+    clipped: list[str] = []
+    savefig = Figure.savefig
+
+    def check_then_save(fig: Figure, *args: object, **kwargs: object) -> object:
+        checked.append(str(args[0]) if args else "?")
+        if _drawn_outside(fig):
+            clipped.append(checked[-1])
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", check_then_save)
+    result = compare(compare_config(tmp_path, runs=long_label_runs))
+    assert result["labels"] == ["experiment=mobilenet_local_weights", "experiment=finetune_lowlr_backbone"]
+    assert any("confusion_0" in name for name in checked) and any("cam_similarity" in name for name in checked)
+    assert clipped == []  # e.g. "xperiment=mobilenet_local_weights: accuracy" cut at both ends
+
+
+def test_compare_tables_are_whole_when_piped(
+    tmp_path: Path, long_label_runs: list[str], capsys: pytest.CaptureFixture
+) -> None:
+    compare(compare_config(tmp_path, runs=long_label_runs))
+    printed = capsys.readouterr().out  # not a terminal: Rich used to cut the tables at 80 columns
+    assert "…" not in printed
+    header = next(line for line in printed.splitlines() if "Spearman" in line)
+    assert "top-20% IoU" in header  # the pairs table keeps its map columns
+    pair = [line for line in printed.splitlines() if "mobilenet_local_weights" in line and "finetune_lowlr" in line]
+    assert len(pair) == 1 and "experiment=mobilenet_local_weights" in pair[0] and "[1.00, 1.00, 1.00]" in pair[0]

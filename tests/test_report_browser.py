@@ -48,7 +48,7 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def report(tmp_path: Path) -> Path:
-    """Two experiments on 6 images (one with a hostile name); B breaks one image and fixes three."""
+    """Two experiments on 6 images (one with a hostile name); B breaks one image and fixes three. With explain's layers."""
     names = [("cat", "a.jpg"), ("cat", HOSTILE), ("cat", "c.jpg"), ("dog", "d.jpg"), ("dog", "e.jpg"), ("dog", "f.jpg")]
     paths = make_images(tmp_path / "photos", names)
     cams = np.random.default_rng(0).normal(size=(6, 4, 4)).astype(np.float32)
@@ -56,12 +56,12 @@ def report(tmp_path: Path) -> Path:
     a = make_run(
         runs, "A", paths, ["cat", "cat", "dog", "dog", "cat", "cat"], [0.9, 0.8, 0.7, 0.95, 0.6, 0.85], cams,
         config={"model": {"freeze_backbone": True}}, overrides=["model.freeze_backbone=true"],
-        in_box=[True, False, True, True, False, True],
+        in_box=[True, False, True, True, False, True], layers=True,
     )  # fmt: skip
     b = make_run(
         runs, "B", paths, ["dog", "cat", "cat", "dog", "dog", "dog"], [0.7, 0.9, 0.8, 0.9, 0.75, 0.65], cams[::-1],
         config={"model": {"freeze_backbone": False}}, overrides=["model.freeze_backbone=false"],
-        in_box=[True, True, True, False, True, True],
+        in_box=[True, True, True, False, True, True], layers=True,
     )  # fmt: skip
     cfg = compare_config(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent)], out_dir=str(tmp_path / "compare"))
     return Path(compare(cfg)["report"])
@@ -128,6 +128,21 @@ def test_compare_report_in_chromium(browser: object, report: Path) -> None:
     assert page.locator('img[src="x"]').count() == 0
     page.wait_for_function("Array.from(document.querySelectorAll('#viewer .panel img')).every(i => i.naturalWidth > 0)")
     _shot(page, "image_view.png")
+    # Both experiments' maps on the same photo at the same size: compared at one scale (issue 20 item 7).
+    boxes = page.evaluate(
+        """Array.from(document.querySelectorAll('#viewer .panel .layers')).map(l => {
+             const a = l.querySelector('.photo').getBoundingClientRect(), b = l.querySelector('.heat').getBoundingClientRect();
+             return [a.width, a.height, a.x - b.x, a.y - b.y, a.width - b.width, a.height - b.height]; })"""
+    )
+    assert len(boxes) == 2 and boxes[0][0] > 200
+    assert boxes[0][:2] == pytest.approx(boxes[1][:2], abs=1)
+    assert all(max(map(abs, box[2:])) < 1 for box in boxes)
+    # The image view has its own heatmap switch and opacity, in step with the gallery's.
+    page.locator("#opacity-viewer").fill("30")
+    assert page.evaluate("getComputedStyle(document.querySelector('#viewer .heat')).opacity") == "0.3"
+    page.locator("#toggle-heat-viewer").uncheck()
+    assert page.locator("#viewer .heat").first.is_hidden() and not page.locator("#toggle-heat").is_checked()
+    page.locator("#toggle-heat-viewer").check()
     page.keyboard.press("ArrowRight")
     assert viewer.locator("#viewer-title").inner_text() != HOSTILE
     page.keyboard.press("Escape")

@@ -64,12 +64,23 @@
   search.addEventListener("input", () => { state.query = search.value.trim().toLowerCase(); state.shown = PAGE; render(); });
   controls.append(el("label", {}, ["Search", search]));
   // The heatmap is a layer over the photo (both text-free): hide it, or change its opacity.
-  const heatOn = el("input", { type: "checkbox", id: "toggle-heat" });
-  heatOn.checked = true;
-  heatOn.addEventListener("change", () => document.body.classList.toggle("photo-only", !heatOn.checked));
-  const opacity = el("input", { type: "range", id: "opacity", min: "0", max: "100", value: "50", "aria-label": "Heatmap opacity" });
-  opacity.addEventListener("input", () => document.documentElement.style.setProperty("--heat-opacity", String(Number(opacity.value) / 100)));
-  controls.append(el("label", { class: "inline" }, [heatOn, "Heatmap"]), el("label", {}, ["Heatmap opacity", opacity]));
+  // One setting for the gallery and the image view: each has its own pair of inputs, kept in step.
+  const view = { heat: true, opacity: 50 };
+  function heatControls(suffix) {
+    const on = el("input", { type: "checkbox", id: "toggle-heat" + suffix, class: "heat-toggle" });
+    on.checked = view.heat;
+    on.addEventListener("change", () => { view.heat = on.checked; applyView(); });
+    const slider = el("input", { type: "range", id: "opacity" + suffix, class: "heat-opacity", min: "0", max: "100", value: String(view.opacity), "aria-label": "Heatmap opacity" });
+    slider.addEventListener("input", () => { view.opacity = Number(slider.value); applyView(); });
+    return [el("label", { class: "inline" }, [on, "Heatmap"]), el("label", {}, ["Heatmap opacity", slider])];
+  }
+  function applyView() {
+    document.body.classList.toggle("photo-only", !view.heat);
+    document.documentElement.style.setProperty("--heat-opacity", String(view.opacity / 100));
+    document.querySelectorAll(".heat-toggle").forEach((node) => { node.checked = view.heat; });
+    document.querySelectorAll(".heat-opacity").forEach((node) => { node.value = String(view.opacity); });
+  }
+  controls.append(...heatControls(""));
   document.querySelectorAll("button.confused").forEach((button) => button.addEventListener("click", () => {
     // A most-confused pair: only its mistakes, in that experiment.
     Object.assign(state, { outcome: "incorrect", truth: button.dataset.true, pred: button.dataset.pred, shown: PAGE });
@@ -188,7 +199,7 @@
       return el("div", { class: "panel" }, [el("h3", { text: labels[e] }), picture(r, e, false), el("ul", {}, facts), saved]);
     });
     const parts = [
-      el("div", { class: "bar" }, [el("h2", { id: "viewer-title", text: img.name }), prev, next, close]),
+      el("div", { class: "bar" }, [el("h2", { id: "viewer-title", text: img.name }), ...heatControls("-viewer"), prev, next, close]),
       el("div", { class: "path", text: img.path }),
       el("div", { text: "true class: " + (img.true === null ? "unknown" : img.true) + (img.flipped ? " — flipped between experiments" : "") }),
       el("div", { class: "panels" }, panels),
