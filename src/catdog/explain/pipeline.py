@@ -86,6 +86,7 @@ from catdog.explain.render import (
 )
 from catdog.explain.summary import (
     _print_topk,
+    _ONE_BY_ONE,
     _print_where,
     label_folder_warning,
     _sha256,
@@ -276,8 +277,8 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
             write_report(out_dir / "report", [read_explain_dir(out_dir)])
         folders = unmatched_label_folders(source, images)
         warning = label_folder_warning(folders, class_names, source) if not provenance.get("imagenet") else None
-        _print_where(final_dir, summary, predictions, [warning] if warning else [])
-        if provenance.get("imagenet"):
+        _print_where(final_dir, summary, predictions, [warning] if warning else [], topk=int(cfg.topk))
+        if provenance.get("imagenet") and len(predictions) > _ONE_BY_ONE:  # fewer: each was named above
             _print_topk(predictions, class_names, cfg.topk)
         summaries.append(summary)
         out_dirs.append(str(final_dir))

@@ -95,14 +95,19 @@ _ONE_BY_ONE = 5  # up to this many images, the summary names each one's predicti
 
 
 def _print_where(
-    out_dir: Path, summary: dict[str, Any], predictions: pd.DataFrame | None = None, warnings: Sequence[str] = ()
+    out_dir: Path,
+    summary: dict[str, Any],
+    predictions: pd.DataFrame | None = None,
+    warnings: Sequence[str] = (),
+    topk: int = 1,
 ) -> None:
-    """The closing summary: what was explained, each image's prediction and overlay when there are few, the
-    files that were actually written, the report, and warnings (e.g. label folders that are not classes)."""
+    """The closing summary: what was explained, each image's prediction (at least its top 3 classes, or
+    ``topk``) and overlay when there are few, the files that were actually written, the report, and warnings
+    (e.g. label folders that are not classes)."""
     count = summary["images"]
     lines = [f"Explained {count} image{'s' if count != 1 else ''} ({summary['skipped']} skipped) in {out_dir}"]
     if predictions is not None and 0 < len(predictions) <= _ONE_BY_ONE:
-        lines.extend("  " + line for line in _image_lines(out_dir, predictions, summary))
+        lines.extend("  " + line for line in _image_lines(out_dir, predictions, summary, max(3, topk)))
     if summary.get("accuracy") is not None:
         lines.append(
             f"  accuracy {summary['accuracy']:.2%} on {summary['labelled']} labelled: overlays in correct/ and "
@@ -134,10 +139,11 @@ def label_folder_warning(folders: Sequence[str], class_names: Sequence[str], roo
     )
 
 
-def _image_lines(out_dir: Path, predictions: pd.DataFrame, summary: dict[str, Any]) -> list[str]:
-    """``cat.169.jpg: cat 97.1% | dog 2.9% -> <out_dir>/unlabelled/cat/cat.169.jpg`` per image (its file name)."""
+def _image_lines(out_dir: Path, predictions: pd.DataFrame, summary: dict[str, Any], classes: int) -> list[str]:
+    """``cat.169.jpg: cat 97.1% | dog 2.9% -> <out_dir>/unlabelled/cat/cat.169.jpg`` per image (its file name),
+    with the ``classes`` most likely classes."""
     class_names = list(summary.get("class_names") or [c[2:] for c in predictions.columns if c.startswith("p_")])
-    shown = min(len(class_names), 3)
+    shown = min(len(class_names), classes)
     lines = []
     for record in predictions.to_dict("records"):
         probs = [float(record.get(f"p_{name}", 0.0)) for name in class_names]
