@@ -516,3 +516,84 @@ def test_nested_target_in_a_checkpoint_is_refused_before_anything_runs(tmp_path:
     with pytest.raises(CatdogError, match="_target_"):  # the same settings given directly
         ClassifierModule(arch="resnet18", class_names=["cat", "dog"], image_size=32, **hparams).configure_optimizers()
     assert victim.read_text() == "keep me"
+
+
+# --- issue #19 item 5: malformed checkpoint settings and diverged weights are one-line errors ---------------
+def _edited_checkpoint(tmp_path: Path, edit) -> Path:
+    from helpers import save_checkpoint
+
+    path = save_checkpoint(tmp_path / "x.ckpt", ["cat", "dog"])
+    checkpoint = torch.load(path, weights_only=True)
+    edit(checkpoint)
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "match"),
+    [
+        ("image_size", -5, "image_size"),
+        ("image_size", 10**9, "image_size"),
+        ("image_size", "big", "image_size"),
+        ("std", [0.0, 0.2, 0.2], "std"),
+        ("mean", [float("nan"), 0.5, 0.5], "mean"),
+    ],
+)
+def test_malformed_checkpoint_settings_are_one_line_errors(tmp_path: Path, key: str, value, match: str) -> None:
+    from helpers import one_line
+
+    path = _edited_checkpoint(tmp_path, lambda c: c["hyper_parameters"].__setitem__(key, value))
+    with pytest.raises(CatdogError, match=match) as err:
+        load_classifier(path)
+    one_line(err)
+
+
+def test_hyper_parameters_as_a_list_is_a_one_line_error(tmp_path: Path) -> None:
+    from helpers import one_line
+
+    path = _edited_checkpoint(tmp_path, lambda c: c.__setitem__("hyper_parameters", [1, 2]))
+    with pytest.raises(CatdogError) as err:
+        load_classifier(path)
+    one_line(err)
+
+
+def test_diverged_checkpoint_says_the_model_outputs_nan(tmp_path: Path) -> None:
+    """explain crashed ('cannot convert float NaN to integer') and evaluate reported 33% on NaN weights."""
+    from helpers import explain_cfg, make_config, make_trained_run, one_line, write_images
+
+    from catdog.explain.pipeline import explain
+    from catdog.pipelines.evaluate import evaluate
+
+    def poison(checkpoint: dict) -> None:
+        checkpoint["state_dict"]["net.fc.weight"][0, 0] = float("nan")
+
+    path = _edited_checkpoint(tmp_path, poison)
+    with pytest.raises(CatdogError, match="NaN") as err:
+        load_classifier(path)
+    one_line(err)
+    images = tmp_path / "photos"
+    write_images(images, {"cat": 2, "dog": 1}, size=(32, 32))
+    run = make_trained_run(tmp_path / "run", images, ["cat", "dog"])
+    (run / "checkpoints" / "best.ckpt").write_bytes(path.read_bytes())
+    with pytest.raises(CatdogError, match="NaN"):
+        explain(explain_cfg(run))
+    with pytest.raises(CatdogError, match="NaN"):
+        evaluate(make_config("evaluate", [f"ckpt={run}", "progress=false", "data.num_workers=0"]))
+
+
+def test_finite_weights_that_overflow_say_the_model_outputs_nan(tmp_path: Path) -> None:
+    from helpers import explain_cfg, make_config, make_trained_run, write_images
+
+    from catdog.explain.pipeline import explain
+    from catdog.pipelines.evaluate import evaluate
+
+    images = tmp_path / "photos"
+    write_images(images, {"cat": 2, "dog": 1}, size=(32, 32))
+    run = make_trained_run(tmp_path / "run", images, ["cat", "dog"])
+    # Finite weights (3e38 < float32's 3.4e38) whose sums over 512 positive features overflow to infinity.
+    path = _edited_checkpoint(tmp_path, lambda c: c["state_dict"]["net.fc.weight"].fill_(3e38))
+    (run / "checkpoints" / "best.ckpt").write_bytes(path.read_bytes())
+    with pytest.raises(CatdogError, match="NaN"):
+        explain(explain_cfg(run))
+    with pytest.raises(CatdogError, match="NaN"):
+        evaluate(make_config("evaluate", [f"ckpt={run}", "progress=false", "data.num_workers=0"]))

@@ -348,6 +348,11 @@ class ExplainPredictor(pl.LightningModule):
         true = torch.tensor([self.labels[i] for i in batch.indices], dtype=torch.long, device=x.device)
         explained = self.explain_fn(x, true)  # the one method-specific call
         logits = explained.logits.float()
+        if not torch.isfinite(logits).all():  # else NaN probabilities crash the overlays' confidence prefix
+            raise CatdogError(
+                f"the model outputs NaN or infinity (batch {batch_idx}): its weights overflow on these images; "
+                "use an earlier checkpoint or retrain with a lower learning rate"
+            )
         losses = F.cross_entropy(logits, true.clamp(min=0), reduction="none")
         return {
             "probs": logits.softmax(dim=1).cpu().numpy(),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -167,17 +168,44 @@ def _check_target_config(cfg: Any, name: str, allowed_only: bool = True) -> dict
 
 
 def _normalization(values: Any, name: str) -> list[float] | None:
-    """Validates a mean or std setting: None, or 3 numbers."""
+    """Validates a mean or std setting: None, or 3 finite numbers (a std's positive: images are divided by it)."""
     values = _to_plain(values, name)
     if values is None:
         return None
     if not isinstance(values, list) or len(values) != 3 or not all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
     ):
         raise CatdogError(
-            f"{name} must be 3 numbers (one per RGB channel), got {values!r}: fix model.{name}."
+            f"{name} must be 3 numbers (finite, one per RGB channel), got {values!r}: fix model.{name}."
         )
+    if name == "std" and min(values) <= 0:
+        raise CatdogError(f"std must be 3 positive numbers (images are divided by it), got {values!r}: fix model.std.")
     return [float(v) for v in values]
+
+
+IMAGE_SIZE_RANGE = (16, 4096)  # pixels per side: below, the backbones' feature map vanishes; above, memory does
+
+
+def _image_size(value: Any) -> int:
+    """Validates image_size: an integer side length in IMAGE_SIZE_RANGE."""
+    low, high = IMAGE_SIZE_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise CatdogError(f"image_size must be an integer from {low} to {high}, got {value!r}: fix data.image_size.")
+    return value
+
+
+def check_finite_weights(weights: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuses weights holding NaN or infinity (a diverged training): the model would output NaN.
+
+    Raises:
+        CatdogError: naming the first such tensor.
+    """
+    bad = [name for name, tensor in weights.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise CatdogError(
+            f"the model outputs NaN: {path} has NaN or infinite weights in {len(bad)} tensor(s) (first: {bad[0]}), "
+            "training diverged: use an earlier checkpoint (last.ckpt or another run) or retrain with a lower learning rate"
+        )
 
 
 class ClassifierModule(pl.LightningModule):
@@ -279,7 +307,7 @@ class ClassifierModule(pl.LightningModule):
                 "arch": spec.name,
                 "class_names": class_names,
                 "weights": _to_plain(weights, "weights"),
-                "image_size": int(image_size),
+                "image_size": _image_size(image_size),
                 "mean": mean,
                 "std": std,
                 "freeze_backbone": bool(freeze_backbone),
@@ -677,5 +705,6 @@ def load_classifier(
             f"{path} does not fit the {module.hparams.arch} architecture its hyper-parameters name "
             f"({problem}): {_TRAIN_SCRIPT_HINT} with this version of catdog."
         )
+    check_finite_weights(weights, path)
     module.load_state_dict(weights, strict=False)
     return module.to(map_location).eval()

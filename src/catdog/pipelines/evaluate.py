@@ -125,6 +125,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             trainer.test(model, dataloaders=loader, verbose=False)
     # The probabilities of every image, in loader order (after test-time augmentation), for predictions.csv.
     probabilities = model.test_probabilities
+    if not all(torch.isfinite(batch).all() for batch in probabilities):  # NaN would count as a wrong answer
+        raise CatdogError(
+            f"the model outputs NaN or infinity: {checkpoint} overflows on these images; use an earlier checkpoint "
+            "or retrain with a lower learning rate"
+        )
     results: dict[str, Any] = dict(model.test_results)
     results.update(
         tta=model.tta,
