@@ -132,8 +132,10 @@
     if (r.photo && r.heat) {
       const photo = el("img", Object.assign({ class: "photo", src: r.photo, alt: "photo, " + labels[e] }, how));
       const node = el("div", { class: "layers" }, [photo, el("img", Object.assign({ class: "heat", src: r.heat, alt: "" }, how))]);
-      // Aspect-fit in the card: as wide as the card, at most THUMB_HEIGHT tall (small photos are enlarged).
-      if (lazy) photo.addEventListener("load", () => { node.style.width = "min(100%, " + Math.round(THUMB_HEIGHT * photo.naturalWidth / photo.naturalHeight) + "px)"; });
+      // Aspect-fit: as wide as the card (small photos are enlarged), at most THUMB_HEIGHT tall; in the image
+      // view at most 75% of the window's height (every experiment's panel the same: one scale).
+      const tallest = lazy ? THUMB_HEIGHT + "px" : "75vh";
+      photo.addEventListener("load", () => { node.style.width = "min(100%, calc(" + tallest + " * " + (photo.naturalWidth / photo.naturalHeight).toFixed(4) + "))"; });
       return node;
     }
     const src = lazy ? r.thumb : r.full;
