@@ -125,6 +125,10 @@ def test_duplicate_across_splits_is_a_leak(tmp_path: Path) -> None:
     assert len(leak) == 1 and bool(leak["exact"].iloc[0]) and bool(leak["leak"].iloc[0])
     assert summary["test_accuracy"]["leaked_images"] == 1
     assert summary["duplicates"]["leaks"] >= 1
+    out = Path(summary["out_dir"])
+    page = (out / "report" / "index.html").read_text()
+    for path in (images[0][0], str(copy)):  # both images of the leak, drawn with their maps and linked
+        assert (out / summary["pictures"][path]).is_file() and summary["pictures"][path] in page
 
 
 def test_fewer_folds_when_a_class_is_small_and_said_so(tmp_path: Path) -> None:
@@ -153,6 +157,8 @@ def test_one_class_and_unlabelled_folders_still_give_duplicates_outliers_and_sli
     for p, _ in images[::3]:
         shutil.copyfile(p, unlabelled / Path(p).name.replace("_", "-"))
     shutil.copyfile(images[0][0], unlabelled / "again.png")
+    hostile = "<img src=x onerror=alert(1)>.png"
+    shutil.copyfile(images[0][0], unlabelled / hostile)
     summary = triage(triage_cfg(run, tmp_path / "folder", f"data.root={unlabelled}"))
     out = Path(summary["out_dir"])
     assert "no labelled images" in summary["labels_note"] and "not searched" in capsys.readouterr().out
@@ -162,7 +168,8 @@ def test_one_class_and_unlabelled_folders_still_give_duplicates_outliers_and_sli
     assert set(images_csv["split"]) == {"folder"}
     pairs = pd.read_csv(out / "duplicates.csv")
     assert bool(pairs["exact"].any()) and not bool(pairs["leak"].any())
-    assert (out / "slices.csv").is_file() and (out / "report" / "index.html").is_file()
+    page = (out / "report" / "index.html").read_text()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;.png" in page  # escaped, never markup
 
 
 def test_unreadable_images_are_skipped_and_the_users_files_are_untouched(tmp_path: Path) -> None:

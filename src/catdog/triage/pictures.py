@@ -27,19 +27,21 @@ __all__ = ["draw_pictures"]
 PICTURE_SIDE = 384  # longest side of each panel
 
 
-def _jobs(table: pd.DataFrame, issues: pd.DataFrame, slices: pd.DataFrame, settings: Any) -> list[tuple[str, str, str]]:
-    """(path, first class, second class) per picture: label issues first, then slices' worst mistakes."""
-    jobs = [(row.path, row.given, row.suggested) for row in issues.head(settings.maps).itertuples()]
-    by_key = table.set_index("key")
+def _jobs(table: pd.DataFrame, issues: pd.DataFrame, slices: pd.DataFrame, extra: list[str], settings: Any) -> list[tuple[str, list[str]]]:
+    """(path, classes to map) per picture: label issues (given, suggested), slices' worst mistakes (label,
+    prediction), then ``extra`` images (outliers, duplicate pairs: their prediction)."""
+    jobs = [(row.path, [row.given, row.suggested]) for row in issues.head(settings.maps).itertuples()]
+    by_key, by_path = table.set_index("key"), table.set_index("path")
     for keys in slices.loc[slices["below_average"].astype(bool), "worst_mistakes"] if len(slices) else []:
         for key in [k for k in str(keys).split(";") if k]:
             row = by_key.loc[key]
-            jobs.append((row["path"], row["label"], row["pred"]))
+            jobs.append((row["path"], [row["label"], row["pred"]]))
+    jobs += [(path, [by_path.loc[path, "pred"]]) for path in extra if path in by_path.index]
     seen, unique = set(), []
-    for job in jobs:
-        if job[0] not in seen:
-            seen.add(job[0])
-            unique.append(job)
+    for path, classes in jobs:
+        if path not in seen:
+            seen.add(path)
+            unique.append((path, [c for c in classes if isinstance(c, str)]))
     return unique
 
 
@@ -48,11 +50,13 @@ def _picture_name(path: str) -> str:
     return f"pictures/{safe_name(Path(path).stem)}-{digest}.jpg"
 
 
-def draw_pictures(model: ClassifierModule, table: pd.DataFrame, issues: pd.DataFrame, slices: pd.DataFrame, out_dir: Path, settings: Any) -> dict[str, str]:
-    """Draw the pictures; returns image path -> picture file relative to ``out_dir``."""
+def draw_pictures(model: ClassifierModule, table: pd.DataFrame, found: dict[str, pd.DataFrame], out_dir: Path, settings: Any) -> dict[str, str]:
+    """Draw the pictures of ``found`` (label_issues, slices, outliers, duplicates); image path -> picture file."""
     from catdog.explain.pipeline import build_explainer
 
-    jobs = _jobs(table, issues, slices, settings)
+    pairs = found["duplicates"].head(settings.maps // 4)
+    extra = [*found["outliers"]["path"].head(settings.maps // 4), *pairs["path_a"], *pairs["path_b"]]
+    jobs = _jobs(table, found["label_issues"], found["slices"], extra, settings)
     if not jobs:
         return {}
     hp = model.hparams
@@ -60,13 +64,13 @@ def draw_pictures(model: ClassifierModule, table: pd.DataFrame, issues: pd.DataF
     explainer = build_explainer(model)
     transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
     written: dict[str, str] = {}
-    for path, first, second in jobs:
+    for path, classes in jobs:
         try:
             rgb = load_rgb(path)
         except BadImageError:
             continue
         x = transform(rgb)[None].contiguous(memory_format=torch.channels_last)
-        wanted = [class_names.index(c) for c in (first, second) if c in class_names]
+        wanted = [class_names.index(c) for c in classes if c in class_names]
         out = explainer.explain(x, None, topk=len(class_names))
         idx = out.class_idx[0].tolist()
         probs = out.logits.float().softmax(dim=1)[0]

@@ -113,9 +113,10 @@ def run_audit(model: ClassifierModule, features: Any, feature: Any, settings: Tr
     pairs = find_duplicates(table, features.embeddings, settings.near_duplicate)
     outliers = find_outliers(table, features.embeddings, settings.outlier_quantile)
     table, slices = find_slices(table, features.embeddings, settings)
-    pictures = draw_pictures(model, table, issues, slices, out_dir, settings)
+    found = {"label_issues": issues, "duplicates": pairs, "outliers": outliers, "slices": slices}
+    pictures = draw_pictures(model, table, found, out_dir, settings)
     np.save(out_dir / "embeddings.npy", features.embeddings.astype(np.float32))
-    for name, frame in (("images", table), ("label_issues", issues), ("duplicates", pairs), ("outliers", outliers), ("slices", slices)):
+    for name, frame in {"images": table, **found}.items():
         frame.to_csv(out_dir / f"{name}.csv", index=False)
     relabelled_manifest(table, issues, settings.fix).to_csv(out_dir / "relabelled.csv", index=False)
     features.skipped.to_csv(out_dir / "skipped.csv", index=False)
@@ -123,6 +124,8 @@ def run_audit(model: ClassifierModule, features: Any, feature: Any, settings: Tr
     summary["test_accuracy"] = leak_free_accuracy(table, pairs)
     summary["skipped"] = len(features.skipped)
     summary["labels_note"] = folds["note"] if not folds["folds"] else None
+    if settings.test_probs == "model" and features.model_probs is None:
+        folds["test_probs"] = "triage.test_probs=model needs the run's own network as the feature net: kfold used"
     summary["features"] = {**features.stats, "source": feature.source, "reason": feature.reason,
                            "backbone_saw_labels": feature.backbone_saw_labels}
     summary.update(folds=folds, pictures=pictures, class_names=class_names, arch=model.hparams.arch)

@@ -22,6 +22,7 @@ from catdog.report.sections import esc
 __all__ = ["write_triage_report"]
 
 ROWS = 200  # rows shown per table (the CSV files hold all of them)
+PAIR_COLUMNS = ["key_a", "split_a", "label_a", "key_b", "split_b", "label_b", "similarity", "exact", "leak", "label_conflict"]
 
 
 def _esc(value: Any) -> str:
@@ -42,7 +43,8 @@ def _picture(pictures: dict[str, str], path: str) -> str:
     return f'<a href="{url}"><img src="{url}" loading="lazy" alt="maps of {_esc(Path(path).name)}" style="max-height:150px"></a>'
 
 
-def _table(frame: pd.DataFrame, columns: list[str], pictures: dict[str, str] | None = None, picture_of: str = "path") -> str:
+def _table(frame: pd.DataFrame, columns: list[str], pictures: dict[str, str] | None = None, picture_of: tuple[str, ...] = ("path",)) -> str:
+    """Rows of ``columns`` (escaped), plus a last cell with the pictures of the ``picture_of`` images."""
     if frame.empty:
         return '<p class="muted">None found.</p>'
     head = "".join(f"<th>{_esc(c)}</th>" for c in columns) + ("<th>maps</th>" if pictures is not None else "")
@@ -50,7 +52,7 @@ def _table(frame: pd.DataFrame, columns: list[str], pictures: dict[str, str] | N
     for _, row in frame.head(ROWS).iterrows():
         cells = "".join(f"<td>{_esc(row[c])}</td>" for c in columns)
         if pictures is not None:
-            cells += f"<td>{_picture(pictures, row[picture_of])}</td>"
+            cells += "<td>" + "".join(_picture(pictures, row[column]) for column in picture_of) + "</td>"
         body.append(f"<tr>{cells}</tr>")
     more = f'<p class="muted">{len(frame) - ROWS} more rows in the CSV file.</p>' if len(frame) > ROWS else ""
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
@@ -93,8 +95,8 @@ def write_triage_report(out_dir: Path, summary: dict[str, Any]) -> Path:
     note = f'<p class="muted">{_esc(summary.get("labels_note"))}</p>' if summary.get("labels_note") else ""
     sections = [
         ("label-issues", "Suspected label errors", note + _table(issues, ["rank", "key", "split", "given", "suggested", "label_quality"], pictures)),
-        ("duplicates", "Near duplicates and leaks", _table(pairs, ["key_a", "split_a", "label_a", "key_b", "split_b", "label_b", "similarity", "exact", "leak", "label_conflict"])),
-        ("outliers", "Outliers", _table(outliers, ["rank", "key", "split", "label", "pred", "outlier_score"])),
+        ("duplicates", "Near duplicates and leaks", _table(pairs, PAIR_COLUMNS, pictures, ("path_a", "path_b"))),
+        ("outliers", "Outliers", _table(outliers, ["rank", "key", "split", "label", "pred", "outlier_score"], pictures)),
         ("slices", "Failure slices", _slices_html(slices, images, pictures)),
         ("context", "Context reliance", _esc(context) if context else '<p class="muted">Not measured in this run (context.csv).</p>'),
     ]
