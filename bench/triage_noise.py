@@ -4,6 +4,8 @@ Stages (each result is appended to <out>/results.json; RESULTS.md quotes them):
 
 clean    train the offline recipe on the photos as they are, triage the run: the top suspected label
          errors of the real photos (the coordinator looks at them)
+photos   the real photos' label errors through the noisy run's frozen (pretrained) backbone: a folder audit
+         of the photos as they are (a cheaper stand-in for clean, which trains a run of its own)
 noisy    a seeded scratch copy (symlinks, the photos are never touched) with 5% of each class in the other
          class's folder; train the same recipe on it, triage: precision / recall / F1 of the flagged set
          against the planted errors (real label errors of the photos count as false positives here)
@@ -64,7 +66,7 @@ def run(args: list[str], log: Path) -> float:
 
 def train(out: Path, name: str, weights: str, data: list[str]) -> Path:
     run_dir = out / "runs" / name
-    if not (run_dir / "checkpoints" / "best.ckpt").is_file():
+    if not (run_dir / "test_metrics.json").is_file():  # written when training and testing are complete
         seconds = run(
             ["scripts/train.py", EXPERIMENT, f"model.weights={weights}", f"paths.output_dir={run_dir}", "~callbacks.rich_progress_bar", *data],
             out / f"train_{name}.log",
@@ -102,6 +104,27 @@ def stage_clean(args: argparse.Namespace) -> None:
     })
 
 
+def stage_photos(args: argparse.Namespace) -> None:
+    """The real photos' own label errors, audited through the noisy run's frozen (= pretrained) backbone:
+    ``data.root=<photos>`` labels every image by its folder (the clean labels). The K-fold heads use only
+    the embeddings and these labels; the run's head only draws the maps."""
+    folder = args.out / "triage" / "photos"
+    if not (folder / "summary.json").is_file():
+        seconds = run(
+            ["scripts/triage.py", f"ckpt={args.out / 'runs' / 'noisy'}", f"data.root={args.photos}", f"out_dir={folder}"],
+            args.out / "triage_photos.log",
+        )
+        record(args.out, "triage_photos", {"seconds_process": round(seconds, 1)})
+    issues = pd.read_csv(folder / "label_issues.csv")
+    summary = json.loads((folder / "summary.json").read_text())
+    record(args.out, "photos", {
+        "flagged": len(issues),
+        "top10": issues.head(10)[["key", "given", "suggested", "label_quality"]].to_dict("records"),
+        "duplicates": summary["duplicates"], "outliers": summary["outliers"], "slices": summary["slices"],
+        "features": summary["features"],
+    })
+
+
 def stage_noisy(args: argparse.Namespace) -> None:
     target = args.out / "noisy_photos"
     planted = noisy_copy(args.photos, target, args.fraction, args.seed)
@@ -113,7 +136,7 @@ def stage_noisy(args: argparse.Namespace) -> None:
     hits = len(flagged & truth)
     precision, recall = hits / max(1, len(flagged)), hits / max(1, len(truth))
     clean_flagged = set()
-    clean_issues = args.out / "triage" / "clean" / "label_issues.csv"
+    clean_issues = args.out / "triage" / "photos" / "label_issues.csv"
     if clean_issues.is_file():  # real errors of the photos, as found on the clean copy, by file name
         clean_flagged = {Path(p).name for p in pd.read_csv(clean_issues)["path"]}
     others = [p for p in flagged - truth]
@@ -265,7 +288,7 @@ def main() -> None:
     if args.measure:
         measure(args)
         return
-    stages = {"clean": stage_clean, "noisy": stage_noisy, "timing": stage_timing, "loop": stage_loop}
+    stages = {"clean": stage_clean, "noisy": stage_noisy, "photos": stage_photos, "timing": stage_timing, "loop": stage_loop}
     for name in args.stages.split(","):
         stages[name](args)
 
