@@ -441,3 +441,26 @@ def test_compare_tables_are_whole_when_piped(
     assert "top-20% IoU" in header  # the pairs table keeps its map columns
     pair = [line for line in printed.splitlines() if "mobilenet_local_weights" in line and "finetune_lowlr" in line]
     assert len(pair) == 1 and "experiment=mobilenet_local_weights" in pair[0] and "[1.00, 1.00, 1.00]" in pair[0]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing_key", "missing_rows"])
+def test_damaged_cams_npz_is_a_one_line_error(tmp_path: Path, damage: str) -> None:
+    """Issue #19 item 5: a truncated cams.npz, or one without a key or rows, gave BadZipFile/KeyError/IndexError."""
+    paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("dog", "b.jpg")])
+    cams = np.ones((2, 2, 2), np.float32)
+    a = make_run(tmp_path / "runs", "A", paths, ["cat", "dog"], [0.9, 0.8], cams)
+    b = make_run(tmp_path / "runs", "B", paths, ["cat", "cat"], [0.9, 0.8], cams)
+    file = b / "cams.npz"
+    if damage == "truncated":
+        file.write_bytes(file.read_bytes()[: len(file.read_bytes()) // 2])
+    else:
+        with np.load(file) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        if damage == "missing_key":
+            del arrays["class_idx"]
+        else:
+            arrays["cams"] = arrays["cams"][:1]  # paths name two images, maps for one
+        np.savez_compressed(file, **arrays)
+    with pytest.raises(CatdogError, match="cams.npz") as err:
+        compare(compare_config(tmp_path, runs=[str(a), str(b)]))
+    one_line(err)

@@ -9,6 +9,8 @@ when the work completed, so a killed run never leaves a folder that looks comple
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import re
 import shutil
@@ -178,7 +180,25 @@ def timestamped_dir(parent: Path) -> Path:
 
 
 def _staging_path(final: Path) -> Path:
-    return final.with_name(f"{_STAGING_PREFIX}{final.name}{_STAGING_SUFFIX}")
+    return final.with_name(_hidden_name(final.name, _STAGING_SUFFIX))
+
+
+_NAME_MAX = 255  # bytes per file name on Linux, macOS and Windows file systems
+
+
+def _hidden_name(name: str, suffix: str) -> str:
+    """``.<name><suffix>``, within the file system's 255 bytes: a long name is cut and given a hash of itself."""
+    hidden = f"{_STAGING_PREFIX}{name}{suffix}"
+    if len(hidden.encode()) <= _NAME_MAX:
+        return hidden
+    tag = "-" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    room = _NAME_MAX - len(f"{_STAGING_PREFIX}{tag}{suffix}".encode())
+    cut = name.encode()[:room].decode(errors="ignore")  # never half a UTF-8 character
+    return f"{_STAGING_PREFIX}{cut}{tag}{suffix}"
+
+
+# What writing an output folder can meet on a full, read-only or failing disk: said in one line.
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 
 
 @contextmanager
@@ -204,10 +224,18 @@ def staged_output_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
         staging.mkdir(parents=True)
     except OSError as err:
         raise CatdogError(f"cannot create the output folder {final}: {err.strerror or err}") from None
-    yield staging
+    try:
+        yield staging
+    except OSError as err:
+        if err.errno not in _DISK_ERRORS:
+            raise
+        raise CatdogError(
+            f"writing {final} failed: {err.strerror or err}; nothing was replaced (the partial output is in "
+            f"{staging}): free space or choose another out_dir, then run again"
+        ) from None
     _check_writable_target(final, overwrite)  # someone may have written it meanwhile
     if final.exists():
-        old = final.with_name(f"{_STAGING_PREFIX}{final.name}.old-{os.getpid()}")
+        old = final.with_name(_hidden_name(final.name, f".old-{os.getpid()}"))
         final.rename(old)
         staging.rename(final)
         shutil.rmtree(old, ignore_errors=True)
@@ -216,6 +244,11 @@ def staged_output_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
 
 
 def _check_writable_target(final: Path, overwrite: bool) -> None:
+    if len(final.name.encode()) > _NAME_MAX:
+        raise CatdogError(
+            f"out_dir={final}: its name is {len(final.name.encode())} bytes, more than the {_NAME_MAX} a file "
+            "system allows: choose a shorter name"
+        )
     if final.exists() and not final.is_dir():
         raise CatdogError(f"out_dir={final} is a file: choose a folder path")
     for parent in final.parents:

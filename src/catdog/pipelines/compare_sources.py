@@ -9,6 +9,7 @@ each experiment by what differs between the runs' settings (or by method and lay
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,13 +206,22 @@ def load_class_cams(explain_dir: Path, paths: Sequence[str], classes: np.ndarray
     file = explain_dir / "cams.npz"
     if not file.is_file():
         raise CatdogError(f"{explain_dir} has no cams.npz: explain again with save_cams=true")
-    with np.load(file, allow_pickle=False) as npz:
-        row = {str(path): i for i, path in enumerate(npz["paths"])}
-        missing = [p for p in paths if p not in row]
-        if missing:
-            raise CatdogError(f"{file} lacks the maps of {len(missing)} image(s) such as {missing[0]}: explain again")
-        rows = [row[p] for p in paths]
-        cams, class_idx = npz["cams"][rows], npz["class_idx"][rows]
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            row = {str(path): i for i, path in enumerate(npz["paths"])}
+            missing = [p for p in paths if p not in row]
+            if missing:
+                raise CatdogError(f"{file} lacks the maps of {len(missing)} image(s) such as {missing[0]}: explain again")
+            rows = [row[p] for p in paths]
+            cams, class_idx = npz["cams"][rows], npz["class_idx"][rows]
+    except CatdogError:
+        raise
+    # A damaged file (cut short, a key or rows missing) raises any of these from zipfile, numpy or indexing.
+    except (OSError, EOFError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as err:
+        raise CatdogError(
+            f"{file} is damaged or incomplete ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}): "
+            f"explain that folder again (or delete its cams.npz so compare explains it anew)"
+        ) from None
     if classes is None:
         return cams[:, 0].astype(np.float32), 0
     match = class_idx == np.asarray(classes)[:, None]
