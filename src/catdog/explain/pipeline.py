@@ -42,7 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from catdog.allocator import reuse_freed_memory
 from catdog.console import progress, quiet_lightning
-from catdog.maps.cam import display_maps, parse_threshold, upsample_cams
+from catdog.maps.cam import display_maps, upsample_cams
 from catdog.data.selection import sample_across_classes, select_images, unmatched_label_folders
 from catdog.data import (
     BadImageError,
@@ -51,10 +51,10 @@ from catdog.data import (
     find_masks,
     load_boxes,
     load_rgb,
-    parse_mask_object,
     split_off_masks,
 )
 from catdog.errors import CatdogError
+from catdog.explain.settings import ExplainSettings, ModelSource
 from catdog.maps.explainers import METHODS, PERTURBATION_COST, PERTURBATION_METHODS, ExactCAM, Explainer, build_method
 from catdog.quality.faithfulness import Faithfulness, build_faithfulness
 from catdog.maps.geometry import CellCentres, cell_centres, grid_centres
@@ -138,50 +138,42 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         CatdogError: bad checkpoint, paths or settings.
     """
-    model, _checkpoint, run_dir, provenance = _load_model(cfg)
+    settings = ExplainSettings.from_config(cfg)  # every setting checked before anything is loaded or read
+    model, _checkpoint, run_dir, provenance = _load_model(settings.model)
     hp = model.hparams
     class_names: list[str] = list(hp.class_names)
-    if not 1 <= cfg.topk <= len(class_names):
-        raise CatdogError(f"topk={cfg.topk} must be between 1 and the number of classes ({len(class_names)})")
-    if "spawn" in str(cfg.get("strategy", "auto")) or "fork" in str(cfg.get("strategy", "auto")):
-        raise CatdogError(
-            f"strategy={cfg.strategy} is not supported by explain: use strategy=ddp (with torchrun, SLURM, "
-            "or Lightning starting the other processes)"
-        )
-    if str(cfg.precision) not in ("auto", "32", "bf16"):
-        raise CatdogError(f"precision={cfg.precision} is not supported: use auto, 32 or bf16")
+    if settings.topk > len(class_names):
+        raise CatdogError(f"topk={settings.topk} must be between 1 and the number of classes ({len(class_names)})")
     style = OverlayStyle(
         class_names=class_names,
-        topk=cfg.topk,
-        alpha=float(cfg.overlay.alpha),
-        side_by_side=bool(cfg.overlay.side_by_side),
-        show_true_cam=_true_class_panel(cfg.overlay.true_class_panel, len(class_names)),
-        quality=int(cfg.overlay.quality),
-        pointing_tolerance=float(cfg.pointing_tolerance),
-        display=_check_display(cfg.get("display", "minmax")),
-        threshold=parse_threshold(cfg.get("threshold")),
-        mask_object=parse_mask_object(cfg.get("mask_object")),
+        topk=settings.topk,
+        alpha=settings.overlay.alpha,
+        side_by_side=settings.overlay.side_by_side,
+        show_true_cam=_true_class_panel(settings.overlay.true_class_panel, len(class_names)),
+        quality=settings.overlay.quality,
+        pointing_tolerance=settings.pointing_tolerance,
+        display=settings.display,
+        threshold=settings.threshold,
+        mask_object=settings.mask_object,
     )
-    layers = [str(layer) for layer in cfg.layers] if cfg.get("layers") else [cfg.get("layer")]
-    contrast = str(cfg.get("contrast", "none"))
-    # All errors up front; contrast: the identifiable map of issue #8 (exact CAM only).
-    explainers = [build_explainer(model, cfg.get("method"), layer, contrast=contrast) for layer in layers]
-    folding = _fold_for_inference(model, cfg, explainers)
+    contrast = settings.contrast
+    # All errors up front; contrast: the identifiable map of a softmax head (exact CAM only).
+    explainers = [build_explainer(model, settings.method, layer, contrast=contrast) for layer in settings.explained_layers]
+    folding = _fold_for_inference(model, settings, explainers)
 
-    source = cfg.input or cfg.data.root
+    source = settings.input or settings.data.root
     if provenance.get("imagenet") and not source:
-        raise CatdogError(f"ckpt={cfg.ckpt} has no held-out split: pass input=<image or folder> or data.root=<folder>")
-    selected = select_images(source, cfg.data.split, class_names, dict(hp.data or {}), run_dir)
+        raise CatdogError(
+            f"ckpt={settings.model.ckpt} has no held-out split: pass input=<image or folder> or data.root=<folder>"
+        )
+    selected = select_images(source, settings.data.split, class_names, dict(hp.data or {}), run_dir)
     images, mask_files = split_off_masks(selected)  # masks are listed in skipped.csv, not explained
-    if cfg.data.max_images:
-        images = sample_across_classes(images, int(cfg.data.max_images))
+    if settings.data.max_images:
+        images = sample_across_classes(images, settings.data.max_images)
     boxes = _boxes_for(source, dict(hp.data or {}))
     masks = find_masks(_dataset_root(source, dict(hp.data or {})), images["path"].tolist())
     masks, bad_masks = check_masks(masks, style.mask_object)  # an unreadable mask never removes its image
-    base_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "explain")
-    metric_names = list(cfg.get("metrics") or [])
-    steps = int(cfg.faithfulness.steps) if "faithfulness" in cfg else 16
-    faithfulness_batch = int(cfg.faithfulness.batch_size) if "faithfulness" in cfg else 64
+    base_dir = Path(settings.out_dir).expanduser() if settings.out_dir else timestamped_dir(run_dir / "explain")
     size = (int(hp.image_size), int(hp.image_size))
 
     summaries, out_dirs = [], []
@@ -190,16 +182,16 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
         if len(explainers) > 1:
             final_dir = base_dir.with_name(f"{base_dir.name}_{safe_name(explainer.method)}_{safe_name(explainer.layer)}")
         # Map geometry (issue #8): measured cell centres place the peak and the overlay.
-        centres = map_centres(model, explainer, size, str(cfg.get("align", "cell")))
+        centres = map_centres(model, explainer, size, settings.align)
         faithfulness = build_faithfulness(
             model.net,
-            metric_names,
+            list(settings.metrics),
             lambda net, explainer=explainer: build_explainer(
-                model, cfg.get("method"), explainer.layer, contrast=contrast, net=net
+                model, settings.method, explainer.layer, contrast=contrast, net=net
             ),
             centres,
-            steps=steps,
-            batch_size=faithfulness_batch,
+            steps=settings.faithfulness.steps,
+            batch_size=settings.faithfulness.batch_size,
         )
         layer_style = dataclasses.replace(style, centres=centres)
 
@@ -217,19 +209,19 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
                 boxes=boxes,
                 masks=masks,
                 faithfulness=faithfulness,
-                topk=cfg.topk,
-                batch_size=cfg.data.batch_size,
-                num_workers=cfg.data.num_workers,
-                precision=str(cfg.precision),
+                topk=settings.topk,
+                batch_size=settings.data.batch_size,
+                num_workers=settings.data.num_workers,
+                precision=settings.runtime.precision,
                 style=layer_style,
-                writers=cfg.overlay.writers,
-                save_cams=cfg.save_cams,
-                max_side=cfg.overlay.get("max_size"),
-                accelerator=str(cfg.get("accelerator", "auto")),
-                devices=cfg.get("devices", 1),
-                num_nodes=int(cfg.get("num_nodes", 1)),
-                strategy=str(cfg.get("strategy", "auto")),
-                tune_malloc=bool(cfg.get("tune_malloc", True)),
+                writers=settings.overlay.writers,
+                save_cams=settings.save_cams,
+                max_side=settings.overlay.max_size,
+                accelerator=settings.runtime.accelerator,
+                devices=_devices(settings.runtime.devices),
+                num_nodes=settings.runtime.num_nodes,
+                strategy=settings.runtime.strategy,
+                tune_malloc=settings.runtime.tune_malloc,
             )
 
         if global_rank_from_env() != 0:
@@ -239,7 +231,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
             continue
 
         # Everything is written into a hidden staging folder that becomes final_dir only when complete.
-        with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite)) as out_dir:
+        with staged_output_dir(final_dir, overwrite=settings.overwrite) as out_dir:
             OmegaConf.save(cfg, out_dir / "explain_config.yaml")
             result = explain_into(out_dir)
             if result is None:  # the launcher made this process a non-zero rank after all
@@ -254,32 +246,32 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
                     f"none of the {len(images)} images could be used{detail}: check the files, or point "
                     "data.root/input at readable images"
                 )
-            summary = write_reports(predictions, skipped, class_names, out_dir, cfg.top_losses)
+            summary = write_reports(predictions, skipped, class_names, out_dir, settings.top_losses)
             if summary["pointing_game"]:
-                summary["pointing_game"]["tolerance"] = float(cfg.pointing_tolerance)
-            summary["align"] = str(cfg.get("align", "cell"))
+                summary["pointing_game"]["tolerance"] = settings.pointing_tolerance
+            summary["align"] = settings.align
             summary["cell_centres"] = {"x": [round(v, 1) for v in centres.x], "y": [round(v, 1) for v in centres.y]}
-            if "mosaic" in _as_list(cfg.get("localization")):
-                summary["mosaic"] = _run_mosaic(cfg, model, explainer, images, centres, out_dir)
+            if "mosaic" in settings.localization:
+                summary["mosaic"] = _run_mosaic(settings, model, explainer, images, centres, out_dir)
             summary.update(extra)
             summary.update(explainer.describe())
             summary["display"] = style.display
             summary["batchnorm_folding"] = folding
             summary["threshold"] = style.threshold
-            if cfg.get("grid"):
-                summary["grids"] = write_grids(model, images, out_dir, cfg, style)
+            if settings.grid:
+                summary["grids"] = write_grids(model, images, out_dir, settings, style)
             summary.update(provenance)
             summary["arch"] = hp.arch
             summary["class_names"] = class_names
-            summary["source"] = str(source) if source else f"{run_dir}/split.csv [{cfg.data.split}]"
+            summary["source"] = str(source) if source else f"{run_dir}/split.csv [{settings.data.split}]"
             summary["versions"] = _versions()
             (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             write_report(out_dir / "report", [read_explain_dir(out_dir)])
         folders = unmatched_label_folders(source, images)
         warning = label_folder_warning(folders, class_names, source) if not provenance.get("imagenet") else None
-        _print_where(final_dir, summary, predictions, [warning] if warning else [], topk=int(cfg.topk))
+        _print_where(final_dir, summary, predictions, [warning] if warning else [], topk=settings.topk)
         if provenance.get("imagenet") and len(predictions) > _ONE_BY_ONE:  # fewer: each was named above
-            _print_topk(predictions, class_names, cfg.topk)
+            _print_topk(predictions, class_names, settings.topk)
         summaries.append(summary)
         out_dirs.append(str(final_dir))
     if not summaries:  # a non-zero rank of a multi-process run
@@ -288,7 +280,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _fold_for_inference(
-    model: ClassifierModule | PretrainedClassifier, cfg: DictConfig, explainers: list[Explainer]
+    model: ClassifierModule | PretrainedClassifier, settings: ExplainSettings, explainers: list[Explainer]
 ) -> dict[str, Any]:
     """Fold BatchNorm into the convolutions before it (``fold_batchnorm=true``): same maps, faster forwards.
 
@@ -301,28 +293,29 @@ def _fold_for_inference(
     Returns:
         The record for summary.json: ``{"folded": N}``, or ``{"folded": 0, "reason": ...}``.
     """
-    if not cfg.get("fold_batchnorm", True):
+    runtime = settings.runtime
+    if not runtime.fold_batchnorm:
         return {"folded": 0, "reason": "fold_batchnorm=false"}
-    if "sanity" in list(cfg.get("metrics") or []):
+    if "sanity" in settings.metrics:
         return {"folded": 0, "reason": "metrics=[sanity] randomises the unfolded network"}
-    if resolve_precision(str(cfg.precision), str(cfg.get("accelerator", "auto")))[1]["used"] == "bf16":
+    if resolve_precision(runtime.precision, runtime.accelerator)[1]["used"] == "bf16":
         return {"folded": 0, "reason": "bf16 autocast: folding would add rounding error to the maps"}
     hooked = [explainer.module for explainer in explainers if getattr(explainer, "module", None) is not None]
-    if cfg.get("grid"):
-        hooked += [resolve_layer(model.net, layer)[1] for layer in _grid_layers(cfg, arch_spec(model.hparams.arch))]
+    if settings.grid:
+        hooked += [resolve_layer(model.net, layer)[1] for layer in _grid_layers(settings, arch_spec(model.hparams.arch))]
     return {"folded": fold_batchnorm(model.net.eval(), keep=hooked)}
 
 
-def _load_model(cfg: DictConfig) -> tuple[ClassifierModule | PretrainedClassifier, Path | None, Path, dict[str, Any]]:
+def _load_model(source: ModelSource) -> tuple[ClassifierModule | PretrainedClassifier, Path | None, Path, dict[str, Any]]:
     """The model of ``ckpt=``, its checkpoint file, its run folder, and provenance for summary.json."""
-    arch = imagenet_arch(cfg.ckpt)
+    arch = imagenet_arch(source.ckpt)
     if arch is not None:
         model = load_imagenet(
             arch,
-            weights=cfg.get("weights"),
-            labels=cfg.get("labels"),
-            mean=list(cfg.mean) if cfg.get("mean") is not None else None,
-            std=list(cfg.std) if cfg.get("std") is not None else None,
+            weights=source.weights,
+            labels=source.labels,
+            mean=list(source.mean) if source.mean is not None else None,
+            std=list(source.std) if source.std is not None else None,
         )
         weights_file = Path(model.source)
         provenance = {
@@ -331,10 +324,10 @@ def _load_model(cfg: DictConfig) -> tuple[ClassifierModule | PretrainedClassifie
             "train_config": None,
         }
         # No run folder: explain folders of ImageNet models go below runs_dir/imagenet_<arch>/explain/.
-        return model, None, Path(cfg.runs_dir) / f"imagenet_{arch}", provenance
-    if cfg.get("weights") or cfg.get("labels"):
+        return model, None, Path(source.runs_dir) / f"imagenet_{arch}", provenance
+    if source.weights or source.labels:
         raise CatdogError("weights= and labels= are for ckpt=imagenet:<arch>: a catdog checkpoint carries its own")
-    checkpoint = resolve_checkpoint(cfg.ckpt, cfg.runs_dir, cfg.multirun_dir)
+    checkpoint = resolve_checkpoint(source.ckpt, source.runs_dir, source.multirun_dir)
     model = load_classifier(checkpoint)
     run_dir = run_dir_of(checkpoint)
     config_file = run_dir / ".hydra" / "config.yaml"
@@ -347,22 +340,15 @@ def _load_model(cfg: DictConfig) -> tuple[ClassifierModule | PretrainedClassifie
     return model, checkpoint, run_dir, provenance
 
 
-def _true_class_panel(value: object, classes: int) -> bool:
+def _true_class_panel(mode: str, classes: int) -> bool:
     """overlay.true_class_panel: draw the true class's map beside a mistake's? With two classes (softmax) it is
     the predicted class's map inverted, so ``auto`` leaves it out."""
-    mode = str(value).strip().lower()
-    if mode not in ("auto", "always", "never"):
-        raise CatdogError(f"overlay.true_class_panel={value} is unknown: choose auto, always or never")
     return mode == "always" or (mode == "auto" and classes > 2)
 
 
-def _check_display(value: object) -> str:
-    from catdog.maps.cam import DISPLAYS
-
-    mode = str(value).strip().lower()
-    if mode not in DISPLAYS:
-        raise CatdogError(f"display={value} is unknown: choose one of {', '.join(DISPLAYS)}")
-    return mode
+def _devices(devices: int | str | tuple[int, ...]) -> int | str | list[int]:
+    """Lightning's ``devices=``: a list of device ids stays a list."""
+    return list(devices) if isinstance(devices, tuple) else devices
 
 
 def run_explain(
@@ -568,16 +554,16 @@ def build_explainer(
     return ExactCAM(target, feature, fc, feature_relu=relu, contrast=contrast)
 
 
-def _grid_layers(cfg: DictConfig, spec: ArchSpec) -> list[str]:
+def _grid_layers(settings: ExplainSettings, spec: ArchSpec) -> list[str]:
     """The grid's columns: ``layers=``, else the registry's stages (ResNet: layer1..layer4)."""
-    return [str(x) for x in cfg.layers] if cfg.get("layers") else list(spec.stages or (spec.feature_layer,))
+    return list(settings.layers) if settings.layers else list(spec.stages or (spec.feature_layer,))
 
 
 def write_grids(
     model: ClassifierModule | PretrainedClassifier,
     images: pd.DataFrame,
     out_dir: Path,
-    cfg: DictConfig,
+    settings: ExplainSettings,
     style: OverlayStyle,
 ) -> list[str]:
     """``grid/<image>.jpg``: every method (rows) at every layer (columns), the predicted class's map.
@@ -591,11 +577,11 @@ def write_grids(
     """
     hp = model.hparams
     spec = arch_spec(hp.arch)
-    layers = _grid_layers(cfg, spec)
-    methods = _grid_methods(cfg, spec)
+    layers = _grid_layers(settings, spec)
+    methods = _grid_methods(settings, spec)
     transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
     written = []
-    for path in images["path"].head(int(cfg.get("grid_images") or 1)):
+    for path in images["path"].head(settings.grid_images):
         try:
             rgb = load_rgb(path)
         except BadImageError:
@@ -615,11 +601,11 @@ def write_grids(
     return written
 
 
-def _grid_methods(cfg: DictConfig, spec: ArchSpec) -> list[str]:
+def _grid_methods(settings: ExplainSettings, spec: ArchSpec) -> list[str]:
     """``grid_methods=``, else every method that applies and runs in seconds (Score-CAM and Ablation-CAM only
     when asked: their cost is printed either way)."""
-    if cfg.get("grid_methods"):
-        methods = [str(m) for m in cfg.grid_methods]
+    if settings.grid_methods:
+        methods = list(settings.grid_methods)
         slow = [m for m in methods if m in PERTURBATION_METHODS]
         if slow:
             print(f"grid: {', '.join(slow)} take {PERTURBATION_COST}; minutes per image on a CPU")
@@ -678,21 +664,17 @@ def map_centres(
     return grid_centres(cells, size)
 
 
-def _as_list(value: Any) -> list[str]:
-    """A config value that may be a name, a list of names or null, as a list."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    return [str(v) for v in value]
-
-
 def _run_mosaic(
-    cfg: DictConfig, model: ClassifierModule, explainer: Explainer, images: pd.DataFrame, centres: CellCentres, out_dir: Path
+    settings: ExplainSettings,
+    model: ClassifierModule,
+    explainer: Explainer,
+    images: pd.DataFrame,
+    centres: CellCentres,
+    out_dir: Path,
 ) -> dict[str, Any] | None:
     """``localization=mosaic``: the mosaic check on the explained photos; writes mosaic.csv."""
     hp = model.hparams
-    options = cfg.get("mosaic") or {}
+    options = settings.mosaic
     rows, summary = mosaic_check(
         explainer,
         build_transform(hp.image_size, hp.mean, hp.std, train=False),
@@ -700,10 +682,10 @@ def _run_mosaic(
         list(hp.class_names),
         centres,
         int(hp.image_size),
-        count=int(options.get("count", 50)),
-        grid=(int(options.get("grid", 2)), int(options.get("grid", 2))),
-        seed=int(options.get("seed", 0)),
-        batch_size=int(cfg.data.batch_size),
+        count=options.count,
+        grid=(options.grid, options.grid),
+        seed=options.seed,
+        batch_size=settings.data.batch_size,
     )
     rows.to_csv(out_dir / "mosaic.csv", index=False)
     return summary

@@ -112,7 +112,7 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
         CatdogError: bad inputs (missing folders, different classes, no common image).
     """
     given = [str(r) for r in (cfg.runs or [])]
-    if cfg.get("sweep"):
+    if cfg.sweep:
         given += [str(p) for p in sweep_runs(cfg.sweep)]
     if not given:
         raise CatdogError(

@@ -242,7 +242,7 @@ def _explain_again(source: Source, cfg: DictConfig) -> Path:
     # Values are merged as data, never pasted into override strings: a folder named "lr=0.1,bs=32" or a
     # path with quotes or "$" would otherwise be parsed by Hydra's override grammar.
     explain_cfg = _explain_config([])
-    settings = OmegaConf.to_container(cfg.explain, resolve=True) if cfg.get("explain") else {}
+    settings = OmegaConf.to_container(cfg.explain, resolve=True) if cfg.explain else {}
     merged = OmegaConf.merge(
         explain_cfg,
         settings,

@@ -72,7 +72,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """
     checkpoint = resolve_checkpoint(cfg.ckpt, cfg.runs_dir, cfg.multirun_dir)
     model = load_classifier(checkpoint)
-    model.set_tta(cfg.get("tta"))
+    model.set_tta(cfg.tta)
     hp = model.hparams
     run_dir = run_dir_of(checkpoint)
     source = str(Path(cfg.data.root).expanduser()) if cfg.data.root else None
@@ -106,7 +106,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         )
 
     labels = [hp.class_names.index(label) for label in labelled["label"]]
-    image_size = _image_size(cfg.get("image_size"), hp.image_size)
+    image_size = _image_size(cfg.image_size, hp.image_size)
     dataset = ImageDataset(
         labelled["path"].tolist(), labels, build_transform(image_size, hp.mean, hp.std, train=False)
     )
@@ -121,7 +121,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             enable_progress_bar=bool(cfg.progress),
             enable_model_summary=False,
         )
-        with reuse_freed_memory(bool(cfg.get("tune_malloc", True))) as malloc:  # as explain: no page faults per batch
+        with reuse_freed_memory(bool(cfg.tune_malloc)) as malloc:  # as explain: no page faults per batch
             trainer.test(model, dataloaders=loader, verbose=False)
     # The probabilities of every image, in loader order (after test-time augmentation), for predictions.csv.
     probabilities = model.test_probabilities
