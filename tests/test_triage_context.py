@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,53 @@ def test_run_context_on_images_matches_the_columns_of_each_batch(tmp_path: Path)
     assert frame["pred"].tolist() == [["red", "green", "blue"][i] for i in explained.logits.argmax(1).tolist()]
     out = write_context(frame, tmp_path / "out")
     assert out == tmp_path / "out" / "context.csv" and len(pd.read_csv(out)) == 6
+
+
+@pytest.mark.slow
+def test_triage_writes_context_csv_summary_pictures_and_the_report_section(tmp_path: Path) -> None:
+    from test_triage import colour_images, save_run, splits_of, triage_cfg
+
+    from catdog.triage.pipeline import triage
+
+    data = tmp_path / "data"
+    images = colour_images(data, 20)
+    rows = [(p, label, s) for (p, label), s in zip(images, splits_of(len(images)))]
+    run = save_run(tmp_path / "run", rows, data, seed=3)
+    summary = triage(triage_cfg(run, tmp_path / "triage", "context.pictures=50"))
+    out = Path(summary["out_dir"])
+    context = pd.read_csv(out / "context.csv")
+    tested = [p for p, _, s in rows if s == "test"]
+    assert context["path"].tolist() == tested and set(context["split"]) == {"test"}
+    assert set(CONTEXT_COLUMNS) <= set(context.columns) and {"key", "slice", "pred", "correct"} <= set(context.columns)
+    saved = json.loads((out / "summary.json").read_text())["context"]
+    flagged = context[context["right_for_wrong_reason"].astype(str) == "True"]
+    assert saved["images"] == len(tested) and saved["overall"]["right_for_wrong_reason"] == len(flagged)
+    assert sorted(saved["pictures"]) == sorted(flagged["path"]) and all((out / rel).is_file() for rel in saved["pictures"].values())
+    assert {row["label"] for row in saved["per_class"]} == set(context["label"])
+    page = (out / "report" / "index.html").read_text()
+    assert "right for the wrong reason" in page and "Per class" in page
+    everything = triage(triage_cfg(run, tmp_path / "all", "context.split=all", "context.pictures=0"))
+    assert everything["context"]["images"] == len(rows) and everything["context"]["pictures"] == {}
+    off = triage(triage_cfg(run, tmp_path / "off", "triage.context=false"))
+    assert off["context"] is None and not (Path(off["out_dir"]) / "context.csv").exists()
+    with pytest.raises(CatdogError, match="context.split=dogs is not one of"):
+        triage(triage_cfg(run, tmp_path / "bad", "context.split=dogs"))
+
+
+def test_pictures_show_the_photo_its_map_and_both_copies(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from catdog.data import load_rgb
+    from catdog.triage.context import draw_context_pictures
+
+    image = np.zeros((SIDE, SIDE, 3), dtype=np.uint8)
+    image[:6, :6] = (255, 0, 0)
+    path = _write(tmp_path / "a b.png", image)
+    model = SimpleNamespace(hparams=SimpleNamespace(class_names=["red", "green", "blue"], image_size=SIDE,
+                                                    mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0]))
+    net = ChannelNet().eval()
+    reliance = ContextReliance(net, ContextSettings(area=0.25, baseline="mean", batch_size=2), grid_centres((4, 4), (SIDE, SIDE)))
+    written = draw_context_pictures(model, ExactCAM(net, "features", "fc"), reliance, [path, str(tmp_path / "gone.png")], tmp_path)
+    assert list(written) == [path]  # an unreadable photo is left out
+    picture = load_rgb(tmp_path / written[path])
+    assert picture.shape[1] > 3.5 * picture.shape[0]  # four square panels side by side

@@ -66,21 +66,20 @@ def robustness(cfg: DictConfig) -> dict[str, Any]:
 def run_robustness(model: ClassifierModule, images: pd.DataFrame, cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """The check into ``out_dir`` (existing): csv files, figures; returns the summary (triage calls it too).
 
-    ``cfg`` needs ``context.*``, ``precision``, ``align``, ``pointing_tolerance`` and
-    ``data.batch_size``/``data.num_workers``.
+    ``cfg`` needs ``context.*``, ``precision`` and ``data.batch_size``/``data.num_workers``.
     """
     hp = model.hparams
     context = cfg.context
     settings = RobustnessSettings(
         scales=tuple(float(s) for s in context.scales),
         seed=int(context.seed),
-        tolerance=float(cfg.pointing_tolerance),
+        tolerance=float(context.pointing_tolerance),
         batch_size=int(cfg.data.batch_size),
     ).check()
     backgrounds = Backgrounds.from_folder(context.backgrounds, "context.backgrounds")
     explainer = build_explainer(model)
     size = (int(hp.image_size), int(hp.image_size))
-    centres = map_centres(model, explainer, size, str(cfg.align))
+    centres = map_centres(model, explainer, size, str(context.align))
     transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
     # On the CPU (a few hundred photos x 4 scales: a minute or two); bf16 where the CPU runs it natively.
     _, precision = resolve_precision(str(cfg.precision), "cpu")
@@ -99,7 +98,7 @@ def run_robustness(model: ClassifierModule, images: pd.DataFrame, cfg: DictConfi
         "backgrounds": str(context.backgrounds) if context.backgrounds else "generated (noise, gradients, clutter)",
         "backgrounds_skipped": [{"path": p, "reason": r} for p, r in backgrounds.skipped],
         "precision": precision,
-        "align": str(cfg.align),
+        "align": str(context.align),
         "pointing_tolerance": settings.tolerance,
         "photos": int(scenes["path"].nunique()) if len(scenes) else 0,
         "skipped": int(len(skipped)),

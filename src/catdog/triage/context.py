@@ -107,11 +107,8 @@ class ContextReliance:
         """
         batch, _, height, width = x.shape
         pred = explained.class_idx[:, 0].to(x.device)
-        saliency = saliency_at(explained.maps[:, 0].float(), (height, width), self.centres)
+        keep, remove = self.perturb(x, explained)
         count = max(1, round(self.settings.area * height * width))
-        region = saliency_rank(saliency) < count  # [B, 1, H, W]: the top `area` share of pixels
-        base = perturbation_baseline(x, self.settings.baseline)
-        keep, remove = torch.where(region, x, base), torch.where(region, base, x)
         probs = self._probs(torch.cat([keep, remove]))  # [2B, C]
         p_pred = probs.gather(1, pred.repeat(2)[:, None])[:, 0]
         survives = probs.argmax(dim=1) == pred.repeat(2)
@@ -127,6 +124,15 @@ class ContextReliance:
                 }
             )
         return rows
+
+    def perturb(self, x: Tensor, explained: Explanation) -> tuple[Tensor, Tensor]:
+        """The two copies of ``x``: only the highlighted region kept, and the region removed."""
+        height, width = x.shape[-2:]
+        saliency = saliency_at(explained.maps[:, 0].float(), (height, width), self.centres)
+        count = max(1, round(self.settings.area * height * width))
+        region = saliency_rank(saliency) < count  # [B, 1, H, W]: the top `area` share of pixels
+        base = perturbation_baseline(x, self.settings.baseline)
+        return torch.where(region, x, base), torch.where(region, base, x)
 
     def _probs(self, inputs: Tensor) -> Tensor:
         out = []
@@ -247,3 +253,140 @@ def write_context(frame: pd.DataFrame, out_dir: Path) -> Path:
     path = out_dir / CONTEXT_FILE
     frame.to_csv(path, index=False)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The triage step
+# ---------------------------------------------------------------------------------------------
+SPLITS = ("test", "val", "train", "all")
+
+
+@dataclass(frozen=True)
+class ContextStep:
+    """``context.*`` as the triage step reads it.
+
+    Attributes:
+        settings: region share, baseline, batch size.
+        split: which images of the triage get the two extra passes (``test``, ``val``, ``train``, ``all``).
+        align: map geometry (explain's ``align``).
+        pictures: right-for-the-wrong-reason images drawn (photo, map, region kept, region removed).
+    """
+
+    settings: ContextSettings
+    split: str
+    align: str
+    pictures: int
+
+
+def parse_context(cfg: Any) -> ContextStep:
+    """The checked :class:`ContextStep` of a config with ``context.*`` and ``data.batch_size``.
+
+    Raises:
+        CatdogError: a value out of range.
+    """
+    context = cfg.context
+    if str(context.split) not in SPLITS:
+        raise CatdogError(f"context.split={context.split} is not one of {', '.join(SPLITS)}")
+    settings = ContextSettings(float(context.area), str(context.baseline), int(cfg.data.batch_size)).check()
+    return ContextStep(settings, str(context.split), str(context.align), int(context.pictures))
+
+
+def context_reliance(model: Any, out_dir: Path, triage: Any) -> dict[str, Any] | None:
+    """Triage's context step: context reliance of ``context.split``'s images of ``out_dir/images.csv``.
+
+    Writes ``context.csv`` (the rows of images.csv with ``pred`` = the network's own prediction, whose map
+    is perturbed) and ``pictures/context-*.jpg`` for the right-for-the-wrong-reason images.
+
+    Args:
+        model: the run's classifier.
+        out_dir: the triage folder (images.csv written).
+        triage: the triage settings (``context``: :class:`ContextStep`, ``precision``, ``num_workers``).
+
+    Returns:
+        The summary for summary.json and the report.
+    """
+    from catdog.data import build_transform
+    from catdog.explain.engine import resolve_precision
+    from catdog.explain.pipeline import build_explainer, map_centres
+    from catdog.readers import read_csv
+
+    step: ContextStep = triage.reliance
+    table = read_csv(out_dir / "images.csv", what="images.csv")
+    chosen = table if step.split == "all" else table[table["split"] == step.split]
+    if chosen.empty:
+        return {"images": 0, "split": step.split, "note": f"no {step.split} images: use context.split=all"}
+    hp = model.hparams
+    explainer = build_explainer(model)
+    centres = map_centres(model, explainer, (int(hp.image_size), int(hp.image_size)), step.align)
+    transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
+    columns = [c for c in ("path", "key", "split", "label", "slice") if c in chosen.columns]
+    _, precision = resolve_precision(triage.precision, "cpu")
+    with _autocast(precision["used"]):
+        frame, _skipped = run_context(model.net, explainer, transform, chosen[columns].reset_index(drop=True),
+                                      list(hp.class_names), centres, step.settings, triage.num_workers)
+        flagged = frame[frame["right_for_wrong_reason"].astype(bool)].sort_values("keep_region_p")
+        pictures = draw_context_pictures(model, explainer, ContextReliance(model.net, step.settings, centres),
+                                         flagged["path"].head(step.pictures).tolist(), out_dir)
+    write_context(frame, out_dir)
+    return context_summary(frame, step, pictures)
+
+
+def _autocast(used: str) -> Any:
+    import contextlib
+
+    return torch.autocast("cpu", dtype=torch.bfloat16) if used == "bf16" else contextlib.nullcontext()
+
+
+def context_summary(frame: pd.DataFrame, step: ContextStep, pictures: dict[str, str]) -> dict[str, Any]:
+    """summary.json's ``context``: settings, overall totals, per class and per slice, the drawn pictures."""
+    per_class = summarize_context(frame.assign(label=frame["label"].fillna("(unlabelled)")), "label")
+    summary: dict[str, Any] = {
+        "images": int(len(frame)),
+        "split": step.split,
+        "area": step.settings.area,
+        "baseline": step.settings.baseline,
+        "overall": per_class.iloc[[-1]].drop(columns="label").to_dict(orient="records")[0],
+        "per_class": per_class.iloc[:-1].to_dict(orient="records"),
+        "pictures": pictures,
+    }
+    if "slice" in frame.columns and frame["slice"].notna().any():
+        summary["per_slice"] = summarize_context(frame[frame["slice"].notna()], "slice").iloc[:-1].to_dict(orient="records")
+    return summary
+
+
+def draw_context_pictures(model: Any, explainer: Explainer, reliance: ContextReliance, paths: list[str], out_dir: Path) -> dict[str, str]:
+    """``pictures/context-<name>.jpg`` per path: photo, predicted class's map, region kept, region removed.
+
+    The last two are the model inputs themselves (the square the model saw), denormalised.
+
+    Returns:
+        image path -> picture file relative to ``out_dir``.
+    """
+    from catdog.data import BadImageError, build_transform, load_rgb
+    from catdog.maps.cam import display_maps
+    from catdog.overlay import heatmap_overlay, safe_name, save_image, side_by_side
+
+    hp = model.hparams
+    transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
+    mean, std = torch.tensor(hp.mean)[:, None, None], torch.tensor(hp.std)[:, None, None]
+    written = {}
+    for n, path in enumerate(paths):
+        try:
+            rgb = load_rgb(path)
+        except BadImageError:
+            continue
+        x = transform(rgb)[None]
+        explained = explainer.explain(x, topk=1)
+        keep, remove = reliance.perturb(x, explained)
+        probs = reliance._probs(torch.cat([keep, remove]))
+        pred = int(explained.class_idx[0, 0])
+        photo = (x[0].float() * std + mean).clamp(0, 1).mul(255).byte().permute(1, 2, 0).numpy()
+        shown = display_maps(saliency_at(explained.maps[:, 0].float(), photo.shape[:2], reliance.centres))[0].numpy()
+        copies = [(c[0].float() * std + mean).clamp(0, 1).mul(255).byte().permute(1, 2, 0).numpy() for c in (keep, remove)]
+        name = hp.class_names[pred]
+        titles = ["photo (model input)", f"{name} map", f"region kept: {name} {probs[0, pred]:.0%}",
+                  f"region removed: {name} {probs[1, pred]:.0%}"]
+        rel = f"pictures/context-{n:03d}-{safe_name(Path(path).stem)}.jpg"
+        save_image(out_dir / rel, side_by_side([photo, heatmap_overlay(photo, shown, 0.5), *copies], titles), quality=88)
+        written[path] = rel
+    return written

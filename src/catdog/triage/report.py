@@ -74,6 +74,39 @@ def _slices_html(slices: pd.DataFrame, images: pd.DataFrame, pictures: dict[str,
     return "".join(parts)
 
 
+def _context_html(out_dir: Path, context: dict[str, Any] | None) -> str:
+    """Context reliance: what was measured, the totals per class and per slice, the flagged images with pictures."""
+    if not context:
+        return '<p class="muted">Not measured in this run (triage.context=false).</p>'
+    if not context.get("images"):
+        return f'<p class="muted">{_esc(context.get("note"))}</p>'
+    overall = context["overall"]
+
+    def pct(value: Any) -> str:
+        return "n/a" if value is None else f"{float(value):.1%}"
+
+    intro = (
+        f"<p>{_esc(context['images'])} images ({_esc(context['split'])} split): the top {pct(context['area'])} of the "
+        f"pixels of each predicted class's map kept, the rest replaced ({_esc(context['baseline'])}), and the other way "
+        f"round. The prediction survives keeping only that region for {pct(overall['survives_keep'])} of the images and "
+        f"removing it for {pct(overall['survives_remove'])}. <b>{_esc(overall['right_for_wrong_reason'])}</b> correct "
+        "predictions are <i>right for the wrong reason</i>: they survive removing the region their map highlights, "
+        "but not removing everything else (context.csv, right_for_wrong_reason).</p>"
+    )
+    columns = ["images", "accuracy", "survives_keep", "survives_remove", "keep_region_p", "remove_region_p",
+               "right_for_wrong_reason", "right_for_wrong_reason_rate"]
+    parts = [intro, "<h3>Per class</h3>", _table(pd.DataFrame(context["per_class"]), ["label", *columns])]
+    if context.get("per_slice"):
+        parts += ["<h3>Per slice</h3>", _table(pd.DataFrame(context["per_slice"]), ["slice", *columns])]
+    frame = _read(out_dir, "context")
+    if len(frame):
+        flagged = frame[frame["right_for_wrong_reason"].astype(str) == "True"].sort_values("keep_region_p")
+        shown = [c for c in ("key", "split", "label", "pred", "keep_region_p", "remove_region_p") if c in flagged.columns]
+        parts += ["<h3>Right for the wrong reason (the region kept alone loses the class)</h3>",
+                  _table(flagged, shown, context.get("pictures") or {})]
+    return "".join(parts)
+
+
 def write_triage_report(out_dir: Path, summary: dict[str, Any]) -> Path:
     """Write ``out_dir/report/index.html`` from the triage folder's tables and ``summary``."""
     pictures: dict[str, str] = summary.get("pictures") or {}
@@ -98,7 +131,7 @@ def write_triage_report(out_dir: Path, summary: dict[str, Any]) -> Path:
         ("duplicates", "Near duplicates and leaks", _table(pairs, PAIR_COLUMNS, pictures, ("path_a", "path_b"))),
         ("outliers", "Outliers", _table(outliers, ["rank", "key", "split", "label", "pred", "outlier_score"], pictures)),
         ("slices", "Failure slices", _slices_html(slices, images, pictures)),
-        ("context", "Context reliance", _esc(context) if context else '<p class="muted">Not measured in this run (context.csv).</p>'),
+        ("context", "Context reliance", _context_html(out_dir, context)),
     ]
     body = "".join(f'<section id="{key}"><h2>{_esc(title)}</h2>{content}</section>' for key, title, content in sections)
     css = files("catdog.report").joinpath("static", "report.css").read_text(encoding="utf-8")

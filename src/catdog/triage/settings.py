@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from catdog.errors import CatdogError
+from catdog.triage.context import ContextStep, parse_context
 
 FEATURE_SOURCES = ("auto", "checkpoint", "pretrained")
 TEST_PROBS = ("kfold", "model")
@@ -44,6 +45,7 @@ class TriageSettings:
     maps: int
     mistakes_per_slice: int
     context: bool
+    reliance: ContextStep
     out_dir: Path | None
     overwrite: bool
 
@@ -99,6 +101,7 @@ def parse_settings(cfg: DictConfig) -> TriageSettings:
         maps=int(t.maps),
         mistakes_per_slice=int(t.mistakes_per_slice),
         context=bool(t.context),
+        reliance=parse_context(cfg),
         out_dir=Path(cfg.out_dir).expanduser() if cfg.out_dir else None,
         overwrite=bool(cfg.overwrite),
     )
