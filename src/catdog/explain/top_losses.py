@@ -103,11 +103,13 @@ def top_losses_picture(pictures: list[np.ndarray], captions: list[list[str]], wi
     font = _font(FONT_PX)
     line = FONT_PX + 5
     band = max(len(lines) for lines in captions) * line + 4
-    tiles = justified_rows([p.shape[1] / p.shape[0] for p in pictures], width)
+    # Small overlays (a 112 px demo) are not blown up: rows are planned at most as tall as the tallest picture.
+    row_height = min(ROW_HEIGHT, max(p.shape[0] for p in pictures))
+    tiles = justified_rows([p.shape[1] / p.shape[0] for p in pictures], width, row_height)
     rows = sorted({t.y for t in tiles})
     shift = {y: i * band for i, y in enumerate(rows)}  # each row moves down by the caption bands above it
     height = max(t.y + t.height for t in tiles) + band * len(rows)
-    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    canvas = Image.new("RGB", (max(t.x + t.width for t in tiles), height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
     for picture, lines, tile in zip(pictures, captions, tiles):
         top = tile.y + shift[tile.y]

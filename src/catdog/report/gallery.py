@@ -99,6 +99,7 @@ def _run(row: dict[str, Any], exp: Experiment, has_box: bool, pictures: dict[str
     return {
         "pred": row["pred"],
         "conf": float(row.get(f"p_{row['pred']}", math.nan)),
+        "ptrue": float(row.get(f"p_{row['true']}", math.nan)) if pd.notna(row.get("true")) else None,
         "loss": float(row["loss"]) if pd.notna(row.get("loss")) else None,
         "correct": row["correct"],
         "in_box": row.get("in_box") if has_box else None,

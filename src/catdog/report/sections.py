@@ -101,13 +101,14 @@ def confused_html(experiments: Sequence[Experiment]) -> str:
             f"<span class='muted'>({_pct(n / of_class.get(true, n))} of {esc(true)})</span></li>"
             for (true, pred), n in counts.head(CONFUSED_PAIRS).items()
         )
-        title = f"<h3>{esc(exp.label)}</h3>" if len(experiments) > 1 else ""
+        title = f"<b>{esc(exp.label)}</b>: " if len(experiments) > 1 else ""
         blocks.append(f"<div>{title}<ol class='confused-list'>{items}</ol></div>")
     if not blocks:
         return ""
+    # Compact, above the gallery: the first thing to read after the title, one click from those images.
     return (
-        "<section id='confused'><h2>Most confused pairs</h2><p class='muted'>The mistakes that happen most often; "
-        f"click one to show only those images.</p><div class='cards'>{''.join(blocks)}</div></section>"
+        "<section id='confused'><h2>Most confused pairs</h2><p class='muted small'>The mistakes that happen most "
+        f"often (of the images of that true class); click one to show only those images.</p>{''.join(blocks)}</section>"
     )
 
 

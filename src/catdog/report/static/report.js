@@ -150,7 +150,7 @@
     const head = [el("span", { class: "name", text: img.name })];
     if (img.flipped) head.push(" ", el("span", { class: "badge", text: "flipped" }));
     const node = el("button", { class: "tile", type: "button", "data-index": String(i) }, [
-      el("div", {}, head), el("div", { class: "muted small", text: "true: " + (img.true === null ? "unknown" : img.true) }),
+      el("div", {}, head), el("div", { class: "muted small", text: "true: " + (img.true === null ? "unknown" : img.true + (many || img.runs[0].ptrue === null || img.runs[0].ptrue === undefined ? "" : " " + pct(img.runs[0].ptrue))) }),
       el("div", { class: "runs" }, columns)]);
     node.addEventListener("click", () => open(i));
     return node;
