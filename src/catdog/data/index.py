@@ -293,6 +293,18 @@ def _csv_split_base(paths: pd.Series, root: str | Path | None, manifest: str | P
     return Path(os.path.commonpath([os.path.dirname(p) for p in paths]))
 
 
+def dataset_root(data_hparams: dict, paths: Sequence[str]) -> Path:
+    """The dataset folder a run's split.csv paths lie below, as training recorded it (for data.remap_root).
+
+    ``data.root`` for folder and Kaggle layouts; for a manifest, the folder its images were split relative to.
+    """
+    if data_hparams.get("layout") == "csv":
+        return _csv_split_base(pd.Series(list(paths), dtype=object), data_hparams.get("root"), data_hparams.get("manifest"))
+    if data_hparams.get("root"):
+        return Path(data_hparams["root"])
+    return Path(os.path.commonpath([os.path.dirname(p) for p in paths]))
+
+
 def class_names_of(index: pd.DataFrame) -> list[str]:
     """Class names of an index: its sorted unique labels (missing labels ignored).
 

@@ -6,65 +6,142 @@ train) says which images were held out; a folder or file given as ``data.root``/
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from catdog.data.index import SPLITS, index_for_inference
+from catdog.data.index import SPLITS, dataset_root, index_for_inference
 from catdog.errors import CatdogError
 from catdog.readers import read_csv
 
-__all__ = ["EXPLAIN_SPLITS", "sample_across_classes", "select_images"]
+__all__ = ["EXPLAIN_SPLITS", "sample_across_classes", "select_images", "split_csv_of"]
+
+log = logging.getLogger(__name__)
 
 EXPLAIN_SPLITS = (*SPLITS, "all")  # data.split: one split of split.csv, or all of them
 
 
 def select_images(
-    source: str | None, split: str, class_names: list[str], data_hparams: dict[str, Any], run_dir: Path
+    source: str | None,
+    split: str,
+    class_names: list[str],
+    data_hparams: dict[str, Any],
+    run_dir: Path,
+    remap_root: str | None = None,
+    check_files: bool = True,
 ) -> pd.DataFrame:
     """Which images to explain: ``source`` (a file or folder) or one split of the run's split.csv.
+
+    ``remap_root``: the dataset the run was trained on, moved to this folder; split.csv's paths below the
+    recorded dataset folder are read from there (``check_files``: refuse a split none of whose images exists,
+    which says the dataset moved). A ``source`` that holds the run's own training or validation
+    images (same paths below the dataset folder) is used with a warning: its accuracy is not held out.
 
     Returns:
         Columns ``path`` (absolute) and ``label`` (class name, or None when unknown). Object mask files are
         among them: callers set them aside with :func:`catdog.data.masks.split_off_masks` (and say so).
 
     Raises:
-        CatdogError: no split file, an unknown split name, or no images.
+        CatdogError: no split file, an unknown split name, no images, or none of the split's images exists.
     """
     if source:
         images = index_for_inference(source, class_names)[["path", "label"]]
+        if split_csv_of(data_hparams, run_dir) is not None:
+            _warn_training_images(images["path"].tolist(), source, _run_split(data_hparams, run_dir, remap_root))
     else:
         if split not in EXPLAIN_SPLITS:
             raise CatdogError(f"data.split={split} is not one of {', '.join(EXPLAIN_SPLITS)}")
-        # The path recorded at training time, else the run folder's own copy (a moved run folder).
-        split_csv = Path(data_hparams.get("split_csv") or run_dir / "split.csv")
-        if not split_csv.is_file():
-            split_csv = run_dir / "split.csv"
-        if not split_csv.is_file():
-            raise CatdogError(
-                f"No split.csv next to the checkpoint (looked in {run_dir}): pass data.root=<folder> or "
-                "input=<image> to choose the images to explain"
-            )
-        # Text as written: classes called "0", "1", "NA" or "None" stay class names.
-        images = read_csv(
-            split_csv,
-            required=("path", "label", "split"),
-            text=("path", "split"),
-            optional_text=("label",),
-            what="split file",
-            fix="it is written by scripts/train.py; train again or restore it",
-        )
+        images = _run_split(data_hparams, run_dir, remap_root)
         if split != "all":
             images = images[images["split"] == split]
         images = images[["path", "label"]]
+        if check_files:
+            _check_exists(images["path"].tolist(), split, remap_root)
     images = images.astype({"path": str})
     images["label"] = images["label"].where(images["label"].notna(), None)
     if images.empty:
         where = source or f"the {split} split of {run_dir}"
         raise CatdogError(f"No images to explain in {where}: check the path or pick another data.split")
     return images
+
+
+def split_csv_of(data_hparams: dict[str, Any], run_dir: Path) -> Path | None:
+    """The run's split.csv: the path recorded at training time, else the run folder's own copy; None without."""
+    for candidate in (data_hparams.get("split_csv"), run_dir / "split.csv"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def _run_split(data_hparams: dict[str, Any], run_dir: Path, remap_root: str | None) -> pd.DataFrame:
+    """The run's split.csv (path, label, split), its paths moved below ``remap_root`` when given."""
+    split_csv = split_csv_of(data_hparams, run_dir)
+    if split_csv is None:
+        raise CatdogError(
+            f"No split.csv next to the checkpoint (looked in {run_dir}): pass data.root=<folder> or "
+            "input=<image> to choose the images to explain"
+        )
+    # Text as written: classes called "0", "1", "NA" or "None" stay class names.
+    images = read_csv(
+        split_csv,
+        required=("path", "label", "split"),
+        text=("path", "split"),
+        optional_text=("label",),
+        what="split file",
+        fix="it is written by scripts/train.py; train again or restore it",
+    )
+    if remap_root:
+        new = Path(remap_root).expanduser()
+        if not new.is_dir():
+            raise CatdogError(f"data.remap_root={remap_root} is not a folder: give the dataset's new folder")
+        old = dataset_root(data_hparams, images["path"])
+        images["path"] = [_moved(p, old, new.resolve()) for p in images["path"]]
+    return images
+
+
+def _moved(path: str, old: Path, new: Path) -> str:
+    """``path`` below ``new`` instead of ``old`` (paths outside ``old`` stay)."""
+    try:
+        return os.fspath(new / Path(path).relative_to(old))
+    except ValueError:
+        return path
+
+
+def _check_exists(paths: list[str], split: str, remap_root: str | None) -> None:
+    """A moved dataset: none of the split's images is where split.csv says."""
+    if paths and not any(os.path.exists(p) for p in paths):
+        how = "check data.remap_root" if remap_root else "if the dataset moved, pass data.remap_root=<its new folder>"
+        raise CatdogError(
+            f"none of the {len(paths)} images of the {split} split exists (first: {paths[0]}): {how}"
+        )
+
+
+def _warn_training_images(paths: list[str], source: str, split: pd.DataFrame) -> None:
+    """Warn when a folder given to evaluate or explain holds the model's training or validation images.
+
+    An image counts when its path ends like one of split.csv's train/val paths below the dataset folder
+    (so a moved or copied dataset is recognised too).
+    """
+    seen = split[split["split"].isin(("train", "val"))]["path"]
+    if not len(seen):
+        return
+    base = Path(os.path.commonpath([os.path.dirname(p) for p in split["path"]]))
+    keys = {Path(p).relative_to(base).parts for p in seen if Path(p).is_relative_to(base)}
+    depths = sorted({len(k) for k in keys})
+    hits = sum(1 for p in paths if any(Path(p).parts[-d:] in keys for d in depths))
+    if hits:
+        log.warning(
+            "%d of the %d images in %s are the model's own training or validation images (same paths as in its "
+            "split.csv): accuracy on them is not held out; to evaluate the held-out images of a moved dataset "
+            "use data.remap_root=<its new folder> data.split=test instead",
+            hits,
+            len(paths),
+            source,
+        )
 
 
 def sample_across_classes(images: pd.DataFrame, count: int, seed: int = 0) -> pd.DataFrame:

@@ -166,7 +166,9 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
         raise CatdogError(
             f"ckpt={settings.model.ckpt} has no held-out split: pass input=<image or folder> or data.root=<folder>"
         )
-    selected = select_images(source, settings.data.split, class_names, dict(hp.data or {}), run_dir)
+    selected = select_images(
+        source, settings.data.split, class_names, dict(hp.data or {}), run_dir, settings.data.remap_root
+    )
     images, mask_files = split_off_masks(selected)  # masks are listed in skipped.csv, not explained
     if settings.data.max_images:
         images = sample_across_classes(images, settings.data.max_images)

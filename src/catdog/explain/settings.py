@@ -143,6 +143,7 @@ class ModelSource:
 class DataSettings:
     root: str | None
     split: str
+    remap_root: str | None  # the run's dataset moved: its new folder (catdog.data.selection)
     max_images: int | None
     batch_size: int
     num_workers: int
@@ -152,6 +153,7 @@ class DataSettings:
         return cls(
             root=r.text("root"),
             split=str(r.text("split")),
+            remap_root=r.text("remap_root"),
             max_images=r.integer("max_images", 1, optional=True),
             batch_size=r.integer("batch_size", 1),
             num_workers=r.integer("num_workers", 0),

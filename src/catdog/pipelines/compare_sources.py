@@ -120,7 +120,7 @@ def common_images(sources: Sequence[Source], root: str | None, split: str) -> li
         if source.explain_dir is not None:
             paths = _listed_paths(source.explain_dir / "predictions.csv")
         elif source.run_dir is not None and (source.run_dir / "split.csv").is_file():
-            paths = set(select_images(None, split, [], {}, source.run_dir)["path"])
+            paths = set(select_images(None, split, [], {}, source.run_dir, check_files=False)["path"])  # names only
         else:
             raise CatdogError(
                 f"{source.given} has no split.csv to take held-out images from: pass data.root=<folder of images> "

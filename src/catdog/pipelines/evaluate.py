@@ -76,7 +76,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     hp = model.hparams
     run_dir = run_dir_of(checkpoint)
     source = str(Path(cfg.data.root).expanduser()) if cfg.data.root else None
-    selected = select_images(source, str(cfg.data.split), list(hp.class_names), dict(hp.data or {}), run_dir)
+    selected = select_images(
+        source, str(cfg.data.split), list(hp.class_names), dict(hp.data or {}), run_dir, cfg.data.remap_root
+    )
     images, mask_files = split_off_masks(selected)  # masks are listed in skipped.csv, not evaluated
     # The runtime group's knobs, as explain reads them: precision=auto is bf16 only where it runs natively.
     precision, precision_record = resolve_precision(str(cfg.precision), str(cfg.accelerator))
