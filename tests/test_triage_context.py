@@ -224,6 +224,7 @@ def test_triage_writes_context_csv_summary_pictures_and_the_report_section(tmp_p
     assert saved["images"] == len(tested) and saved["overall"]["right_for_wrong_reason"] == len(flagged)
     assert sorted(saved["pictures"]) == sorted(flagged["path"]) and all((out / rel).is_file() for rel in saved["pictures"].values())
     assert {row["label"] for row in saved["per_class"]} == set(context["label"])
+    assert {str(row["slice"]) for row in saved["per_slice"]} == {str(s) for s in context["slice"]}  # "0", not "0.0"
     page = (out / "report" / "index.html").read_text()
     assert "right for the wrong reason" in page and "Per class" in page
     everything = triage(triage_cfg(run, tmp_path / "all", "context.split=all", "context.pictures=0"))

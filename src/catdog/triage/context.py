@@ -320,6 +320,8 @@ def context_reliance(model: Any, out_dir: Path, triage: Any) -> dict[str, Any] |
     centres = map_centres(model, explainer, (int(hp.image_size), int(hp.image_size)), step.align)
     transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
     columns = [c for c in ("path", "key", "split", "label", "slice") if c in chosen.columns]
+    if "slice" in columns:  # read back as float when some images have no slice: keep the cluster numbers whole
+        chosen = chosen.assign(slice=pd.to_numeric(chosen["slice"], errors="coerce").round().astype("Int64"))
     _, precision = resolve_precision(triage.precision, "cpu")
     with _autocast(precision["used"]):
         frame, _skipped = run_context(model.net, explainer, transform, chosen[columns].reset_index(drop=True),
