@@ -128,7 +128,8 @@ def main() -> None:
     for size, seconds, main_kib, tree_kib in rows:
         print(f"| {size} | {seconds:.0f} | {main_kib / 1024:.0f} MiB | {tree_kib / 1024:.0f} MiB |")
     first, last = rows[0], rows[-1]
-    print(f"ratio {last[0]} / {first[0]} images: process {last[2] / first[2]:.3f}, with workers {last[3] / first[3]:.3f}")
+    ratios = f"process {last[2] / first[2]:.3f}, with workers {last[3] / first[3]:.3f}"
+    print(f"ratio {last[0]} / {first[0]} images: {ratios}")
 
 
 if __name__ == "__main__":

@@ -301,7 +301,8 @@ def main() -> None:
                 cpu_ms[key] = cpu_ms.get(key, []) + [1000 * cpu / len(images)]
                 for name, value in result.items():
                     speeds.setdefault(name, []).append(value)
-                    print(f"round {round_ + 1} ({name}) {value:.1f} img/s, {cpu_ms[key][-1]:.1f} CPU ms/img", flush=True)
+                    cpu = cpu_ms[key][-1]
+                    print(f"round {round_ + 1} ({name}) {value:.1f} img/s, {cpu:.1f} CPU ms/img", flush=True)
     print(
         f"\n{len(images)} images from {args.images}, {args.arch} {args.image_size}px, batch {args.batch_size}, "
         f"{args.num_workers} workers, {torch.get_num_threads()} threads, precision {args.precision} "
@@ -334,8 +335,6 @@ def main() -> None:
         for name in ("a", "b", "w"):
             if name in median:
                 print(f"({name})/(a32) = {median[name] / median['a32']:.2f}")
-
-
 
 
 if __name__ == "__main__":

@@ -93,7 +93,8 @@ def pointing_row(name: str, overrides: list[str], summary: dict) -> str:
     )
     return (
         f"| {name} | {' '.join(overrides)} | {game.get('images')} | {pct(game.get('strict_hit_rate'))} | "
-        f"{pct(game.get('hit_rate'))} | {pct(game.get('centre_strict_hit_rate'))} | {pct(game.get('centre_hit_rate'))} | "
+        f"{pct(game.get('hit_rate'))} | {pct(game.get('centre_strict_hit_rate'))} | "
+        f"{pct(game.get('centre_hit_rate'))} | "
         f"{pct(game.get('energy_in_box'))} | {per_class} |"
     )
 
@@ -147,7 +148,10 @@ def main() -> None:
             )
         return
 
-    print("| set | settings | images | strict % | tolerance % | centre strict % | centre tol. % | energy % | per class strict/tol. % |")
+    print(
+        "| set | settings | images | strict % | tolerance % | centre strict % | centre tol. % | energy % "
+        "| per class strict/tol. % |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     sets: list[tuple[str, Path, list[str]]] = []
     if args.demo_run:

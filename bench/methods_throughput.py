@@ -59,7 +59,11 @@ def main() -> None:
         for batch in batches:
             net(batch).softmax(dim=1)
     rows.append(
-        ("plain batched inference (no maps)", count / (time.perf_counter() - start), (time.process_time() - cpu) / count)
+        (
+            "plain batched inference (no maps)",
+            count / (time.perf_counter() - start),
+            (time.process_time() - cpu) / count,
+        )
     )
     spec = arch_spec(args.arch)
     for method in args.methods.split(","):
@@ -70,13 +74,18 @@ def main() -> None:
         for batch in batches:
             explainer.explain(batch, topk=1)
         rows.append(
-            (f"{method} @ {explainer.layer}", count / (time.perf_counter() - start), (time.process_time() - cpu) / count)
+            (
+                f"{method} @ {explainer.layer}",
+                count / (time.perf_counter() - start),
+                (time.process_time() - cpu) / count,
+            )
         )
         print(f"{rows[-1][0]}: {rows[-1][1]:.2f} img/s, {rows[-1][2]:.3f} CPU s/img", flush=True)
 
     print(
         f"\n{count} photos of {args.images}, {args.arch} at {args.image_size} px, batch {args.batch_size}, "
-        f"{torch.get_num_threads()} threads, float32\n\n| method | img/s | CPU s/img | CPU x plain |\n| --- | --- | --- | --- |"
+        f"{torch.get_num_threads()} threads, float32\n\n"
+        "| method | img/s | CPU s/img | CPU x plain |\n| --- | --- | --- | --- |"
     )
     plain_cpu = rows[0][2]
     for name, speed, cpu_per_image in rows:

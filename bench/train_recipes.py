@@ -51,7 +51,13 @@ def summarize(run: Path) -> dict:
     cols = [c for c in ("epoch", "val/acc", "time/wall_min", "time/cpu_min") if c in curve]
     # "tta": the same weights tested again with flip averaging (test_tta=hflip), a separate number.
     tta = (test.get("tta") or {}).get("accuracy")
-    return {"run": str(run), "curve": curve[cols], "test_acc": test["accuracy"], "tta_acc": tta, "weights": test.get("weights")}
+    return {
+        "run": str(run),
+        "curve": curve[cols],
+        "test_acc": test["accuracy"],
+        "tta_acc": tta,
+        "weights": test.get("weights"),
+    }
 
 
 def main() -> None:
@@ -91,8 +97,10 @@ def main() -> None:
         cpu = curve["time/cpu_min"].iloc[-1] if "time/cpu_min" in curve else float("nan")
         wall = curve["time/wall_min"].iloc[-1] if "time/wall_min" in curve else float("nan")
         tta = "-" if s["tta_acc"] is None else f"{s['tta_acc']:.2%}"
-        print(f"| {name} | {len(curve)} | {s['test_acc']:.2%} | {tta} | {curve['val/acc'].max():.2%} | "
-              f"{cpu:.1f} ({cpu / 2:.1f}) | {wall:.1f} |")
+        print(
+            f"| {name} | {len(curve)} | {s['test_acc']:.2%} | {tta} | {curve['val/acc'].max():.2%} | "
+            f"{cpu:.1f} ({cpu / 2:.1f}) | {wall:.1f} |"
+        )
         if "time/cpu_min" in curve:
             axes[0].plot(curve["time/cpu_min"] / 2, curve["val/acc"], marker="o", label=name)
             axes[1].plot(curve["time/wall_min"], curve["val/acc"], marker="o", label=name)

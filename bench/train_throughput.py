@@ -105,7 +105,9 @@ def plain_run(args, datamodule, class_names) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", default=None, help="ImageFolder root (default: demo data generated into data/bench_demo_600x128)")
+    parser.add_argument(
+        "--root", default=None, help="ImageFolder root (default: demo data generated into data/bench_demo_600x128)"
+    )
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=64)

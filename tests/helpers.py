@@ -53,7 +53,7 @@ def tiny_train_cfg(tmp_path: Path, *overrides: str, demo: bool = True):
 
 
 def compare_config(tmp_path: Path, **values: object) -> DictConfig:
-    """conf/compare.yaml composed (without Hydra's keys), writing into tmp_path/compare_out, with dotted ``values`` set."""
+    """compare.yaml composed (no Hydra keys), writing into tmp_path/compare_out, with dotted ``values`` set."""
     cfg = make_config("compare", [f"out_dir={tmp_path / 'compare_out'}"])
     OmegaConf.set_struct(cfg, False)
     for key, value in values.items():
@@ -85,7 +85,7 @@ def save_checkpoint(
     arch: str = "resnet18",
     image_size: int = 32,
 ) -> Path:
-    """An untrained checkpoint: constant prediction ``favourite`` (zero head, bias one-hot) or, with None, a random head."""
+    """An untrained checkpoint: constant prediction ``favourite`` (zero head, one-hot bias); None: a random head."""
     torch.manual_seed(seed)
     module = ClassifierModule(arch=arch, class_names=classes, weights=None, image_size=image_size)
     with torch.no_grad():
@@ -113,7 +113,13 @@ def explain_cfg(ckpt: Path, *overrides: str, batch_size: int = 4, precision: str
 
     precision=32 by default: "auto" picks bf16 on CPUs with AVX512-BF16, and the tests' self-check bounds are float32's.
     """
-    overrides = (f"ckpt={ckpt}", "data.num_workers=0", f"data.batch_size={batch_size}", f"precision={precision}", *overrides)
+    overrides = (
+        f"ckpt={ckpt}",
+        "data.num_workers=0",
+        f"data.batch_size={batch_size}",
+        f"precision={precision}",
+        *overrides,
+    )
     return make_config("explain", list(overrides))
 
 

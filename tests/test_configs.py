@@ -18,7 +18,11 @@ from catdog.pipelines.train import _instantiate_callback
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir())
 TRAIN_GROUPS = [g for g in GROUPS if g not in ("runtime", "context")]
 # Values the user must give (??? in the YAML), per option that asks for one.
-REQUIRED = {"data=folder": ["data.root=photos"], "data=kaggle": ["data.root=photos"], "data=csv": ["data.manifest=m.csv"]}
+REQUIRED = {
+    "data=folder": ["data.root=photos"],
+    "data=kaggle": ["data.root=photos"],
+    "data=csv": ["data.manifest=m.csv"],
+}
 
 
 def options(group: str) -> list[str]:

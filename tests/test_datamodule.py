@@ -84,10 +84,20 @@ def _epoch(module: ImageDataModule, epoch: int) -> tuple[torch.Tensor, torch.Ten
 
 def test_training_epochs_depend_only_on_seed_and_epoch_not_on_workers_or_history(tmp_path: Path) -> None:
     index = build_index("folder", _dataset(tmp_path, per_class=8), val_fraction=0.0, test_fraction=0.0)
-    make = lambda workers, seed=0: ImageDataModule(
-        index, ["cats", "dogs"], 16, MEAN, STD, batch_size=4, num_workers=workers,
-        augment="trivialaugment", seed=seed,
-    )
+
+    def make(workers: int, seed: int = 0) -> ImageDataModule:
+        return ImageDataModule(
+            index,
+            ["cats", "dogs"],
+            16,
+            MEAN,
+            STD,
+            batch_size=4,
+            num_workers=workers,
+            augment="trivialaugment",
+            seed=seed,
+        )
+
     a, b = make(0), make(1)
     first_a, order_a = _epoch(a, 1)
     torch.manual_seed(123)  # unrelated global RNG use must not change the epoch
@@ -99,8 +109,12 @@ def test_training_epochs_depend_only_on_seed_and_epoch_not_on_workers_or_history
     # Resuming after k batches yields exactly the rest of that epoch.
     c = make(0)
     c.train_sampler.resume_at(1, 2 * 4)
-    images = torch.cat([batch[0] for batch in torch.utils.data.DataLoader(
-        c.train_set, batch_size=4, sampler=c.train_sampler, drop_last=True)])
+    images = torch.cat(
+        [
+            batch[0]
+            for batch in torch.utils.data.DataLoader(c.train_set, batch_size=4, sampler=c.train_sampler, drop_last=True)
+        ]
+    )
     assert torch.equal(images, first_a[8:])
 
 
@@ -113,7 +127,9 @@ def test_image_cache_keeps_decoded_images_and_downsizes_large_ones(tmp_path: Pat
     # Images smaller than the cache size (1.15 x 32 = 37 px) are kept as decoded: identical inputs.
     cached_eval = ImageDataset(cached.train_set.paths, None, plain.val_set.transform, cache_size=37)
     cached_eval.cache()
-    torch.testing.assert_close(cached_eval[0][0], plain.val_set.__class__(plain.train_set.paths, None, plain.val_set.transform)[0][0])
+    torch.testing.assert_close(
+        cached_eval[0][0], plain.val_set.__class__(plain.train_set.paths, None, plain.val_set.transform)[0][0]
+    )
     np.testing.assert_array_equal(cached.train_set._cache[0], load_rgb(cached.train_set.paths[0]))
     small = ImageDataset(cached.train_set.paths, None, plain.val_set.transform, cache_size=10)
     small.cache()

@@ -121,7 +121,9 @@ def write_corpus(root: Path) -> dict[str, set[str]]:
         else:
             (folder / "zero.png").write_bytes(b"")
             good = folder / next(iter(sorted(p.name for p in folder.iterdir())))
-            (folder / "truncated.jpg").write_bytes(cv2.imencode(".jpg", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))[1].tobytes()[:200])
+            (folder / "truncated.jpg").write_bytes(
+                cv2.imencode(".jpg", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))[1].tobytes()[:200]
+            )
             (folder / "text.jpg").write_text("<html>not an image</html>")
             (folder / "half.png").write_bytes(good.read_bytes()[:60])
     return {"readable": readable, "broken": set(BROKEN)}

@@ -83,7 +83,9 @@ def test_evaluate_any_checkpoint_on_a_plain_folder_via_the_script(run: Path, tmp
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((out / "test_metrics.json").read_text())
     predictions = pd.read_csv(out / "predictions.csv")
-    accuracy, _ = _expected(run / "checkpoints" / "last.ckpt", predictions["path"].tolist(), predictions["true"].tolist())
+    accuracy, _ = _expected(
+        run / "checkpoints" / "last.ckpt", predictions["path"].tolist(), predictions["true"].tolist()
+    )
     assert metrics["num_images"] == 10 and metrics["accuracy"] == pytest.approx(accuracy)
     reasons = pd.read_csv(out / "skipped.csv").set_index("path")["reason"]
     assert "zero-byte" in reasons[str(folder / "cat" / "broken.png")]

@@ -338,7 +338,8 @@ def test_explain_uses_the_layer_names_stored_in_the_checkpoint(
 
     def moved_registry(name: str):  # the registry now names another layer than the checkpoint was made with
         spec = real(name)
-        return type(spec)(name=spec.name, feature_layer="layer3", fc_layer=spec.fc_layer, feature_relu=spec.feature_relu)
+        fields = {"name": spec.name, "fc_layer": spec.fc_layer, "feature_relu": spec.feature_relu}
+        return type(spec)(feature_layer="layer3", **fields)
 
     monkeypatch.setattr(explain_module, "arch_spec", moved_registry)
     summary = explain(explain_cfg(run))
@@ -351,7 +352,9 @@ def _small_explain_setup(tmp_path: Path, head_scale: float) -> tuple[Any, pd.Dat
     write_images(images, {"cat": 4, "dog": 4}, size=(32, 32))
     ckpt = save_checkpoint(tmp_path / "m.ckpt", ["cat", "dog"], favourite=None, seed=3, head_scale=head_scale)
     table = pd.DataFrame({"path": [str(p) for p in sorted(images.rglob("*.png"))], "label": ["cat"] * 4 + ["dog"] * 4})
-    style = OverlayStyle(class_names=["cat", "dog"], topk=1, alpha=0.5, side_by_side=False, show_true_cam=True, quality=80)
+    style = OverlayStyle(
+        class_names=["cat", "dog"], topk=1, alpha=0.5, side_by_side=False, show_true_cam=True, quality=80
+    )
     out = tmp_path / "out"
     out.mkdir()
     return load_classifier(ckpt), table, style, out

@@ -174,7 +174,8 @@ def test_huge_and_extreme_images_are_drawn_from_a_bounded_copy(checkpoint: Path,
 def test_bounded_copy_keeps_the_aspect_and_looks_like_area_interpolation() -> None:
     # A smooth picture with detail at every scale the pyramid passes (gradients plus a soft blob).
     yy, xx = np.mgrid[0:900, 0:1300].astype(np.float32)
-    picture = np.stack([xx / 1300 * 255, yy / 900 * 255, 128 + 100 * np.exp(-((xx - 650) ** 2 + (yy - 450) ** 2) / 1e5)], -1)
+    blob = 128 + 100 * np.exp(-((xx - 650) ** 2 + (yy - 450) ** 2) / 1e5)
+    picture = np.stack([xx / 1300 * 255, yy / 900 * 255, blob], -1)
     picture = picture.astype(np.uint8)
     small = predict.bounded_copy(picture, 220)
     assert small.shape == (152, 220, 3)  # longest side 220, aspect 900/1300 kept (152.3 -> 152)
@@ -198,4 +199,3 @@ def test_originals_travel_packed_in_one_shared_buffer_and_come_back_unchanged(tm
     for view, index in zip(batch.originals, batch.indices, strict=True):
         np.testing.assert_array_equal(view.numpy(), load_rgb(paths[index]))
     assert batch.images.shape == (5, 3, 32, 32) and batch.images.is_shared()
-

@@ -489,12 +489,13 @@ def test_a_vision_transformer_at_another_input_size_is_a_one_line_error() -> Non
 
 
 # --- issue 19 item 3: a checkpoint is data, no _target_ below the allow-listed top level -------
+OPEN = {"_target_": "builtins.open", "file": "X", "mode": "w"}
 NESTED_TARGETS = [
     # the demonstrated exploit: a nested _target_ is instantiated by Hydra's recursive instantiate
-    {"optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": {"_target_": "builtins.open", "file": "X", "mode": "w"}}},
-    {"scheduler": {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": {"_target_": "builtins.open", "file": "X", "mode": "w"}}},
-    {"optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1, "betas": [{"_target_": "builtins.open", "file": "X", "mode": "w"}]}},
-    {"data": {"root": "x", "deep": [{"k": {"_target_": "builtins.open", "file": "X", "mode": "w"}}]}},
+    {"optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1, "momentum": OPEN}},
+    {"scheduler": {"_target_": "torch.optim.lr_scheduler.StepLR", "step_size": OPEN}},
+    {"optimizer": {"_target_": "torch.optim.SGD", "lr": 0.1, "betas": [OPEN]}},
+    {"data": {"root": "x", "deep": [{"k": OPEN}]}},
 ]
 
 

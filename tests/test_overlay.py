@@ -150,7 +150,10 @@ def test_narrow_images_put_label_parts_on_separate_lines() -> None:
     image = np.zeros((112, 112, 3), dtype=np.uint8)
     one_part = draw_label(image, "cat 87.0%")
     two_parts = draw_label(image, "cat 87.0% | true: dog")
-    band_rows = lambda labelled: int(np.flatnonzero((labelled != 0).any(axis=(1, 2))).max())
+
+    def band_rows(labelled: np.ndarray) -> int:
+        return int(np.flatnonzero((labelled != 0).any(axis=(1, 2))).max())
+
     assert band_rows(two_parts) > 2 * band_rows(one_part)  # a second line, not a cut one
     wide = np.zeros((112, 600, 3), dtype=np.uint8)  # wide: one line ("|" reaches a little lower than digits)
     assert band_rows(draw_label(wide, "cat 87.0% | true: dog")) < 1.5 * band_rows(draw_label(wide, "cat 87.0%"))

@@ -70,7 +70,8 @@ def _largest_confusion_side(folder: Path) -> int:
 @pytest.mark.slow
 def test_a_1000_class_model_through_explain_evaluate_and_compare(tmp_path: Path) -> None:
     """A 1000-class checkpoint (ImageNet-sized head) on a dozen 32 px images: every stage completes and every
-    confusion figure it writes (explain, evaluate, compare's report) stays within MAX_SIDE_PX; the terminal and HTML tables do not list 1000 recall columns."""
+    confusion figure it writes (explain, evaluate, compare's report) stays within MAX_SIDE_PX; the terminal and
+    HTML tables do not list 1000 recall columns."""
     classes = [f"n{i:08d} [class] {i}" for i in range(1000)]
     images = tmp_path / "photos"
     write_images(images, {classes[3]: 4, classes[500]: 4, classes[999]: 4}, size=(32, 32))
@@ -78,7 +79,9 @@ def test_a_1000_class_model_through_explain_evaluate_and_compare(tmp_path: Path)
     first = explain(explain_cfg(run, "top_losses=4"))
     second = explain(explain_cfg(run, "topk=2"))
     assert first["labelled"] == 12
-    evaluated = evaluate(make_config("evaluate", [f"ckpt={run}", "progress=false", "data.num_workers=0", "data.split=test"]))
+    evaluated = evaluate(
+        make_config("evaluate", [f"ckpt={run}", "progress=false", "data.num_workers=0", "data.split=test"])
+    )
     compared = compare(compare_config(tmp_path, runs=[first["out_dir"], second["out_dir"]]))
     for folder in (first["out_dir"], evaluated["out_dir"], compared["out_dir"]):
         assert _largest_confusion_side(Path(folder)) <= MAX_SIDE_PX

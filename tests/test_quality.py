@@ -172,8 +172,11 @@ def test_deletion_insertion_drop_and_sanity_on_a_model_that_reads_one_quadrant()
     bad = torch.tensor([[0.0, 0.0], [0.0, 1.0]])
     from catdog.maps.explainers import Explanation
 
-    explained = Explanation(logits, torch.tensor([[1, 1], [1, 1]]), torch.stack([good, bad])[:, None].repeat(1, 2, 1, 1))
-    faith = Faithfulness(Quadrant(), ["deletion", "insertion", "drop_increase"], grid_centres((2, 2), (16, 16)), steps=4)
+    maps = torch.stack([good, bad])[:, None].repeat(1, 2, 1, 1)
+    explained = Explanation(logits, torch.tensor([[1, 1], [1, 1]]), maps)
+    faith = Faithfulness(
+        Quadrant(), ["deletion", "insertion", "drop_increase"], grid_centres((2, 2), (16, 16)), steps=4
+    )
     rows = faith.columns(x, explained)
     # Deletion of the right map removes the quadrant in the first quarter: the curve drops at once.
     assert rows[0]["deletion_auc"] < rows[1]["deletion_auc"]
@@ -214,7 +217,10 @@ def test_masks_beside_images_or_in_masks_csv(tmp_path) -> None:
     cv2.imwrite(str(tmp_path / "other.png"), mask)
     pd.DataFrame({"path": ["b.jpg"], "mask": ["other.png"]}).to_csv(tmp_path / "masks.csv", index=False)
     found = find_masks(tmp_path, [str(tmp_path / "a.jpg"), str(tmp_path / "b.jpg")])
-    assert found == {str(tmp_path / "a.jpg"): str(tmp_path / "a_mask.png"), str(tmp_path / "b.jpg"): str(tmp_path / "other.png")}
+    assert found == {
+        str(tmp_path / "a.jpg"): str(tmp_path / "a_mask.png"),
+        str(tmp_path / "b.jpg"): str(tmp_path / "other.png"),
+    }
     assert (load_mask(found[str(tmp_path / "a.jpg")]) == (mask > 0)).all()
     pd.DataFrame({"path": ["b.jpg"], "mask": ["missing.png"]}).to_csv(tmp_path / "masks.csv", index=False)
     with pytest.raises(CatdogError, match="does not exist"):
@@ -253,7 +259,9 @@ def test_faithfulness_metrics_run_under_bf16_autocast() -> None:
     # precision=auto explains under CPU bf16 autocast; pytorch-grad-cam's confidence metric calls .numpy()
     # on the model's outputs, which has no bfloat16.
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
     x = torch.randn(2, 3, 16, 16)
     explainer = ExactCAM(net, "0", "4")
     faith = Faithfulness(net, ["deletion", "insertion", "drop_increase"], grid_centres((16, 16), (16, 16)), steps=4)

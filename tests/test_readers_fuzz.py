@@ -40,7 +40,9 @@ def _valid_image_bytes(fmt: str, mode: str) -> bytes:
     return buffer.getvalue()
 
 
-SEEDS = [_valid_image_bytes(f, m) for f, m in (("PNG", "RGB"), ("JPEG", "RGB"), ("PNG", "P"), ("TIFF", "CMYK"), ("GIF", "L"))]
+SEEDS = [
+    _valid_image_bytes(f, m) for f, m in (("PNG", "RGB"), ("JPEG", "RGB"), ("PNG", "P"), ("TIFF", "CMYK"), ("GIF", "L"))
+]
 
 
 def _check_image(data: bytes) -> None:

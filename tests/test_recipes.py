@@ -61,14 +61,18 @@ def test_ema_weights_are_validated_saved_as_best_and_tested(tmp_path: Path) -> N
 
 def test_ema_average_with_and_without_warmup() -> None:
     average, current = torch.zeros(3), torch.ones(3)
-    assert torch.allclose(EMAWeights(decay=0.9, warmup=False)._average(average, current, torch.tensor(5)), torch.full((3,), 0.1))
+    assert torch.allclose(
+        EMAWeights(decay=0.9, warmup=False)._average(average, current, torch.tensor(5)), torch.full((3,), 0.1)
+    )
     # Warm-up: after n=2 earlier updates the decay is min(0.9, 3/12) = 0.25.
     assert torch.allclose(EMAWeights(decay=0.9)._average(average, current, torch.tensor(2)), torch.full((3,), 0.75))
     counter = torch.tensor(7)  # integer buffers (BatchNorm's num_batches_tracked) take the current value
     assert EMAWeights()._average(torch.tensor(3), counter, torch.tensor(4)) is counter
 
 
-@pytest.mark.parametrize(("value", "match"), [("1.0", r"decay must be a number in \[0, 1\)"), ("-0.1", "decay must be")])
+@pytest.mark.parametrize(
+    ("value", "match"), [("1.0", r"decay must be a number in \[0, 1\)"), ("-0.1", "decay must be")]
+)
 def test_bad_ema_decay_is_one_line(tmp_path: Path, value: str, match: str) -> None:
     with pytest.raises(CatdogError, match=match):
         train(tiny_train_cfg(tmp_path, f"callbacks.ema={{_target_:catdog.models.EMAWeights,decay:{value}}}"))
@@ -107,7 +111,13 @@ def test_test_tta_is_reported_beside_the_plain_accuracy_and_evaluate_agrees(tmp_
     assert tested["tta"]["accuracy"] == pytest.approx((flipped.argmax(1) == labels).float().mean().item())
     assert tested["tta"]["loss"] == pytest.approx(F.cross_entropy(flipped, labels).item(), rel=1e-5)
 
-    overrides = ["progress=false", "data.num_workers=0", "precision=32", f"ckpt={run}", "tta=hflip"]  # float32 references
+    overrides = [
+        "progress=false",
+        "data.num_workers=0",
+        "precision=32",
+        f"ckpt={run}",
+        "tta=hflip",
+    ]  # float32 references
     result = evaluate(make_config("evaluate", overrides))
     assert result["tta"] == "hflip" and result["accuracy"] == pytest.approx(tested["tta"]["accuracy"])
     predictions = pd.read_csv(Path(result["out_dir"]) / "predictions.csv")
@@ -123,7 +133,13 @@ def test_bad_test_tta_fails_before_training(tmp_path: Path) -> None:
 
 def test_evaluate_at_another_image_size_uses_it_and_says_so(tiny_run: Path) -> None:
     run = tiny_run
-    overrides = ["progress=false", "data.num_workers=0", "precision=32", f"ckpt={run}", "image_size=48"]  # float32 reference
+    overrides = [
+        "progress=false",
+        "data.num_workers=0",
+        "precision=32",
+        f"ckpt={run}",
+        "image_size=48",
+    ]  # float32 reference
     result = evaluate(make_config("evaluate", overrides))
     model = load_classifier(run / "checkpoints" / "best.ckpt")
     hp = model.hparams
@@ -148,9 +164,15 @@ def test_train_image_size_changes_only_the_training_crops(tmp_path: Path) -> Non
 
     paths = write_images(tmp_path / "photos", {"a": 3, "b": 3}, size=(60, 50))
     index = pd.DataFrame(
-        {"path": [str(p) for p in paths], "label": [p.parent.name for p in paths], "split": ["train", "val", "test"] * 2}
+        {
+            "path": [str(p) for p in paths],
+            "label": [p.parent.name for p in paths],
+            "split": ["train", "val", "test"] * 2,
+        }
     )
-    data = ImageDataModule(index, ["a", "b"], image_size=40, mean=[0.5] * 3, std=[0.5] * 3, num_workers=0, train_image_size=32)
+    data = ImageDataModule(
+        index, ["a", "b"], image_size=40, mean=[0.5] * 3, std=[0.5] * 3, num_workers=0, train_image_size=32
+    )
     assert data.train_set[0][0].shape == (3, 32, 32)
     assert data.val_set[0][0].shape == data.test_set[0][0].shape == (3, 40, 40)
     with pytest.raises(CatdogError, match="data.train_image_size=8 must be an integer >= 16"):

@@ -80,7 +80,9 @@ def test_read_explain_dir_names_what_is_missing(tmp_path: Path) -> None:
 
 def test_report_never_copies_files_outside_the_explain_folder(tmp_path: Path) -> None:
     paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("dog", "b.jpg"), ("dog", "c.jpg")])
-    out = make_run(tmp_path / "runs", "A", paths, ["cat", "dog", "dog"], [0.9, 0.8, 0.7], np.ones((3, 2, 2), np.float32))
+    out = make_run(
+        tmp_path / "runs", "A", paths, ["cat", "dog", "dog"], [0.9, 0.8, 0.7], np.ones((3, 2, 2), np.float32)
+    )
     secret = tmp_path / "secret.jpg"
     secret.write_bytes(b"\xff\xd8 not for the report " + os.urandom(16))
     frame = pd.read_csv(out / "predictions.csv", dtype=str, keep_default_na=False)

@@ -298,7 +298,7 @@ def test_report_of_20000_images_opens_within_seconds(browser: object, tmp_path: 
     page.wait_for_selector("#gallery .tile", timeout=5_000)
     tiles = page.locator("#gallery .tile").count()
     assert 0 < tiles <= 100
-    expected = int((pd.read_csv(explain_dir / "predictions.csv")["correct"] == False).sum())
+    expected = int(pd.read_csv(explain_dir / "predictions.csv")["correct"].eq(False).sum())
     assert f"of {expected} matching images" in page.locator("#count").inner_text()  # it opens on the mistakes
     page.select_option("#filter-outcome", "all", timeout=5_000)  # filtering all 20,000 stays interactive
     page.wait_for_function("document.getElementById('count').textContent.includes('of 20000 matching')", timeout=5_000)

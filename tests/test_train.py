@@ -153,7 +153,12 @@ def test_confusion_plot_does_not_claim_a_best_checkpoint_when_there_is_none(tmp_
 
     titles: list[str] = []
     real = pipeline.plot_confusion_matrix
-    monkeypatch.setattr(pipeline, "plot_confusion_matrix", lambda *a, **k: (titles.append(k["title"]), real(*a, **k))[1])
+
+    def recording(*args, **kwargs):
+        titles.append(kwargs["title"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "plot_confusion_matrix", recording)
     train(tiny_train_cfg(tmp_path, "~callbacks.model_checkpoint", "~callbacks.early_stopping"))
     metrics = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
     assert metrics["checkpoint"] is None and metrics["weights"] == "final weights"
@@ -181,8 +186,13 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(tmp_path: Path) -> None
 
 @pytest.mark.parametrize(
     ("key", "target"),
-    [("optimizer", "builtins.exec"), ("optimizer", "os.system"), ("scheduler", "torch.optim.AdamW"),
-     ("optimizer", "torch.optim.lr_scheduler.StepLR"), ("scheduler", "subprocess.Popen")],
+    [
+        ("optimizer", "builtins.exec"),
+        ("optimizer", "os.system"),
+        ("scheduler", "torch.optim.AdamW"),
+        ("optimizer", "torch.optim.lr_scheduler.StepLR"),
+        ("scheduler", "subprocess.Popen"),
+    ],
 )
 def test_checkpoint_optimizer_and_scheduler_targets_are_restricted_to_torch(
     tiny_run: Path, tmp_path: Path, key: str, target: str
@@ -199,7 +209,11 @@ def test_checkpoint_optimizer_and_scheduler_targets_are_restricted_to_torch(
 def test_lr_finder_plots_into_the_run_folder_and_trains_with_its_suggestion(tmp_path: Path) -> None:
     summary = train(
         tiny_train_cfg(
-            tmp_path, "lr_find.enabled=true", "lr_find.num_training=20", "lr_find.max_lr=0.01", "test=false",
+            tmp_path,
+            "lr_find.enabled=true",
+            "lr_find.num_training=20",
+            "lr_find.max_lr=0.01",
+            "test=false",
             "data.num_per_class=20",
         )
     )

@@ -149,7 +149,9 @@ def _short(name: str) -> str:
     return name if len(name) <= _LABEL_CHARS else name[: _LABEL_CHARS - 1] + "…"
 
 
-def _draw_confusion(counts: np.ndarray, fractions: np.ndarray, class_names: Sequence[str], out_png: Path, title: str) -> Path:
+def _draw_confusion(
+    counts: np.ndarray, fractions: np.ndarray, class_names: Sequence[str], out_png: Path, title: str
+) -> Path:
     n = len(class_names)
     size = max(4.0, 0.5 * n + 2.5)  # n <= CONFUSION_MAX_CLASSES: at most 17.5 inches
     fig, ax = plt.subplots(figsize=(size, size))

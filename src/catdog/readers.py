@@ -161,7 +161,9 @@ def _to_bool(values: pd.Series, column: str, path: Path, what: str, fix: str) ->
     for row, value in enumerate(values):
         parsed = as_bool(value)
         if parsed is None and str(value).strip() not in ("", "None", "nan", "NaN"):
-            raise CatdogError(f"{what} {path}: column {column} holds {value!r} in data row {row + 1}, not True/False: {fix}")
+            raise CatdogError(
+                f"{what} {path}: column {column} holds {value!r} in data row {row + 1}, not True/False: {fix}"
+            )
         result.append(parsed)
     return result
 

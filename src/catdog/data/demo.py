@@ -336,7 +336,8 @@ def load_boxes(root: str | Path) -> pd.DataFrame | None:
     fix = "it needs a header path,x0,y0,x1,y1 and one box per row"
     boxes = read_csv(file, required=columns, text=["path"], numeric=columns[1:], what="boxes", fix=fix)
     boxes = boxes[columns].copy()
-    bad = ~np.isfinite(boxes[columns[1:]].to_numpy(dtype=float)).all(axis=1) | (boxes["path"].str.strip() == "").to_numpy()
+    blank_path = (boxes["path"].str.strip() == "").to_numpy()
+    bad = ~np.isfinite(boxes[columns[1:]].to_numpy(dtype=float)).all(axis=1) | blank_path
     if bad.any():
         row = int(bad.nonzero()[0][0])
         raise CatdogError(f"boxes {file} has an empty or non-finite cell in data row {row + 1}: {fix}")

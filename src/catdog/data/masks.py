@@ -133,7 +133,9 @@ def find_masks(root: str | Path | None, paths: list[str]) -> dict[str, str]:
         frame = read_csv(file, required=("path", "mask"), text=("path", "mask"), what="masks", fix=fix)
         blank = (frame["path"].str.strip() == "") | (frame["mask"].str.strip() == "")
         if blank.any():
-            raise CatdogError(f"masks {file} has an empty cell in data row {int(blank.to_numpy().nonzero()[0][0]) + 1}: {fix}")
+            raise CatdogError(
+                f"masks {file} has an empty cell in data row {int(blank.to_numpy().nonzero()[0][0]) + 1}: {fix}"
+            )
         for row in frame.itertuples():
             mask = absolute_path(row.mask, file.parent)
             if not Path(mask).is_file():

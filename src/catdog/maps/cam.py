@@ -106,7 +106,7 @@ class FeatureCapture:
 
 
 def _resolve_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
-    """Finds the module to hook from its dotted name (via :func:`catdog.models.resolve_layer`) or checks the module given."""
+    """Finds the module to hook from its dotted name (:func:`catdog.models.resolve_layer`) or checks the one given."""
     if isinstance(layer, nn.Module):
         if not any(module is layer for module in model.modules()):
             raise ValueError(f"the given {type(layer).__name__} is not a submodule of {type(model).__name__}")

@@ -80,7 +80,9 @@ def fold_batchnorm(net: nn.Module, keep: Iterable[nn.Module] = ()) -> int:
         ValueError: ``net`` is in training mode (BatchNorm then uses batch statistics and cannot be folded).
     """
     if net.training:
-        raise ValueError("fold_batchnorm is for inference: call net.eval() first (training BatchNorm uses batch statistics)")
+        raise ValueError(
+            "fold_batchnorm is for inference: call net.eval() first (training BatchNorm uses batch statistics)"
+        )
     kept = {id(module) for module in keep}
     folded = 0
     for conv_name, bn_name in conv_bn_pairs(net):

@@ -119,7 +119,9 @@ class Faithfulness:
     ) -> None:
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
-            raise CatdogError(f"metrics={list(metrics)}: unknown {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+            raise CatdogError(
+                f"metrics={list(metrics)}: unknown {', '.join(unknown)}; choose from {', '.join(METRICS)}"
+            )
         if "sanity" in metrics and random_explainer is None:
             raise CatdogError("metrics=[sanity] needs the explainer of a randomised model")
         if steps < 1:
@@ -132,7 +134,8 @@ class Faithfulness:
         self.random_explainer = random_explainer
 
     def columns(self, x: Tensor, explained: Explanation) -> list[dict[str, Any]]:
-        """The batch's per-image columns (``deletion_auc``, ``insertion_auc``, ``drop``, ``increase``, ``sanity_rank_corr``).
+        """The batch's per-image columns (``deletion_auc``, ``insertion_auc``, ``drop``, ``increase``,
+        ``sanity_rank_corr``).
 
         Args:
             x: ``Tensor[B, 3, S, S]`` the normalised model input the maps were made for.

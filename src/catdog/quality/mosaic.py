@@ -137,5 +137,6 @@ def mosaic_check(
                 size = (input_size, input_size)
                 cols = mosaic_tile_columns(centres.upsample(cam, size), centres.peak(cam, size), tiles, own, grid)
                 rows.append({"mosaic": plan[0], "class": name, **cols, "paths": "|".join(plan[3])})
-    frame = pd.DataFrame(rows, columns=["mosaic", "class", "peak_on_own_tile", "energy_on_own_tiles", "chance", "paths"])
+    columns = ["mosaic", "class", "peak_on_own_tile", "energy_on_own_tiles", "chance", "paths"]
+    frame = pd.DataFrame(rows, columns=columns)
     return frame, summarize_mosaic(frame)
