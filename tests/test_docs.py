@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, make_config, write_images
+from helpers import CONF_DIR, ROOT, make_config, write_images
 from omegaconf import DictConfig
 
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "data" / "README.md"]
 FENCE = re.compile(r"^```(bash|sh|shell)\n(.*?)^```", re.M | re.S)
-SCRIPTS = {"train", "explain", "evaluate", "compare"}
+SCRIPTS = {p.stem for p in CONF_DIR.glob("*.yaml")}  # each entry-point config has its scripts/<name>.py
 # Settings that make a command expensive (several processes, downloads, every method or metric): composed only.
 EXPENSIVE = re.compile(
     r"^(devices|num_nodes|weights|metrics|localization|grid|layers)=|imagenet:|method=(scorecam|ablationcam)"
