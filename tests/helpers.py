@@ -129,6 +129,23 @@ def one_line(err: pytest.ExceptionInfo) -> str:
     return message
 
 
+
+class ChannelNet(torch.nn.Module):
+    """Toy CAM model: features = the RGB channels average-pooled to cells of ``cell`` px; class c reads
+    channel c with weight ``gains[c]`` and no bias, so exact CAM applies and each map is known."""
+
+    def __init__(self, cell: int = 8, gains: Sequence[float] = (4.0, 4.0, 4.0)) -> None:
+        super().__init__()
+        self.features = torch.nn.AvgPool2d(cell)
+        self.fc = torch.nn.Linear(3, 3)
+        with torch.no_grad():
+            self.fc.weight.copy_(torch.diag(torch.tensor([float(g) for g in gains])))
+            self.fc.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x).mean(dim=(-2, -1)))
+
+
 # --- hand-made run and explain folders (no model) ---
 CLASSES = ["cat", "dog"]
 HOSTILE = "<img src=x onerror=alert(1)>.jpg"

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import ChannelNet
 from scipy.stats import spearmanr
 from torch import nn
 
@@ -102,21 +103,6 @@ def test_contrast_maps_are_differences_of_exact_maps() -> None:
     runner = class_activation_maps(features, weight, idx, weights=runner_rows)
     torch.testing.assert_close(runner[0, 0], every[0, 1] - every[0, 3])
     torch.testing.assert_close(runner[1, 1], every[1, 2] - every[1, 0])
-
-
-class ChannelNet(nn.Module):
-    """Toy CAM model: features = the RGB channels average-pooled to cells of 8 px; class c reads channel c."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.AvgPool2d(8)
-        self.fc = nn.Linear(3, 3)
-        with torch.no_grad():
-            self.fc.weight.copy_(torch.eye(3) * 4)
-            self.fc.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).mean(dim=(-2, -1)))
 
 
 def _solid(colour: tuple[int, int, int], size: int = 20) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import ChannelNet
 from PIL import Image
 from torch import nn
 
@@ -147,21 +148,6 @@ def test_settings_are_checked() -> None:
             ContextSettings(**values).check()
 
 
-class ChannelNet(nn.Module):
-    """Features = the RGB channels pooled to 4 px cells; class c reads channel c (exact CAM applies)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.AvgPool2d(4)
-        self.fc = nn.Linear(3, 3)
-        with torch.no_grad():
-            self.fc.weight.copy_(torch.eye(3) * 4)
-            self.fc.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).mean(dim=(-2, -1)))
-
-
 def _write(path: Path, image: np.ndarray) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image).save(path)
@@ -185,7 +171,7 @@ def test_run_context_on_images_matches_the_columns_of_each_batch(tmp_path: Path)
     def transform(rgb: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).float() / 255
 
-    net = ChannelNet().eval()
+    net = ChannelNet(cell=4).eval()
     explainer = ExactCAM(net, "features", "fc")
     centres = grid_centres((4, 4), (SIDE, SIDE))
     settings = ContextSettings(area=0.25, baseline="blur", batch_size=4)

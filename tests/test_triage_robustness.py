@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import ChannelNet
 from PIL import Image
-from torch import nn
 
 from catdog.data.paste import Backgrounds
 from catdog.errors import CatdogError
@@ -20,21 +20,6 @@ from catdog.triage.robustness import RobustnessSettings, plot_robustness, robust
 
 SIDE = 48
 NAMES = ["red", "green", "blue"]
-
-
-class ChannelNet(nn.Module):
-    """Features = RGB pooled to 4 px cells; logits 4 x red, 1 x green, 1 x blue share of the picture."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.AvgPool2d(4)
-        self.fc = nn.Linear(3, 3)
-        with torch.no_grad():
-            self.fc.weight.copy_(torch.diag(torch.tensor([4.0, 1.0, 1.0])))
-            self.fc.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x).mean(dim=(-2, -1)))
 
 
 def _transform(rgb: np.ndarray) -> torch.Tensor:
@@ -59,7 +44,7 @@ def _setup(tmp_path: Path) -> tuple[pd.DataFrame, Backgrounds]:
 
 
 def _check(images: pd.DataFrame, backgrounds: Backgrounds, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    net = ChannelNet().eval()
+    net = ChannelNet(cell=4, gains=(4.0, 1.0, 1.0)).eval()
     settings = RobustnessSettings(scales=(1.0, 0.5, 1 / 3, 0.25), seed=seed, tolerance=0.0, batch_size=3)
     return robustness_check(
         ExactCAM(net, "features", "fc"), _transform, images, NAMES, grid_centres((12, 12), (SIDE, SIDE)), backgrounds, settings
