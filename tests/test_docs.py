@@ -44,7 +44,12 @@ def commands() -> list[tuple[str, list[str]]]:
 
 
 def script_call(argv: list[str]) -> tuple[str, list[str]] | None:
-    """The config name and overrides of a ``scripts/<name>.py`` command (also behind torchrun/srun/python)."""
+    """The config name and overrides of ``catdog <command> ...`` or ``scripts/<name>.py ...`` (also behind
+    torchrun, srun or python); None for anything else, and for help requests."""
+    from catdog.cli import COMMANDS
+
+    if argv[0] == "catdog" and len(argv) > 1 and argv[1] in COMMANDS and "--help" not in argv:
+        return COMMANDS[argv[1]].config, argv[2:]
     for i, word in enumerate(argv):
         match = re.fullmatch(r"scripts/(\w+)\.py", word)
         if match:
@@ -92,6 +97,19 @@ def test_command_is_valid(where: str, argv: list[str]) -> None:
         name, arguments = call
         assert name in SCRIPTS and (ROOT / "scripts" / f"{name}.py").is_file(), where
         compose(name, arguments)
+        if argv[0] == "catdog":  # its own did-you-mean check of the keys
+            from catdog.cli import check_overrides
+
+            check_overrides(CONF_DIR, name, [_fill(a) for a in arguments if a not in ("-m", "--multirun")])
+    elif argv[0] == "catdog":  # catdog --help, catdog <command> --help
+        from catdog.cli import main
+
+        try:
+            main(argv[1:])
+        except SystemExit as stop:
+            assert stop.code in (0, None), where
+    elif argv == ["source", ".venv/bin/activate"]:
+        assert "VENV ?= .venv" in (ROOT / "Makefile").read_text()  # make install creates it
     elif argv[0] == "make":
         targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
         assert set(argv[1:]) <= targets, where
