@@ -76,8 +76,11 @@ def markdown(frame: pd.DataFrame) -> str:
     def pct(value: object) -> str:
         return "–" if pd.isna(value) else f"{float(value):.1%}"
 
-    lines = ["| backgrounds | side | accuracy before → after | pointing game before → after (centre) | energy on the photo before → after |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| backgrounds | side | accuracy before → after | pointing game before → after (centre) | energy on the photo "
+        "before → after |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for _, r in frame.iterrows():
         lines.append(
             f"| {r['backgrounds']} | {r['side']} | {pct(r['accuracy before'])} → **{pct(r['accuracy after'])}** | "
@@ -120,7 +123,9 @@ def main() -> None:
     if args.table_only:
         sources = {s: None for s in ("generated", "photo") if (args.out / f"check_plain_{s}").is_dir()}
     else:
-        minutes = {name: train(args.root, args.weights, args.out / f"run_{name}", extra) for name, extra in MODELS.items()}
+        minutes = {
+            name: train(args.root, args.weights, args.out / f"run_{name}", extra) for name, extra in MODELS.items()
+        }
         print("training minutes:", minutes, flush=True)
         for name in MODELS:
             for source, folder in sources.items():

@@ -16,7 +16,8 @@ loop     train the same recipe on the noisy run's relabelled.csv; test accuracy 
          relabelled model on the same held-out test images, judged by their true labels
 
     nice -n 10 python bench/triage_noise.py --photos /work/shared/data/catdog \
-        --weights /work/shared/weights/mobilenet_v2_imagenet1001.pth --out /tmp/triage/bench --stages clean,noisy,timing,loop
+        --weights /work/shared/weights/mobilenet_v2_imagenet1001.pth --out /tmp/triage/bench \
+        --stages clean,noisy,timing,loop
 """
 
 from __future__ import annotations
@@ -68,7 +69,14 @@ def train(out: Path, name: str, weights: str, data: list[str]) -> Path:
     run_dir = out / "runs" / name
     if not (run_dir / "test_metrics.json").is_file():  # written when training and testing are complete
         seconds = run(
-            ["scripts/train.py", EXPERIMENT, f"model.weights={weights}", f"paths.output_dir={run_dir}", "~callbacks.rich_progress_bar", *data],
+            [
+                "scripts/train.py",
+                EXPERIMENT,
+                f"model.weights={weights}",
+                f"paths.output_dir={run_dir}",
+                "~callbacks.rich_progress_bar",
+                *data,
+            ],
             out / f"train_{name}.log",
         )
         record(out, f"train_{name}", {"seconds": round(seconds, 1)})
@@ -96,12 +104,19 @@ def stage_clean(args: argparse.Namespace) -> None:
     folder = triage_run(args.out, run_dir, "clean")
     issues = pd.read_csv(folder / "label_issues.csv")
     summary = json.loads((folder / "summary.json").read_text())
-    record(args.out, "clean", {
-        "flagged": len(issues),
-        "top10": issues.head(10)[["key", "split", "given", "suggested", "label_quality"]].to_dict("records"),
-        "duplicates": summary["duplicates"], "outliers": summary["outliers"], "slices": summary["slices"],
-        "test_accuracy": summary["test_accuracy"], "features_seconds": summary["features"]["seconds"],
-    })
+    record(
+        args.out,
+        "clean",
+        {
+            "flagged": len(issues),
+            "top10": issues.head(10)[["key", "split", "given", "suggested", "label_quality"]].to_dict("records"),
+            "duplicates": summary["duplicates"],
+            "outliers": summary["outliers"],
+            "slices": summary["slices"],
+            "test_accuracy": summary["test_accuracy"],
+            "features_seconds": summary["features"]["seconds"],
+        },
+    )
 
 
 def stage_photos(args: argparse.Namespace) -> None:
@@ -140,12 +155,19 @@ def stage_noisy(args: argparse.Namespace) -> None:
     if clean_issues.is_file():  # real errors of the photos, as found on the clean copy, by file name
         clean_flagged = {Path(p).name for p in pd.read_csv(clean_issues)["path"]}
     others = [p for p in flagged - truth]
-    record(args.out, "noisy", {
-        "planted": len(truth), "flagged": len(flagged), "hits": hits,
-        "precision": round(precision, 4), "recall": round(recall, 4),
-        "f1": round(2 * precision * recall / max(1e-12, precision + recall), 4),
-        "false_positives_also_flagged_on_clean_photos": sum(Path(p).name in clean_flagged for p in others),
-    })
+    record(
+        args.out,
+        "noisy",
+        {
+            "planted": len(truth),
+            "flagged": len(flagged),
+            "hits": hits,
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+            "f1": round(2 * precision * recall / max(1e-12, precision + recall), 4),
+            "false_positives_also_flagged_on_clean_photos": sum(Path(p).name in clean_flagged for p in others),
+        },
+    )
 
 
 def plain_pass(run_dir: Path, batch_size: int, num_workers: int) -> int:
@@ -189,8 +211,15 @@ def plain_pass(run_dir: Path, batch_size: int, num_workers: int) -> int:
             with torch.inference_mode():
                 return self.net(batch.contiguous(memory_format=torch.channels_last)).float().softmax(dim=1).numpy()
 
-    trainer = pl.Trainer(accelerator="cpu", devices=1, precision=precision, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision=precision,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     with reuse_freed_memory(True):
         trainer.predict(Plain(), return_predictions=False)
     return len(paths)
@@ -217,7 +246,16 @@ def measure(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0) / 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({"images": images, "seconds": round(seconds, 2), "peak_rss_mb": round(peak), "worker_peak_rss_mb": round(workers)}))
+    print(
+        json.dumps(
+            {
+                "images": images,
+                "seconds": round(seconds, 2),
+                "peak_rss_mb": round(peak),
+                "worker_peak_rss_mb": round(workers),
+            }
+        )
+    )
 
 
 def stage_timing(args: argparse.Namespace) -> None:
@@ -227,7 +265,11 @@ def stage_timing(args: argparse.Namespace) -> None:
             env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
             out = subprocess.run(
                 [sys.executable, __file__, "--measure", method, "--out", str(args.out)],
-                check=True, capture_output=True, text=True, env=env, cwd=ROOT,
+                check=True,
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=ROOT,
             )
             rows.append({"round": round_, "method": method, **json.loads(out.stdout.strip().splitlines()[-1])})
             print(rows[-1], flush=True)
@@ -264,11 +306,16 @@ def stage_loop(args: argparse.Namespace) -> None:
     planted = pd.read_csv(args.out / "planted.csv")
     split = pd.read_csv(args.out / "runs" / "noisy" / "split.csv")
     test = split[split["split"] == "test"].merge(planted[["path", "true"]], on="path")
-    record(args.out, "loop", {
-        "test_images": len(test), "planted_in_test": int((test["true"] != test["label"]).sum()),
-        "noisy_model": round(clean_test_accuracy(args.out / "runs" / "noisy", test), 4),
-        "relabelled_model": round(clean_test_accuracy(run_dir, test), 4),
-    })
+    record(
+        args.out,
+        "loop",
+        {
+            "test_images": len(test),
+            "planted_in_test": int((test["true"] != test["label"]).sum()),
+            "noisy_model": round(clean_test_accuracy(args.out / "runs" / "noisy", test), 4),
+            "relabelled_model": round(clean_test_accuracy(run_dir, test), 4),
+        },
+    )
 
 
 def main() -> None:

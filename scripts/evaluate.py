@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint: ``python scripts/evaluate.py ckpt=... [data.root=...|data.split=test]`` (see conf/evaluate.yaml).
+"""Evaluate a checkpoint: ``python scripts/evaluate.py ckpt=... [data.root=...|data.split=test]`` (see evaluate.yaml).
 
 The same as ``catdog evaluate ...`` (catdog.cli).
 """

@@ -1,4 +1,4 @@
-"""Context robustness: ``python scripts/robustness.py ckpt=... [context.backgrounds=<folder>]`` (see conf/robustness.yaml)."""
+"""Context robustness: ``python scripts/robustness.py ckpt=... [context.backgrounds=<folder>]`` (robustness.yaml)."""
 
 import hydra
 from omegaconf import DictConfig

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from catdog import cli
 
@@ -34,7 +34,9 @@ def test_an_unknown_command_names_the_closest(capsys) -> None:
     with pytest.raises(SystemExit) as stop:
         cli.main(["trian"])
     assert stop.value.code == 2
-    assert capsys.readouterr().err.strip() == "catdog: error: 'trian' is not a catdog command: did you mean catdog train?"
+    assert (
+        capsys.readouterr().err.strip() == "catdog: error: 'trian' is not a catdog command: did you mean catdog train?"
+    )
 
 
 def test_explain_help_lists_explains_settings_not_trains_groups() -> None:
@@ -58,8 +60,20 @@ def test_a_typo_in_a_setting_says_did_you_mean() -> None:
 
 def test_overrides_that_exist_pass_the_check(tmp_path: Path) -> None:
     folder = cli.config_dir()
-    cli.check_overrides(folder, "train", ["data=folder", "data.root=x", "trainer.max_epochs=1", "+foo=1", "-m",
-                                          "model=resnet18,mobilenet_v2", "hydra.job.chdir=false", "~callbacks.ema"])
+    cli.check_overrides(
+        folder,
+        "train",
+        [
+            "data=folder",
+            "data.root=x",
+            "trainer.max_epochs=1",
+            "+foo=1",
+            "-m",
+            "model=resnet18,mobilenet_v2",
+            "hydra.job.chdir=false",
+            "~callbacks.ema",
+        ],
+    )
     cli.check_overrides(folder, "explain", ["ckpt=latest", "data.max_images=4", "overlay.alpha=0.3"])
     with pytest.raises(cli.CatdogError, match=r"did you mean data\.max_images\?"):
         cli.check_overrides(folder, "explain", ["data.max_image=4"])

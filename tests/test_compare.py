@@ -391,7 +391,8 @@ def _drawn_outside(fig: object) -> bool:
     drawn = fig.get_tightbbox(fig.canvas.get_renderer())
     page = fig.bbox_inches
     slack = 1 / fig.dpi  # one pixel
-    return drawn.x0 < page.x0 - slack or drawn.y0 < page.y0 - slack or drawn.x1 > page.x1 + slack or drawn.y1 > page.y1 + slack
+    outside_low = drawn.x0 < page.x0 - slack or drawn.y0 < page.y0 - slack
+    return outside_low or drawn.x1 > page.x1 + slack or drawn.y1 > page.y1 + slack
 
 
 @pytest.fixture
@@ -400,7 +401,10 @@ def long_label_runs(tmp_path: Path) -> list[str]:
     paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("cat", "b.jpg"), ("dog", "c.jpg"), ("dog", "d.jpg")])
     cams = np.arange(4 * 16, dtype=np.float32).reshape(4, 4, 4)
     runs = []
-    for name, preds in (("mobilenet_local_weights", ["cat", "dog", "dog", "cat"]), ("finetune_lowlr_backbone", ["cat"] * 4)):
+    for name, preds in (
+        ("mobilenet_local_weights", ["cat", "dog", "dog", "cat"]),
+        ("finetune_lowlr_backbone", ["cat"] * 4),
+    ):
         run = make_run(
             tmp_path / "runs", name, paths, preds, [0.9, 0.8, 0.7, 0.6], cams,
             overrides=[f"experiment={name}"], config={"experiment": name},

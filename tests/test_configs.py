@@ -44,7 +44,14 @@ def test_every_group_is_known() -> None:
         "callbacks", "context", "data", "experiment", "logger", "model", "optimizer", "paths", "runtime", "scheduler",
         "trainer",
     ]
-    assert {p.stem for p in CONF_DIR.glob("*.yaml")} == {"train", "explain", "evaluate", "compare", "triage", "robustness"}
+    assert {p.stem for p in CONF_DIR.glob("*.yaml")} == {
+        "train",
+        "explain",
+        "evaluate",
+        "compare",
+        "triage",
+        "robustness",
+    }
 
 
 @pytest.mark.parametrize("name", ["explain", "evaluate", "compare", "triage", "robustness"])

@@ -48,10 +48,14 @@ def test_quiet_lightning_hides_the_noise_and_keeps_other_warnings() -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with quiet_lightning():
-            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", DeprecationWarning)
-            warnings.warn("The number of training batches (2) is smaller than the logging interval Trainer(...)")
-            warnings.warn("Found 3 module(s) in eval mode at the start of training. This may lead ...")
-            warnings.warn("GPU available but not used. You can set it by doing `Trainer(accelerator='gpu')`.")
+            noise = [
+                "The number of training batches (2) is smaller than the logging interval Trainer(...)",
+                "Found 3 module(s) in eval mode at the start of training. This may lead ...",
+                "GPU available but not used. You can set it by doing `Trainer(accelerator='gpu')`.",
+            ]
+            warnings.warn("`isinstance(treespec, LeafSpec)` is deprecated, use ...", DeprecationWarning, stacklevel=1)
+            for message in noise:
+                warnings.warn(message, stacklevel=1)
     assert [str(w.message)[:13] for w in caught] == ["GPU available"]
 
 

@@ -50,7 +50,10 @@ def test_demo_never_overwrites_other_data(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "holiday.jpg").write_bytes(b"precious")
     # Issue 20: the likely mistake is a forgotten data=folder, so the message names that fix.
-    with pytest.raises(CatdogError, match="is not a catdog demo dataset, refusing to overwrite it: to train on your photos there, add data=folder"):
+    with pytest.raises(
+        CatdogError,
+        match="is not a catdog demo dataset, refusing to overwrite it: to train on your photos there, add data=folder",
+    ):
         ensure_demo_dataset(tmp_path / "photos", num_per_class=1, image_size=SIZE)
     assert (tmp_path / "photos" / "holiday.jpg").read_bytes() == b"precious"
 

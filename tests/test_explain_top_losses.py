@@ -1,4 +1,4 @@
-"""top_losses.png: justified rows without letterboxing, readable captions with the photo's file name (issue 20 item 6)."""
+"""top_losses.png: justified rows without letterboxing, readable captions with the photo's file name."""
 
 from __future__ import annotations
 
@@ -22,8 +22,16 @@ def mistakes(out: Path, shapes: list[tuple[int, int]]) -> pd.DataFrame:
         rel = f"incorrect/cat_as_dog/{i:04d}_cat.jpg"  # an overlay name that lost the photo's number
         save_image(out / rel, np.full((height, width, 3), GREEN, np.uint8))
         rows.append(
-            {"path": f"/photos/cat/cat.{169 + i}.jpg", "true": "cat", "pred": "dog", "p_cat": 0.12, "p_dog": 0.88,
-             "loss": 2.5 - 0.1 * i, "correct": False, "overlay": rel}
+            {
+                "path": f"/photos/cat/cat.{169 + i}.jpg",
+                "true": "cat",
+                "pred": "dog",
+                "p_cat": 0.12,
+                "p_dog": 0.88,
+                "loss": 2.5 - 0.1 * i,
+                "correct": False,
+                "overlay": rel,
+            }
         )
     return pd.DataFrame(rows)
 

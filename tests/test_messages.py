@@ -97,13 +97,29 @@ def test_a_1001_class_weights_file_says_how_it_is_normalised(tmp_path: Path, cap
 @pytest.mark.slow
 def test_a_real_sweep_prints_its_table_and_the_compare_command(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "catdog", "train", "-m", f"data.root={tmp_path / 'demo'}", "data.num_per_class=12",
-         "data.image_size=32", "data.num_workers=0", "trainer.max_epochs=1", "seed=1,2", "~callbacks.rich_progress_bar"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        [
+            sys.executable,
+            "-m",
+            "catdog",
+            "train",
+            "-m",
+            f"data.root={tmp_path / 'demo'}",
+            "data.num_per_class=12",
+            "data.image_size=32",
+            "data.num_workers=0",
+            "trainer.max_epochs=1",
+            "seed=1,2",
+            "~callbacks.rich_progress_bar",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("Sweep multirun/train/"))
-    assert [line.split()[:2] for line in lines[start + 3:start + 5]] == [["0", "seed=1"], ["1", "seed=2"]]
+    assert [line.split()[:2] for line in lines[start + 3 : start + 5]] == [["0", "seed=1"], ["1", "seed=2"]]
     assert lines[-1].startswith("Compare them on the same images: catdog compare sweep=multirun/train/")
     assert lines[start + 2].split() == ["job", "overrides", "best", "epoch", "val", "acc", "test", "acc"]

@@ -117,7 +117,9 @@ def test_report_takes_curves_only_from_the_run_holding_the_explain_folder(tmp_pa
 
 # --- issue 20 item 5: a report that starts from the mistakes, portable on its own --------------
 def _data(page: str) -> dict:
-    return json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S).group(1))
+    return json.loads(
+        re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S).group(1)
+    )
 
 
 def _urls(page: str) -> list[str]:
@@ -131,7 +133,9 @@ def _urls(page: str) -> list[str]:
 
 def test_report_folder_is_portable_on_its_own(tmp_path: Path) -> None:
     paths = make_images(tmp_path / "photos", [("cat", "a.jpg"), ("dog", "b.jpg"), ("dog", "c.jpg")])
-    out = make_run(tmp_path / "runs", "solo", paths, ["cat", "cat", "dog"], [0.9, 0.6, 0.8], np.zeros((3, 2, 2)), layers=True)
+    out = make_run(
+        tmp_path / "runs", "solo", paths, ["cat", "cat", "dog"], [0.9, 0.6, 0.8], np.zeros((3, 2, 2)), layers=True
+    )
     write_report(out / "report", [read_explain_dir(out)])
     moved = tmp_path / "elsewhere" / "report"
     shutil.copytree(out / "report", moved)  # e.g. zipped and sent: the explain folder stays behind
@@ -177,8 +181,13 @@ def test_report_lists_the_most_confused_pairs_and_a_colour_legend(tmp_path: Path
     names = [("cat", "a.jpg"), ("cat", "b.jpg"), ("cat", "c.jpg"), ("dog", "d.jpg"), ("fox", "e.jpg"), ("fox", "f.jpg")]
     paths = make_images(tmp_path / "photos", names)
     out = make_run(
-        tmp_path / "runs", "solo", paths, ["dog", "dog", "cat", "cat", "dog", "fox"], [0.8] * 6,
-        np.zeros((6, 2, 2)), class_names=["cat", "dog", "fox"],
+        tmp_path / "runs",
+        "solo",
+        paths,
+        ["dog", "dog", "cat", "cat", "dog", "fox"],
+        [0.8] * 6,
+        np.zeros((6, 2, 2)),
+        class_names=["cat", "dog", "fox"],
     )
     page = write_report(out / "report", [read_explain_dir(out)]).read_text(encoding="utf-8")
     confused = re.search(r"<section id='confused'>(.*?)</section>", page, re.S).group(1)

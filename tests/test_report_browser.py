@@ -48,7 +48,7 @@ def browser() -> Iterator[object]:
 
 @pytest.fixture
 def report(tmp_path: Path) -> Path:
-    """Two experiments on 6 images (one with a hostile name); B breaks one image and fixes three. With explain's layers."""
+    """Two experiments on 6 images (one with a hostile name); B breaks one image and fixes three; explain's layers."""
     names = [("cat", "a.jpg"), ("cat", HOSTILE), ("cat", "c.jpg"), ("dog", "d.jpg"), ("dog", "e.jpg"), ("dog", "f.jpg")]
     paths = make_images(tmp_path / "photos", names)
     cams = np.random.default_rng(0).normal(size=(6, 4, 4)).astype(np.float32)
@@ -131,7 +131,8 @@ def test_compare_report_in_chromium(browser: object, report: Path) -> None:
     # Both experiments' maps on the same photo at the same size: compared at one scale (issue 20 item 7).
     boxes = page.evaluate(
         """Array.from(document.querySelectorAll('#viewer .panel .layers')).map(l => {
-             const a = l.querySelector('.photo').getBoundingClientRect(), b = l.querySelector('.heat').getBoundingClientRect();
+             const a = l.querySelector('.photo').getBoundingClientRect();
+             const b = l.querySelector('.heat').getBoundingClientRect();
              return [a.width, a.height, a.x - b.x, a.y - b.y, a.width - b.width, a.height - b.height]; })"""
     )
     assert len(boxes) == 2 and boxes[0][0] > 200
@@ -181,7 +182,9 @@ def test_single_run_report_in_chromium(browser: object, tmp_path: Path) -> None:
 @pytest.fixture
 def mistakes_report(tmp_path: Path) -> Path:
     """12 images, 5 mistakes of different losses; explain's photo and heatmap layers; one hostile name."""
-    names = [("cat", f"cat.{i}.jpg") for i in range(6)] + [("dog", f"dog.{i}.jpg") for i in range(5)] + [("dog", HOSTILE)]
+    names = (
+        [("cat", f"cat.{i}.jpg") for i in range(6)] + [("dog", f"dog.{i}.jpg") for i in range(5)] + [("dog", HOSTILE)]
+    )
     paths = make_images(tmp_path / "photos", names)
     preds = ["cat", "cat", "cat", "dog", "dog", "cat", "cat", "dog", "cat", "dog", "cat", "dog"]
     probs = [0.9, 0.95, 0.99, 0.7, 0.9, 0.6, 0.97, 0.96, 0.8, 0.99, 0.55, 0.98]

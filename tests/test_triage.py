@@ -47,7 +47,9 @@ def save_run(run: Path, rows: list[tuple[str, str, str]], root: Path, seed: int 
         data={"root": str(root), "split_csv": str(run / "split.csv"), "layout": "folder"},
     )
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, run / "checkpoints" / "best.ckpt")
+    torch.save(
+        {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, run / "checkpoints" / "best.ckpt"
+    )
     pd.DataFrame(rows, columns=["path", "label", "split"]).to_csv(run / "split.csv", index=False)
     return run
 
@@ -58,7 +60,8 @@ def splits_of(count: int) -> list[str]:
 
 def triage_cfg(ckpt: Path, out: Path, *overrides: str):
     return make_config(
-        "triage", [f"ckpt={ckpt}", f"out_dir={out}", "data.num_workers=0", "data.batch_size=16", "precision=32", *overrides]
+        "triage",
+        [f"ckpt={ckpt}", f"out_dir={out}", "data.num_workers=0", "data.batch_size=16", "precision=32", *overrides],
     )
 
 
@@ -97,7 +100,9 @@ def test_planted_label_errors_are_found_with_precision_and_recall(noisy_run, tmp
     assert all(truth[p] == s for p, s in zip(issues["path"], issues["suggested"]) if p in truth)
     manifest = pd.read_csv(out / "relabelled.csv")
     assert list(manifest.columns) == ["path", "label", "split"]
-    assert all(Path(p).parent.name == label for p, label in zip(manifest["path"], manifest["label"]) if p in flipped & found)
+    assert all(
+        Path(p).parent.name == label for p, label in zip(manifest["path"], manifest["label"]) if p in flipped & found
+    )
     images = pd.read_csv(out / "images.csv")
     assert set(images["split"]) == {"train", "val", "test"} and len(images) == 600
     assert images["prob_source"].str.startswith("kfold:checkpoint").all()
@@ -199,7 +204,10 @@ def test_a_moved_dataset_and_an_existing_folder_are_one_line_errors(tmp_path: Pa
     data.rename(tmp_path / "moved")
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "triage.py"), f"ckpt={run}", f"out_dir={tmp_path / 'out'}"],
-        check=False, capture_output=True, text=True, cwd=tmp_path,
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and "moved" in result.stderr and "data.root=" in result.stderr
@@ -212,7 +220,9 @@ def test_the_corrected_manifest_trains(tmp_path: Path) -> None:
 
     data = tmp_path / "data"
     images = colour_images(data, 12)
-    rows = [(p, label if i != 3 else "green", s) for i, ((p, label), s) in enumerate(zip(images, splits_of(len(images))))]
+    rows = [
+        (p, label if i != 3 else "green", s) for i, ((p, label), s) in enumerate(zip(images, splits_of(len(images))))
+    ]
     run = save_run(tmp_path / "run", rows, data)
     for fix in ("relabel", "drop"):
         summary = triage(triage_cfg(run, tmp_path / fix, f"triage.fix={fix}"))
@@ -220,10 +230,19 @@ def test_the_corrected_manifest_trains(tmp_path: Path) -> None:
         table = pd.read_csv(manifest)
         issues = pd.read_csv(Path(summary["out_dir"]) / "label_issues.csv")
         assert len(table) == len(rows) - (len(issues) if fix == "drop" else 0)
-    cfg = tiny_train_cfg(tmp_path, "data=csv", f"data.manifest={tmp_path / 'relabel' / 'relabelled.csv'}", "model.weights=null", "test=true", demo=False)
+    cfg = tiny_train_cfg(
+        tmp_path,
+        "data=csv",
+        f"data.manifest={tmp_path / 'relabel' / 'relabelled.csv'}",
+        "model.weights=null",
+        "test=true",
+        demo=False,
+    )
     result = train(cfg)
     split = pd.read_csv(Path(result["run_dir"]) / "split.csv")
-    assert len(split) == len(rows) and dict(split["split"].value_counts()) == dict(pd.Series([r[2] for r in rows]).value_counts())
+    assert len(split) == len(rows) and dict(split["split"].value_counts()) == dict(
+        pd.Series([r[2] for r in rows]).value_counts()
+    )
     assert result["test"] is not None
 
 
@@ -253,9 +272,24 @@ def test_two_processes_write_the_same_tables_as_one(noisy_run, tmp_path: Path) -
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "NODE_RANK"):
         env.pop(key, None)
     result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "triage.py"), f"ckpt={run}", f"out_dir={tmp_path / 'two'}",
-         "data.num_workers=0", "data.batch_size=16", "precision=32", "accelerator=cpu", "devices=2", "strategy=ddp"],
-        check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "triage.py"),
+            f"ckpt={run}",
+            f"out_dir={tmp_path / 'two'}",
+            "data.num_workers=0",
+            "data.batch_size=16",
+            "precision=32",
+            "accelerator=cpu",
+            "devices=2",
+            "strategy=ddp",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     two = tmp_path / "two"

@@ -142,7 +142,8 @@ def test_summaries_per_class_and_per_slice_match_pandas() -> None:
 
 
 def test_settings_are_checked() -> None:
-    for bad, match in ((dict(area=0.0), "context.area"), (dict(area=1.0), "context.area"), (dict(baseline="grey"), "baseline")):
+    cases = ((dict(area=0.0), "context.area"), (dict(area=1.0), "context.area"), (dict(baseline="grey"), "baseline"))
+    for bad, match in cases:
         values = dict(area=0.25, baseline="blur", batch_size=8) | bad
         with pytest.raises(CatdogError, match=match):
             ContextSettings(**values).check()
@@ -163,7 +164,13 @@ def test_run_context_on_images_matches_the_columns_of_each_batch(tmp_path: Path)
         image[..., int(rng.integers(1, 3))] = 160
         y, x = rng.integers(0, SIDE - 6, 2)
         image[y : y + 6, x : x + 6] = (255, 0, 0)
-        rows.append({"path": _write(tmp_path / f"img{i}.png", image), "label": ["red", "green", "blue"][i % 3], "split": "train"})
+        rows.append(
+            {
+                "path": _write(tmp_path / f"img{i}.png", image),
+                "label": ["red", "green", "blue"][i % 3],
+                "split": "train",
+            }
+        )
     (tmp_path / "broken.png").write_bytes(b"")
     rows.append({"path": str(tmp_path / "broken.png"), "label": "red", "split": "test"})
     images = pd.DataFrame(rows)

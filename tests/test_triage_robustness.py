@@ -43,11 +43,19 @@ def _setup(tmp_path: Path) -> tuple[pd.DataFrame, Backgrounds]:
     return images, Backgrounds.from_folder(tmp_path / "backgrounds", setting="context.backgrounds")
 
 
-def _check(images: pd.DataFrame, backgrounds: Backgrounds, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def _check(
+    images: pd.DataFrame, backgrounds: Backgrounds, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     net = ChannelNet(cell=4, gains=(4.0, 1.0, 1.0)).eval()
     settings = RobustnessSettings(scales=(1.0, 0.5, 1 / 3, 0.25), seed=seed, tolerance=0.0, batch_size=3)
     return robustness_check(
-        ExactCAM(net, "features", "fc"), _transform, images, NAMES, grid_centres((12, 12), (SIDE, SIDE)), backgrounds, settings
+        ExactCAM(net, "features", "fc"),
+        _transform,
+        images,
+        NAMES,
+        grid_centres((12, 12), (SIDE, SIDE)),
+        backgrounds,
+        settings,
     )
 
 
@@ -117,7 +125,13 @@ def test_robustness_script_writes_its_folder_for_a_run(tmp_path: Path) -> None:
         [f"ckpt={run}", f"out_dir={out}", "data.num_workers=0", "context.scales=[1.0,0.5]", "precision=32"],
     )
     summary = robustness(cfg)
-    assert {p.name for p in out.iterdir()} >= {"robustness.csv", "scenes.csv", "robustness.png", "examples.jpg", "summary.json"}
+    assert {p.name for p in out.iterdir()} >= {
+        "robustness.csv",
+        "scenes.csv",
+        "robustness.png",
+        "examples.jpg",
+        "summary.json",
+    }
     table = pd.read_csv(out / "robustness.csv").set_index(["scale", "class"])
     assert table.loc[(1.0, "all"), "accuracy"] == 0.5 and table.loc[(0.5, "all"), "accuracy"] == 0.5
     assert table.loc[(0.5, "cat"), "accuracy"] == 1.0 and table.loc[(0.5, "dog"), "accuracy"] == 0.0
@@ -126,4 +140,8 @@ def test_robustness_script_writes_its_folder_for_a_run(tmp_path: Path) -> None:
     with pytest.raises(CatdogError, match="already holds results"):
         robustness(cfg)
     with pytest.raises(CatdogError, match="context.backgrounds=.*does not exist"):
-        robustness(make_config("robustness", [f"ckpt={run}", f"out_dir={tmp_path / 'x'}", f"context.backgrounds={tmp_path / 'nope'}"]))
+        robustness(
+            make_config(
+                "robustness", [f"ckpt={run}", f"out_dir={tmp_path / 'x'}", f"context.backgrounds={tmp_path / 'nope'}"]
+            )
+        )

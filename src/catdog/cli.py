@@ -51,12 +51,32 @@ class Command:
 
 # One line per subcommand.
 COMMANDS: dict[str, Command] = {
-    "train": Command("train", "catdog.pipelines.train:train", "train a classifier: runs/train/<timestamp>/", "objective"),
-    "explain": Command("explain", "catdog.explain.pipeline:explain", "CAM overlays, predictions and an HTML report of a checkpoint"),
-    "evaluate": Command("evaluate", "catdog.pipelines.evaluate:evaluate", "accuracy and confusion matrix of a checkpoint on labelled images"),
-    "compare": Command("compare", "catdog.pipelines.compare:compare", "compare runs (or a sweep) on the same images: tables, grids, a report"),
-    "triage": Command("triage", "catdog.triage.pipeline:triage", "audit a run's data: label issues, duplicates, outliers, failure slices"),
-    "robustness": Command("robustness", "catdog.pipelines.robustness:robustness", "does the model depend on the background? (pasted objects)"),
+    "train": Command(
+        "train", "catdog.pipelines.train:train", "train a classifier: runs/train/<timestamp>/", "objective"
+    ),
+    "explain": Command(
+        "explain", "catdog.explain.pipeline:explain", "CAM overlays, predictions and an HTML report of a checkpoint"
+    ),
+    "evaluate": Command(
+        "evaluate",
+        "catdog.pipelines.evaluate:evaluate",
+        "accuracy and confusion matrix of a checkpoint on labelled images",
+    ),
+    "compare": Command(
+        "compare",
+        "catdog.pipelines.compare:compare",
+        "compare runs (or a sweep) on the same images: tables, grids, a report",
+    ),
+    "triage": Command(
+        "triage",
+        "catdog.triage.pipeline:triage",
+        "audit a run's data: label issues, duplicates, outliers, failure slices",
+    ),
+    "robustness": Command(
+        "robustness",
+        "catdog.pipelines.robustness:robustness",
+        "does the model depend on the background? (pasted objects)",
+    ),
 }
 
 
@@ -106,7 +126,11 @@ def _fail(message: str) -> None:
 
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: catdog <command> [group=option] [key=value ...]   (catdog <command> --help: its settings)", "", "commands:"]
+    lines = [
+        "usage: catdog <command> [group=option] [key=value ...]   (catdog <command> --help: its settings)",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<{width}}  {command.help}" for name, command in COMMANDS.items()]
     lines += ["", "e.g. catdog train   then   catdog explain ckpt=latest   (README.md: the guide)"]
     return "\n".join(lines)

@@ -41,7 +41,9 @@ class BestCheckpoint(ModelCheckpoint):
         value = trainer.callback_metrics.get(self.tie_breaker)
         if value is None or self.best_tie_value is None or float(current) != float(best):
             return False
-        better = float(value) < self.best_tie_value if self.tie_breaker_mode == "min" else float(value) > self.best_tie_value
+        better = (
+            float(value) < self.best_tie_value if self.tie_breaker_mode == "min" else float(value) > self.best_tie_value
+        )
         return bool(trainer.strategy.reduce_boolean_decision(better))
 
     def _update_best_and_save(

@@ -61,5 +61,6 @@ class EpochLines(pl.Callback):
         shown = str(total) if total and total > 0 else "?"
         return (
             f"epoch {epoch:>{len(shown)}}/{shown}  train loss {_fmt(train_loss, '.4f')}  "
-            f"val loss {_fmt(val_loss, '.4f')}  val acc {_fmt(val_acc, '.3f')}  {time.perf_counter() - self.start:6.1f} s"
+            f"val loss {_fmt(val_loss, '.4f')}  val acc {_fmt(val_acc, '.3f')}  "
+            f"{time.perf_counter() - self.start:6.1f} s"
         )

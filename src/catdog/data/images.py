@@ -94,7 +94,9 @@ def load_rgb(path: str | Path) -> np.ndarray:
     except UnidentifiedImageError:
         plugin = _PLUGIN_HINTS.get(path.suffix.lower())
         if plugin:
-            raise BadImageError(f"cannot decode {path.suffix} files: install {plugin} or convert them to JPEG") from None
+            raise BadImageError(
+                f"cannot decode {path.suffix} files: install {plugin} or convert them to JPEG"
+            ) from None
         raise BadImageError("not an image file") from None
     except (OSError, EOFError) as exc:
         # PIL reports truncation as OSError("image file is truncated ...") or EOFError.
@@ -145,9 +147,7 @@ def _to_rgb(image: Image.Image) -> np.ndarray:
             values = values * 255.0
         gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
-    has_alpha = mode in {"RGBA", "LA", "PA", "La", "RGBa"} or (
-        mode == "P" and "transparency" in image.info
-    )
+    has_alpha = mode in {"RGBA", "LA", "PA", "La", "RGBa"} or (mode == "P" and "transparency" in image.info)
     if has_alpha:
         rgba = np.asarray(image.convert("RGBA"), dtype=np.uint16)
         rgb, alpha = rgba[:, :, :3], rgba[:, :, 3:]

@@ -98,7 +98,9 @@ def check_masks(masks: dict[str, str], object_values: tuple[int, ...] | None) ->
         try:
             load_mask(mask, object_values)
         except CatdogError as err:
-            problems.append((mask, f"unreadable object mask of {Path(image).name} ({err}): the image is used without it"))
+            problems.append(
+                (mask, f"unreadable object mask of {Path(image).name} ({err}): the image is used without it")
+            )
             continue
         good[image] = mask
     return good, pd.DataFrame(problems, columns=["path", "reason"])

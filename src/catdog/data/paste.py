@@ -44,7 +44,9 @@ Box = tuple[int, int, int, int]  # (x0, y0, x1, y1) inclusive, scene pixels (cat
 BACKGROUND_MAX_SIDE = 640
 
 
-def paste_photo(photo: np.ndarray, background: np.ndarray, scale: float, rng: np.random.Generator) -> tuple[np.ndarray, Box]:
+def paste_photo(
+    photo: np.ndarray, background: np.ndarray, scale: float, rng: np.random.Generator
+) -> tuple[np.ndarray, Box]:
     """The background with the photo, shrunk to ``scale`` of the background's sides, at a random place.
 
     Args:
@@ -127,7 +129,10 @@ class Backgrounds:
             return cls()
         root = Path(folder).expanduser()
         if not root.is_dir():
-            raise CatdogError(f"{setting}={folder} does not exist: point it at a folder of background photos, or null for generated ones")
+            raise CatdogError(
+                f"{setting}={folder} does not exist: point it at a folder of background photos, "
+                "or null for generated ones"
+            )
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         photos, skipped = [], []
         for path in files:
@@ -143,7 +148,8 @@ class Backgrounds:
         return cls(photos, skipped)
 
     def draw(self, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
-        """One background of ``size = (H, W)``: a random crop of a random photo (its aspect ratio), or a generated one."""
+        """One background of ``size = (H, W)``: a random crop of a random photo (its aspect ratio), or a generated one.
+        """
         if not self.photos:
             return generated_background(rng, size)
         photo = self.photos[int(rng.integers(len(self.photos)))]
@@ -188,7 +194,8 @@ class PasteSettings:
         low, high = self.scale
         if not 0 < low <= high <= 1:
             raise CatdogError(
-                f"data.augment_paste.scale={list(self.scale)} must be [min, max] with 0 < min <= max <= 1, e.g. [0.25, 0.9]"
+                f"data.augment_paste.scale={list(self.scale)} must be [min, max] with 0 < min <= max <= 1, "
+                "e.g. [0.25, 0.9]"
             )
         return self
 
@@ -201,7 +208,9 @@ class PasteSettings:
         if not isinstance(scale, Sequence) or isinstance(scale, str) or len(scale) != 2:
             raise CatdogError(f"data.augment_paste.scale={scale} must be [min, max], e.g. [0.25, 0.9]")
         backgrounds = cfg["backgrounds"]
-        settings = cls(float(cfg["p"]), (float(scale[0]), float(scale[1])), None if backgrounds is None else str(backgrounds))
+        settings = cls(
+            float(cfg["p"]), (float(scale[0]), float(scale[1])), None if backgrounds is None else str(backgrounds)
+        )
         return settings.check() if settings.p > 0 else None
 
 

@@ -149,7 +149,9 @@ def _from_file(
         net.load_state_dict(state, strict=True)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[1:2] or [str(error)]
-        raise CatdogError(f"weights={path} does not fit {arch} ({first[0].strip()}): pass weights of that architecture")
+        raise CatdogError(
+            f"weights={path} does not fit {arch} ({first[0].strip()}): pass weights of that architecture"
+        ) from error
     names = read_labels(Path(labels).expanduser() if labels else _labels_beside(path), num_classes)
     normalization = ([0.5] * 3, [0.5] * 3) if num_classes == TF_SLIM_CLASSES else None
     if normalization:

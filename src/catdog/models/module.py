@@ -204,7 +204,8 @@ def check_finite_weights(weights: Mapping[str, torch.Tensor], path: Path) -> Non
     if bad:
         raise CatdogError(
             f"the model outputs NaN: {path} has NaN or infinite weights in {len(bad)} tensor(s) (first: {bad[0]}), "
-            "training diverged: use an earlier checkpoint (last.ckpt or another run) or retrain with a lower learning rate"
+            "training diverged: use an earlier checkpoint (last.ckpt or another run) "
+            "or retrain with a lower learning rate"
         )
 
 
@@ -280,14 +281,10 @@ class ClassifierModule(pl.LightningModule):
             or len(set(class_names)) != len(class_names)
         ):
             raise CatdogError(
-                f"class_names must be at least 2 distinct strings, got {class_names!r}: "
-                "fix the class list."
+                f"class_names must be at least 2 distinct strings, got {class_names!r}: fix the class list."
             )
         if not 0.0 <= float(label_smoothing) < 1.0:
-            raise CatdogError(
-                f"label_smoothing must be in [0, 1), got {label_smoothing!r}: "
-                "fix model.label_smoothing."
-            )
+            raise CatdogError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}: fix model.label_smoothing.")
         _reject_targets(_to_plain(data, "data"), "data")
         mean, std = _normalization(mean, "mean"), _normalization(std, "std")
         if mean is None or std is None:
@@ -501,9 +498,7 @@ class ClassifierModule(pl.LightningModule):
         """Computes and logs loss and accuracy; returns ``(loss, predictions, labels)``."""
         images, labels = batch[0], batch[1]
         logits = self.tta_logits(images) if stage == "test" else self._logits(images)
-        loss = F.cross_entropy(
-            logits.float(), labels, label_smoothing=self.hparams.label_smoothing
-        )
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.hparams.label_smoothing)
         preds = logits.argmax(dim=1)
         if stage == "test":
             self.test_probabilities.append(logits.detach().float().softmax(dim=1).cpu())
@@ -585,9 +580,7 @@ class ClassifierModule(pl.LightningModule):
         """Names of the bias parameters and the parameters of normalisation layers."""
         names = set()
         for module_name, module in self.net.named_modules():
-            is_norm = isinstance(
-                module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
-            )
+            is_norm = isinstance(module, (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm))
             for param_name, _ in module.named_parameters(recurse=False):
                 if is_norm or param_name == "bias":
                     names.add(f"{module_name}.{param_name}" if module_name else param_name)
@@ -660,9 +653,7 @@ def _instantiate(cfg: Mapping[str, Any], name: str, first_arg: Any) -> Any:
         ) from None
 
 
-def load_classifier(
-    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
-) -> ClassifierModule:
+def load_classifier(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> ClassifierModule:
     """Loads a checkpoint written while training a :class:`ClassifierModule`, in eval mode.
 
     The model is rebuilt from the checkpoint's hyper-parameters without downloading or reading
@@ -683,18 +674,12 @@ def load_classifier(
     if not path.is_file():
         raise CatdogError(f"Checkpoint {path} does not exist: {_TRAIN_SCRIPT_HINT}.")
     checkpoint = _torch_load(path, map_location, _TRAIN_SCRIPT_HINT)
-    if not isinstance(checkpoint, Mapping) or not {"hyper_parameters", "state_dict"} <= set(
-        checkpoint
-    ):
-        raise CatdogError(
-            f"{path} is not a catdog checkpoint (no hyper_parameters): {_TRAIN_SCRIPT_HINT}."
-        )
+    if not isinstance(checkpoint, Mapping) or not {"hyper_parameters", "state_dict"} <= set(checkpoint):
+        raise CatdogError(f"{path} is not a catdog checkpoint (no hyper_parameters): {_TRAIN_SCRIPT_HINT}.")
     hparams = check_hparams_are_data(checkpoint["hyper_parameters"])
     accepted = inspect.signature(ClassifierModule.__init__).parameters
     # weights=None: the checkpoint holds every weight, so nothing is downloaded or read.
-    module = ClassifierModule(
-        **{key: value for key, value in hparams.items() if key in accepted and key != "weights"}
-    )
+    module = ClassifierModule(**{key: value for key, value in hparams.items() if key in accepted and key != "weights"})
     module.hparams["weights"] = hparams.get("weights")  # kept as a record of the fine-tuning
     # Only the network's weights: training-metric states are in newer checkpoints only.
     weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}

@@ -190,7 +190,8 @@ def print_tables(table: pd.DataFrame, pairs: pd.DataFrame, class_names: Sequence
     columns += [c for c in MAP_QUALITY_HEADS if c in table.columns and table[c].notna().any()]
     for column in columns:
         if column == "experiment":  # labels are what the reader needs: wrap them, never cut them
-            numbers.add_column("experiment", overflow="fold", min_width=min(30, int(table["experiment"].str.len().max())))
+            widest = int(table["experiment"].str.len().max())
+            numbers.add_column("experiment", overflow="fold", min_width=min(30, widest))
         else:
             numbers.add_column(escape(column.replace("_", " ")), justify="right")  # class names are not markup
     for row in table.to_dict("records"):
@@ -200,7 +201,9 @@ def print_tables(table: pd.DataFrame, pairs: pd.DataFrame, class_names: Sequence
         pair_table = Table(title=escape("Pairs: flips and CAM similarity (mean [q25, median, q75])"))
         for column in ("A", "B", "A right→B wrong", "A wrong→B right", "same pred", "Spearman", "top-20% IoU"):
             if column in ("A", "B"):
-                pair_table.add_column(column, overflow="fold", min_width=min(20, int(table["experiment"].str.len().max())))
+                pair_table.add_column(
+                    column, overflow="fold", min_width=min(20, int(table["experiment"].str.len().max()))
+                )
             else:
                 pair_table.add_column(column, justify="right")
         for row in pairs.to_dict("records"):

@@ -295,7 +295,8 @@ def read_run_settings(run_dir: Path | None) -> tuple[dict[str, str], dict[str, s
     settings = _flatten(config if isinstance(config, dict) else {})
     if (hydra_dir / "hydra.yaml").is_file():
         hydra_cfg = read_yaml(hydra_dir / "hydra.yaml", what="run metadata", fix=fix)
-        choices = ((hydra_cfg or {}).get("hydra") or {}).get("runtime", {}).get("choices") if isinstance(hydra_cfg, dict) else None
+        runtime = ((hydra_cfg or {}).get("hydra") or {}).get("runtime", {}) if isinstance(hydra_cfg, dict) else {}
+        choices = runtime.get("choices") if isinstance(hydra_cfg, dict) else None
         settings.update(
             {
                 str(group): str(choice)

@@ -86,7 +86,14 @@ def run_robustness(model: ClassifierModule, images: pd.DataFrame, cfg: DictConfi
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision["used"] == "bf16" else contextlib.nullcontext()
     with autocast:
         scenes, table, skipped = robustness_check(
-            explainer, transform, images, list(hp.class_names), centres, backgrounds, settings, int(cfg.data.num_workers)
+            explainer,
+            transform,
+            images,
+            list(hp.class_names),
+            centres,
+            backgrounds,
+            settings,
+            int(cfg.data.num_workers),
         )
     table.to_csv(out_dir / "robustness.csv", index=False)
     scenes.to_csv(out_dir / "scenes.csv", index=False)
@@ -116,13 +123,15 @@ def table_lines(table: pd.DataFrame) -> list[str]:
     for _, row in table[table["class"] == "all"].iterrows():
         lines.append(
             f"side {row['side']:>4}: accuracy {pct(row['accuracy'])}, pointing game {pct(row['pointing_hit'])} "
-            f"(centre {pct(row['centre_hit'])}), energy on the photo {pct(row['energy_in_box'])}  [{row['images']} photos]"
+            f"(centre {pct(row['centre_hit'])}), energy on the photo {pct(row['energy_in_box'])}  "
+            f"[{row['images']} photos]"
         )
     return lines
 
 
-def write_examples(scenes: pd.DataFrame, backgrounds: Backgrounds, settings: RobustnessSettings, out: Path, side: int,
-                   count: int = 4) -> Path | None:
+def write_examples(
+    scenes: pd.DataFrame, backgrounds: Backgrounds, settings: RobustnessSettings, out: Path, side: int, count: int = 4
+) -> Path | None:
     """``examples.jpg``: the first ``count`` photos (rows) at every scale (columns), box green if right, red if wrong.
 
     The scenes are rebuilt from the same per-photo seeds as the check, so they are the scenes it scored.

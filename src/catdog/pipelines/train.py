@@ -41,6 +41,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from catdog.console import progress, quiet_lightning
 from catdog.data import (
     ImageDataModule,
     build_index,
@@ -48,9 +49,8 @@ from catdog.data import (
     ensure_demo_dataset,
     scan_images,
 )
-from catdog.console import progress, quiet_lightning
-from catdog.data.index import MASK_FILES
 from catdog.data.datamodule import FeatureDataModule
+from catdog.data.index import MASK_FILES
 from catdog.data.paste import PasteSettings
 from catdog.errors import CatdogError
 from catdog.models import ClassifierModule, _torch_load
@@ -96,7 +96,11 @@ def prepare_data(data_cfg: dict[str, Any], run_dir: Path) -> tuple[pd.DataFrame,
     skipped = pd.concat([skipped, mask_files], ignore_index=True)
     skipped.to_csv(run_dir / "skipped.csv", index=False)
     if len(skipped):
-        log.warning("Skipped %d image(s) (unreadable, or object masks); listed with reasons in %s", len(skipped), run_dir / "skipped.csv")
+        log.warning(
+            "Skipped %d image(s) (unreadable, or object masks); listed with reasons in %s",
+            len(skipped),
+            run_dir / "skipped.csv",
+        )
     # Class names come from all indexed images, before unreadable ones are dropped, so a class
     # whose files are all broken keeps its index and is reported below instead of vanishing.
     class_names = class_names_of(index)
@@ -141,9 +145,7 @@ class LastCheckpoint(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._save(trainer)
 
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if trainer.state.fn == "fit" and trainer.global_step > 0:
             self._save(trainer)
             self.saved_on_exception = True
@@ -262,7 +264,8 @@ def _feature_datamodule(
         ("val", datamodule.val_dataloader()),
         ("test", datamodule.test_dataloader()),
     )
-    with progress("data.cache_features: backbone features of every image, once (no augmentation)", sum(len(l) for _, l in loaders)) as advance:
+    batches = sum(len(batch_loader) for _, batch_loader in loaders)
+    with progress("data.cache_features: backbone features of every image, once (no augmentation)", batches) as advance:
         for split, loader in loaders:
             chunks, labels = [], []
             for images, targets, _ in loader:
@@ -271,7 +274,9 @@ def _feature_datamodule(
                 advance(1)
             features[split] = (torch.cat(chunks), torch.cat(labels))
     seconds = time.perf_counter() - start
-    log.info("Computed backbone features of %d images once in %.1f s", sum(len(v[1]) for v in features.values()), seconds)
+    log.info(
+        "Computed backbone features of %d images once in %.1f s", sum(len(v[1]) for v in features.values()), seconds
+    )
     return FeatureDataModule(features, datamodule.class_names, batch_size, seed=seed), seconds
 
 
@@ -332,7 +337,8 @@ def _run_lr_finder(
     if applied:
         model.lr = suggestion
     print(
-        f"LR finder: suggested learning rate {suggestion:.3g} ({'used' if applied else 'not used: lr_find.apply=false'}); plot {plot}"
+        f"LR finder: suggested learning rate {suggestion:.3g} "
+        f"({'used' if applied else 'not used: lr_find.apply=false'}); plot {plot}"
         if suggestion
         else f"LR finder: no suggestion (too few steps?); plot {plot}"
     )
@@ -448,9 +454,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 "data.cache_features=true needs a frozen backbone: add model.freeze_backbone=true "
                 "(or use experiment=frozen_backbone)"
             )
-        datamodule, timing["features_s"] = _feature_datamodule(
-            model, datamodule, data_cfg["batch_size"], cfg.seed
-        )
+        datamodule, timing["features_s"] = _feature_datamodule(model, datamodule, data_cfg["batch_size"], cfg.seed)
         model.inputs = "features"
     tta = str(cfg.get("test_tta") or "none")
     model.set_tta(tta)  # checks the value (and that there are images to flip) before training

@@ -124,7 +124,9 @@ def gallery_data(
     # One dict per experiment, path -> row: a plain lookup per image instead of a DataFrame .loc.
     tables = [_lookup(exp.predictions) for exp in experiments]
     has_box = ["in_box" in exp.predictions.columns for exp in experiments]
-    extra = per_image.drop_duplicates("path").set_index("path", drop=False).to_dict("index") if per_image is not None else {}
+    extra = {}
+    if per_image is not None:
+        extra = per_image.drop_duplicates("path").set_index("path", drop=False).to_dict("index")
     jobs: list[tuple[Path, Path]] = []
     records: list[str] = []
     for path in paths:

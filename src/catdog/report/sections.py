@@ -76,7 +76,9 @@ def legend_html(display: str) -> str:
     """The heatmap's colour scale, sampled from the very colormap the overlays use."""
     signed = display == "signed"
     lut = (_diverging_lut() if signed else _jet_lut()).reshape(256, 3)
-    stops = ", ".join(f"rgb({r},{g},{b}) {100 * i / 255:.0f}%" for i, (r, g, b) in enumerate(lut) if i % 32 == 0 or i == 255)
+    stops = ", ".join(
+        f"rgb({r},{g},{b}) {100 * i / 255:.0f}%" for i, (r, g, b) in enumerate(lut) if i % 32 == 0 or i == 255
+    )
     low, high = ("evidence against", "evidence for") if signed else ("least evidence", "most evidence")
     return (
         "<div class='legend' id='legend'><span>Heatmap, for the predicted class:</span>"
@@ -96,7 +98,8 @@ def confused_html(experiments: Sequence[Experiment]) -> str:
         counts = mistakes.groupby(["true", "pred"]).size().sort_values(ascending=False, kind="stable")
         of_class = frame["true"].value_counts()
         items = "".join(
-            f"<li><button type='button' class='confused' data-exp='{e}' data-true='{esc(true)}' data-pred='{esc(pred)}'>"
+            f"<li><button type='button' class='confused' data-exp='{e}' data-true='{esc(true)}' "
+            f"data-pred='{esc(pred)}'>"
             f"<b>{esc(true)}</b> taken for <b>{esc(pred)}</b></button> {n} "
             f"<span class='muted'>({_pct(n / of_class.get(true, n))} of {esc(true)})</span></li>"
             for (true, pred), n in counts.head(CONFUSED_PAIRS).items()
@@ -139,14 +142,24 @@ def triage_link_html(out: Path, experiments: Sequence[Experiment]) -> str:
             links.append(f"<a href='{esc(url_of(out, page))}'>{esc(exp.label)}: triage {esc(found[-1].name)}</a>")
     if not links:
         return ""
-    return "<p class='lead'>Error analysis (label errors, duplicates and leaks, failure slices): " + ", ".join(links) + "</p>"
+    return (
+        "<p class='lead'>Error analysis (label errors, duplicates and leaks, failure slices): "
+        + ", ".join(links)
+        + "</p>"
+    )
 
 
 def summary_html(table: pd.DataFrame, experiments: Sequence[Experiment]) -> str:
     classes = experiments[0].class_names
     pointing = table["pointing_game"].notna().any()
     shown = classes if len(classes) <= RECALL_COLUMNS else []  # many classes: the lowest recalls, in one column
-    head = ["Experiment", "Images", "Accuracy", *([f"Recall {c}" for c in shown] or ["Lowest recall"]), "Mean confidence"]
+    head = [
+        "Experiment",
+        "Images",
+        "Accuracy",
+        *([f"Recall {c}" for c in shown] or ["Lowest recall"]),
+        "Mean confidence",
+    ]
     head += ["Pointing game"] if pointing else []
     quality = [key for key in MAP_QUALITY_HEADS if key in table.columns and table[key].notna().any()]
     head += [MAP_QUALITY_HEADS[key] for key in quality]
@@ -166,8 +179,10 @@ def summary_html(table: pd.DataFrame, experiments: Sequence[Experiment]) -> str:
             cells.append(f"<td>{_pct(row['pointing_game'])}</td>")
         for key in quality:
             value = row[key]
-            text = _pct(value) if key in ("pointing_strict", "centre_baseline", "energy_in_box", "mosaic_peak") else (
-                f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else "–"
+            text = (
+                _pct(value)
+                if key in ("pointing_strict", "centre_baseline", "energy_in_box", "mosaic_peak")
+                else (f"{value:.3f}" if isinstance(value, float) and math.isfinite(value) else "–")
             )
             cells.append(f"<td>{esc(text)}</td>")
         cells.append(f"<td>{esc(row['arch'])}</td>")

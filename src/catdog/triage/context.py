@@ -76,7 +76,9 @@ class ContextSettings:
     def check(self) -> ContextSettings:
         """Raises CatdogError naming the setting when a value is out of range; returns self."""
         if not 0 < self.area < 1:
-            raise CatdogError(f"context.area={self.area} must be in (0, 1): the share of pixels the map highlights, e.g. 0.25")
+            raise CatdogError(
+                f"context.area={self.area} must be in (0, 1): the share of pixels the map highlights, e.g. 0.25"
+            )
         if self.baseline not in BASELINES:
             raise CatdogError(f"context.baseline={self.baseline} is unknown: choose one of {', '.join(BASELINES)}")
         if self.batch_size < 1:
@@ -205,7 +207,9 @@ def add_verdicts(frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     known = out["label"].notna()
     correct = (out["label"].astype(str) == out["pred"].astype(str)).astype(object)
-    wrong_reason = (correct.astype(bool) & out["survives_remove"].astype(bool) & ~out["survives_keep"].astype(bool)).astype(object)
+    wrong_reason = (
+        correct.astype(bool) & out["survives_remove"].astype(bool) & ~out["survives_keep"].astype(bool)
+    ).astype(object)
     out["correct"] = correct.where(known, None)
     out["right_for_wrong_reason"] = wrong_reason.where(known, None)
     return out

@@ -18,7 +18,9 @@ __all__ = ["images_to_audit", "object_sizes", "relative_key"]
 FOLDER_SPLIT = "folder"  # the split recorded for a data.root folder without train/val/test sub-folders
 
 
-def images_to_audit(root: str | None, class_names: list[str], data_hparams: dict[str, Any], run_dir: Path) -> pd.DataFrame:
+def images_to_audit(
+    root: str | None, class_names: list[str], data_hparams: dict[str, Any], run_dir: Path
+) -> pd.DataFrame:
     """Columns ``path`` (absolute), ``label`` (class name or None), ``split`` and ``key`` (path relative to the root).
 
     Raises:

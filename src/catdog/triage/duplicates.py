@@ -93,7 +93,9 @@ def leak_free_accuracy(table: pd.DataFrame, pairs: pd.DataFrame) -> dict | None:
     if test.empty:
         return None
     column = "model_pred" if "model_pred" in table.columns else "pred"
-    leaks = pairs[pairs["leak"] & ((pairs["split_a"] == "test") ^ (pairs["split_b"] == "test"))] if len(pairs) else pairs
+    leaks = (
+        pairs[pairs["leak"] & ((pairs["split_a"] == "test") ^ (pairs["split_b"] == "test"))] if len(pairs) else pairs
+    )
     leaked = set(leaks["path_a"]) | set(leaks["path_b"]) if len(leaks) else set()
     correct = test[column] == test["label"]
     clean = ~test["path"].isin(leaked)

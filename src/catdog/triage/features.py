@@ -107,7 +107,9 @@ def choose_feature_net(model: ClassifierModule, mode: str) -> FeatureNet:
         return FeatureNet(model.net, "checkpoint", reason, True, True)
     if hp.get("channels_last", True):
         net = net.to(memory_format=torch.channels_last)
-    return FeatureNet(net, "pretrained", f"the pretrained backbone ({weights}): never fitted to these labels", False, False)
+    return FeatureNet(
+        net, "pretrained", f"the pretrained backbone ({weights}): never fitted to these labels", False, False
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +169,9 @@ class FeaturePredictor(pl.LightningModule):
     area of the predicted class's exact CAM (when the feature net is the run's network and its head allows
     exact CAM: the same forward pass gives the map at the cost of one matrix product)."""
 
-    def __init__(self, feature: FeatureNet, fc_name: str, explainer: Any, paths: list[str], transform: Callable, settings: Any) -> None:
+    def __init__(
+        self, feature: FeatureNet, fc_name: str, explainer: Any, paths: list[str], transform: Callable, settings: Any
+    ) -> None:
         super().__init__()
         self.net = feature.net
         self.keep_logits = feature.same_as_model
@@ -186,7 +190,9 @@ class FeaturePredictor(pl.LightningModule):
             persistent_workers=False,
         )
 
-    def transfer_batch_to_device(self, batch: dict[str, Any], device: torch.device, dataloader_idx: int) -> dict[str, Any]:
+    def transfer_batch_to_device(
+        self, batch: dict[str, Any], device: torch.device, dataloader_idx: int
+    ) -> dict[str, Any]:
         if batch["images"] is not None:
             batch["images"] = batch["images"].to(device, non_blocking=True)
         return batch
@@ -239,7 +245,9 @@ class FeatureShardWriter(BasePredictionWriter):
             (self.shard / name).write_bytes(b"")
         self.rows = RowSink(self.shard / "rows.pkl", 256)
 
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0) -> None:
+    def write_on_batch_end(
+        self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self.skipped.extend(batch["errors"])
         if prediction is None:
             return
@@ -261,7 +269,9 @@ class FeatureShardWriter(BasePredictionWriter):
         trainer.strategy.barrier("catdog-triage-shards")
 
 
-def merge_feature_shards(out_dir: Path, images: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None, pd.DataFrame]:
+def merge_feature_shards(
+    out_dir: Path, images: pd.DataFrame
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None, pd.DataFrame]:
     """Join the ranks' shards in image order: rows, embeddings, probabilities (or None), skipped."""
     root = out_dir / SHARDS
     shards = sorted((p for p in root.glob("rank*") if p.is_dir()), key=lambda p: int(p.name[4:]))
@@ -283,12 +293,17 @@ def merge_feature_shards(out_dir: Path, images: pd.DataFrame) -> tuple[pd.DataFr
     order = rows["index"].astype(int).to_numpy()
     skipped_pairs = sorted((int(i), reason) for meta in metas for i, reason in meta["skipped"])
     if len(order) + len(skipped_pairs) != len(images) or len(set(order.tolist())) != len(order):
-        raise CatdogError(f"merging the shards gave {len(order)} + {len(skipped_pairs)} skipped images for {len(images)}: run triage again")
+        raise CatdogError(
+            f"merging the shards gave {len(order)} + {len(skipped_pairs)} skipped images for {len(images)}: "
+            "run triage again"
+        )
     table = images.iloc[order].reset_index(drop=True)
     for column in (*TRAITS, "sha256"):
         table[column] = rows[column].to_numpy()
     table["grayscale"] = table["grayscale"].astype(bool)
-    skipped = pd.DataFrame([(images["path"].iloc[i], reason) for i, reason in skipped_pairs], columns=["path", "reason"])
+    skipped = pd.DataFrame(
+        [(images["path"].iloc[i], reason) for i, reason in skipped_pairs], columns=["path", "reason"]
+    )
     shutil.rmtree(root, ignore_errors=True)
     return table, arrays["embeddings"], arrays["probs"], skipped
 
@@ -305,7 +320,9 @@ def exact_cam_or_none(model: ClassifierModule) -> Any:
     return explainer if isinstance(explainer, ExactCAM) else None
 
 
-def embed_images(model: ClassifierModule, feature: FeatureNet, images: pd.DataFrame, out_dir: Path | None, settings: Any) -> Features | None:
+def embed_images(
+    model: ClassifierModule, feature: FeatureNet, images: pd.DataFrame, out_dir: Path | None, settings: Any
+) -> Features | None:
     """Embed every image of ``images`` (columns path, label, split) on the Lightning prediction engine.
 
     Returns:
@@ -319,7 +336,9 @@ def embed_images(model: ClassifierModule, feature: FeatureNet, images: pd.DataFr
     if record["used"] == "32":  # folding is exact in fp32 only (see catdog.explain.pipeline)
         folded = fold_batchnorm(feature.net.eval(), keep=[get_submodule(feature.net, hp.feature_layer)])
     transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
-    predictor = FeaturePredictor(feature, hp.fc_layer, exact_cam_or_none(model), images["path"].tolist(), transform, settings)
+    predictor = FeaturePredictor(
+        feature, hp.fc_layer, exact_cam_or_none(model), images["path"].tolist(), transform, settings
+    )
     writer = FeatureShardWriter(out_dir)
     trainer = pl.Trainer(
         accelerator=settings.accelerator,

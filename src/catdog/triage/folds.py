@@ -49,7 +49,12 @@ def out_of_sample_probs(embeddings: np.ndarray, labels: np.ndarray, folds: int, 
         return OutOfSample(None, classes.tolist(), 0, "only one class is labelled: label issues need at least two")
     smallest = int(counts.min())
     if smallest < 2:
-        return OutOfSample(None, classes.tolist(), 0, f"class index {int(classes[counts.argmin()])} has 1 labelled image: label issues need at least 2 per class")
+        return OutOfSample(
+            None,
+            classes.tolist(),
+            0,
+            f"class index {int(classes[counts.argmin()])} has 1 labelled image: label issues need at least 2 per class",
+        )
     used = min(folds, smallest)
     note = f"{used} folds instead of {folds}: the smallest class has {smallest} images" if used < folds else None
     x = np.asarray(embeddings, dtype=np.float32)
@@ -92,7 +97,11 @@ def row_probabilities(
     probs = np.full((n, num_classes), np.nan)
     sources = ["none"] * n
     labelled = np.flatnonzero(given >= 0)
-    oos = out_of_sample_probs(embeddings[labelled], given[labelled], settings.folds, c, settings.seed) if len(labelled) else None
+    oos = (
+        out_of_sample_probs(embeddings[labelled], given[labelled], settings.folds, c, settings.seed)
+        if len(labelled)
+        else None
+    )
     if oos is not None and oos.probs is not None:
         full = np.zeros((len(labelled), probs.shape[1]))
         full[:, oos.classes] = oos.probs

@@ -16,7 +16,18 @@ from catdog.data.index import SPLITS
 
 __all__ = ["ISSUE_COLUMNS", "label_issue_table", "relabelled_manifest"]
 
-ISSUE_COLUMNS = ["rank", "path", "key", "split", "given", "suggested", "label_quality", "p_given", "p_suggested", "prob_source"]
+ISSUE_COLUMNS = [
+    "rank",
+    "path",
+    "key",
+    "split",
+    "given",
+    "suggested",
+    "label_quality",
+    "p_given",
+    "p_suggested",
+    "prob_source",
+]
 
 
 def label_issue_table(table: pd.DataFrame, probs: np.ndarray, class_names: list[str], filter_by: str) -> pd.DataFrame:

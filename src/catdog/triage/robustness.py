@@ -62,7 +62,9 @@ class RobustnessSettings:
     def check(self) -> RobustnessSettings:
         """Raises CatdogError naming the setting when a value is out of range; returns self."""
         if not self.scales or not all(0 < s <= 1 for s in self.scales):
-            raise CatdogError(f"context.scales={list(self.scales)} must be shares of the side in (0, 1], e.g. [1, 0.5, 0.3333, 0.25]")
+            raise CatdogError(
+                f"context.scales={list(self.scales)} must be shares of the side in (0, 1], e.g. [1, 0.5, 0.3333, 0.25]"
+            )
         if self.batch_size < 1:
             raise CatdogError(f"batch_size={self.batch_size} must be >= 1")
         return self
@@ -74,7 +76,9 @@ def scale_label(scale: float) -> str:
     return str(fraction) if abs(float(fraction) - scale) < 1e-3 else f"{scale:g}"
 
 
-def make_scene(photo: np.ndarray, backgrounds: Backgrounds, scale: float, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+def make_scene(
+    photo: np.ndarray, backgrounds: Backgrounds, scale: float, rng: np.random.Generator
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The photo at ``scale`` of its side on a background of its own size; scale 1: the photo itself.
 
     Returns:
@@ -89,8 +93,14 @@ def make_scene(photo: np.ndarray, backgrounds: Backgrounds, scale: float, rng: n
 class _SceneDataset(Dataset):
     """One item per photo: its scenes at every scale (model inputs), their boxes and the scene size."""
 
-    def __init__(self, paths: list[str], transform: Callable[[np.ndarray], Tensor], backgrounds: Backgrounds,
-                 settings: RobustnessSettings, max_side: int) -> None:
+    def __init__(
+        self,
+        paths: list[str],
+        transform: Callable[[np.ndarray], Tensor],
+        backgrounds: Backgrounds,
+        settings: RobustnessSettings,
+        max_side: int,
+    ) -> None:
         self.paths, self.transform, self.backgrounds = paths, transform, backgrounds
         self.settings, self.max_side = settings, max_side
 
@@ -149,7 +159,9 @@ def robustness_check(
     to_index = {name: i for i, name in enumerate(class_names)}
     labelled = images[images["label"].isin(list(to_index))].reset_index(drop=True)
     if labelled.empty:
-        raise CatdogError("the robustness check needs labelled photos of the model's classes: use a labelled split or folder")
+        raise CatdogError(
+            "the robustness check needs labelled photos of the model's classes: use a labelled split or folder"
+        )
     paths = labelled["path"].astype(str).tolist()
     dataset = _SceneDataset(paths, transform, backgrounds, settings, 2 * max(centres.input_size))
     loader = DataLoader(dataset, batch_size=settings.batch_size, num_workers=num_workers, collate_fn=_collate)
@@ -164,8 +176,14 @@ def robustness_check(
     return scenes, summarize_robustness(scenes, class_names), pd.DataFrame(skipped, columns=["path", "reason"])
 
 
-def _score_batch(explainer: Explainer, items: list[dict[str, Any]], labelled: pd.DataFrame, to_index: dict[str, int],
-                 centres: CellCentres, settings: RobustnessSettings) -> list[dict[str, Any]]:
+def _score_batch(
+    explainer: Explainer,
+    items: list[dict[str, Any]],
+    labelled: pd.DataFrame,
+    to_index: dict[str, int],
+    centres: CellCentres,
+    settings: RobustnessSettings,
+) -> list[dict[str, Any]]:
     """Explains every scene of the batch in one call and scores each: prediction, pointing game, energy."""
     count = len(settings.scales)
     x = torch.cat([item["inputs"] for item in items])  # photo-major: photo 0's scales, photo 1's, ...
@@ -181,15 +199,26 @@ def _score_batch(explainer: Explainer, items: list[dict[str, Any]], labelled: pd
             "photo": item["index"],  # the photo's number: with the seed and the scale, it rebuilds the scene
             "label": labelled.at[item["index"], "label"],
             "scale": scale,
-            "x0": box[0], "y0": box[1], "x1": box[2], "y1": box[3],
-            "width": size[1], "height": size[0],
+            "x0": box[0],
+            "y0": box[1],
+            "x1": box[2],
+            "y1": box[3],
+            "width": size[1],
+            "height": size[0],
             "pred": names[int(pred[n])],
             "correct": bool(pred[n] == true[n]),
         }
         if scale < 1:  # the whole picture is no box to point at
             cam = explained.maps[n, -1].float()  # the true class's map
-            row.update(localization_columns(centres.peak(cam, size), centres.upsample(cam, size), size,
-                                            boxes=[box], tolerance=settings.tolerance))
+            row.update(
+                localization_columns(
+                    centres.peak(cam, size),
+                    centres.upsample(cam, size),
+                    size,
+                    boxes=[box],
+                    tolerance=settings.tolerance,
+                )
+            )
         rows.append(row)
     return rows
 
@@ -205,7 +234,9 @@ def summarize_robustness(scenes: pd.DataFrame, class_names: Sequence[str]) -> pd
         return pd.DataFrame(columns=["scale", "side", "class", "images", *SCORES])
     for scale in sorted(scenes["scale"].unique(), reverse=True):
         at = scenes[scenes["scale"] == scale]
-        groups = [("all", at)] + [(name, at[at["label"] == name]) for name in class_names if (at["label"] == name).any()]
+        groups = [("all", at)] + [
+            (name, at[at["label"] == name]) for name in class_names if (at["label"] == name).any()
+        ]
         for name, group in groups:
             row = {"scale": float(scale), "side": scale_label(float(scale)), "class": name, "images": int(len(group))}
             for score, column in SCORES.items():
@@ -228,8 +259,12 @@ def plot_robustness(table: pd.DataFrame, out_png: Path, title: str = "Context ro
             left.plot(group["side"], group["accuracy"].astype(float), marker="o", label=str(name), **style)
         left.set(title="accuracy", xlabel="side of the pasted photo", ylim=(0, 1.02))
         left.legend(fontsize=8)
-        right.plot(sides, overall["pointing_hit"].astype(float), marker="o", color="black", label="map of the true class")
-        right.plot(sides, overall["centre_hit"].astype(float), linestyle="--", color="grey", label="image centre (baseline)")
+        right.plot(
+            sides, overall["pointing_hit"].astype(float), marker="o", color="black", label="map of the true class"
+        )
+        right.plot(
+            sides, overall["centre_hit"].astype(float), linestyle="--", color="grey", label="image centre (baseline)"
+        )
         right.set(title="pointing game (pasted box)", xlabel="side of the pasted photo", ylim=(0, 1.02))
         right.legend(fontsize=8)
         fig.suptitle(title)

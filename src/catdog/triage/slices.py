@@ -59,7 +59,9 @@ def find_slices(table: pd.DataFrame, embeddings: np.ndarray, settings: Any) -> t
     table["slice"] = _cluster(embeddings, count, settings.seed)
     labelled = table["correct"].notna()
     by_accuracy = bool(labelled.any())
-    overall = float(table.loc[labelled, "correct"].astype(float).mean()) if by_accuracy else float(table["confidence"].mean())
+    overall = (
+        float(table.loc[labelled, "correct"].astype(float).mean()) if by_accuracy else float(table["confidence"].mean())
+    )
     rows = []
     for cluster, members in table.groupby("slice"):
         judged = members[members["correct"].notna()]
@@ -72,7 +74,9 @@ def find_slices(table: pd.DataFrame, embeddings: np.ndarray, settings: Any) -> t
                 "size": len(members),
                 "accuracy": round(accuracy, 4) if not np.isnan(accuracy) else None,
                 "mean_confidence": round(float(members["confidence"].mean()), 4),
-                "below_average": bool(len(members) >= settings.slice_min_size and level <= overall - settings.slice_gap),
+                "below_average": bool(
+                    len(members) >= settings.slice_min_size and level <= overall - settings.slice_gap
+                ),
                 "traits": _traits(members, table),
                 "worst_mistakes": ";".join(mistakes["key"].head(settings.mistakes_per_slice)),
             }

@@ -10,7 +10,14 @@ import pandas as pd
 __all__ = ["print_summary", "summarise"]
 
 
-def summarise(table: pd.DataFrame, issues: pd.DataFrame, pairs: pd.DataFrame, outliers: pd.DataFrame, slices: pd.DataFrame, settings: Any) -> dict[str, Any]:
+def summarise(
+    table: pd.DataFrame,
+    issues: pd.DataFrame,
+    pairs: pd.DataFrame,
+    outliers: pd.DataFrame,
+    slices: pd.DataFrame,
+    settings: Any,
+) -> dict[str, Any]:
     """Counts for summary.json (the tables hold the details)."""
     labelled = table["correct"].notna()
     below = slices[slices["below_average"].astype(bool)] if len(slices) else slices
