@@ -126,18 +126,29 @@ def stage_photos(args: argparse.Namespace) -> None:
     folder = args.out / "triage" / "photos"
     if not (folder / "summary.json").is_file():
         seconds = run(
-            ["scripts/triage.py", f"ckpt={args.out / 'runs' / 'noisy'}", f"data.root={args.photos}", f"out_dir={folder}"],
+            [
+                "scripts/triage.py",
+                f"ckpt={args.out / 'runs' / 'noisy'}",
+                f"data.root={args.photos}",
+                f"out_dir={folder}",
+            ],
             args.out / "triage_photos.log",
         )
         record(args.out, "triage_photos", {"seconds_process": round(seconds, 1)})
     issues = pd.read_csv(folder / "label_issues.csv")
     summary = json.loads((folder / "summary.json").read_text())
-    record(args.out, "photos", {
-        "flagged": len(issues),
-        "top10": issues.head(10)[["key", "given", "suggested", "label_quality"]].to_dict("records"),
-        "duplicates": summary["duplicates"], "outliers": summary["outliers"], "slices": summary["slices"],
-        "features": summary["features"],
-    })
+    record(
+        args.out,
+        "photos",
+        {
+            "flagged": len(issues),
+            "top10": issues.head(10)[["key", "given", "suggested", "label_quality"]].to_dict("records"),
+            "duplicates": summary["duplicates"],
+            "outliers": summary["outliers"],
+            "slices": summary["slices"],
+            "features": summary["features"],
+        },
+    )
 
 
 def stage_noisy(args: argparse.Namespace) -> None:
@@ -335,7 +346,13 @@ def main() -> None:
     if args.measure:
         measure(args)
         return
-    stages = {"clean": stage_clean, "noisy": stage_noisy, "photos": stage_photos, "timing": stage_timing, "loop": stage_loop}
+    stages = {
+        "clean": stage_clean,
+        "noisy": stage_noisy,
+        "photos": stage_photos,
+        "timing": stage_timing,
+        "loop": stage_loop,
+    }
     for name in args.stages.split(","):
         stages[name](args)
 

@@ -80,7 +80,10 @@ def test_the_runtime_knobs_have_one_default_everywhere() -> None:
 
 def test_robustness_scores_maps_as_explain_does() -> None:
     explain, robustness = make_config("explain", ["ckpt=run"]), make_config("robustness", ["ckpt=run"])
-    assert (robustness.context.align, robustness.context.pointing_tolerance) == (explain.align, explain.pointing_tolerance)
+    assert (robustness.context.align, robustness.context.pointing_tolerance) == (
+        explain.align,
+        explain.pointing_tolerance,
+    )
 
 
 @pytest.mark.parametrize("group_option", [f"{g}={o}" for g in TRAIN_GROUPS for o in options(g)])

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import make_config
 from omegaconf import OmegaConf
 
 from catdog.errors import CatdogError
 from catdog.explain.pipeline import explain
-from helpers import make_config
 
 
 def explain_cfg(tmp_path: Path, *overrides: str):

@@ -215,7 +215,8 @@ def test_triage_writes_context_csv_summary_pictures_and_the_report_section(tmp_p
     saved = json.loads((out / "summary.json").read_text())["context"]
     flagged = context[context["right_for_wrong_reason"].astype(str) == "True"]
     assert saved["images"] == len(tested) and saved["overall"]["right_for_wrong_reason"] == len(flagged)
-    assert sorted(saved["pictures"]) == sorted(flagged["path"]) and all((out / rel).is_file() for rel in saved["pictures"].values())
+    assert sorted(saved["pictures"]) == sorted(flagged["path"])
+    assert all((out / rel).is_file() for rel in saved["pictures"].values())
     assert {row["label"] for row in saved["per_class"]} == set(context["label"])
     assert {str(row["slice"]) for row in saved["per_slice"]} == {str(s) for s in context["slice"]}  # "0", not "0.0"
     page = (out / "report" / "index.html").read_text()
@@ -237,11 +238,18 @@ def test_pictures_show_the_photo_its_map_and_both_copies(tmp_path: Path) -> None
     image = np.zeros((SIDE, SIDE, 3), dtype=np.uint8)
     image[:6, :6] = (255, 0, 0)
     path = _write(tmp_path / "a b.png", image)
-    model = SimpleNamespace(hparams=SimpleNamespace(class_names=["red", "green", "blue"], image_size=SIDE,
-                                                    mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0]))
+    model = SimpleNamespace(
+        hparams=SimpleNamespace(
+            class_names=["red", "green", "blue"], image_size=SIDE, mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0]
+        )
+    )
     net = ChannelNet().eval()
-    reliance = ContextReliance(net, ContextSettings(area=0.25, baseline="mean", batch_size=2), grid_centres((4, 4), (SIDE, SIDE)))
-    written = draw_context_pictures(model, ExactCAM(net, "features", "fc"), reliance, [path, str(tmp_path / "gone.png")], tmp_path)
+    reliance = ContextReliance(
+        net, ContextSettings(area=0.25, baseline="mean", batch_size=2), grid_centres((4, 4), (SIDE, SIDE))
+    )
+    written = draw_context_pictures(
+        model, ExactCAM(net, "features", "fc"), reliance, [path, str(tmp_path / "gone.png")], tmp_path
+    )
     assert list(written) == [path]  # an unreadable photo is left out
     picture = load_rgb(tmp_path / written[path])
     assert picture.shape[1] > 3.5 * picture.shape[0]  # four square panels side by side

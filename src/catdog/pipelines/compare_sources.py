@@ -211,15 +211,18 @@ def load_class_cams(explain_dir: Path, paths: Sequence[str], classes: np.ndarray
             row = {str(path): i for i, path in enumerate(npz["paths"])}
             missing = [p for p in paths if p not in row]
             if missing:
-                raise CatdogError(f"{file} lacks the maps of {len(missing)} image(s) such as {missing[0]}: explain again")
+                raise CatdogError(
+                    f"{file} lacks the maps of {len(missing)} image(s) such as {missing[0]}: explain again"
+                )
             rows = [row[p] for p in paths]
             cams, class_idx = npz["cams"][rows], npz["class_idx"][rows]
     except CatdogError:
         raise
     # A damaged file (cut short, a key or rows missing) raises any of these from zipfile, numpy or indexing.
     except (OSError, EOFError, ValueError, KeyError, IndexError, zipfile.BadZipFile) as err:
+        detail = str(err).splitlines()[0] if str(err) else "no detail"
         raise CatdogError(
-            f"{file} is damaged or incomplete ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}): "
+            f"{file} is damaged or incomplete ({type(err).__name__}: {detail}): "
             f"explain that folder again (or delete its cams.npz so compare explains it anew)"
         ) from None
     if classes is None:

@@ -356,11 +356,14 @@ def context_summary(frame: pd.DataFrame, step: ContextStep, pictures: dict[str, 
         "pictures": pictures,
     }
     if "slice" in frame.columns and frame["slice"].notna().any():
-        summary["per_slice"] = summarize_context(frame[frame["slice"].notna()], "slice").iloc[:-1].to_dict(orient="records")
+        per_slice = summarize_context(frame[frame["slice"].notna()], "slice")
+        summary["per_slice"] = per_slice.iloc[:-1].to_dict(orient="records")
     return summary
 
 
-def draw_context_pictures(model: Any, explainer: Explainer, reliance: ContextReliance, paths: list[str], out_dir: Path) -> dict[str, str]:
+def draw_context_pictures(
+    model: Any, explainer: Explainer, reliance: ContextReliance, paths: list[str], out_dir: Path
+) -> dict[str, str]:
     """``pictures/context-<name>.jpg`` per path: photo, predicted class's map, region kept, region removed.
 
     The last two are the model inputs themselves (the square the model saw), denormalised.
@@ -388,11 +391,19 @@ def draw_context_pictures(model: Any, explainer: Explainer, reliance: ContextRel
         pred = int(explained.class_idx[0, 0])
         photo = (x[0].float() * std + mean).clamp(0, 1).mul(255).byte().permute(1, 2, 0).numpy()
         shown = display_maps(saliency_at(explained.maps[:, 0].float(), photo.shape[:2], reliance.centres))[0].numpy()
-        copies = [(c[0].float() * std + mean).clamp(0, 1).mul(255).byte().permute(1, 2, 0).numpy() for c in (keep, remove)]
+        copies = [
+            (c[0].float() * std + mean).clamp(0, 1).mul(255).byte().permute(1, 2, 0).numpy() for c in (keep, remove)
+        ]
         name = hp.class_names[pred]
-        titles = ["photo (model input)", f"{name} map", f"region kept: {name} {probs[0, pred]:.0%}",
-                  f"region removed: {name} {probs[1, pred]:.0%}"]
+        titles = [
+            "photo (model input)",
+            f"{name} map",
+            f"region kept: {name} {probs[0, pred]:.0%}",
+            f"region removed: {name} {probs[1, pred]:.0%}",
+        ]
         rel = f"pictures/context-{n:03d}-{safe_name(Path(path).stem)}.jpg"
-        save_image(out_dir / rel, side_by_side([photo, heatmap_overlay(photo, shown, 0.5), *copies], titles), quality=88)
+        save_image(
+            out_dir / rel, side_by_side([photo, heatmap_overlay(photo, shown, 0.5), *copies], titles), quality=88
+        )
         written[path] = rel
     return written

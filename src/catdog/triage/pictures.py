@@ -27,7 +27,9 @@ __all__ = ["draw_pictures"]
 PICTURE_SIDE = 384  # longest side of each panel
 
 
-def _jobs(table: pd.DataFrame, issues: pd.DataFrame, slices: pd.DataFrame, extra: list[str], settings: Any) -> list[tuple[str, list[str]]]:
+def _jobs(
+    table: pd.DataFrame, issues: pd.DataFrame, slices: pd.DataFrame, extra: list[str], settings: Any
+) -> list[tuple[str, list[str]]]:
     """(path, classes to map) per picture: label issues (given, suggested), slices' worst mistakes (label,
     prediction), then ``extra`` images (outliers, duplicate pairs: their prediction)."""
     jobs = [(row.path, [row.given, row.suggested]) for row in issues.head(settings.maps).itertuples()]
@@ -50,7 +52,9 @@ def _picture_name(path: str) -> str:
     return f"pictures/{safe_name(Path(path).stem)}-{digest}.jpg"
 
 
-def draw_pictures(model: ClassifierModule, table: pd.DataFrame, found: dict[str, pd.DataFrame], out_dir: Path, settings: Any) -> dict[str, str]:
+def draw_pictures(
+    model: ClassifierModule, table: pd.DataFrame, found: dict[str, pd.DataFrame], out_dir: Path, settings: Any
+) -> dict[str, str]:
     """Draw the pictures of ``found`` (label_issues, slices, outliers, duplicates); image path -> picture file."""
     from catdog.explain.pipeline import build_explainer
 

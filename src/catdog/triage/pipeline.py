@@ -90,14 +90,18 @@ def triage(cfg: DictConfig) -> dict[str, Any]:
 def load_run(settings: TriageSettings) -> tuple[ClassifierModule, Path, dict[str, Any]]:
     """The run's model, its folder and provenance (checkpoint path and hash)."""
     if settings.ckpt.startswith("imagenet:"):
-        raise CatdogError("triage audits a trained run's labels: pass ckpt=<run folder or .ckpt>, not an ImageNet model")
+        raise CatdogError(
+            "triage audits a trained run's labels: pass ckpt=<run folder or .ckpt>, not an ImageNet model"
+        )
     checkpoint = resolve_checkpoint(settings.ckpt, settings.runs_dir)
     model = load_classifier(checkpoint)
     provenance = {"checkpoint": {"path": str(checkpoint.resolve()), "sha256": _sha256(checkpoint)}}
     return model, run_dir_of(checkpoint), provenance
 
 
-def run_audit(model: ClassifierModule, features: Any, feature: Any, settings: TriageSettings, out_dir: Path) -> dict[str, Any]:
+def run_audit(
+    model: ClassifierModule, features: Any, feature: Any, settings: TriageSettings, out_dir: Path
+) -> dict[str, Any]:
     """Every table of the triage folder from the embeddings; returns the summary (without provenance)."""
     class_names = list(model.hparams.class_names)
     table = features.table
@@ -126,20 +130,28 @@ def run_audit(model: ClassifierModule, features: Any, feature: Any, settings: Tr
     summary["labels_note"] = folds["note"] if not folds["folds"] else None
     if settings.test_probs == "model" and features.model_probs is None:
         folds["test_probs"] = "triage.test_probs=model needs the run's own network as the feature net: kfold used"
-    summary["features"] = {**features.stats, "source": feature.source, "reason": feature.reason,
-                           "backbone_saw_labels": feature.backbone_saw_labels}
+    summary["features"] = {
+        **features.stats,
+        "source": feature.source,
+        "reason": feature.reason,
+        "backbone_saw_labels": feature.backbone_saw_labels,
+    }
     summary.update(folds=folds, pictures=pictures, class_names=class_names, arch=model.hparams.arch)
     return summary
 
 
-def annotate(table: pd.DataFrame, probs: np.ndarray, sources: list[str], model_probs: np.ndarray | None, class_names: list[str]) -> pd.DataFrame:
+def annotate(
+    table: pd.DataFrame, probs: np.ndarray, sources: list[str], model_probs: np.ndarray | None, class_names: list[str]
+) -> pd.DataFrame:
     """Add pred, confidence, correct, prob_source, p_<class> (and the run's own model_pred) to each row."""
     table = table.copy()
     known = ~np.isnan(probs).any(axis=1)
     pred = np.where(known, np.nan_to_num(probs).argmax(axis=1), -1)
     table["pred"] = [class_names[p] if p >= 0 else None for p in pred]
     table["confidence"] = np.where(known, np.nan_to_num(probs).max(axis=1), np.nan).round(6)
-    table["correct"] = [None if label is None or p is None else label == p for label, p in zip(table["label"], table["pred"])]
+    table["correct"] = [
+        None if label is None or p is None else label == p for label, p in zip(table["label"], table["pred"])
+    ]
     table["prob_source"] = sources
     if model_probs is not None:
         table["model_pred"] = [class_names[i] for i in model_probs.argmax(axis=1)]
@@ -148,7 +160,9 @@ def annotate(table: pd.DataFrame, probs: np.ndarray, sources: list[str], model_p
     return table
 
 
-def context_step(model: ClassifierModule, summary: dict[str, Any], out_dir: Path, settings: TriageSettings) -> dict[str, Any] | None:
+def context_step(
+    model: ClassifierModule, summary: dict[str, Any], out_dir: Path, settings: TriageSettings
+) -> dict[str, Any] | None:
     """Context reliance (issue 17 item 6): ``catdog.triage.context.context_reliance`` writes context.csv.
 
     The hook reads images.csv (path, key, split, label, pred, slice) from ``out_dir`` and returns its summary

@@ -22,7 +22,18 @@ from catdog.report.sections import esc
 __all__ = ["write_triage_report"]
 
 ROWS = 200  # rows shown per table (the CSV files hold all of them)
-PAIR_COLUMNS = ["key_a", "split_a", "label_a", "key_b", "split_b", "label_b", "similarity", "exact", "leak", "label_conflict"]
+PAIR_COLUMNS = [
+    "key_a",
+    "split_a",
+    "label_a",
+    "key_b",
+    "split_b",
+    "label_b",
+    "similarity",
+    "exact",
+    "leak",
+    "label_conflict",
+]
 
 
 def _esc(value: Any) -> str:
@@ -40,10 +51,16 @@ def _picture(pictures: dict[str, str], path: str) -> str:
     if not rel:
         return ""
     url = _href(rel)
-    return f'<a href="{url}"><img src="{url}" loading="lazy" alt="maps of {_esc(Path(path).name)}" style="max-height:150px"></a>'
+    alt = f"maps of {_esc(Path(path).name)}"
+    return f'<a href="{url}"><img src="{url}" loading="lazy" alt="{alt}" style="max-height:150px"></a>'
 
 
-def _table(frame: pd.DataFrame, columns: list[str], pictures: dict[str, str] | None = None, picture_of: tuple[str, ...] = ("path",)) -> str:
+def _table(
+    frame: pd.DataFrame,
+    columns: list[str],
+    pictures: dict[str, str] | None = None,
+    picture_of: tuple[str, ...] = ("path",),
+) -> str:
     """Rows of ``columns`` (escaped), plus a last cell with the pictures of the ``picture_of`` images."""
     if frame.empty:
         return '<p class="muted">None found.</p>'
@@ -59,7 +76,9 @@ def _table(frame: pd.DataFrame, columns: list[str], pictures: dict[str, str] | N
 
 
 def _read(out_dir: Path, name: str) -> pd.DataFrame:
-    return read_csv(out_dir / f"{name}.csv", what=f"{name}.csv") if (out_dir / f"{name}.csv").is_file() else pd.DataFrame()
+    return (
+        read_csv(out_dir / f"{name}.csv", what=f"{name}.csv") if (out_dir / f"{name}.csv").is_file() else pd.DataFrame()
+    )
 
 
 def _slices_html(slices: pd.DataFrame, images: pd.DataFrame, pictures: dict[str, str]) -> str:
@@ -86,24 +105,37 @@ def _context_html(out_dir: Path, context: dict[str, Any] | None) -> str:
         return "n/a" if value is None else f"{float(value):.1%}"
 
     intro = (
-        f"<p>{_esc(context['images'])} images ({_esc(context['split'])} split): the top {pct(context['area'])} of the "
-        f"pixels of each predicted class's map kept, the rest replaced ({_esc(context['baseline'])}), and the other way "
-        f"round. The prediction survives keeping only that region for {pct(overall['survives_keep'])} of the images and "
+        f"<p>{_esc(context['images'])} images ({_esc(context['split'])} split): the top {pct(context['area'])} "
+        f"of the pixels of each predicted class's map kept, the rest replaced ({_esc(context['baseline'])}), and "
+        f"the other way round. The prediction survives keeping only that region for {pct(overall['survives_keep'])} "
+        "of the images and "
         f"removing it for {pct(overall['survives_remove'])}. <b>{_esc(overall['right_for_wrong_reason'])}</b> correct "
         "predictions are <i>right for the wrong reason</i>: they survive removing the region their map highlights, "
         "but not removing everything else (context.csv, right_for_wrong_reason).</p>"
     )
-    columns = ["images", "accuracy", "survives_keep", "survives_remove", "keep_region_p", "remove_region_p",
-               "right_for_wrong_reason", "right_for_wrong_reason_rate"]
+    columns = [
+        "images",
+        "accuracy",
+        "survives_keep",
+        "survives_remove",
+        "keep_region_p",
+        "remove_region_p",
+        "right_for_wrong_reason",
+        "right_for_wrong_reason_rate",
+    ]
     parts = [intro, "<h3>Per class</h3>", _table(pd.DataFrame(context["per_class"]), ["label", *columns])]
     if context.get("per_slice"):
         parts += ["<h3>Per slice</h3>", _table(pd.DataFrame(context["per_slice"]), ["slice", *columns])]
     frame = _read(out_dir, "context")
     if len(frame):
         flagged = frame[frame["right_for_wrong_reason"].astype(str) == "True"].sort_values("keep_region_p")
-        shown = [c for c in ("key", "split", "label", "pred", "keep_region_p", "remove_region_p") if c in flagged.columns]
-        parts += ["<h3>Right for the wrong reason (the region kept alone loses the class)</h3>",
-                  _table(flagged, shown, context.get("pictures") or {})]
+        shown = [
+            c for c in ("key", "split", "label", "pred", "keep_region_p", "remove_region_p") if c in flagged.columns
+        ]
+        parts += [
+            "<h3>Right for the wrong reason (the region kept alone loses the class)</h3>",
+            _table(flagged, shown, context.get("pictures") or {}),
+        ]
     return "".join(parts)
 
 
@@ -123,13 +155,22 @@ def write_triage_report(out_dir: Path, summary: dict[str, Any]) -> Path:
     if test:
         intro += (
             f"<p>Test accuracy {_esc(test['accuracy'])} ({_esc(test['predictions'])} predictions); without the "
-            f"{_esc(test['leaked_images'])} test images that duplicate a train/val image: {_esc(test['accuracy_without_leaked'])}.</p>"
+            f"{_esc(test['leaked_images'])} test images that duplicate a train/val image: "
+            f"{_esc(test['accuracy_without_leaked'])}.</p>"
         )
     note = f'<p class="muted">{_esc(summary.get("labels_note"))}</p>' if summary.get("labels_note") else ""
     sections = [
-        ("label-issues", "Suspected label errors", note + _table(issues, ["rank", "key", "split", "given", "suggested", "label_quality"], pictures)),
+        (
+            "label-issues",
+            "Suspected label errors",
+            note + _table(issues, ["rank", "key", "split", "given", "suggested", "label_quality"], pictures),
+        ),
         ("duplicates", "Near duplicates and leaks", _table(pairs, PAIR_COLUMNS, pictures, ("path_a", "path_b"))),
-        ("outliers", "Outliers", _table(outliers, ["rank", "key", "split", "label", "pred", "outlier_score"], pictures)),
+        (
+            "outliers",
+            "Outliers",
+            _table(outliers, ["rank", "key", "split", "label", "pred", "outlier_score"], pictures),
+        ),
         ("slices", "Failure slices", _slices_html(slices, images, pictures)),
         ("context", "Context reliance", _context_html(out_dir, context)),
     ]
