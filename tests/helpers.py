@@ -312,3 +312,26 @@ def run_killed(
         [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, cwd=ROOT, timeout=300
     )
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+
+
+# Class names that collide once made file names the naive way (issue 19 item 11): "a b" / "a_b", "$5" / "5".
+HOSTILE_CLASSES = ["a b", "a_b", "$5", "5"]
+
+
+def write_hostile_corpus(root: Path, classes: list[str] = HOSTILE_CLASSES, size: tuple[int, int] = (40, 32)) -> list[Path]:
+    """A labelled folder of hostile names: root/<class>/ holds ``cat.<k>.png`` (a dotted stem, unique
+    across the corpus), ``x.png`` (the same name in every class) and, in the first class, ``X.png``
+    (the same name but for case). Returns the image paths."""
+    import cv2
+
+    rng = np.random.default_rng(1)
+    paths, k = [], 0
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        files = [f"cat.{k}.png", f"cat.{k + 1}.png", "x.png"] + (["X.png"] if c == 0 else [])
+        k += 2
+        for file in files:
+            path = root / name / file
+            cv2.imwrite(str(path), rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+            paths.append(path)
+    return paths

@@ -468,3 +468,32 @@ def test_damaged_cams_npz_is_a_one_line_error(tmp_path: Path, damage: str) -> No
     with pytest.raises(CatdogError, match="cams.npz") as err:
         compare(compare_config(tmp_path, runs=[str(a), str(b)]))
     one_line(err)
+
+
+# --- issue 19 item 2: compare reads and copies only files inside each explain/run folder -----------
+def test_compare_never_copies_or_reads_a_file_a_symlink_points_to(
+    tmp_path: Path, two_runs: tuple[Path, Path, list[str]]
+) -> None:
+    a, b, _ = two_runs
+    secret = tmp_path / "elsewhere" / "passwd"
+    secret.parent.mkdir(exist_ok=True)
+    payload = b"\xff\xd8root:x:0:0 " + bytes(range(40))
+    secret.write_bytes(payload)
+    overlay = pd.read_csv(a / "predictions.csv")["overlay"][0]
+    (a / "thumbs" / overlay).parent.mkdir(parents=True)
+    (a / "thumbs" / overlay).symlink_to(secret)  # the demonstrated attack: -> report/assets/thumb_0_0.jpg
+    secret_config = tmp_path / "elsewhere" / "config.yaml"
+    secret_config.write_text("optimizer:\n  lr: TOPSECRET\n")
+    config = a.parent.parent / ".hydra" / "config.yaml"
+    config.unlink()
+    config.symlink_to(secret_config)  # run metadata that is another file
+    result = compare(compare_config(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent)]))
+    out = Path(result["out_dir"])
+    written = [p.read_bytes() for p in out.rglob("*") if p.is_file()]
+    assert all(payload not in data and b"TOPSECRET" not in data for data in written)
+    assert "TOPSECRET" not in " ".join(result["labels"])
+    (a / "cams.npz").rename(tmp_path / "elsewhere" / "cams.npz")
+    (a / "cams.npz").symlink_to(tmp_path / "elsewhere" / "cams.npz")
+    with pytest.raises(CatdogError, match="cams.npz inside it") as err:
+        compare(compare_config(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent)], out_dir=str(tmp_path / "c2")))
+    assert "\n" not in str(err.value)

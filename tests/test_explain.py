@@ -19,10 +19,11 @@ from helpers import ROOT, explain_cfg, make_trained_run, one_line, run_killed, s
 
 from catdog.errors import CatdogError
 from catdog.explain import pipeline as explain_module
-from catdog.explain.pipeline import OverlayStyle, explain, overlay_location, resolve_checkpoint, run_explain
+from catdog.explain.pipeline import OverlayStyle, explain, resolve_checkpoint, run_explain
 from catdog.models import load_classifier
 from catdog.pipelines.compare import resolve_source
 from catdog.report import read_explain_dir
+from catdog.explain.render import class_folders, overlay_location, overlay_names
 
 CLASSES = ["cat", "dog", "fox"]
 
@@ -109,13 +110,17 @@ def test_single_input_file_and_topk(run_folder: Path, tmp_path: Path) -> None:
     assert summary["labelled"] == 0 and "accuracy" not in summary
 
 
-def test_unreadable_images_are_skipped_and_listed(run_folder: Path, tmp_path: Path) -> None:
+def test_unreadable_images_are_skipped_and_listed(run_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     images = tmp_path / "images"
     write_images(images, {"cat": 2})
     (images / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (images / "cat" / "empty.png").write_bytes(b"")
-    summary = explain(explain_auto(run_folder, f"data.root={images}"))
+    with caplog.at_level(logging.WARNING):
+        summary = explain(explain_auto(run_folder, f"data.root={images}"))
     out = Path(summary["out_dir"])
+    # The message names the final skipped.csv, not the staging folder it was written in (issue 19 item 18).
+    (message,) = [r.getMessage() for r in caplog.records if "Skipped 2" in r.getMessage()]
+    assert message.endswith(str(out / "skipped.csv")) and Path(message.split(" listed in ")[-1]).is_file()
     skipped = pd.read_csv(out / "skipped.csv")
     assert sorted(Path(p).name for p in skipped["path"]) == ["broken.jpg", "empty.png"]
     assert skipped["reason"].str.len().min() > 0
@@ -149,15 +154,14 @@ def test_held_out_split_comes_from_the_run_folder(run_folder: Path, tmp_path: Pa
 
 
 def test_overlay_names_list_the_most_confident_first() -> None:
-    used: set[str] = set()
-    names = [
-        overlay_location(1, 0, confidence, f"/x/img{i}.jpg", CLASSES, used)
-        for i, confidence in enumerate([0.6, 0.999, 0.8])
-    ]
-    assert all(name.startswith("incorrect/dog_as_cat/") for name in names)
-    assert sorted(names) == [names[1], names[2], names[0]]
-    again = overlay_location(1, 0, 0.6, "/y/img0.jpg", CLASSES, used)  # same file name, other folder
-    assert again != names[0]
+    paths = [f"/x/img{i}.jpg" for i in range(3)] + ["/y/img0.jpg"]
+    names = overlay_names(paths)
+    folders = class_folders(CLASSES)
+    locations = [overlay_location(1, 0, confidence, names[i], folders) for i, confidence in enumerate([0.6, 0.999, 0.8])]
+    assert all(name.startswith("incorrect/dog_as_cat/") for name in locations)
+    assert sorted(locations) == [locations[1], locations[2], locations[0]]
+    again = overlay_location(1, 0, 0.6, names[3], folders)  # same file name, other folder
+    assert again != locations[0]
 
 
 def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path: Path) -> None:
@@ -273,11 +277,14 @@ def test_overwrite_replaces_the_whole_folder(tmp_path: Path) -> None:
     out = tmp_path / "out"
     explain(explain_cfg(run, f"out_dir={out}"))
     assert (out / "cams.npz").is_file() and (out / "incorrect").is_dir()
-    (out / "stray.txt").write_text("old")
     with pytest.raises(CatdogError, match="overwrite=true"):
         explain(explain_cfg(run, f"out_dir={out}"))
+    (out / "stray.txt").write_text("old")  # a file catdog did not write: never deleted (issue 19 item 1)
+    with pytest.raises(CatdogError, match="did not write"):
+        explain(explain_cfg(run, f"out_dir={out}", "overwrite=true"))
+    (out / "stray.txt").unlink()
     explain(explain_cfg(run, f"out_dir={out}", "overwrite=true", "save_cams=false", f"input={images / 'cat'}"))
-    assert not (out / "cams.npz").exists() and not (out / "stray.txt").exists()
+    assert not (out / "cams.npz").exists()
     assert not (out / "incorrect").exists()  # only cats now, all predicted cat: no old mistakes kept
     assert len(pd.read_csv(out / "predictions.csv")) == 2
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind

@@ -22,7 +22,7 @@ from helpers import save_checkpoint, write_images
 from catdog.data import build_transform, load_rgb
 from catdog.explain import engine as predict
 from catdog.explain.engine import resolve_precision, share_of
-from catdog.explain.pipeline import explain, unique_stems
+from catdog.explain.pipeline import explain
 from catdog.maps.cam import select_classes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,13 +125,6 @@ def test_share_of_splits_every_index_exactly_once() -> None:
             shares = [share_of(count, rank, world) for rank in range(world)]
             covered = [i for start, stop in shares for i in range(start, stop)]
             assert covered == list(range(count))
-
-
-def test_unique_stems_never_repeat() -> None:
-    stems = unique_stems(["/a/x.jpg", "/b/x.jpg", "/a/y.png", "/c/x.png", "/d/x_1.jpg"])
-    assert stems[:4] == ["x", "x_1", "y", "x_2"]
-    assert len(set(stems)) < len(stems)  # a file really named x_1 still collides ...
-    # ... which overlay_location's used-name set resolves within a rank; the ranks share no stem group.
 
 
 def test_precision_auto_follows_the_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:

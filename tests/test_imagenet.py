@@ -14,7 +14,8 @@ from helpers import make_config, write_images
 from catdog.data import build_transform, load_rgb
 from catdog.errors import CatdogError
 from catdog.explain.pipeline import explain
-from catdog.models.imagenet import imagenet_arch, load_imagenet, unique_names
+from catdog.models.imagenet import imagenet_arch, load_imagenet
+from catdog.names import distinct_labels
 
 NAMES = ["background", "tabby, tabby cat", "crane", "crane", "tiger cat"]
 
@@ -64,7 +65,7 @@ def test_imagenet_mode_explains_offline_with_names_and_probabilities(weights: Pa
         with torch.no_grad():
             probs = net(transform(load_rgb(row.path))[None]).softmax(dim=1)[0]
         top = probs.topk(2).indices.tolist()
-        expected = unique_names(NAMES)
+        expected = distinct_labels(NAMES, suffix=" ({n})")
         assert row.pred == expected[top[0]] and row.topk == f"{expected[top[0]]}|{expected[top[1]]}"
         assert float(row.topk_p.split("|")[0]) == pytest.approx(float(probs[top[0]]), abs=1e-3)
         assert f"{expected[top[0]]} {100 * float(probs[top[0]]):.1f}%" in printed  # printed top-k

@@ -204,3 +204,46 @@ def test_compare_report_help_keeps_the_experiment_selector(one_run: Path) -> Non
     other = read_explain_dir(one_run, label="other")
     page = write_report(one_run.parent / "both", [exp, other]).read_text(encoding="utf-8")
     assert 'chosen under "Experiment"' in page and "cat / dog classifier (resnet18): solo vs other" in page
+
+
+# --- issue 19 item 2: every file the report reads or copies stays inside its folder ---------------
+def _secret(tmp_path: Path) -> tuple[Path, bytes]:
+    secret = tmp_path / "elsewhere" / "passwd"
+    secret.parent.mkdir(exist_ok=True)
+    payload = b"\xff\xd8root:x:0:0 secret " + bytes(range(32))
+    secret.write_bytes(payload)
+    return secret, payload
+
+
+def _published(folder: Path) -> list[bytes]:
+    return [p.read_bytes() for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+
+
+def test_symlinked_thumbnail_and_curves_are_never_copied(one_run: Path, tmp_path: Path) -> None:
+    secret, payload = _secret(tmp_path)
+    overlay = pd.read_csv(one_run / "predictions.csv")["overlay"][0]
+    link = one_run / "thumbs" / overlay
+    link.parent.mkdir(parents=True)
+    link.symlink_to(secret)  # the demonstrated attack: thumbs/<overlay> -> /etc/passwd
+    curves = one_run.parents[1] / "curves.png"
+    curves.unlink()
+    curves.symlink_to(secret)  # a symlinked curves.png in the run folder
+    report = write_report(tmp_path / "report", [read_explain_dir(one_run)])  # not beside: copies
+    assert payload not in _published(report.parent)
+    page = report.read_text()
+    assert "curves_0.png" not in page
+    inside = write_report(one_run / "report", [read_explain_dir(one_run)])  # beside: links
+    assert payload not in _published(inside.parent)
+    data = re.search(r'id="report-data">(.*?)</script>', inside.read_text(), re.S).group(1)
+    for image in json.loads(data)["images"]:  # the symlinked thumbnail is not linked either
+        assert not any(f"thumbs/{overlay}" in (run.get(key) or "") for run in image["runs"] for key in ("photo", "thumb"))
+
+
+def test_symlinked_explain_files_are_not_read(one_run: Path, tmp_path: Path) -> None:
+    secret, _ = _secret(tmp_path)
+    other = tmp_path / "elsewhere" / "predictions.csv"
+    (one_run / "predictions.csv").rename(other)
+    (one_run / "predictions.csv").symlink_to(other)  # a file outside the folder posing as its table
+    with pytest.raises(CatdogError, match="outside") as err:
+        read_explain_dir(one_run)
+    assert "\n" not in str(err.value)

@@ -240,3 +240,23 @@ def test_reused_run_folder_is_refused_before_training(tmp_path: Path) -> None:
 def test_best_checkpoint_is_overwritten_not_versioned() -> None:
     cfg = make_config("train", [])
     assert cfg.callbacks.model_checkpoint.enable_version_counter is False
+
+
+# --- issue 19 item 18: the SIGTERM resume command survives the shell and Hydra ---------------------
+@pytest.mark.parametrize(
+    "last", ["/data/my runs/last.ckpt", "/x/it's,odd[1]=2/last.ckpt", "/x/back\\slash end\\/last.ckpt"]
+)
+def test_resume_command_is_quoted_for_the_shell_and_for_hydra(last: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from catdog.pipelines import train as train_module
+
+    typed = ["data.root=/my photos/cats & dogs", "trainer.max_epochs=3"]
+    monkeypatch.setattr(train_module, "_task_overrides", lambda: list(typed), raising=False)
+    words = shlex.split(train_module._resume_command(Path(last)))
+    assert words[:2] == ["python", "scripts/train.py"]
+    assert words[2:-1] == typed  # each override back as one word, as the user typed it
+    assert OverridesParser.create().parse_override(words[-1]).value() == last
+    assert words[-1].startswith("ckpt_path=")

@@ -10,9 +10,7 @@ when possible (``é`` -> ``e``) and shown as ``?`` otherwise.
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
-import re
 import unicodedata
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import cv2
 import numpy as np
 
 from catdog.errors import CatdogError
+from catdog.names import safe_name  # re-exported: the one naming helper lives in catdog.names
 
 __all__ = [
     "draw_contour",
@@ -356,37 +355,3 @@ def save_image(path: str | Path, image_rgb: np.ndarray, quality: int = 90) -> Pa
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(encoded.tobytes())
     return path
-
-
-_WINDOWS_RESERVED = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
-_MAX_NAME_BYTES = 100  # leaves room for suffixes under the usual 255-byte file name limit
-
-
-def safe_name(name: str) -> str:
-    """A deterministic, portable file/folder name for a class name or file stem.
-
-    Keeps Unicode letters and digits, ``-``, ``_`` and single dots; everything else
-    (path separators, control and invisible characters, spaces, punctuation) becomes
-    ``_``. Leading/trailing dots and underscores are stripped (so no ``..``, no hidden
-    files), Windows device names get a ``_`` prefix, names longer than 100 UTF-8 bytes
-    are cut and get a hash of the full name so they stay distinct. Distinct inputs can
-    still map to the same name (``"a/b"`` and ``"a b"``): callers naming several
-    outputs must check for collisions.
-
-    Args:
-        name: Any string.
-
-    Returns:
-        A non-empty name without path separators; ``"unnamed"`` when nothing is left.
-    """
-    text = unicodedata.normalize("NFC", name)
-    text = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in text)
-    text = re.sub(r"\.{2,}", ".", re.sub(r"_{2,}", "_", text)).strip("._") or "unnamed"
-    if text.split(".")[0].upper() in _WINDOWS_RESERVED:
-        text = f"_{text}"
-    encoded = text.encode("utf-8")
-    if len(encoded) > _MAX_NAME_BYTES:
-        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-        head = encoded[: _MAX_NAME_BYTES - len(digest) - 1].decode("utf-8", "ignore")
-        text = f"{head}-{digest}"
-    return text

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
+import logging
 import os
 import re
 import shutil
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -22,13 +25,19 @@ from typing import Any
 
 from catdog.errors import CatdogError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "COMPLETE_MARKER",
+    "contained",
+    "OUTPUT_MARKER",
     "explain_dirs_of",
     "explain_dirs_with_cams",
     "is_catdog_output_dir",
     "is_complete_explain_dir",
     "is_staging_dir",
+    "normalised",
+    "replace_refusal",
     "resolve_checkpoint",
     "run_dir_of",
     "run_dir_of_explain",
@@ -108,6 +117,25 @@ def run_dir_of_explain(folder: Path, summary: dict[str, Any]) -> Path | None:
         return folder.parent.parent
     checkpoint = (summary.get("checkpoint") or {}).get("path")
     return run_dir_of(Path(checkpoint)) if checkpoint else None
+
+
+def contained(folder: str | os.PathLike[str], relative: str | os.PathLike[str]) -> Path | None:
+    """``folder/relative`` resolved, only when it is a file inside ``folder``: the one check before catdog
+    reads or copies a file of an explain, run or compare folder (report, compare, readers).
+
+    Those folders are user-editable: a ``..``, an absolute path or a symbolic link leading out of the folder
+    must never make catdog read (and publish) another file. Such a path is skipped with a logged note.
+
+    Returns:
+        The resolved file; None when it is missing or leads outside ``folder``.
+    """
+    base = Path(os.path.realpath(folder))
+    candidate = Path(os.path.realpath(base / relative))
+    if not candidate.is_relative_to(base):
+        if os.path.lexists(base / relative):
+            log.warning("skipped %s: it leads outside %s (to %s)", Path(folder, relative), folder, candidate)
+        return None
+    return candidate if candidate.is_file() else None
 
 
 def is_complete_explain_dir(folder: Path) -> bool:
@@ -201,49 +229,199 @@ def _hidden_name(name: str, suffix: str) -> str:
 _DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
 
 
+# Written first into every folder staged_output_dir makes (and kept): what tells a folder catdog wrote from
+# one it must never delete. While a run writes the folder it holds an exclusive lock on this file.
+OUTPUT_MARKER = ".catdog-output"
+# What a run folder, or a checkpoint, leaves: a folder holding any of these is never replaced.
+_RUN_ENTRIES = (".hydra", "checkpoints", "split.csv")
+
+
+def normalised(path: str | os.PathLike[str]) -> Path:
+    """``~`` expanded, absolute, ``.``/``..`` and symbolic links resolved: ``out_dir=.`` and ``<run>/..``
+    name the folders they are."""
+    return Path(os.path.realpath(os.path.expanduser(os.fspath(path))))
+
+
+def replace_refusal(folder: str | os.PathLike[str], keep: Sequence[str | os.PathLike[str]] = ()) -> str | None:
+    """Why catdog must not delete ``folder`` (None: it may). The one rule for every deletion and overwrite.
+
+    A missing or empty folder may be replaced. Any other only when catdog wrote it: it holds
+    :data:`OUTPUT_MARKER` listing the files the completed run wrote, and no other file (an interrupted run's
+    staging folder lists none: all of it is catdog's); it holds no run or checkpoint (``.hydra``,
+    ``checkpoints/``, ``split.csv``, ``*.ckpt`` at any depth); and it is not, and does not hold, any of
+    ``keep`` (the run's inputs, run folder and checkpoint) or the current folder. ``folder`` itself must
+    not be a symbolic link. Paths are normalised first (``~``, ``.``, ``..``, links).
+    """
+    given = Path(os.path.abspath(os.path.expanduser(os.fspath(folder))))
+    if given.is_symlink():
+        return f"{given} is a symbolic link"
+    if not given.exists():
+        return None
+    if not given.is_dir():
+        return f"{given} is a file"
+    if not any(given.iterdir()):
+        return None
+    path = normalised(given)
+    for kept in [*keep, os.getcwd()]:
+        kept_path = normalised(kept)
+        if kept_path == path or kept_path.is_relative_to(path):
+            return f"{given} holds {kept_path}"
+    written = _written_files(path)
+    if written is None:
+        return f"{given} was not written by catdog (it has no {OUTPUT_MARKER} file)"
+    for root, dirs, files in os.walk(path):  # does not follow symbolic links
+        found = [n for n in (*dirs, *files) if n in _RUN_ENTRIES or n.endswith(".ckpt")]
+        if found:
+            return f"{given} holds {Path(root, found[0])}, a run's or checkpoint's file"
+        for name in files:
+            rel = Path(root, name).relative_to(path).as_posix()
+            if rel != OUTPUT_MARKER and written is not _ANY and rel not in written:  # type: ignore[operator]
+                return f"{given} holds {Path(root, name)}, which catdog did not write"
+    return None
+
+
+_ANY = object()  # an interrupted run's staging folder: it never listed its files, all are catdog's
+
+
+def _written_files(folder: Path) -> frozenset[str] | object | None:
+    """The files catdog listed in ``folder``'s marker when it completed it; None: no marker (not catdog's)."""
+    try:
+        record = json.loads((folder / OUTPUT_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("written_by") != "catdog":
+        return None
+    files = record.get("files")
+    if files is None:
+        return _ANY if is_staging_dir(folder) else None
+    return frozenset(str(f) for f in files)
+
+
+def _record_written_files(fd: int, folder: Path) -> None:
+    """Complete the marker: the list of files the run wrote (what a later overwrite may delete)."""
+    files = sorted(
+        Path(root, name).relative_to(folder).as_posix()
+        for root, _dirs, names in os.walk(folder)
+        for name in names
+        if not (root == str(folder) and name == OUTPUT_MARKER)
+    )
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"written_by": "catdog", "files": files}).encode(), 0)
+
+
+def _try_lock(marker: Path) -> int | None:
+    """An open descriptor of ``marker`` holding its exclusive lock, or None when another process holds it."""
+    import fcntl
+
+    fd = os.open(marker, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _busy(final: Path) -> CatdogError:
+    return CatdogError(
+        f"out_dir={final} is being written by another catdog run (its staging folder "
+        f"{_staging_path(final).name} is locked): wait for it to finish, or choose another out_dir"
+    )
+
+
+def _claim_staging(final: Path, keep: Sequence[str | os.PathLike[str]]) -> tuple[Path, int]:
+    """Create ``final``'s staging folder holding the locked marker; a stale one (killed run) is replaced.
+
+    The folder is made under a private name, locked, then renamed into place: no other run ever sees an
+    unlocked staging folder of a live run.
+    """
+    staging = _staging_path(final)
+    private = final.with_name(_hidden_name(final.name, f".{os.getpid()}-{uuid.uuid4().hex[:8]}{_STAGING_SUFFIX}"))
+    try:
+        private.mkdir(parents=True)
+    except OSError as err:
+        raise CatdogError(f"cannot create the output folder {final}: {err.strerror or err}") from None
+    fd = _try_lock(private / OUTPUT_MARKER)
+    assert fd is not None  # nobody else knows the private name
+    os.write(fd, json.dumps({"written_by": "catdog", "pid": os.getpid()}).encode())
+    for _ in range(3):
+        try:
+            private.rename(staging)
+            return staging, fd
+        except OSError:  # a staging folder exists: a live run's (locked), or a killed run's
+            pass
+        if not (staging / OUTPUT_MARKER).is_file():
+            shutil.rmtree(private, ignore_errors=True)
+            os.close(fd)
+            raise CatdogError(
+                f"out_dir={final}: {staging} exists but was not made by this version of catdog: remove it, "
+                "or choose another out_dir"
+            )
+        other = _try_lock(staging / OUTPUT_MARKER)
+        if other is None:
+            shutil.rmtree(private, ignore_errors=True)
+            os.close(fd)
+            raise _busy(final)
+        try:
+            refusal = replace_refusal(staging, keep)
+            if refusal is not None:
+                shutil.rmtree(private, ignore_errors=True)
+                raise CatdogError(f"cannot replace the staging folder of out_dir={final}: {refusal}; remove it yourself")
+            shutil.rmtree(staging, ignore_errors=True)  # a killed run's partial output (catdog's own)
+        finally:
+            os.close(other)
+    shutil.rmtree(private, ignore_errors=True)
+    os.close(fd)
+    raise _busy(final)
+
+
 @contextmanager
-def staged_output_dir(final: Path, overwrite: bool = False) -> Iterator[Path]:
+def staged_output_dir(
+    final: Path, overwrite: bool = False, keep: Sequence[str | os.PathLike[str]] = ()
+) -> Iterator[Path]:
     """Yield an empty temporary sibling of ``final``; rename it to ``final`` when the block completes.
 
     Writers put everything into the yielded folder. Only a block that finishes without an exception
     moves it into place, so ``final`` is either absent, the old complete result, or the new complete
-    result: never a mix, never half. With ``overwrite`` an existing ``final`` is replaced whole.
+    result: never a mix, never half. With ``overwrite`` an existing ``final`` is replaced whole, and only if
+    :func:`replace_refusal` allows it (catdog wrote it; it holds none of ``keep``: inputs, run, checkpoint).
     A block that raises leaves its partial output in the hidden ``.<name>.partial`` folder for inspection;
-    the next run into the same folder starts that staging folder afresh.
+    the next run into the same folder starts that staging folder afresh. The staging folder stays locked
+    while the block runs: a second run into the same ``final`` stops with a one-line error.
 
     Raises:
-        CatdogError: ``final`` is a file, or a non-empty folder and ``overwrite`` is false, or its parent
-            cannot be created.
+        CatdogError: ``final`` is a file, a folder catdog may not replace, non-empty without ``overwrite``,
+            being written by another run, or its parent cannot be created.
     """
-    final = Path(final).expanduser()
-    _check_writable_target(final, overwrite)
-    staging = _staging_path(final)
-    if staging.exists():
-        shutil.rmtree(staging)
+    final = normalised(final)
+    if final.parent == final:
+        raise CatdogError(f"out_dir={final} is the file system's root: choose a folder below it")
+    _check_writable_target(final, overwrite, keep)
+    staging, fd = _claim_staging(final, keep)
     try:
-        staging.mkdir(parents=True)
-    except OSError as err:
-        raise CatdogError(f"cannot create the output folder {final}: {err.strerror or err}") from None
-    try:
-        yield staging
-    except OSError as err:
-        if err.errno not in _DISK_ERRORS:
-            raise
-        raise CatdogError(
-            f"writing {final} failed: {err.strerror or err}; nothing was replaced (the partial output is in "
-            f"{staging}): free space or choose another out_dir, then run again"
-        ) from None
-    _check_writable_target(final, overwrite)  # someone may have written it meanwhile
-    if final.exists():
-        old = final.with_name(_hidden_name(final.name, f".old-{os.getpid()}"))
-        final.rename(old)
-        staging.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        staging.rename(final)
+        try:
+            yield staging
+        except OSError as err:
+            if err.errno not in _DISK_ERRORS:
+                raise
+            raise CatdogError(
+                f"writing {final} failed: {err.strerror or err}; nothing was replaced (the partial output is in "
+                f"{staging}): free space or choose another out_dir, then run again"
+            ) from None
+        _record_written_files(fd, staging)
+        _check_writable_target(final, overwrite, keep)  # someone may have written it meanwhile
+        if final.exists():
+            old = final.with_name(_hidden_name(final.name, f".old-{os.getpid()}"))
+            final.rename(old)
+            staging.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(final)
+    finally:
+        os.close(fd)
 
 
-def _check_writable_target(final: Path, overwrite: bool) -> None:
+def _check_writable_target(final: Path, overwrite: bool, keep: Sequence[str | os.PathLike[str]] = ()) -> None:
     if len(final.name.encode()) > _NAME_MAX:
         raise CatdogError(
             f"out_dir={final}: its name is {len(final.name.encode())} bytes, more than the {_NAME_MAX} a file "
@@ -256,6 +434,12 @@ def _check_writable_target(final: Path, overwrite: bool) -> None:
             if not parent.is_dir():
                 raise CatdogError(f"out_dir={final}: {parent} is a file, not a folder")
             break
+    refusal = replace_refusal(final, keep)
+    if refusal is not None:
+        raise CatdogError(
+            f"out_dir={final} cannot be replaced ({refusal}): catdog only ever replaces a folder it wrote; "
+            "choose a new or empty folder"
+        )
     if final.is_dir() and any(final.iterdir()) and not overwrite:
         raise CatdogError(
             f"out_dir={final} already holds results: choose a new folder, or add overwrite=true to replace them"

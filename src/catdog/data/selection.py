@@ -17,6 +17,7 @@ import pandas as pd
 from catdog.data.index import SPLITS, dataset_root, index_for_inference
 from catdog.errors import CatdogError
 from catdog.readers import read_csv
+from catdog.runs import contained
 
 __all__ = ["EXPLAIN_SPLITS", "sample_across_classes", "select_images", "split_csv_of"]
 
@@ -70,11 +71,12 @@ def select_images(
 
 
 def split_csv_of(data_hparams: dict[str, Any], run_dir: Path) -> Path | None:
-    """The run's split.csv: the path recorded at training time, else the run folder's own copy; None without."""
-    for candidate in (data_hparams.get("split_csv"), run_dir / "split.csv"):
-        if candidate and Path(candidate).is_file():
-            return Path(candidate)
-    return None
+    """The run's split.csv: the path recorded at training time, else the run folder's own copy (only if it lies
+    inside the run folder, not a link to another file); None without."""
+    recorded = data_hparams.get("split_csv")
+    if recorded and Path(recorded).is_file():
+        return Path(recorded)
+    return contained(run_dir, "split.csv")
 
 
 def _run_split(data_hparams: dict[str, Any], run_dir: Path, remap_root: str | None) -> pd.DataFrame:

@@ -79,10 +79,11 @@ from catdog.explain.render import (
     BoundedWriter,
     ImageJob,
     OverlayStyle,
+    class_folders,
     overlay_location,
+    overlay_names,
     render_image,
     render_or_skip,
-    unique_stems,
 )
 from catdog.explain.summary import (
     _print_topk,
@@ -178,6 +179,7 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     base_dir = Path(settings.out_dir).expanduser() if settings.out_dir else timestamped_dir(run_dir / "explain")
     size = (int(hp.image_size), int(hp.image_size))
 
+    keep = [p for p in (source, run_dir, _checkpoint, (hp.data or {}).get("root")) if p]  # never replaced
     summaries, out_dirs = [], []
     for explainer in explainers:
         final_dir = base_dir
@@ -233,12 +235,13 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
             continue
 
         # Everything is written into a hidden staging folder that becomes final_dir only when complete.
-        with staged_output_dir(final_dir, overwrite=settings.overwrite) as out_dir:
+        with staged_output_dir(final_dir, overwrite=settings.overwrite, keep=keep) as out_dir:
             OmegaConf.save(cfg, out_dir / "explain_config.yaml")
             result = explain_into(out_dir)
             if result is None:  # the launcher made this process a non-zero rank after all
                 return {"out_dir": None}
             predictions, skipped, extra = result
+            unreadable = len(skipped)  # the images run_explain could not use (masks are listed too, below)
             skipped = pd.concat([skipped, mask_files, bad_masks], ignore_index=True)  # every file accounted for
             skipped.to_csv(out_dir / "skipped.csv", index=False)
             if predictions.empty:
@@ -269,6 +272,8 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
             summary["versions"] = _versions()
             (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
             write_report(out_dir / "report", [read_explain_dir(out_dir)])
+        if unreadable:  # named where it is now: the staging folder it was written in is gone
+            log.warning("Skipped %d unreadable image(s); listed in %s", unreadable, final_dir / "skipped.csv")
         folders = unmatched_label_folders(source, images)
         warning = label_folder_warning(folders, class_names, source) if not provenance.get("imagenet") else None
         _print_where(final_dir, summary, predictions, [warning] if warning else [], topk=settings.topk)
@@ -420,14 +425,14 @@ def run_explain(
     to_index = {name: i for i, name in enumerate(class_names)}
     labels = [to_index.get(label, -1) if label is not None else -1 for label in images["label"]]
     paths = images["path"].tolist()
-    stems = unique_stems(paths)
+    names = overlay_names(paths)  # from the full list: the same on every rank
+    folders = class_folders(class_names)
     lightning_precision, precision_record = resolve_precision(precision, accelerator)
     channels_last = bool(hp.get("channels_last", True))
     if channels_last:
         model.net.to(memory_format=torch.channels_last)
 
     writer = BoundedWriter(lambda job: render_or_skip(job, style), writers, max_pending=2 * batch_size)
-    used_names: set[str] = set()  # overlay names are unique per stem across ranks (see unique_stems)
 
     def handle_batch(batch: Any, prediction: dict[str, Any], emit_maps: Callable[[np.ndarray, np.ndarray], None]) -> None:
         probs_np, idx_np, cams_np, losses = (
@@ -438,7 +443,7 @@ def run_explain(
         originals = batch.originals
         for row, i in enumerate(batch.indices):
             pred = int(idx_np[row, 0])
-            rel = overlay_location(labels[i], pred, float(probs_np[row, pred]), stems[i], class_names, used_names)
+            rel = overlay_location(labels[i], pred, float(probs_np[row, pred]), names[i], folders)
             writer.submit(
                 ImageJob(
                     path=paths[i],
@@ -496,8 +501,6 @@ def run_explain(
         return None
     out_dir = shard_writer.out_dir
     predictions, skipped_frame, merged = merge_shards(out_dir, paths, class_names, explainer.describe(), save_cams)
-    if len(skipped_frame):
-        log.warning("Skipped %d unreadable image(s); listed in %s", len(skipped_frame), out_dir / "skipped.csv")
     max_deviation = merged["stats"].get("cam_logit_deviation")
     # bf16 autocast rounds the features to 8 bits of mantissa: its maps agree with the logits less closely.
     used = precision_record["used"]
@@ -583,7 +586,8 @@ def write_grids(
     methods = _grid_methods(settings, spec)
     transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
     written = []
-    for path in images["path"].head(settings.grid_images):
+    paths = images["path"].head(settings.grid_images).tolist()
+    for path, name in zip(paths, overlay_names(paths)):
         try:
             rgb = load_rgb(path)
         except BadImageError:
@@ -597,7 +601,7 @@ def write_grids(
                 tiles.append(tile)
                 captions.append(caption)
                 advance(1)
-        rel = f"grid/{safe_name(Path(path).stem)}.jpg"
+        rel = f"grid/{name}.jpg"
         save_image(out_dir / rel, image_grid(tiles, captions, ncols=len(layers), tile_size=192), quality=style.quality)
         written.append(rel)
     return written

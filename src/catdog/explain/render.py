@@ -9,7 +9,7 @@ GIL), so memory does not grow with the number of images.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +28,11 @@ from catdog.overlay import (
     draw_contour,
     draw_label,
     label_text,
-    safe_name,
     save_image,
     side_by_side,
 )
 from catdog.explain.engine import SKIP_REASON, bounded_copy
+from catdog.names import pair_name, unique_names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,36 +235,33 @@ class BoundedWriter:
         return self.results
 
 
-def overlay_location(
-    true_idx: int, pred: int, confidence: float, path: str, class_names: list[str], used: set[str]
-) -> str:
-    """Relative overlay path: folder by outcome, name prefixed so the most confident sort first."""
-    pred_name = safe_name(class_names[pred])
-    if true_idx < 0:
-        folder = f"unlabelled/{pred_name}"
-    elif true_idx == pred:
-        folder = f"correct/{pred_name}"
-    else:
-        folder = f"incorrect/{safe_name(class_names[true_idx])}_as_{pred_name}"
-    prefix = f"{min(999, round((1.0 - confidence) * 1000)):04d}"
-    stem = safe_name(Path(path).stem)
-    rel, n = f"{folder}/{prefix}_{stem}.jpg", 1
-    while rel in used:  # same file name in two source folders
-        rel, n = f"{folder}/{prefix}_{stem}_{n}.jpg", n + 1
-    used.add(rel)
-    return rel
+def overlay_location(true_idx: int, pred: int, confidence: float, name: str, folders: Sequence[str]) -> str:
+    """Relative overlay path: folder by outcome, name prefixed so the most confident sort first.
 
-
-def unique_stems(paths: list[str]) -> list[str]:
-    """Per path, a file stem unique across the whole run: ``img``, then ``img_1``, ``img_2`` ... for repeats.
-
-    Every rank computes the same names from the full path list, so overlays of two ranks never collide.
+    Args:
+        name: the image's name, unique in the run (:func:`overlay_names`).
+        folders: each class's folder name (:func:`class_folders`).
     """
-    seen: dict[str, int] = {}
-    stems = []
-    for path in paths:
-        stem = safe_name(Path(path).stem)
-        n = seen.get(stem, 0)
-        seen[stem] = n + 1
-        stems.append(stem if n == 0 else f"{stem}_{n}")
-    return stems
+    if true_idx < 0:
+        folder = f"unlabelled/{folders[pred]}"
+    elif true_idx == pred:
+        folder = f"correct/{folders[pred]}"
+    else:
+        folder = f"incorrect/{pair_name(folders[true_idx], folders[pred], folders)}"
+    prefix = f"{min(999, round((1.0 - confidence) * 1000)):04d}"
+    return f"{folder}/{prefix}_{name}.jpg"
+
+
+def overlay_names(paths: Sequence[str]) -> list[str]:
+    """Per path, a file name unique across the whole run: its full stem, plus a hash of the path when
+    another image's stem gives the same name (``a/x.jpg`` and ``b/x.jpg``, ``X.jpg`` and ``x.png``).
+
+    A function of the full path list: every rank of a multi-process run computes the same names.
+    """
+    return unique_names([Path(path).stem for path in paths], paths)
+
+
+def class_folders(class_names: Sequence[str]) -> list[str]:
+    """Per class, its overlay folder name: distinct for distinct classes (``a b`` and ``a_b``)."""
+    return unique_names(class_names)
+

@@ -29,6 +29,7 @@ from torch import nn
 from torchvision.models import WeightsEnum
 
 from catdog.errors import CatdogError
+from catdog.names import distinct_labels
 from catdog.models import IMAGENET_MEAN, IMAGENET_STD, arch_spec
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
     "imagenet_arch",
     "load_imagenet",
     "read_labels",
-    "unique_names",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,16 +77,6 @@ def imagenet_arch(ckpt: object) -> str | None:
     return arch
 
 
-def unique_names(names: Sequence[str]) -> list[str]:
-    """Class names made unique (ImageNet has two "crane" classes): later duplicates get `` (2)``, `` (3)``..."""
-    seen: dict[str, int] = {}
-    result = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        result.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
-    return result
-
-
 def read_labels(path: Path, expected: int) -> list[str]:
     """One class name per line (blank lines at the end ignored), exactly ``expected`` of them.
 
@@ -104,7 +94,7 @@ def read_labels(path: Path, expected: int) -> list[str]:
             f"labels file {path} has {len(names)} names but the weights have {expected} outputs: pass the labels "
             "file that belongs to these weights (labels=...)"
         )
-    return unique_names(names)
+    return distinct_labels(names, suffix=" ({n})")  # ImageNet has two "crane" classes
 
 
 def _labels_beside(weights: Path) -> Path:
@@ -224,7 +214,7 @@ def load_imagenet(
     else:
         net, names, normalization, size = _from_torchvision(spec.name, text or None)
         source = f"torchvision {spec.name} {text or 'DEFAULT'}"
-        names = unique_names(names)
+        names = distinct_labels(names, suffix=" ({n})")
     hparams = AttributeDict(
         arch=spec.name,
         class_names=names,

@@ -53,7 +53,6 @@ from catdog.pipelines.compare_similarity import (
 from catdog.pipelines.compare_sources import (
     Source,
     _explain_again,
-    _unique,
     check_class_names,
     common_images,
     experiment_labels,
@@ -64,6 +63,7 @@ from catdog.pipelines.compare_sources import (
     source_class_names,
     usable_explain_dir,
 )
+from catdog.names import distinct_labels
 from catdog.report import MAP_QUALITY_HEADS, read_explain_dir, write_report
 from catdog.report.tables import RECALL_COLUMNS, lowest_recalls
 from catdog.runs import staged_output_dir, sweep_runs, timestamped_dir
@@ -135,7 +135,7 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
     by_method = method_labels(explain_dirs)
     if by_method is not None:  # explain folders of different methods/layers are experiments named by them
         same_run = len({str(s.run_dir) for s in sources}) == 1
-        labels = _unique(by_method if same_run else [f"{a} {b}" for a, b in zip(labels, by_method)])
+        labels = distinct_labels(by_method if same_run else [f"{a} {b}" for a, b in zip(labels, by_method)])
     experiments = [read_explain_dir(d, label) for d, label in zip(explain_dirs, labels)]
     paths = align(experiments, common)
     if len(paths) < len(common):
@@ -154,7 +154,8 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
 
     final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(Path("compare"))
     table, pairs, per_image = compare_tables(experiments, cams)
-    with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite)) as out_dir:
+    keep = [*given, *explain_dirs, *([cfg.data.root] if cfg.data.root else [])]  # inputs: never replaced
+    with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite), keep=keep) as out_dir:
         table.to_csv(out_dir / "experiments.csv", index=False)
         pairs.to_csv(out_dir / "pairs.csv", index=False)
         per_image.to_csv(out_dir / "per_image.csv", index=False)

@@ -23,9 +23,11 @@ from catdog.data import index_for_inference
 from catdog.data.selection import select_images
 from catdog.errors import CatdogError
 from catdog.explain.pipeline import explain
+from catdog.names import distinct_labels
 from catdog.readers import read_checkpoint, read_csv, read_json, read_yaml
 from catdog.report import read_explain_dir
 from catdog.runs import (
+    contained,
     explain_dirs_with_cams,
     is_complete_explain_dir,
     is_staging_dir,
@@ -86,16 +88,18 @@ def resolve_source(given: str | Path) -> Source:
 
 def covered_paths(explain_dir: Path) -> set[str]:
     """Images an explain folder has seen: explained, or skipped as unreadable."""
-    paths = _listed_paths(explain_dir / "predictions.csv")
-    skipped = explain_dir / "skipped.csv"
-    if skipped.is_file():
-        paths |= _listed_paths(skipped)
+    paths = _listed_paths(explain_dir, "predictions.csv")
+    if contained(explain_dir, "skipped.csv") is not None:
+        paths |= _listed_paths(explain_dir, "skipped.csv")
     return paths
 
 
-def _listed_paths(csv_file: Path) -> set[str]:
-    """The ``path`` column of one of an explain folder's CSVs."""
-    table = read_csv(csv_file, required=("path",), text=("path",), what=csv_file.name, fix="run explain again")
+def _listed_paths(explain_dir: Path, name: str) -> set[str]:
+    """The ``path`` column of one of an explain folder's CSVs (only a file inside the folder)."""
+    csv_file = contained(explain_dir, name)
+    if csv_file is None:
+        raise CatdogError(f"{explain_dir / name} is missing or leads outside {explain_dir}: run explain again")
+    table = read_csv(csv_file, required=("path",), text=("path",), what=name, fix="run explain again")
     return set(table["path"])
 
 
@@ -118,7 +122,7 @@ def common_images(sources: Sequence[Source], root: str | None, split: str) -> li
     shared: set[str] | None = None
     for source in sources:
         if source.explain_dir is not None:
-            paths = _listed_paths(source.explain_dir / "predictions.csv")
+            paths = _listed_paths(source.explain_dir, "predictions.csv")
         elif source.run_dir is not None and (source.run_dir / "split.csv").is_file():
             paths = set(select_images(None, split, [], {}, source.run_dir, check_files=False)["path"])  # names only
         else:
@@ -203,9 +207,9 @@ def load_class_cams(explain_dir: Path, paths: Sequence[str], classes: np.ndarray
     Raises:
         CatdogError: no cams.npz, or an image is missing from it.
     """
-    file = explain_dir / "cams.npz"
-    if not file.is_file():
-        raise CatdogError(f"{explain_dir} has no cams.npz: explain again with save_cams=true")
+    file = contained(explain_dir, "cams.npz")
+    if file is None:
+        raise CatdogError(f"{explain_dir} has no cams.npz inside it: explain again with save_cams=true")
     try:
         with np.load(file, allow_pickle=False) as npz:
             row = {str(path): i for i, path in enumerate(npz["paths"])}
@@ -282,22 +286,26 @@ def read_run_settings(run_dir: Path | None) -> tuple[dict[str, str], dict[str, s
     Returns:
         (overrides: key -> value as typed, settings: dotted key -> value), or None without .hydra/.
     """
-    hydra_dir = run_dir / ".hydra" if run_dir is not None else None
-    if hydra_dir is None or not (hydra_dir / "config.yaml").is_file():
+    # Only files inside the run folder (a link to another file is skipped with a note).
+    config_file, overrides_file, hydra_file = (
+        contained(run_dir, f".hydra/{name}.yaml") if run_dir is not None else None
+        for name in ("config", "overrides", "hydra")
+    )
+    if config_file is None:
         return None
     # Read without resolving: "${oc.env:SECRET}" in a run's metadata stays that text (never the secret).
     fix = "fix or delete the run's .hydra folder"
     overrides: dict[str, str] = {}
-    if (hydra_dir / "overrides.yaml").is_file():
-        items = read_yaml(hydra_dir / "overrides.yaml", what="run metadata", fix=fix) or []
+    if overrides_file is not None:
+        items = read_yaml(overrides_file, what="run metadata", fix=fix) or []
         for item in items if isinstance(items, list) else []:
             key, _, value = str(item).partition("=")
             # "~key" deletes a setting, "+key"/"++key" adds one: the key is what matters.
             overrides[key.lstrip("+~")] = value if not key.startswith("~") else "removed"
-    config = read_yaml(hydra_dir / "config.yaml", what="run metadata", fix=fix)
+    config = read_yaml(config_file, what="run metadata", fix=fix)
     settings = _flatten(config if isinstance(config, dict) else {})
-    if (hydra_dir / "hydra.yaml").is_file():
-        hydra_cfg = read_yaml(hydra_dir / "hydra.yaml", what="run metadata", fix=fix)
+    if hydra_file is not None:
+        hydra_cfg = read_yaml(hydra_file, what="run metadata", fix=fix)
         runtime = ((hydra_cfg or {}).get("hydra") or {}).get("runtime", {}) if isinstance(hydra_cfg, dict) else {}
         choices = runtime.get("choices") if isinstance(hydra_cfg, dict) else None
         settings.update(
@@ -354,7 +362,7 @@ def experiment_labels(
             candidate = _labels_for(chosen, values)
         if candidate is not None:
             labels = candidate
-    return _unique(labels)
+    return distinct_labels(labels)
 
 
 def _labels_for(keys: list[str], values: list[dict[str, str]]) -> list[str]:
@@ -369,15 +377,6 @@ def _short_value(value: str | None) -> str:
     if "/" in value:  # a path: its last part tells the runs apart
         value = Path(value).name or value
     return value if len(value) <= MAX_LABEL_VALUE else value[: MAX_LABEL_VALUE - 1] + "…"
-
-
-def _unique(labels: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    result = []
-    for label in labels:
-        seen[label] = seen.get(label, 0) + 1
-        result.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
-    return result
 
 
 def method_labels(explain_dirs: Sequence[Path]) -> list[str] | None:

@@ -145,7 +145,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     )
 
     final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "evaluate")
-    with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite)) as out_dir:
+    keep = [p for p in (source, run_dir, checkpoint) if p]  # inputs, run and checkpoint: never replaced
+    with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite), keep=keep) as out_dir:
         probs = torch.cat(probabilities).numpy()
         pred = [hp.class_names[i] for i in probs.argmax(1)]
         columns = {"path": labelled["path"], "true": labelled["label"], "pred": pred}

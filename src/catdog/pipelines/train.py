@@ -27,6 +27,8 @@ import contextlib
 import json
 import logging
 import os
+import re
+import shlex
 import shutil
 import time
 from collections.abc import Iterator
@@ -237,15 +239,27 @@ def _resume_data(ckpt_path: Path, run_dir: Path) -> tuple[pd.DataFrame, list[str
     return index, list(hparams["class_names"])
 
 
-def _resume_command(last: Path) -> str:
-    """The command line that resumes this run from ``last``."""
+def _task_overrides() -> list[str]:
+    """The overrides this run was started with, as Hydra received them (without ``ckpt_path``)."""
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
+        return [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
     except (ImportError, ValueError):
-        overrides = ["<the same overrides>"]
-    return " ".join(["python scripts/train.py", *overrides, f"ckpt_path={last}"])
+        return ["<the same overrides>"]
+
+
+def _hydra_quoted(value: str) -> str:
+    """``value`` as a single-quoted Hydra override value that parses back exactly (``,``, ``'``, spaces...):
+    backslashes are doubled only before a quote and at the end, as Hydra's grammar reads them."""
+    text = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
+    return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text) + "'"
+
+
+def _resume_command(last: Path) -> str:
+    """The command line that resumes this run from ``last``, quoted for a POSIX shell (paths with spaces)."""
+    words = ["python", "scripts/train.py", *_task_overrides(), f"ckpt_path={_hydra_quoted(str(last))}"]
+    return shlex.join(words)
 
 
 def _feature_datamodule(

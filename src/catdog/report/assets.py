@@ -23,6 +23,7 @@ import numpy as np
 from catdog.overlay import save_image
 from catdog.plots import confusion_counts, plot_confusion_matrix
 from catdog.report.experiments import Experiment, restricted
+from catdog.runs import contained
 
 THUMB_SIZE = 220  # longest side of a gallery thumbnail made here (explain folders without layers), in pixels
 FILES = "files"  # the explain folders' pictures inside the report: files/<experiment index>/<path in its folder>
@@ -71,11 +72,7 @@ def overlay_file(explain_dir: Path, relative: Any) -> Path | None:
     """
     if relative is None or (isinstance(relative, float) and math.isnan(relative)) or str(relative) == "":
         return None
-    base = Path(explain_dir).resolve()
-    candidate = (base / str(relative)).resolve()
-    if not candidate.is_relative_to(base) or not candidate.is_file():
-        return None
-    return candidate
+    return contained(explain_dir, str(relative))
 
 
 def thumbnail(source: Path, target: Path) -> bool:
@@ -108,11 +105,11 @@ def summary_pictures(out: Path, experiments: Sequence[Experiment], paths: list[s
         # Only the run folder that holds this explain folder: a run_dir taken from summary.json (user-editable)
         # must not make the report copy a file from elsewhere.
         inside = exp.run_dir is not None and exp.explain_dir.resolve().is_relative_to(exp.run_dir.resolve())
-        curves = exp.run_dir / "curves.png" if inside else None
+        curves = contained(exp.run_dir, "curves.png") if inside else None
         result.append(
             {
                 "confusion": confusion,
-                "curves": asset(out, curves, f"curves_{e}.png") if curves is not None and curves.is_file() else None,
+                "curves": asset(out, curves, f"curves_{e}.png") if curves is not None else None,
             }
         )
     return result

@@ -11,7 +11,7 @@ import pandas as pd
 
 from catdog.errors import CatdogError
 from catdog.readers import read_csv, read_json
-from catdog.runs import run_dir_of_explain
+from catdog.runs import contained, run_dir_of_explain
 
 
 @dataclass
@@ -50,6 +50,12 @@ def read_explain_dir(explain_dir: str | Path, label: str | None = None) -> Exper
         CatdogError: the folder lacks predictions.csv or summary.json.
     """
     folder = Path(explain_dir).expanduser()
+    escaping = [name for name in ("predictions.csv", "summary.json") if (folder / name).is_symlink() and contained(folder, name) is None]
+    if escaping:
+        raise CatdogError(
+            f"{folder / escaping[0]} leads outside {folder}: catdog reads only files inside an explain folder; "
+            "replace the link by the file, or explain again"
+        )
     missing = [name for name in ("predictions.csv", "summary.json") if not (folder / name).is_file()]
     if missing:
         raise CatdogError(
