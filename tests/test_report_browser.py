@@ -310,3 +310,23 @@ def test_report_of_20000_images_opens_within_seconds(browser: object, tmp_path: 
     broken = page.evaluate("Array.from(document.images).filter(i => i.complete && i.naturalWidth === 0).length")
     assert broken == 0 and problems == []
     page.close()
+
+
+def test_a_class_named_any_filters_like_any_other(browser: object, tmp_path: Path) -> None:
+    """Issue 19 item 11: "any" was the filters' no-filter value, so the class "any" could not be chosen."""
+    classes = ["any", "cat"]
+    paths = make_images(tmp_path / "photos", [("any", "a.jpg"), ("cat", "b.jpg"), ("cat", "c.jpg")])
+    explain_dir = make_run(
+        tmp_path / "runs", "solo", paths, ["any", "any", "cat"], [0.9, 0.6, 0.8], np.zeros((3, 2, 2), np.float32),
+        class_names=classes,
+    )
+    index = write_report(explain_dir / "report", [read_explain_dir(explain_dir)])
+    page, problems = _open(browser, index)
+    assert page.locator("#gallery .tile").count() == 3
+    page.select_option("#filter-truth", value="c:any")
+    assert page.locator(".tile .name").all_inner_texts() == ["a.jpg"]
+    page.select_option("#filter-truth", value="any")
+    page.select_option("#filter-pred", value="c:any")
+    assert sorted(page.locator(".tile .name").all_inner_texts()) == ["a.jpg", "b.jpg"]
+    assert problems == []
+    page.close()

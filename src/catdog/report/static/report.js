@@ -42,7 +42,8 @@
     node.addEventListener("change", () => { state[key] = node.value; state.shown = PAGE; render(); });
     return el("label", {}, [label, node]);
   }
-  const classOptions = [["any", "any"]].concat(data.classes.map((c) => [c, c]));
+  // Class values carry a prefix: a class may be called "any" (the no-filter value) or anything else.
+  const classOptions = [["any", "all classes"]].concat(data.classes.map((c) => ["c:" + c, c]));
   const controls = document.getElementById("controls");
   document.getElementById("gallery").style.setProperty("--experiments", String(labels.length));
   if (many) controls.append(select("Experiment", "exp", [["all", "all experiments"]].concat(labels.map((l, i) => [String(i), l]))));
@@ -83,7 +84,7 @@
   controls.append(...heatControls(""));
   document.querySelectorAll("button.confused").forEach((button) => button.addEventListener("click", () => {
     // A most-confused pair: only its mistakes, in that experiment.
-    Object.assign(state, { outcome: "incorrect", truth: button.dataset.true, pred: button.dataset.pred, shown: PAGE });
+    Object.assign(state, { outcome: "incorrect", truth: "c:" + button.dataset.true, pred: "c:" + button.dataset.pred, shown: PAGE });
     if (many) state.exp = button.dataset.exp;
     for (const key of ["outcome", "truth", "pred", "exp"]) { const node = document.getElementById("filter-" + key); if (node) node.value = state[key]; }
     render();
@@ -98,8 +99,8 @@
     if (state.outcome === "flipped" && !img.flipped) return false;
     if (state.outcome === "wrong-reason" && !runs.some((r) => r.correct === true && r.in_box === false)) return false;
     if (state.outcome === "on-object" && !runs.some((r) => r.in_box === true)) return false;
-    if (state.truth !== "any" && img.true !== state.truth) return false;
-    if (state.pred !== "any" && !runs.some((r) => r.pred === state.pred)) return false;
+    if (state.truth !== "any" && img.true !== state.truth.slice(2)) return false;
+    if (state.pred !== "any" && !runs.some((r) => r.pred === state.pred.slice(2))) return false;
     if (state.query && !img.name.toLowerCase().includes(state.query)) return false;
     return true;
   }
