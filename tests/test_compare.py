@@ -10,6 +10,7 @@ import pytest
 from helpers import CLASSES, compare_config, make_images, make_run, make_trained_run, one_line, run_killed, write_images
 
 from catdog.errors import CatdogError
+from catdog.names import safe_name
 from catdog.pipelines import compare_sources
 from catdog.pipelines.compare import (
     align,
@@ -183,7 +184,7 @@ def test_compare_run_folders(tmp_path: Path, two_runs: tuple[Path, Path, list[st
         "cam_similarity.png",
         "flipped.png",
         "cam_disagreement.png",
-        "confident_mistakes_lr_0.001.png",
+        f"confident_mistakes_{safe_name('lr=0.001')}.png",  # the label's injective file name
         "report/index.html",
     ):
         assert (out / picture).is_file(), picture

@@ -388,3 +388,43 @@ def test_other_decodable_formats_are_used_or_skipped_with_a_reason(tmp_path: Pat
     assert len(heic) == 1 and heic["reason"].iloc[0]
     listed = index_for_inference(tmp_path / "data", ["cat", "dog"])
     assert set(listed["path"]) == set(index["path"])
+
+
+# --- issue 19 items 11 and 16: class names that vanish or are misread; the runs/ folder Hydra makes -----
+def test_classes_named_like_splits_are_classes_when_the_root_is_not_split(tmp_path: Path) -> None:
+    root = _folder_dataset(tmp_path / "data", {"train": 3, "test": 3, "cat": 3})
+    index = build_index("folder", root, val_fraction=0.2, test_fraction=0.2)
+    assert class_names_of(index) == ["cat", "test", "train"]
+    split_layout = _folder_dataset(tmp_path / "split", {"train/cat": 3, "train/dog": 3, "test/cat": 1, "test/dog": 1})
+    assert class_names_of(build_index("folder", split_layout)) == ["cat", "dog"]  # real split folders still work
+
+
+def test_nfc_and_nfd_spellings_of_a_class_are_one_class(tmp_path: Path) -> None:
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    trained = build_index("folder", _folder_dataset(tmp_path / "mac", {nfd: 3, "tea": 3}))
+    assert class_names_of(trained) == [nfc, "tea"]  # stored in one (composed) spelling
+    found = index_for_inference(_folder_dataset(tmp_path / "linux", {nfc: 1, "tea": 1}), [nfd, "tea"])
+    assert sorted(found["label"]) == sorted([nfd, "tea"])  # matched, in the model's own spelling
+
+
+def test_kaggle_labels_match_whatever_the_case(tmp_path: Path) -> None:
+    root = tmp_path / "kaggle"
+    for name in ["Cat.1.jpg", "cat.2.jpg", "DOG.3.jpg", "dog.4.jpg"]:
+        _image(root / name)
+    classes = class_names_of(build_index("kaggle", root))
+    assert classes == ["cat", "dog"]
+    found = index_for_inference(root, classes)  # evaluate/explain read it as training did
+    assert dict(zip((Path(p).name for p in found["path"]), found["label"])) == {
+        "Cat.1.jpg": "cat", "cat.2.jpg": "cat", "DOG.3.jpg": "dog", "dog.4.jpg": "dog"
+    }
+
+
+def test_the_runs_folder_hydra_makes_inside_the_dataset_is_not_a_class(tmp_path: Path) -> None:
+    root = _folder_dataset(tmp_path / "data", {"cat": 3, "dog": 3})
+    run = root / "runs" / "train" / "2026-01-01_00-00-00"
+    (run / ".hydra").mkdir(parents=True)  # what Hydra writes before training starts (data.root=.)
+    (run / ".hydra" / "config.yaml").write_text("a: 1\n")
+    assert class_names_of(build_index("folder", root)) == ["cat", "dog"]
+    _image(run / "explain" / "x" / "correct" / "cat" / "0001_a.png")  # ...and later runs' pictures
+    assert class_names_of(build_index("folder", root)) == ["cat", "dog"]
+    assert all("/runs/" not in p for p in index_for_inference(root, ["cat", "dog"])["path"])

@@ -33,6 +33,7 @@ __all__ = [
     "OUTPUT_MARKER",
     "explain_dirs_of",
     "explain_dirs_with_cams",
+    "holds_catdog_runs",
     "is_catdog_output_dir",
     "is_complete_explain_dir",
     "is_staging_dir",
@@ -154,11 +155,27 @@ _OUTPUT_SIGNATURES = (("explain_config.yaml",), ("predictions.csv", "summary.jso
 
 
 def is_catdog_output_dir(folder: Path) -> bool:
-    """An explain or compare folder (finished or staging): its images are our overlays, not input data."""
+    """An explain, evaluate or compare folder (finished or staging) or a run folder: its images are ours
+    (overlays, curves), not input data."""
     folder = Path(folder)
-    if is_staging_dir(folder):
-        return True
+    if is_staging_dir(folder) or (folder / OUTPUT_MARKER).is_file() or (folder / ".hydra").is_dir():
+        return True  # staging, any folder catdog's marker names, a run folder (curves.png is not a photo)
     return any(all((folder / name).is_file() for name in names) for names in _OUTPUT_SIGNATURES)
+
+
+def holds_catdog_runs(folder: Path, depth: int = 3) -> bool:
+    """``folder`` is, or holds within ``depth`` levels, a run (``.hydra``) or catdog output: the ``runs/`` folder
+    Hydra makes in the working directory (``data.root=.``) is never a class of images."""
+    folder = Path(folder)
+    if is_catdog_output_dir(folder) or (folder / ".hydra").is_dir() or (folder / OUTPUT_MARKER).is_file():
+        return True
+    if depth <= 0:
+        return False
+    try:
+        children = [entry for entry in os.scandir(folder) if entry.is_dir(follow_symlinks=False)]
+    except OSError:
+        return False
+    return any(holds_catdog_runs(Path(entry.path), depth - 1) for entry in children if not entry.name.startswith("."))
 
 
 def explain_dirs_of(run_dir: Path) -> list[Path]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -336,14 +337,25 @@ def _existing_root(root: str | Path | None, layout: str) -> Path:
 
 
 def _class_folders(folder: Path) -> list[Path]:
-    """Non-hidden sub-folders of a folder, sorted."""
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """Non-hidden sub-folders of a folder, sorted; not the ``runs/`` folder Hydra makes in the working
+    directory, nor any other folder of catdog runs or outputs (``data.root=.`` from inside the dataset)."""
+    from catdog.runs import holds_catdog_runs
+
+    return sorted(
+        p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".") and not holds_catdog_runs(p)
+    )
+
+
+def _nfc(name: str) -> str:
+    """One spelling of a name: macOS writes folder names decomposed (NFD), Linux keeps what it is given."""
+    return unicodedata.normalize("NFC", name)
 
 
 def _folder_index(root: Path) -> pd.DataFrame:
     """Index an ImageFolder tree, with or without train/val/test folders above the classes."""
     split_folders: dict[str, Path] = {}
-    for folder in _class_folders(root):
+    folders = _class_folders(root)
+    for folder in folders:
         split = _SPLIT_ALIASES.get(folder.name.lower())
         if split is None:
             continue
@@ -353,8 +365,8 @@ def _folder_index(root: Path) -> pd.DataFrame:
                 f"{folder.name}/): keep only one"
             )
         split_folders[split] = folder
-    if "train" not in split_folders:
-        # Plain ImageFolder (a lone val/ or test/ folder is then just a class called so).
+    if "train" not in split_folders or len(split_folders) < len(folders):
+        # Plain ImageFolder: without train/, or beside other class folders, train/val/test are classes.
         return _class_folder_rows(root, split=None)
     frames = [_class_folder_rows(split_folders[s], split=s) for s in SPLITS if s in split_folders]
     index = pd.concat(frames, ignore_index=True)
@@ -392,7 +404,7 @@ def _class_folder_rows(folder: Path, split: str | None) -> pd.DataFrame:
                 f"class folder {class_folder} has no images "
                 f"({', '.join(sorted(IMAGE_EXTENSIONS))}): add images or remove the folder"
             )
-        rows.extend((os.fspath(p), class_folder.name) for p in images)
+        rows.extend((os.fspath(p), _nfc(class_folder.name)) for p in images)
     frame = pd.DataFrame(rows, columns=["path", "label"])
     if split is not None:
         frame["split"] = split
@@ -414,7 +426,7 @@ def _kaggle_index(root: Path) -> pd.DataFrame:
                 f"file name {image.name!r} in {root} is not <class>.<id>.<ext> (like cat.1.jpg), "
                 "as data=kaggle needs: rename or move it, or use data=folder or data=csv"
             )
-        rows.append((os.fspath(image), image.name.split(".", 1)[0].lower()))
+        rows.append((os.fspath(image), _nfc(image.name.split(".", 1)[0].lower())))
     return pd.DataFrame(rows, columns=["path", "label"])
 
 
@@ -543,7 +555,12 @@ def index_for_inference(root_or_file: str | Path, class_names: Sequence[str]) ->
             f"no images in {target} ({', '.join(sorted(IMAGE_EXTENSIONS))}): point at a folder "
             "of images or a single image file"
         )
-    known = set(class_names)
+    # Folder names match a class in either Unicode spelling; Kaggle prefixes also in any case (training
+    # lower-cases them: Cat.1.jpg is a "cat"). The label is the model's own spelling.
+    known = {_nfc(name): name for name in class_names}
+    folded: dict[str, str | None] = {}
+    for name in class_names:
+        folded[_nfc(name).casefold()] = name if _nfc(name).casefold() not in folded else None  # ambiguous: none
     labels: list[str | None] = []
     paths = [os.fspath(p) for p in images]
     skip = len(os.fspath(target).rstrip(os.sep)) + 1
@@ -552,9 +569,9 @@ def index_for_inference(root_or_file: str | Path, class_names: Sequence[str]) ->
         parts = path[skip:].split(os.sep)
         name = parts[-1]
         folders = [target.name, *parts[:-1]][::-1]
-        label = next((folder for folder in folders if folder in known), None)
-        if label is None:
-            prefix = name.split(".", 1)[0] if name.count(".") >= 2 else None
-            label = prefix if prefix in known else None
+        label = next((known[_nfc(folder)] for folder in folders if _nfc(folder) in known), None)
+        if label is None and name.count(".") >= 2:
+            prefix = _nfc(name.split(".", 1)[0])
+            label = known.get(prefix) or folded.get(prefix.casefold())
         labels.append(label)
     return pd.DataFrame({"path": paths, "label": labels})
