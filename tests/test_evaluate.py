@@ -97,3 +97,22 @@ def test_evaluate_folder_without_class_folders_is_one_clear_error(run: Path, tmp
     shutil.copy(pd.read_csv(run / "split.csv")["path"][0], tmp_path / "x" / "a.png")
     with pytest.raises(CatdogError, match="no readable labelled images"):
         evaluate(_cfg(f"ckpt={run}", f"data.root={tmp_path / 'x'}"))
+
+
+# --- issue 19 item 1: overwrite=true never deletes inputs, refused before the evaluation runs --------
+def test_overwrite_of_the_input_folder_is_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pytorch_lightning as pl
+    from helpers import make_trained_run, one_line, write_images
+
+    photos = tmp_path / "photos"
+    write_images(photos, {"cat": 2, "dog": 2}, size=(32, 32))
+    (photos / "NOTES.txt").write_text("mine")
+    run = make_trained_run(tmp_path / "run", photos, ["cat", "dog"])
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    monkeypatch.setattr(pl.Trainer, "test", lambda *a, **k: pytest.fail("evaluated before refusing out_dir"))
+    for out_dir in (photos, run, tmp_path):
+        cfg = make_config("evaluate", [f"ckpt={run}", f"data.root={photos}", f"out_dir={out_dir}", "overwrite=true", "data.num_workers=0"])
+        with pytest.raises(CatdogError, match="cannot be replaced") as err:
+            evaluate(cfg)
+        one_line(err)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from helpers import HOSTILE_CLASSES, explain_cfg, save_checkpoint, write_hostile_corpus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -118,6 +119,7 @@ def test_overlay_names_keep_the_full_stem_and_are_the_same_for_any_share_of_the_
     assert len({p.casefold() for p in one_process}) == len(paths)
 
 
+@pytest.mark.slow  # explain end to end
 def test_explain_writes_one_overlay_per_image_and_one_folder_per_class_pair(tmp_path: Path) -> None:
     write_hostile_corpus(tmp_path / "photos")
     ckpt = save_checkpoint(tmp_path / "model.ckpt", HOSTILE_CLASSES, favourite=0)  # always predicts "a b"

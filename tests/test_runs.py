@@ -127,6 +127,7 @@ def test_replace_refusal_names_why() -> None:
 
 
 # --- item 1: overwrite=true never deletes inputs, runs or their ancestors --------------------------
+@pytest.mark.slow  # explain end to end, several times
 def test_overwrite_refuses_inputs_runs_ancestors_and_the_current_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -158,6 +159,7 @@ def test_overwrite_refuses_inputs_runs_ancestors_and_the_current_folder(
 
 
 # --- item 15: two runs into the same out_dir ----------------------------------------------------
+@pytest.mark.slow  # explain end to end, several times
 def test_a_second_run_into_the_same_out_dir_stops_with_one_line_and_leaves_the_first_alone(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     write_images(photos, {"cat": 2, "dog": 2}, size=(32, 32))

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "COMPLETE_MARKER",
+    "check_output_dir",
     "contained",
     "OUTPUT_MARKER",
     "explain_dirs_of",
@@ -436,6 +437,17 @@ def staged_output_dir(
             staging.rename(final)
     finally:
         os.close(fd)
+
+
+def check_output_dir(
+    final: str | os.PathLike[str], overwrite: bool, keep: Sequence[str | os.PathLike[str]] = ()
+) -> None:
+    """What :func:`staged_output_dir` checks first, for a pipeline to call before its work (not after it).
+
+    Raises:
+        CatdogError: ``final`` cannot be written (see :func:`staged_output_dir`).
+    """
+    _check_writable_target(normalised(final), overwrite, keep)
 
 
 def _check_writable_target(final: Path, overwrite: bool, keep: Sequence[str | os.PathLike[str]] = ()) -> None:

@@ -66,7 +66,7 @@ from catdog.pipelines.compare_sources import (
 from catdog.names import distinct_labels
 from catdog.report import MAP_QUALITY_HEADS, read_explain_dir, write_report
 from catdog.report.tables import RECALL_COLUMNS, lowest_recalls
-from catdog.runs import staged_output_dir, sweep_runs, timestamped_dir
+from catdog.runs import check_output_dir, staged_output_dir, sweep_runs, timestamped_dir
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,9 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
     sources = [resolve_source(g) for g in given]
     check_class_names(given, [source_class_names(s) for s in sources])
     common = common_images(sources, cfg.data.root, cfg.data.split)
+    final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(Path("compare"))
+    keep = [*given, *([cfg.data.root] if cfg.data.root else [])]  # inputs: never replaced
+    check_output_dir(final_dir, bool(cfg.overwrite), keep)  # before re-explaining, not after
     print(f"Comparing {len(sources)} experiments on {len(common)} common images")
 
     explain_dirs = []
@@ -152,9 +155,8 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
     if lacking:
         log.warning("%d image(s): an experiment has no map of the reference class; its predicted map is used", lacking)
 
-    final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(Path("compare"))
     table, pairs, per_image = compare_tables(experiments, cams)
-    keep = [*given, *explain_dirs, *([cfg.data.root] if cfg.data.root else [])]  # inputs: never replaced
+    keep += explain_dirs
     with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite), keep=keep) as out_dir:
         table.to_csv(out_dir / "experiments.csv", index=False)
         pairs.to_csv(out_dir / "pairs.csv", index=False)

@@ -36,6 +36,7 @@ from catdog.plots import plot_confusion_matrix
 from catdog.runs import (
     resolve_checkpoint,
     run_dir_of,
+    check_output_dir,
     staged_output_dir,
     timestamped_dir,
 )
@@ -80,6 +81,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         source, str(cfg.data.split), list(hp.class_names), dict(hp.data or {}), run_dir, cfg.data.remap_root
     )
     images, mask_files = split_off_masks(selected)  # masks are listed in skipped.csv, not evaluated
+    final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "evaluate")
+    keep = [p for p in (source, run_dir, checkpoint) if p]  # inputs, run and checkpoint: never replaced
+    check_output_dir(final_dir, bool(cfg.overwrite), keep)  # before the work, not after it
     # The runtime group's knobs, as explain reads them: precision=auto is bf16 only where it runs natively.
     precision, precision_record = resolve_precision(str(cfg.precision), str(cfg.accelerator))
     if cfg.devices != 1:
@@ -144,8 +148,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         precision=precision_record,
     )
 
-    final_dir = Path(cfg.out_dir).expanduser() if cfg.out_dir else timestamped_dir(run_dir / "evaluate")
-    keep = [p for p in (source, run_dir, checkpoint) if p]  # inputs, run and checkpoint: never replaced
     with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite), keep=keep) as out_dir:
         probs = torch.cat(probabilities).numpy()
         pred = [hp.class_names[i] for i in probs.argmax(1)]
