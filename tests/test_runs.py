@@ -20,7 +20,12 @@ from hypothesis import strategies as st
 
 from catdog.errors import CatdogError
 from catdog.explain.pipeline import explain
-from catdog.runs import OUTPUT_MARKER, replace_refusal, resolve_checkpoint, staged_output_dir
+from catdog.runs import (
+    OUTPUT_MARKER,
+    replace_refusal,
+    resolve_checkpoint,
+    staged_output_dir,
+)
 
 KINDS = ("photos", "run", "output", "empty", "staging_ours", "staging_theirs")
 NODES = st.lists(st.tuples(st.integers(0, 20), st.sampled_from(KINDS)), min_size=1, max_size=7)

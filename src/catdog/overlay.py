@@ -18,7 +18,9 @@ import cv2
 import numpy as np
 
 from catdog.errors import CatdogError
-from catdog.names import safe_name  # re-exported: the one naming helper lives in catdog.names
+from catdog.names import (
+    safe_name,  # re-exported: the one naming helper lives in catdog.names
+)
 
 __all__ = [
     "draw_contour",

@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "COMPLETE_MARKER",
+    "OUTPUT_MARKER",
     "check_output_dir",
     "contained",
-    "OUTPUT_MARKER",
     "explain_dirs_of",
     "explain_dirs_with_cams",
     "holds_catdog_runs",

@@ -29,8 +29,8 @@ from torch import nn
 from torchvision.models import WeightsEnum
 
 from catdog.errors import CatdogError
-from catdog.names import distinct_labels
 from catdog.models import IMAGENET_MEAN, IMAGENET_STD, arch_spec
+from catdog.names import distinct_labels
 
 __all__ = [
     "PREFIX",

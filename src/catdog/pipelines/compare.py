@@ -36,6 +36,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from catdog.errors import CatdogError
+from catdog.names import distinct_labels
 from catdog.pipelines.compare_pictures import (
     overlay_rows_grid,
     similarity_histogram,
@@ -63,7 +64,6 @@ from catdog.pipelines.compare_sources import (
     source_class_names,
     usable_explain_dir,
 )
-from catdog.names import distinct_labels
 from catdog.report import MAP_QUALITY_HEADS, read_explain_dir, write_report
 from catdog.report.tables import RECALL_COLUMNS, lowest_recalls
 from catdog.runs import check_output_dir, staged_output_dir, sweep_runs, timestamped_dir

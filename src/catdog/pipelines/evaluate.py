@@ -34,9 +34,9 @@ from catdog.explain.engine import resolve_precision
 from catdog.models import load_classifier
 from catdog.plots import plot_confusion_matrix
 from catdog.runs import (
+    check_output_dir,
     resolve_checkpoint,
     run_dir_of,
-    check_output_dir,
     staged_output_dir,
     timestamped_dir,
 )
