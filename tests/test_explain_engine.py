@@ -66,6 +66,8 @@ def test_two_processes_write_the_same_explain_folder_as_one(checkpoint: Path, tm
     write_images(images, {"cat": 5, "dog": 4}, size=(48, 40))
     write_images(images / "more", {"cat": 2}, size=(40, 48), seed=3)  # the same file names in another folder
     (images / "dog" / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    for k in range(4):  # dotted stems: overlay names keep the full stem, the same with 1 or 2 processes
+        (images / "cat" / f"cat.{k}.png").write_bytes((images / "cat" / f"cat_{k}.png").read_bytes())
 
     one = Path(explain(explain_cfg(checkpoint, f"data.root={images}", f"out_dir={tmp_path / 'one'}"))["out_dir"])
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
@@ -99,8 +101,9 @@ def test_two_processes_write_the_same_explain_folder_as_one(checkpoint: Path, tm
 
     a = pd.read_csv(one / "predictions.csv").sort_values("path", ignore_index=True)
     b = pd.read_csv(two / "predictions.csv").sort_values("path", ignore_index=True)
-    assert len(a) == 11 and a["path"].is_unique  # every readable image once: none lost, none twice
+    assert len(a) == 15 and a["path"].is_unique  # every readable image once: none lost, none twice
     pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-4)
+    assert b["overlay"].is_unique and all((two / rel).is_file() for rel in b["overlay"])  # issue 19 item 6
     assert pd.read_csv(one / "skipped.csv")["path"].tolist() == pd.read_csv(two / "skipped.csv")["path"].tolist()
     for rel in b["overlay"]:
         assert (two / rel).is_file() and (two / "thumbs" / rel).is_file()
