@@ -7,7 +7,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import CLASSES, compare_config, make_images, make_run, make_trained_run, one_line, run_killed, write_images
+from helpers import (
+    CLASSES,
+    compare_config,
+    make_images,
+    make_run,
+    make_trained_run,
+    one_line,
+    run_killed,
+    write_images,
+)
 
 from catdog.errors import CatdogError
 from catdog.names import safe_name

@@ -11,7 +11,12 @@ import pytest
 from helpers import write_images
 from PIL import Image
 
-from catdog.data.index import assign_splits, build_index, class_names_of, index_for_inference
+from catdog.data.index import (
+    assign_splits,
+    build_index,
+    class_names_of,
+    index_for_inference,
+)
 from catdog.errors import CatdogError
 
 

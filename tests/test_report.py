@@ -240,7 +240,7 @@ def test_symlinked_thumbnail_and_curves_are_never_copied(one_run: Path, tmp_path
 
 
 def test_symlinked_explain_files_are_not_read(one_run: Path, tmp_path: Path) -> None:
-    secret, _ = _secret(tmp_path)
+    _secret(tmp_path)
     other = tmp_path / "elsewhere" / "predictions.csv"
     (one_run / "predictions.csv").rename(other)
     (one_run / "predictions.csv").symlink_to(other)  # a file outside the folder posing as its table
