@@ -221,11 +221,11 @@ def test_out_dir_name_too_long_is_a_one_line_error(tmp_path: Path) -> None:
 
 def test_disk_full_while_writing_is_a_one_line_error_and_keeps_the_old_result(tmp_path: Path) -> None:
     final = tmp_path / "out"
-    final.mkdir()
-    (final / "old.txt").write_text("old result")
+    with staged_output_dir(final) as out:  # an earlier result catdog wrote (only such a folder is replaced)
+        (out / "old.txt").write_text("old result")
     with pytest.raises(CatdogError, match="No space left") as err:
         with staged_output_dir(final, overwrite=True) as out:
             (out / "half.txt").write_text("half")
             raise OSError(errno.ENOSPC, "No space left on device")
     one_line(err)
-    assert sorted(p.name for p in final.iterdir()) == ["old.txt"]
+    assert sorted(p.name for p in final.iterdir()) == [OUTPUT_MARKER, "old.txt"]
