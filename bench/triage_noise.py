@@ -4,20 +4,23 @@ Stages (each result is appended to <out>/results.json; RESULTS.md quotes them):
 
 clean    train the offline recipe on the photos as they are, triage the run: the top suspected label
          errors of the real photos (the coordinator looks at them)
-photos   the real photos' label errors through the noisy run's frozen (pretrained) backbone: a folder audit
-         of the photos as they are (a cheaper stand-in for clean, which trains a run of its own)
+photos   the real photos' own label errors (run after noisy): the noisy triage's embeddings (its frozen,
+         pretrained backbone embeds a photo the same whatever folder it sits in) with each photo's true
+         folder as its label, through triage's own functions; no second pass (clean, which trains a run of
+         its own on the photos as they are, is the slower alternative)
 noisy    a seeded scratch copy (symlinks, the photos are never touched) with 5% of each class in the other
          class's folder; train the same recipe on it, triage: precision / recall / F1 of the flagged set
          against the planted errors (real label errors of the photos count as false positives here)
 timing   on the noisy run, each in a fresh process: (a) one plain batched inference pass over every image
          (Lightning predict, same batch size, workers, precision and BatchNorm folding as triage's feature
-         pass: forward + softmax, nothing else) and (t) the whole triage() call; wall time and peak RSS
+         pass: forward + softmax, nothing else) and (t) the whole triage() call (the noisy stage's triage:
+         feature pass, heads, cleanlab, duplicates, outliers, slices, pictures, tables, report); wall time
+         and peak RSS
 loop     train the same recipe on the noisy run's relabelled.csv; test accuracy of the noisy and the
          relabelled model on the same held-out test images, judged by their true labels
 
     nice -n 10 python bench/triage_noise.py --photos /work/shared/data/catdog \
-        --weights /work/shared/weights/mobilenet_v2_imagenet1001.pth --out /tmp/triage/bench \
-        --stages clean,noisy,timing,loop
+        --weights /work/shared/weights/mobilenet_v2_imagenet1001.pth --out /tmp/triage/bench --stages noisy,photos,timing,loop
 """
 
 from __future__ import annotations
@@ -65,9 +68,12 @@ def run(args: list[str], log: Path) -> float:
     return time.perf_counter() - start
 
 
-def train(out: Path, name: str, weights: str, data: list[str]) -> Path:
+def train(out: Path, name: str, weights: str, data: list[str], partial: bool = False) -> Path:
+    """Train the recipe into ``out/runs/<name>`` unless done; ``partial``: a run stopped early will do
+    (its best.ckpt: the frozen backbone's embeddings, all the label audit uses, are the same)."""
     run_dir = out / "runs" / name
-    if not (run_dir / "test_metrics.json").is_file():  # written when training and testing are complete
+    done = run_dir / ("checkpoints/best.ckpt" if partial else "test_metrics.json")
+    if not done.is_file():
         seconds = run(
             [
                 "scripts/train.py",
@@ -120,49 +126,67 @@ def stage_clean(args: argparse.Namespace) -> None:
 
 
 def stage_photos(args: argparse.Namespace) -> None:
-    """The real photos' own label errors, audited through the noisy run's frozen (= pretrained) backbone:
-    ``data.root=<photos>`` labels every image by its folder (the clean labels). The K-fold heads use only
-    the embeddings and these labels; the run's head only draws the maps."""
-    folder = args.out / "triage" / "photos"
-    if not (folder / "summary.json").is_file():
-        seconds = run(
-            [
-                "scripts/triage.py",
-                f"ckpt={args.out / 'runs' / 'noisy'}",
-                f"data.root={args.photos}",
-                f"out_dir={folder}",
-            ],
-            args.out / "triage_photos.log",
-        )
-        record(args.out, "triage_photos", {"seconds_process": round(seconds, 1)})
-    issues = pd.read_csv(folder / "label_issues.csv")
+    """The real photos' own label errors: the noisy triage's embeddings (the frozen, pretrained backbone:
+    the same for the photos as they are) with every photo's true folder as its label, through the same
+    functions triage runs (K-fold heads, cleanlab). No second pass over the images."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from catdog.triage.folds import row_probabilities
+    from catdog.triage.label_issues import label_issue_table
+    from catdog.triage.settings import parse_settings
+
+    folder = args.out / "triage" / "noisy"
+    table = pd.read_csv(folder / "images.csv", keep_default_na=False)
+    embeddings = np.load(folder / "embeddings.npy")
+    true = dict(zip(*pd.read_csv(args.out / "planted.csv")[["path", "true"]].T.values))
+    table["label"] = table["path"].map(true)
+    table["key"] = [f"{label}/{Path(path).name}" for path, label in zip(table["path"], table["label"])]
     summary = json.loads((folder / "summary.json").read_text())
+    classes = summary["class_names"]
+    given = np.array([classes.index(label) for label in table["label"]])
+    settings = parse_settings(_config(args.out / "runs" / "noisy", folder))
+    probs, sources, _ = row_probabilities(
+        embeddings, given, len(classes), None, np.zeros(len(given), bool), settings, "checkpoint"
+    )
+    table["prob_source"] = sources
+    issues = label_issue_table(table, probs, classes, settings.filter_by)
+    issues.to_csv(args.out / "photos_label_issues.csv", index=False)
     record(
         args.out,
         "photos",
         {
             "flagged": len(issues),
+            "photos": str(args.photos),
             "top10": issues.head(10)[["key", "given", "suggested", "label_quality"]].to_dict("records"),
-            "duplicates": summary["duplicates"],
-            "outliers": summary["outliers"],
-            "slices": summary["slices"],
-            "features": summary["features"],
         },
     )
 
 
+def _config(run_dir: Path, folder: Path):
+    from hydra import compose, initialize_config_dir
+
+    from catdog import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("triage", [f"ckpt={run_dir}", f"out_dir={folder}"])
+
+
 def stage_noisy(args: argparse.Namespace) -> None:
     target = args.out / "noisy_photos"
-    planted = noisy_copy(args.photos, target, args.fraction, args.seed)
-    planted.to_csv(args.out / "planted.csv", index=False)
-    run_dir = train(args.out, "noisy", args.weights, ["data=folder", f"data.root={target}"])
-    folder = triage_run(args.out, run_dir, "noisy")
+    if (args.out / "planted.csv").is_file():  # made by an earlier (interrupted) run of this stage
+        planted = pd.read_csv(args.out / "planted.csv")
+    else:
+        planted = noisy_copy(args.photos, target, args.fraction, args.seed)
+        planted.to_csv(args.out / "planted.csv", index=False)
+    train(args.out, "noisy", args.weights, ["data=folder", f"data.root={target}"], partial=args.partial)
+    folder = args.out / "triage" / "noisy"
+    if not (folder / "summary.json").is_file():  # (t): the whole triage() call, timed in a fresh process
+        record(args.out, "timing_triage", timed("triage", args))
     flagged = set(pd.read_csv(folder / "label_issues.csv")["path"])
     truth = set(planted.loc[planted["planted"], "path"])
     hits = len(flagged & truth)
     precision, recall = hits / max(1, len(flagged)), hits / max(1, len(truth))
     clean_flagged = set()
-    clean_issues = args.out / "triage" / "photos" / "label_issues.csv"
+    clean_issues = args.out / "photos_label_issues.csv"
     if clean_issues.is_file():  # real errors of the photos, as found on the clean copy, by file name
         clean_flagged = {Path(p).name for p in pd.read_csv(clean_issues)["path"]}
     others = [p for p in flagged - truth]
@@ -246,14 +270,7 @@ def measure(args: argparse.Namespace) -> None:
     if args.measure == "plain":
         images = plain_pass(run_dir, args.batch_size, args.num_workers)
     else:
-        from hydra import compose, initialize_config_dir
-
-        from catdog import CONFIG_DIR
-
-        folder = args.out / "triage" / f"timed_{os.getpid()}"
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            cfg = compose("triage", [f"ckpt={run_dir}", f"out_dir={folder}"])
-        images = triage(cfg)["images"]
+        images = triage(_config(run_dir, args.out / "triage" / "noisy"))["images"]
     seconds = time.perf_counter() - start
     peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 0) / 1024
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -269,24 +286,30 @@ def measure(args: argparse.Namespace) -> None:
     )
 
 
+def timed(method: str, args: argparse.Namespace) -> dict:
+    """One measurement (``plain`` or ``triage``) in a fresh process."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    out = subprocess.run(
+        [sys.executable, __file__, "--measure", method, "--out", str(args.out)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def stage_timing(args: argparse.Namespace) -> None:
-    rows = []
-    for round_ in range(args.rounds):
-        for method in ("plain", "triage"):
-            env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-            out = subprocess.run(
-                [sys.executable, __file__, "--measure", method, "--out", str(args.out)],
-                check=True,
-                capture_output=True,
-                text=True,
-                env=env,
-                cwd=ROOT,
-            )
-            rows.append({"round": round_, "method": method, **json.loads(out.stdout.strip().splitlines()[-1])})
-            print(rows[-1], flush=True)
-    frame = pd.DataFrame(rows)
-    median = frame.groupby("method")["seconds"].median()
-    record(args.out, "timing", {"rows": rows, "ratio_triage_over_plain": round(median["triage"] / median["plain"], 3)})
+    """(a) the plain pass, in a fresh process, against (t) measured by the noisy stage."""
+    results = json.loads((args.out / "results.json").read_text())
+    plain = timed("plain", args)
+    triage_ = results["timing_triage"]
+    record(
+        args.out,
+        "timing",
+        {"plain": plain, "triage": triage_, "ratio_triage_over_plain": round(triage_["seconds"] / plain["seconds"], 3)},
+    )
 
 
 def clean_test_accuracy(run_dir: Path, test: pd.DataFrame) -> float:
@@ -336,10 +359,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/triage/bench"))
     parser.add_argument("--fraction", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=2)
-    parser.add_argument("--stages", default="clean,noisy,timing,loop")
+    parser.add_argument("--stages", default="noisy,photos,timing,loop")
+    parser.add_argument("--partial", action="store_true", help="triage a noisy run stopped early (its best.ckpt)")
     parser.add_argument("--measure", choices=("plain", "triage"), default=None)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

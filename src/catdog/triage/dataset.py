@@ -34,6 +34,9 @@ def images_to_audit(
     else:
         images = _split_rows(class_names, data_hparams, run_dir)
         base = Path(data_hparams["root"]) if data_hparams.get("root") else None
+        if base is None or not all(Path(p).is_relative_to(base) for p in images["path"]):
+            # a csv manifest's images elsewhere: keys relative to their common folder
+            base = Path(os.path.commonpath(images["path"].tolist())) if len(images) > 1 else None
     images["key"] = [relative_key(path, base) for path in images["path"]]
     return images.reset_index(drop=True)
 

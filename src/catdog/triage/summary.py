@@ -62,10 +62,9 @@ def print_summary(out_dir: Path, summary: dict[str, Any]) -> None:
     )
     test = summary.get("test_accuracy")
     if test and test["leaked_images"]:
-        lines.append(
-            f"  test accuracy {test['accuracy']:.2%}, {test['accuracy_without_leaked']:.2%} without its "
-            f"{test['leaked_images']} leaked image(s)"
-        )
+        without = test["accuracy_without_leaked"]
+        rest = f"{without:.2%} without" if without is not None else "no test image left without"
+        lines.append(f"  test accuracy {test['accuracy']:.2%}, {rest} its {test['leaked_images']} leaked image(s)")
     lines.append(f"  slices below average accuracy: {slices['below_average']} of {slices['count']} (slices.csv)")
     lines.append(f"  relabelled.csv: train on it with data=csv data.manifest={out_dir / 'relabelled.csv'}")
     lines.append(f"  open {out_dir / 'report' / 'index.html'} in a browser")
