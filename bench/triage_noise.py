@@ -20,7 +20,8 @@ loop     train the same recipe on the noisy run's relabelled.csv; test accuracy 
          relabelled model on the same held-out test images, judged by their true labels
 
     nice -n 10 python bench/triage_noise.py --photos /work/shared/data/catdog \
-        --weights /work/shared/weights/mobilenet_v2_imagenet1001.pth --out /tmp/triage/bench --stages noisy,photos,timing,loop
+        --weights /work/shared/weights/mobilenet_v2_imagenet1001.pth --out /tmp/triage/bench \
+        --stages noisy,photos,timing,loop
 """
 
 from __future__ import annotations
