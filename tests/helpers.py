@@ -318,7 +318,9 @@ def run_killed(
 HOSTILE_CLASSES = ["a b", "a_b", "$5", "5"]
 
 
-def write_hostile_corpus(root: Path, classes: list[str] = HOSTILE_CLASSES, size: tuple[int, int] = (40, 32)) -> list[Path]:
+def write_hostile_corpus(
+    root: Path, classes: list[str] = HOSTILE_CLASSES, size: tuple[int, int] = (40, 32)
+) -> list[Path]:
     """A labelled folder of hostile names: root/<class>/ holds ``cat.<k>.png`` (a dotted stem, unique
     across the corpus), ``x.png`` (the same name in every class) and, in the first class, ``X.png``
     (the same name but for case). Returns the image paths."""

@@ -505,16 +505,20 @@ def test_compare_never_copies_or_reads_a_file_a_symlink_points_to(
     (a / "cams.npz").rename(tmp_path / "elsewhere" / "cams.npz")
     (a / "cams.npz").symlink_to(tmp_path / "elsewhere" / "cams.npz")
     with pytest.raises(CatdogError, match="cams.npz inside it") as err:
-        compare(compare_config(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent)], out_dir=str(tmp_path / "c2")))
+        runs = [str(a.parent.parent), str(b.parent.parent)]
+        compare(compare_config(tmp_path, runs=runs, out_dir=str(tmp_path / "c2")))
     assert "\n" not in str(err.value)
 
 
 # --- issue 19 item 1: compare's overwrite never deletes a run, an explain folder or their ancestors ---
-def test_compare_refuses_to_replace_inputs_before_any_work(tmp_path: Path, two_runs: tuple[Path, Path, list[str]]) -> None:
+def test_compare_refuses_to_replace_inputs_before_any_work(
+    tmp_path: Path, two_runs: tuple[Path, Path, list[str]]
+) -> None:
     a, b, _ = two_runs
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     for out_dir in (a, a.parent.parent, tmp_path / "runs", tmp_path / "photos"):
-        cfg = compare_config(tmp_path, runs=[str(a.parent.parent), str(b.parent.parent)], out_dir=str(out_dir), overwrite=True)
+        runs = [str(a.parent.parent), str(b.parent.parent)]
+        cfg = compare_config(tmp_path, runs=runs, out_dir=str(out_dir), overwrite=True)
         with pytest.raises(CatdogError, match="cannot be replaced") as err:
             compare(cfg)
         one_line(err)

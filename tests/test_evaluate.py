@@ -100,7 +100,9 @@ def test_evaluate_folder_without_class_folders_is_one_clear_error(run: Path, tmp
 
 
 # --- issue 19 item 1: overwrite=true never deletes inputs, refused before the evaluation runs --------
-def test_overwrite_of_the_input_folder_is_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_overwrite_of_the_input_folder_is_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pytorch_lightning as pl
     from helpers import make_trained_run, one_line, write_images
 
@@ -111,7 +113,8 @@ def test_overwrite_of_the_input_folder_is_refused_before_any_work(tmp_path: Path
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     monkeypatch.setattr(pl.Trainer, "test", lambda *a, **k: pytest.fail("evaluated before refusing out_dir"))
     for out_dir in (photos, run, tmp_path):
-        cfg = make_config("evaluate", [f"ckpt={run}", f"data.root={photos}", f"out_dir={out_dir}", "overwrite=true", "data.num_workers=0"])
+        overrides = [f"ckpt={run}", f"data.root={photos}", f"out_dir={out_dir}", "overwrite=true", "data.num_workers=0"]
+        cfg = make_config("evaluate", overrides)
         with pytest.raises(CatdogError, match="cannot be replaced") as err:
             evaluate(cfg)
         one_line(err)

@@ -110,7 +110,9 @@ def test_single_input_file_and_topk(run_folder: Path, tmp_path: Path) -> None:
     assert summary["labelled"] == 0 and "accuracy" not in summary
 
 
-def test_unreadable_images_are_skipped_and_listed(run_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_unreadable_images_are_skipped_and_listed(
+    run_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     images = tmp_path / "images"
     write_images(images, {"cat": 2})
     (images / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
@@ -157,7 +159,8 @@ def test_overlay_names_list_the_most_confident_first() -> None:
     paths = [f"/x/img{i}.jpg" for i in range(3)] + ["/y/img0.jpg"]
     names = overlay_names(paths)
     folders = class_folders(CLASSES)
-    locations = [overlay_location(1, 0, confidence, names[i], folders) for i, confidence in enumerate([0.6, 0.999, 0.8])]
+    confidences = [0.6, 0.999, 0.8]
+    locations = [overlay_location(1, 0, confidence, names[i], folders) for i, confidence in enumerate(confidences)]
     assert all(name.startswith("incorrect/dog_as_cat/") for name in locations)
     assert sorted(locations) == [locations[1], locations[2], locations[0]]
     again = overlay_location(1, 0, 0.6, names[3], folders)  # same file name, other folder

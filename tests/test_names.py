@@ -18,7 +18,9 @@ from catdog.explain.pipeline import explain
 from catdog.explain.render import class_folders, overlay_location, overlay_names
 from catdog.names import HASH_SEP, distinct_labels, pair_name, safe_name, unique_names
 
-PROPERTY = settings(max_examples=200, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=200, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 # A small alphabet makes collisions of the naive cleaning likely: space vs "_", case, dots, "$", accents.
 NEAR = st.lists(st.sampled_from(list("aA _.$/-é~") + ["e\u0301"]), max_size=6).map("".join)

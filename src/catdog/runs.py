@@ -384,7 +384,9 @@ def _claim_staging(final: Path, keep: Sequence[str | os.PathLike[str]]) -> tuple
             refusal = replace_refusal(staging, keep)
             if refusal is not None:
                 shutil.rmtree(private, ignore_errors=True)
-                raise CatdogError(f"cannot replace the staging folder of out_dir={final}: {refusal}; remove it yourself")
+                raise CatdogError(
+                    f"cannot replace the staging folder of out_dir={final}: {refusal}; remove it yourself"
+                )
             shutil.rmtree(staging, ignore_errors=True)  # a killed run's partial output (catdog's own)
         finally:
             os.close(other)

@@ -50,7 +50,8 @@ def read_explain_dir(explain_dir: str | Path, label: str | None = None) -> Exper
         CatdogError: the folder lacks predictions.csv or summary.json.
     """
     folder = Path(explain_dir).expanduser()
-    escaping = [name for name in ("predictions.csv", "summary.json") if (folder / name).is_symlink() and contained(folder, name) is None]
+    names = ("predictions.csv", "summary.json")
+    escaping = [name for name in names if (folder / name).is_symlink() and contained(folder, name) is None]
     if escaping:
         raise CatdogError(
             f"{folder / escaping[0]} leads outside {folder}: catdog reads only files inside an explain folder; "
