@@ -108,3 +108,16 @@ def test_evaluate_console_has_no_lightning_noise(tmp_path: Path, capfd) -> None:
     for noise in NOISE:
         assert noise not in out + err, noise
     assert re.search(r"^Accuracy 50\.00% on 4 images", out, re.MULTILINE)
+
+
+def test_checking_images_bar_stays_out_of_logs(tmp_path: Path, capfd) -> None:
+    """Piped to a file, tqdm's bar was 35 carriage-return frames on one line of the demo's log."""
+    from helpers import write_images
+
+    from catdog.data.images import _PROGRESS_MIN_FILES, scan_images
+
+    paths = write_images(tmp_path, {"cat": _PROGRESS_MIN_FILES}, size=(8, 8))
+    readable, skipped = scan_images(paths, num_workers=2)
+    assert len(readable) == len(paths) and skipped.empty
+    out, err = capfd.readouterr()
+    assert "Checking images" not in out + err

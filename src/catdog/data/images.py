@@ -199,7 +199,7 @@ def scan_images(
                 total=len(paths),
                 desc="Checking images",
                 unit="img",
-                disable=not show,
+                disable=None if show else True,  # None: off without a terminal (no \r frames in logs)
             )
         )
     readable = [p for p, problem in zip(paths, problems) if problem is None]
