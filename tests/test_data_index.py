@@ -369,8 +369,10 @@ def test_csv_split_with_absolute_paths_survives_moving_the_dataset(tmp_path: Pat
     before = build_index("csv", None, manifest=manifest_for(tmp_path / "old" / "photos", "a.csv"), seed=3)
     shutil.move(tmp_path / "old" / "photos", tmp_path / "new_place")
     after = build_index("csv", None, manifest=manifest_for(tmp_path / "new_place", "b.csv"), seed=3)
-    key = lambda frame, root: dict(zip((str(Path(p).relative_to(root)) for p in frame["path"]), frame["split"]))  # noqa: E731
-    assert key(before, tmp_path / "old" / "photos") == key(after, tmp_path / "new_place")
+    def splits(frame: pd.DataFrame, root: Path) -> dict[str, str]:
+        return dict(zip((str(Path(p).relative_to(root)) for p in frame["path"]), frame["split"]))
+
+    assert splits(before, tmp_path / "old" / "photos") == splits(after, tmp_path / "new_place")
 
 
 def test_other_decodable_formats_are_used_or_skipped_with_a_reason(tmp_path: Path) -> None:

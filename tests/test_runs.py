@@ -213,9 +213,8 @@ def test_out_dir_names_up_to_255_bytes_are_staged(tmp_path: Path, length: int) -
 
 
 def test_out_dir_name_too_long_is_a_one_line_error(tmp_path: Path) -> None:
-    with pytest.raises(CatdogError, match="255") as err:
-        with staged_output_dir(tmp_path / ("x" * 256)):
-            pass
+    with pytest.raises(CatdogError, match="255") as err, staged_output_dir(tmp_path / ("x" * 256)):
+        pass
     one_line(err)
 
 
@@ -223,9 +222,8 @@ def test_disk_full_while_writing_is_a_one_line_error_and_keeps_the_old_result(tm
     final = tmp_path / "out"
     with staged_output_dir(final) as out:  # an earlier result catdog wrote (only such a folder is replaced)
         (out / "old.txt").write_text("old result")
-    with pytest.raises(CatdogError, match="No space left") as err:
-        with staged_output_dir(final, overwrite=True) as out:
-            (out / "half.txt").write_text("half")
-            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(CatdogError, match="No space left") as err, staged_output_dir(final, overwrite=True) as out:
+        (out / "half.txt").write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
     one_line(err)
     assert sorted(p.name for p in final.iterdir()) == [OUTPUT_MARKER, "old.txt"]

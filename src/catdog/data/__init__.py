@@ -16,7 +16,14 @@ from catdog.data.index import (
     index_for_inference,
     list_images,
 )
-from catdog.data.masks import check_masks, find_masks, is_mask_file, load_mask, parse_mask_object, split_off_masks
+from catdog.data.masks import (
+    check_masks,
+    find_masks,
+    is_mask_file,
+    load_mask,
+    parse_mask_object,
+    split_off_masks,
+)
 
 __all__ = [
     "DEMO_CLASSES",
@@ -30,12 +37,11 @@ __all__ = [
     "assign_splits",
     "build_index",
     "build_transform",
+    "check_masks",
     "class_names_of",
     "ensure_demo_dataset",
-    "check_masks",
     "find_masks",
     "index_for_inference",
-    "split_off_masks",
     "is_mask_file",
     "list_images",
     "load_boxes",
@@ -43,4 +49,5 @@ __all__ = [
     "load_rgb",
     "parse_mask_object",
     "scan_images",
+    "split_off_masks",
 ]

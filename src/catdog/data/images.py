@@ -119,7 +119,7 @@ def looks_like_image(path: str | Path) -> bool:
     try:
         with Image.open(path) as image:
             return bool(image.format)
-    except Exception:  # not an image, unreadable, or a decoder's own error type: not one to list
+    except Exception:  # noqa: BLE001 - not an image, unreadable, or a decoder's own error type: not one to list
         return False
 
 
