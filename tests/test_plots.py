@@ -50,6 +50,16 @@ def test_confusion_figure_of_1000_classes_is_bounded(tmp_path: Path) -> None:
     assert sizes[0] == sizes[1] and max(sizes[1]) <= MAX_SIDE_PX
 
 
+def test_confusion_record_is_sparse_past_the_dense_limit() -> None:
+    from catdog.plots import CONFUSION_DENSE_CLASSES, confusion_record
+
+    small = np.eye(3, dtype=np.int64)
+    assert confusion_record(small) == {"confusion_matrix": small.tolist()}
+    big = np.zeros((CONFUSION_DENSE_CLASSES + 1,) * 2, dtype=np.int64)
+    big[4, 7] = 2
+    assert confusion_record(big) == {"confusion_pairs": [[4, 7, 2]]}
+
+
 def test_most_confused_classes_are_the_ones_shown() -> None:
     counts = np.diag(np.full(100, 5))
     counts[17, 42] = 9
@@ -79,6 +89,8 @@ def test_a_1000_class_model_through_explain_evaluate_and_compare(tmp_path: Path)
     first = explain(explain_cfg(run, "top_losses=4"))
     second = explain(explain_cfg(run, "topk=2"))
     assert first["labelled"] == 12
+    # summary.json lists the confusions, not a 1000 x 1000 matrix
+    assert (Path(first["out_dir"]) / "summary.json").stat().st_size < 200_000 and len(first["confusion_pairs"]) <= 12
     evaluated = evaluate(
         make_config("evaluate", [f"ckpt={run}", "progress=false", "data.num_workers=0", "data.split=test"])
     )

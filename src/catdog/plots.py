@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -48,6 +49,19 @@ def confusion_counts(true: Sequence[str], pred: Sequence[str], class_names: Sequ
     matrix = np.zeros((len(index), len(index)), dtype=np.int64)
     np.add.at(matrix, ([index[n] for n in true], [index[n] for n in pred]), 1)
     return matrix
+
+
+CONFUSION_DENSE_CLASSES = 100
+"""Up to this many classes summary.json holds the whole confusion matrix; past it only its non-zero cells
+(``confusion_pairs``: true index, predicted index, count), so the file grows with the images, not classes squared."""
+
+
+def confusion_record(matrix: np.ndarray) -> dict[str, Any]:
+    """The confusion matrix for a JSON summary: ``confusion_matrix`` (dense) or ``confusion_pairs`` (sparse)."""
+    if len(matrix) <= CONFUSION_DENSE_CLASSES:
+        return {"confusion_matrix": matrix.tolist()}
+    true, pred = np.nonzero(matrix)
+    return {"confusion_pairs": [[int(i), int(j), int(matrix[i, j])] for i, j in zip(true, pred)]}
 
 
 def plot_training_curves(metrics_csv: str | Path, out_png: str | Path) -> Path | None:

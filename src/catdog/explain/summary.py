@@ -27,7 +27,7 @@ from catdog.quality.localization import (
     summary_lines,
 )
 from catdog.explain.top_losses import write_top_losses
-from catdog.plots import confusion_counts, plot_confusion_matrix
+from catdog.plots import confusion_counts, confusion_record, plot_confusion_matrix
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ def write_reports(
             correct=correct,
             incorrect=int(len(labelled) - correct),
             accuracy=correct / len(labelled),
-            confusion_matrix=matrix.tolist(),
+            **confusion_record(matrix),
         )
         plot_confusion_matrix(
             matrix, class_names, out_dir / "confusion_matrix.png", title=f"accuracy {correct / len(labelled):.1%}"
