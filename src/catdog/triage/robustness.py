@@ -252,21 +252,20 @@ def plot_robustness(table: pd.DataFrame, out_png: Path, title: str = "Context ro
 
     overall = table[table["class"] == "all"]
     sides = overall["side"].tolist()
+    position = {side: i for i, side in enumerate(sides)}  # "1", "1/2"...: categories in the table's order
     with plain_text():
         fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
         for name, group in table.groupby("class", sort=False):
             style = {"linewidth": 2.5, "color": "black"} if name == "all" else {"linewidth": 1.2, "alpha": 0.8}
-            left.plot(group["side"], group["accuracy"].astype(float), marker="o", label=str(name), **style)
-        left.set(title="accuracy", xlabel="side of the pasted photo", ylim=(0, 1.02))
-        left.legend(fontsize=8)
-        right.plot(
-            sides, overall["pointing_hit"].astype(float), marker="o", color="black", label="map of the true class"
-        )
-        right.plot(
-            sides, overall["centre_hit"].astype(float), linestyle="--", color="grey", label="image centre (baseline)"
-        )
-        right.set(title="pointing game (pasted box)", xlabel="side of the pasted photo", ylim=(0, 1.02))
-        right.legend(fontsize=8)
+            accuracy = group["accuracy"].astype(float)
+            left.plot(group["side"].map(position), accuracy, marker="o", label=str(name), **style)
+        xs = list(range(len(sides)))
+        pointing, centre = overall["pointing_hit"].astype(float), overall["centre_hit"].astype(float)
+        right.plot(xs, pointing, marker="o", color="black", label="map of the true class")
+        right.plot(xs, centre, linestyle="--", color="grey", label="image centre (baseline)")
+        for ax, heading in ((left, "accuracy"), (right, "pointing game (pasted box)")):
+            ax.set(title=heading, xlabel="side of the pasted photo", ylim=(0, 1.02), xticks=xs, xticklabels=sides)
+            ax.legend(fontsize=8)
         fig.suptitle(title)
         fig.tight_layout()
         out_png = Path(out_png)
