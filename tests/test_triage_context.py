@@ -243,7 +243,7 @@ def test_pictures_show_the_photo_its_map_and_both_copies(tmp_path: Path) -> None
             class_names=["red", "green", "blue"], image_size=SIDE, mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0]
         )
     )
-    net = ChannelNet().eval()
+    net = ChannelNet(cell=4).eval()
     reliance = ContextReliance(
         net, ContextSettings(area=0.25, baseline="mean", batch_size=2), grid_centres((4, 4), (SIDE, SIDE))
     )
