@@ -66,13 +66,7 @@ def write_report(
     labels = [exp.label for exp in experiments]
     if len(set(labels)) != len(labels):
         raise CatdogError(f"Experiment labels must be unique, got {labels}: give each experiment its own label")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("assets", "thumbs", FILES):
-        shutil.rmtree(out / stale, ignore_errors=True)
-    (out / "assets").mkdir()
-    (out / "thumbs").mkdir()
-
+    out = _fresh_folder(Path(out_dir))
     paths = common_paths(experiments)
     if not paths:
         raise CatdogError("The experiments share no image (matched by path): explain them on the same images")
@@ -137,3 +131,13 @@ def _help(many: bool) -> dict[str, str]:
         "for \"all experiments\", correct in all of them / wrong in at least one).</li>",
         "flipped_help": "<li><b>Flipped</b>: at least one experiment is right and another wrong on this image.</li>",
     }
+
+
+def _fresh_folder(out: Path) -> Path:
+    """The report folder with empty assets/ and thumbs/ and no files/ (an earlier report's are replaced)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("assets", "thumbs", FILES):
+        shutil.rmtree(out / stale, ignore_errors=True)
+    (out / "assets").mkdir()
+    (out / "thumbs").mkdir()
+    return out
