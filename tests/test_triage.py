@@ -85,9 +85,7 @@ def noisy_run(tmp_path: Path) -> tuple[Path, set[str]]:
 @pytest.mark.slow
 def test_planted_label_errors_are_found_with_precision_and_recall(noisy_run, tmp_path: Path) -> None:
     run, flipped = noisy_run
-    # An untrained network's embeddings: colour is there but spread over many noisy dimensions, so the
-    # heads need strong regularisation (on a trained or pretrained backbone the default C=1 is used).
-    summary = triage(triage_cfg(run, tmp_path / "triage", "triage.head_c=0.01"))
+    summary = triage(triage_cfg(run, tmp_path / "triage"))
     out = Path(summary["out_dir"])
     issues = pd.read_csv(out / "label_issues.csv")
     found = set(issues["path"])
@@ -109,6 +107,9 @@ def test_planted_label_errors_are_found_with_precision_and_recall(noisy_run, tmp
     saved = json.loads((out / "summary.json").read_text())
     assert saved["features"]["backbone_saw_labels"] is True  # trained from scratch: said so
     assert saved["folds"]["folds"] == 5
+    # head_c=auto: the C of the grid whose out-of-fold probabilities predict the given labels best
+    losses = saved["folds"]["log_loss_by_c"]
+    assert len(losses) == 4 and losses[str(saved["folds"]["head_c"])] == min(losses.values())
     for path in issues["path"].head(3):
         assert (out / saved["pictures"][path]).is_file()
     page = (out / "report" / "index.html").read_text()

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -29,16 +30,22 @@ class OutOfSample:
     classes: list[int]
     folds: int
     note: str | None  # why fewer folds than asked, or why there are no probabilities
+    c: float | None = None  # the heads' C (chosen when head_c=auto)
+    log_loss: dict[str, float] | None = None  # out-of-fold log-loss per C tried
 
 
-def out_of_sample_probs(embeddings: np.ndarray, labels: np.ndarray, folds: int, c: float, seed: int) -> OutOfSample:
+def out_of_sample_probs(
+    embeddings: np.ndarray, labels: np.ndarray, folds: int, c: float | tuple[float, ...], seed: int
+) -> OutOfSample:
     """Stratified K-fold heads over ``embeddings`` of the rows with ``labels >= 0``.
 
     Args:
         embeddings: ``[N, D]``, the labelled rows only.
         labels: ``[N]`` class indices (>= 0).
         folds: K; fewer when the smallest class has fewer images (at least 2).
-        c: inverse L2 regularisation strength of the heads.
+        c: inverse L2 regularisation strength of the heads, or several: the one whose out-of-fold
+            probabilities have the lowest log-loss on the given labels (no true labels needed; on the noisy
+            photos of bench/RESULTS.md the C that predicts the given labels best also finds the errors best).
         seed: fold assignment.
 
     Returns:
@@ -58,13 +65,18 @@ def out_of_sample_probs(embeddings: np.ndarray, labels: np.ndarray, folds: int, 
     used = min(folds, smallest)
     note = f"{used} folds instead of {folds}: the smallest class has {smallest} images" if used < folds else None
     x = np.asarray(embeddings, dtype=np.float32)
-    head = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=500))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # a few hundred iterations are plenty for a ranking
-        probs = cross_val_predict(
-            head, x, labels, cv=StratifiedKFold(used, shuffle=True, random_state=seed), method="predict_proba"
-        )
-    return OutOfSample(probs.astype(np.float64), classes.tolist(), used, note)
+    cv = StratifiedKFold(used, shuffle=True, random_state=seed)
+    tried: dict[float, tuple[float, np.ndarray]] = {}
+    for value in (c,) if isinstance(c, (int, float)) else c:
+        head = make_pipeline(StandardScaler(), LogisticRegression(C=value, max_iter=500))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # a few hundred iterations are plenty for a ranking
+            probs = cross_val_predict(head, x, labels, cv=cv, method="predict_proba").astype(np.float64)
+        probs /= probs.sum(axis=1, keepdims=True)  # exactly 1 per row in float64
+        tried[float(value)] = (float(log_loss(labels, probs, labels=classes)), probs)
+    best = min(tried, key=lambda value: tried[value][0])
+    losses = {str(value): round(loss, 5) for value, (loss, _) in tried.items()}
+    return OutOfSample(tried[best][1], classes.tolist(), used, note, best, losses)
 
 
 def row_probabilities(
@@ -93,12 +105,13 @@ def row_probabilities(
     Returns:
         ``[N, C]`` probabilities (NaN rows: none available), per-row source, and a record for summary.json.
     """
-    n, c = len(given), settings.head_c
+    n = len(given)
+    grid = settings.head_c if settings.head_c is not None else settings.head_c_grid
     probs = np.full((n, num_classes), np.nan)
     sources = ["none"] * n
     labelled = np.flatnonzero(given >= 0)
     oos = (
-        out_of_sample_probs(embeddings[labelled], given[labelled], settings.folds, c, settings.seed)
+        out_of_sample_probs(embeddings[labelled], given[labelled], settings.folds, grid, settings.seed)
         if len(labelled)
         else None
     )
@@ -110,7 +123,7 @@ def row_probabilities(
             sources[i] = f"kfold:{source}"
         unlabelled = np.flatnonzero(given < 0)
         if len(unlabelled):
-            head = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=500))
+            head = make_pipeline(StandardScaler(), LogisticRegression(C=oos.c, max_iter=500))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 head.fit(embeddings[labelled], given[labelled])
@@ -123,5 +136,10 @@ def row_probabilities(
         probs[take] = model_probs[take]
         for i in np.flatnonzero(take):
             sources[i] = "model"
-    record = {"folds": oos.folds if oos else 0, "note": oos.note if oos else "no labelled images"}
+    record = {
+        "folds": oos.folds if oos else 0,
+        "note": oos.note if oos else "no labelled images",
+        "head_c": oos.c if oos else None,
+        "log_loss_by_c": oos.log_loss if oos else None,
+    }
     return probs, sources, record

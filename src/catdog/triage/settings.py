@@ -33,7 +33,8 @@ class TriageSettings:
     features: str
     test_probs: str
     folds: int
-    head_c: float
+    head_c: float | None  # None: auto (chosen from head_c_grid)
+    head_c_grid: tuple[float, ...]
     seed: int
     filter_by: str
     fix: str
@@ -89,7 +90,8 @@ def parse_settings(cfg: DictConfig) -> TriageSettings:
         features=_choice(t.features, FEATURE_SOURCES, "triage.features"),
         test_probs=_choice(t.test_probs, TEST_PROBS, "triage.test_probs"),
         folds=int(t.folds),
-        head_c=float(t.head_c),
+        head_c=None if str(t.head_c) == "auto" else float(t.head_c),
+        head_c_grid=tuple(float(c) for c in t.head_c_grid),
         seed=int(t.seed),
         filter_by=str(t.filter_by),
         fix=_choice(t.fix, FIXES, "triage.fix"),
