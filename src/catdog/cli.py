@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import functools
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -124,6 +125,9 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
+_RELAUNCHED_COMMAND = "CATDOG_COMMAND"
+
+
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
     lines = [
@@ -143,6 +147,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(_usage())
         raise SystemExit(0 if args else 2)
     name = args[0]
+    relaunched = os.environ.get(_RELAUNCHED_COMMAND)
+    if name not in COMMANDS and relaunched in COMMANDS:
+        # A process Lightning started for multi-device work: it re-runs this program with the overrides only.
+        run_command(relaunched, args)
+        return
     if name not in COMMANDS:
         close = difflib.get_close_matches(name, list(COMMANDS), n=1)
         hint = f"did you mean catdog {close[0]}?" if close else "catdog --help lists the commands"
@@ -170,7 +179,10 @@ def run_command(name: str, args: Sequence[str] | None = None) -> None:
     task = exit_on_user_error(command.load())
     # Hydra names the job after the last part of the task's module: "train" (not "pipeline" for explain).
     task.__module__ = f"catdog.cli.{name}"
-    sys.argv = [f"catdog {name}", *args]  # what Hydra parses
+    # What Hydra parses. argv[0] stays the real program: Lightning's DDP launcher re-runs ``sys.argv``, and
+    # the environment tells a re-run ``catdog`` which command it is (the argv no longer names it).
+    sys.argv = [sys.argv[0], *args]
+    os.environ[_RELAUNCHED_COMMAND] = name
     hydra.main(version_base="1.3", config_path=str(folder), config_name=command.config)(task)()
 
 
