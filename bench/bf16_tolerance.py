@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from catdog.data import IMAGE_EXTENSIONS, build_transform
 from catdog.explain.engine import ExplainDataset, collate_explain
-from catdog.explain.pipeline import build_explainer
+from catdog.explain.methods import explainer_for
 from catdog.models import ClassifierModule, fold_batchnorm, load_classifier
 
 
@@ -45,7 +45,7 @@ def main() -> None:
     hp = model.hparams
     folded = copy.deepcopy(model)
     count = fold_batchnorm(folded.net.eval())
-    explainer, folded_explainer = build_explainer(model), build_explainer(folded)
+    explainer, folded_explainer = explainer_for(model), explainer_for(folded)
     loader = DataLoader(
         ExplainDataset(paths, build_transform(hp.image_size, hp.mean, hp.std, train=False), 64),
         batch_size=32,

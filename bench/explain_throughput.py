@@ -34,6 +34,8 @@ Results are written down in bench/RESULTS.md.
 
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import copy
 import json
@@ -54,8 +56,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from catdog.allocator import reuse_freed_memory
 from catdog.data import IMAGE_EXTENSIONS, build_transform, load_rgb
-from catdog.explain.engine import ExplainDataset, collate_explain, resolve_precision
-from catdog.explain.pipeline import OverlayStyle, run_explain
+from catdog.explain.engine import ExplainDataset, collate_explain, resolve_precision, run_explain
+from catdog.explain.render import OverlayStyle
+from catdog.explain.settings import ExplainSettings
 from catdog.models import ClassifierModule, arch_spec, fold_batchnorm
 from catdog.overlay import draw_label, heatmap_overlay, label_text, save_image
 
@@ -98,23 +101,25 @@ def plain_inference(model, images, args, precision: str) -> float:
     return len(images) / (time.perf_counter() - start)
 
 
+def _engine_settings(args):
+    """conf/explain.yaml's engine settings (overlay writers, max_size...) with this run's batch, workers, precision."""
+    from hydra import compose, initialize_config_dir
+
+    from catdog import CONFIG_DIR
+
+    overrides = ["ckpt=unused", f"data.batch_size={args.batch_size}", f"data.num_workers={args.num_workers}",
+                 f"precision={args.precision}", "accelerator=cpu"]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        settings = ExplainSettings.from_config(compose(config_name="explain", overrides=overrides)).engine()
+    return dataclasses.replace(settings, progress=False)
+
+
 def catdog_explain(model, images, args, out: Path) -> tuple[float, float]:
     style = OverlayStyle(
         list(model.hparams.class_names), topk=1, alpha=0.5, side_by_side=False, show_true_cam=True, quality=90
     )
     start = time.perf_counter()
-    predictions, _, stats = run_explain(
-        model,
-        images,
-        out,
-        style=style,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        precision=args.precision,
-        writers=2,
-        max_side=1024,
-        progress=False,
-    )
+    predictions, _, stats = run_explain(model, images, out, _engine_settings(args), style=style)
     total = time.perf_counter() - start
     return len(predictions) / stats["seconds"], len(predictions) / total
 

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from catdog.data import build_transform, load_rgb
-from catdog.explain.pipeline import build_explainer
+from catdog.explain.methods import explainer_for
 from catdog.maps.geometry import cell_centres
 from catdog.models import load_classifier
 from catdog.quality.faithfulness import METRICS, build_faithfulness
@@ -33,7 +33,7 @@ def main() -> None:
     test = split[split["split"] == "test"].groupby("label").head(args.images // 2)
     transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
     x = torch.stack([transform(load_rgb(p)) for p in test["path"]])
-    explainer = build_explainer(model)
+    explainer = explainer_for(model)
     centres = cell_centres(model.net, explainer.layer, (hp.image_size, hp.image_size), "receptive_field", arch=hp.arch)
     start = time.perf_counter()
     explained = explainer.explain(x, topk=1)
@@ -43,7 +43,7 @@ def main() -> None:
     print("| --- | --- | --- |")
     print(f"| (the CAM forward itself) | {base / len(x):.3f} | |")
     for name in METRICS:
-        faith = build_faithfulness(model.net, [name], lambda net: build_explainer(model, net=net), centres, args.steps)
+        faith = build_faithfulness(model.net, [name], lambda net: explainer_for(model, net=net), centres, args.steps)
         start = time.perf_counter()
         rows = faith.columns(x, explained)
         seconds = time.perf_counter() - start

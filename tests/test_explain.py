@@ -15,15 +15,28 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import ROOT, explain_cfg, make_trained_run, one_line, run_killed, save_checkpoint, write_images
+from helpers import (
+    ROOT,
+    explain_cfg,
+    make_config,
+    make_trained_run,
+    one_line,
+    run_killed,
+    save_checkpoint,
+    write_images,
+)
 
 from catdog.errors import CatdogError
-from catdog.explain import pipeline as explain_module
-from catdog.explain.pipeline import OverlayStyle, explain, resolve_checkpoint, run_explain
+from catdog.explain import engine as engine_module
+from catdog.explain.engine import run_explain
+from catdog.explain.pipeline import explain
+from catdog.explain.render import OverlayStyle, class_folders, overlay_location, overlay_names
+from catdog.explain.settings import EngineSettings, ExplainSettings
+from catdog.maps import explainers as explainers_module
 from catdog.models import load_classifier
 from catdog.pipelines.compare import resolve_source
 from catdog.report import read_explain_dir
-from catdog.explain.render import class_folders, overlay_location, overlay_names
+from catdog.runs import resolve_checkpoint
 
 CLASSES = ["cat", "dog", "fox"]
 
@@ -344,16 +357,22 @@ def test_explain_uses_the_layer_names_stored_in_the_checkpoint(
     images = tmp_path / "photos"
     write_images(images, {"cat": 2, "dog": 2}, size=(32, 32))
     run = make_trained_run(tmp_path / "run", images, ["cat", "dog"], favourite=None)
-    real = explain_module.arch_spec
+    real = explainers_module.arch_spec
 
     def moved_registry(name: str):  # the registry now names another layer than the checkpoint was made with
         spec = real(name)
         fields = {"name": spec.name, "fc_layer": spec.fc_layer, "feature_relu": spec.feature_relu}
         return type(spec)(feature_layer="layer3", **fields)
 
-    monkeypatch.setattr(explain_module, "arch_spec", moved_registry)
+    monkeypatch.setattr(explainers_module, "arch_spec", moved_registry)
     summary = explain(explain_cfg(run))
     assert summary["cam_logit_max_deviation"] < 1e-4
+
+
+def _engine(precision: str) -> EngineSettings:
+    """conf/explain.yaml's engine settings at ``precision``, 8 images per batch decoded in the test's process."""
+    cfg = make_config("explain", ["ckpt=unused", f"precision={precision}", "data.num_workers=0", "data.batch_size=8"])
+    return ExplainSettings.from_config(cfg).engine()
 
 
 def _small_explain_setup(tmp_path: Path, head_scale: float) -> tuple[Any, pd.DataFrame, OverlayStyle, Path]:
@@ -372,13 +391,13 @@ def _small_explain_setup(tmp_path: Path, head_scale: float) -> tuple[Any, pd.Dat
 
 def test_bf16_cam_check_tolerance_is_precision_aware(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     model, table, style, out = _small_explain_setup(tmp_path, head_scale=5.0)
-    with caplog.at_level(logging.WARNING, logger="catdog.explain.pipeline"):
-        _, _, stats = run_explain(model, table, out, style=style, bf16=True, num_workers=0, batch_size=8)
+    with caplog.at_level(logging.WARNING, logger="catdog.explain.engine"):
+        _, _, stats = run_explain(model, table, out, _engine("bf16"), style=style)
     # bf16 rounding gives a deviation well above float32's 1e-3 but normal for bf16: no warning.
-    assert 1e-3 < stats["cam_logit_max_deviation"] < explain_module.CAM_CHECK_TOLERANCE["bf16"]
+    assert 1e-3 < stats["cam_logit_max_deviation"] < engine_module.CAM_CHECK_TOLERANCE["bf16"]
     assert not [r for r in caplog.records if "self-check" in r.getMessage()]
-    with caplog.at_level(logging.WARNING, logger="catdog.explain.pipeline"):
-        _, _, stats32 = run_explain(model, table, out, style=style, bf16=False, num_workers=0, batch_size=8)
+    with caplog.at_level(logging.WARNING, logger="catdog.explain.engine"):
+        _, _, stats32 = run_explain(model, table, out, _engine("32"), style=style)
     assert stats32["cam_logit_max_deviation"] < 1e-4
 
 
@@ -403,9 +422,9 @@ def test_bf16_cam_check_tolerance_scales_with_the_logits(tmp_path: Path, caplog:
     # Large logits (a confident head): bf16 rounding deviates by more than the 0.05 floor, yet by well under
     # 1% of the logits, which is normal for 8 bits of mantissa: no warning (the demo warned at 0.081).
     model, table, style, out = _small_explain_setup(tmp_path, head_scale=300.0)
-    with caplog.at_level(logging.WARNING, logger="catdog.explain.pipeline"):
-        _, _, stats = run_explain(model, table, out, style=style, bf16=True, num_workers=0, batch_size=8)
-    assert stats["cam_logit_max_deviation"] > explain_module.CAM_CHECK_TOLERANCE["bf16"]
+    with caplog.at_level(logging.WARNING, logger="catdog.explain.engine"):
+        _, _, stats = run_explain(model, table, out, _engine("bf16"), style=style)
+    assert stats["cam_logit_max_deviation"] > engine_module.CAM_CHECK_TOLERANCE["bf16"]
     assert not [r for r in caplog.records if "self-check" in r.getMessage()]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from catdog.explain.summary import write_reports
+from catdog.explain.render import draw_run_pictures
 from catdog.overlay import save_image
 
 GREEN = (0, 255, 0)
@@ -39,7 +39,7 @@ def mistakes(out: Path, shapes: list[tuple[int, int]]) -> pd.DataFrame:
 def test_top_losses_fills_its_area_with_the_pictures(tmp_path: Path) -> None:
     # Wide two-panel overlays and portrait photos: letterboxed into squares, about half of the area was padding.
     frame = mistakes(tmp_path, [(300, 600), (400, 300)] * 4)
-    write_reports(frame, pd.DataFrame(columns=["path", "reason"]), ["cat", "dog"], tmp_path, 16)
+    draw_run_pictures(frame, ["cat", "dog"], tmp_path, 16)
     picture = cv2.imread(str(tmp_path / "top_losses.png"))[..., ::-1]
     green = (picture[..., 1] > 200) & (picture[..., 0] < 80) & (picture[..., 2] < 80)
     assert green.mean() > 0.62  # the rest: captions and thin gaps (letterboxed: 0.56)
@@ -59,7 +59,7 @@ def test_top_losses_captions_name_the_photo_and_both_probabilities(tmp_path: Pat
 
 def test_top_losses_caption_text_is_readable_in_the_png(tmp_path: Path) -> None:
     frame = mistakes(tmp_path, [(1200, 1600)] * 3)  # large photos: the old labels shrank to ~8 px
-    write_reports(frame, pd.DataFrame(columns=["path", "reason"]), ["cat", "dog"], tmp_path, 16)
+    draw_run_pictures(frame, ["cat", "dog"], tmp_path, 16)
     picture = cv2.imread(str(tmp_path / "top_losses.png"))
     green = (picture[..., 1] > 200) & (picture[..., 0] < 80) & (picture[..., 2] < 80)
     below = np.flatnonzero(green.any(axis=1))[-1] + 1  # the caption band under the last row of pictures

@@ -331,7 +331,7 @@ def test_vit_maps_get_the_patch_grid_as_their_cell_centres() -> None:
     """The explain stage places token maps on the patch grid (no conv geometry to measure on tokens)."""
     from types import SimpleNamespace
 
-    from catdog.explain.pipeline import map_centres
+    from catdog.explain.methods import map_centres
 
     vit = torchvision.models.VisionTransformer(
         image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=16, num_classes=2

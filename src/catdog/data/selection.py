@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from catdog.data.demo import load_boxes
 from catdog.data.index import SPLITS, dataset_root, index_for_inference
+from catdog.data.masks import check_masks, find_masks
 from catdog.errors import CatdogError
 from catdog.readers import read_csv
 from catdog.runs import contained
 
-__all__ = ["EXPLAIN_SPLITS", "sample_across_classes", "select_images", "split_csv_of"]
+__all__ = [
+    "EXPLAIN_SPLITS",
+    "Annotations",
+    "load_annotations",
+    "sample_across_classes",
+    "select_images",
+    "split_csv_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -194,3 +204,38 @@ def unmatched_label_folders(source: str | Path | None, images: pd.DataFrame) -> 
         if len(parts) > 1:
             folders.add(parts[0])
     return sorted(folders)
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """Where the objects are: boxes and (readable) mask files, by absolute image path."""
+
+    boxes: dict[str, list[tuple[float, float, float, float]]] = field(default_factory=dict)  # inclusive x0,y0,x1,y1
+    masks: dict[str, str] = field(default_factory=dict)
+
+
+def load_annotations(
+    source: str | None, data_hparams: dict[str, Any], paths: list[str], mask_object: tuple[int, ...] | None
+) -> tuple[Annotations, pd.DataFrame]:
+    """The boxes.csv and object masks (``<stem>_mask.png`` or masks.csv) of the folder the images come from
+    (the source folder, else the training data root).
+
+    Returns:
+        The annotations, and ``path,reason`` rows for skipped.csv: masks that cannot be read (their images
+        are explained without a mask, never left out).
+    """
+    root = Path(source) if source else (Path(data_hparams["root"]) if data_hparams.get("root") else None)
+    root = root if root is not None and root.is_dir() else None
+    masks, bad_masks = check_masks(find_masks(root, paths), mask_object)
+    return Annotations(boxes=_boxes(root), masks=masks), bad_masks
+
+
+def _boxes(root: Path | None) -> dict[str, list[tuple[float, float, float, float]]]:
+    frame = load_boxes(root) if root is not None else None
+    if frame is None:
+        return {}
+    # boxes.csv has exclusive x1, y1 (the object is image[y0:y1, x0:x1]); point_in_box is inclusive.
+    boxes: dict[str, list[tuple[float, float, float, float]]] = {}
+    for row in frame.itertuples():
+        boxes.setdefault(str(row.path), []).append((float(row.x0), float(row.y0), float(row.x1) - 1, float(row.y1) - 1))
+    return boxes

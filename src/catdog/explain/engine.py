@@ -30,10 +30,10 @@ import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
@@ -42,8 +42,16 @@ import torch.nn.functional as F
 from pytorch_lightning.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from catdog.data import BadImageError, load_rgb
+from catdog.allocator import reuse_freed_memory
+from catdog.console import quiet_lightning
+from catdog.data import BadImageError, build_transform, load_rgb
+from catdog.data.selection import Annotations
 from catdog.errors import CatdogError
+from catdog.explain.methods import explainer_for
+from catdog.explain.render import SKIP_REASON, BoundedWriter, OverlayJobs, OverlayStyle, bounded_copy, render_or_skip
+from catdog.explain.settings import EngineSettings
+from catdog.maps.explainers import Explainer
+from catdog.quality.faithfulness import Faithfulness
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +64,16 @@ __all__ = [
     "global_rank_from_env",
     "merge_shards",
     "resolve_precision",
+    "run_explain",
     "share_of",
 ]
 
 SHARDS = ".shards"
-# A row carrying this key is an image whose prediction ran but whose overlay could not be drawn or written:
-# the merge moves it to skipped.csv (with this reason) and drops its maps.
-SKIP_REASON = "__skip_reason__"
+# The CAM self-check compares spatial mean + bias with the logit; bf16 keeps ~3 significant digits,
+# so a deviation of a few thousandths *of the logits' size* is normal there: bf16 is held to 5e-2 or 1%
+# of the largest |logit|, whichever is larger; float32 to 1e-3.
+CAM_CHECK_TOLERANCE = {"32": 1e-3, "bf16": 5e-2}
+CAM_CHECK_RELATIVE = {"32": 0.0, "bf16": 1e-2}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,26 +153,6 @@ def resolve_precision(requested: str, accelerator: str) -> tuple[str, dict[str, 
 # ---------------------------------------------------------------------------------------------
 # Decoding in DataLoader workers
 # ---------------------------------------------------------------------------------------------
-def bounded_copy(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
-    """A copy of the image whose longest side is at most ``max_side``, or the image itself.
-
-    Halves with ``cv2.pyrDown`` (a Gaussian blur, so no aliasing) while the image is at least twice too
-    large, then resizes linearly by the remaining factor (< 2). That looks like area interpolation at
-    a fifth of its cost (measured: 0.16 vs 0.72 ms for a 350 px photo to a 220 px thumbnail).
-    """
-    height, width = rgb.shape[:2]
-    if not max_side or max(height, width) <= max_side:
-        return rgb
-    while max(height, width) >= 2 * max_side and min(height, width) >= 2:
-        rgb = cv2.pyrDown(rgb)
-        height, width = rgb.shape[:2]
-    if max(height, width) <= max_side:
-        return rgb
-    scale = max_side / max(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
-
-
 class ExplainDataset(Dataset):
     """Decodes one image: the model input, and a bounded-size copy of the original for the overlay.
 
@@ -293,10 +284,10 @@ class ExplainPredictor(pl.LightningModule):
 
     Args:
         net: the classifier network (moved to the device by Lightning; the explainer holds the same one).
-        explain_fn: ``(images, true_labels) -> Explanation``; the explainer owns its gradient mode.
+        explainer: makes the maps (and owns its gradient mode), ``settings.topk`` per image.
         paths: all images, in order; labels: their class index (-1 unknown).
-        transform, max_side: see :class:`ExplainDataset`.
-        batch_size, num_workers: DataLoader settings.
+        transform: array -> model input (see :class:`ExplainDataset`).
+        settings: DataLoader sizes and the overlay copy's ``max_side``.
         channels_last: feed the network channels-last tensors.
         columns_fn: ``(images, explanation) -> one dict per image`` of extra predictions.csv columns
             computed on the batch (the opt-in faithfulness metrics), or None.
@@ -305,31 +296,28 @@ class ExplainPredictor(pl.LightningModule):
     def __init__(
         self,
         net: torch.nn.Module,
-        explain_fn: Callable[[torch.Tensor, torch.Tensor], Any],
+        explainer: Explainer,
         paths: list[str],
         labels: list[int],
         transform: Callable[[np.ndarray], torch.Tensor],
-        max_side: int | None,
-        batch_size: int,
-        num_workers: int,
+        settings: EngineSettings,
         channels_last: bool = True,
         columns_fn: Callable[[torch.Tensor, Any], list[dict[str, Any]]] | None = None,
     ) -> None:
         super().__init__()
         self.columns_fn = columns_fn
         self.net = net
-        self.explain_fn = explain_fn
+        self.explainer = explainer
         self.paths, self.labels = paths, labels
-        self.transform, self.max_side = transform, max_side
-        self.batch_size, self.num_workers = batch_size, num_workers
+        self.transform, self.settings = transform, settings
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def predict_dataloader(self) -> DataLoader:
         start, stop = share_of(len(self.paths), self.global_rank, self.trainer.world_size)
         return DataLoader(
-            ExplainDataset(self.paths[start:stop], self.transform, self.max_side, offset=start),
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
+            ExplainDataset(self.paths[start:stop], self.transform, self.settings.max_side, offset=start),
+            batch_size=self.settings.batch_size,
+            num_workers=self.settings.num_workers,
             collate_fn=collate_explain,
             pin_memory=self.device.type == "cuda",
             persistent_workers=False,
@@ -346,7 +334,7 @@ class ExplainPredictor(pl.LightningModule):
             return None
         x = batch.images.contiguous(memory_format=self.memory_format)
         true = torch.tensor([self.labels[i] for i in batch.indices], dtype=torch.long, device=x.device)
-        explained = self.explain_fn(x, true)  # the one method-specific call
+        explained = self.explainer.explain(x, true_labels=true, topk=self.settings.topk)  # the one method-specific call
         logits = explained.logits.float()
         if not torch.isfinite(logits).all():  # else NaN probabilities crash the overlays' confidence prefix
             raise CatdogError(
@@ -368,32 +356,23 @@ class ExplainPredictor(pl.LightningModule):
 # Each rank's writer: overlays, rows and maps into its shard
 # ---------------------------------------------------------------------------------------------
 class ShardWriter(BasePredictionWriter):
-    """Writes one rank's share: overlays (through ``submit``), rows and raw maps into its shard folder.
+    """Writes one rank's share into its shard folder: overlays (drawn by its pool of writer threads), the
+    rows they return, and the raw maps. It owns all of this rank's writing.
 
     Args:
         out_dir: the explain folder (rank 0's; other ranks receive it by broadcast in ``setup``).
-        handle_batch: ``(batch, prediction, emit_maps) -> None``: submits the batch's images to the
-            overlay writer; ``emit_maps(cams, class_idx)`` streams the batch's maps in row order.
-        close: finishes the overlay writer (its last rows reach ``rows`` before it returns).
-        save_cams: stream raw maps into the shard.
-        row_chunk: rows per chunk appended to the shard's rows.pkl.
+        overlays: turns each batch into overlay jobs (names, paths, annotations).
+        style: how overlays look.
+        settings: writer threads, ``save_cams``, and ``batch_size`` (rows per chunk, jobs in flight).
     """
 
-    def __init__(
-        self,
-        out_dir: Path | None,
-        handle_batch: Callable[[ExplainBatch, dict[str, Any], Callable[[np.ndarray, np.ndarray], None]], None],
-        close: Callable[[], Any],
-        save_cams: bool = True,
-        row_chunk: int = 64,
-    ) -> None:
+    def __init__(self, out_dir: Path | None, overlays: OverlayJobs, style: OverlayStyle, settings: EngineSettings) -> None:
         super().__init__(write_interval="batch")
-        self.row_chunk = row_chunk
-        self.rows: RowSink | None = None
         self.out_dir = out_dir
-        self.handle_batch = handle_batch
-        self.close = close
-        self.save_cams = save_cams
+        self.overlays, self.style, self.settings = overlays, style, settings
+        self.save_cams = settings.save_cams
+        self.rows: RowSink | None = None
+        self.pool: BoundedWriter | None = None
         self.shard: Path | None = None
         self.skipped: list[tuple[int, str]] = []
         self.stats: dict[str, float] = {}
@@ -407,7 +386,13 @@ class ShardWriter(BasePredictionWriter):
         self.shard.mkdir(parents=True, exist_ok=True)
         for name in ("cams.bin", "class_idx.bin"):
             (self.shard / name).write_bytes(b"")
-        self.rows = RowSink(self.shard / "rows.pkl", self.row_chunk)
+        self.rows = RowSink(self.shard / "rows.pkl", self.settings.batch_size)
+        self.pool = BoundedWriter(
+            functools.partial(render_or_skip, style=self.style),
+            self.settings.writers,
+            max_pending=2 * self.settings.batch_size,
+            on_result=self.rows.add,
+        )
 
     def emit_maps(self, cams: np.ndarray, class_idx: np.ndarray) -> None:
         """Append one batch's maps (float32) and class indices (int64) to the shard's raw files."""
@@ -441,10 +426,12 @@ class ShardWriter(BasePredictionWriter):
         for key, value in prediction["stats"].items():  # worst case over batches
             self.stats[key] = max(self.stats.get(key, value), value)
         self.count += len(batch.indices)
-        self.handle_batch(batch, prediction, self.emit_maps)
+        self.emit_maps(prediction["maps"], prediction["class_idx"])
+        for job in self.overlays.jobs(batch, prediction, self.out_dir):
+            self.pool.submit(job)
 
     def on_predict_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.close()
+        self.pool.close()  # the last rows reach self.rows before it returns
         self.rows.flush()
         meta = {
             "rank": trainer.global_rank,
@@ -611,3 +598,112 @@ def _write_cams_npz(
         for name, array in small.items():
             with archive.open(f"{name}.npy", "w", force_zip64=True) as handle:
                 np.lib.format.write_array(handle, array, allow_pickle=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The streaming core
+# ---------------------------------------------------------------------------------------------
+def run_explain(
+    model: Any,
+    images: pd.DataFrame,
+    out_dir: Path | None,
+    settings: EngineSettings,
+    *,
+    style: OverlayStyle,
+    explainer: Explainer | None = None,
+    annotations: Annotations | None = None,
+    faithfulness: Faithfulness | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]] | None:
+    """Lightning prediction over ``images``: batches in, overlays, rows and maps out. Usable without Hydra.
+
+    Each process (rank) explains a contiguous share of ``images`` and writes a shard; rank 0 merges the
+    shards into the explain folder. With one process it is the same code path.
+
+    Args:
+        model: a loaded classifier in eval mode (``ClassifierModule`` or ``PretrainedClassifier``).
+        images: columns ``path`` and ``label`` (class name or None).
+        out_dir: the explain folder (must exist on rank 0; other ranks get rank 0's, may pass None).
+        settings: batch, worker, precision and device settings (:class:`~catdog.explain.settings.EngineSettings`).
+        style: how overlays look.
+        explainer: the method making the maps; default exact CAM at the checkpoint's feature layer.
+        annotations: object boxes and masks by path (localization columns).
+        faithfulness: opt-in faithfulness metrics, computed per batch (columns of predictions.csv).
+
+    Returns:
+        On rank 0: predictions (one row per readable image, input order), skipped (path, reason) and run
+        statistics; on other ranks: None.
+    """
+    hp = model.hparams
+    class_names = list(hp.class_names)
+    explainer = explainer or explainer_for(model)
+    overlays = OverlayJobs.for_images(images, class_names, annotations or Annotations(), settings.thumbnails)
+    lightning_precision, precision_record = resolve_precision(settings.runtime.precision, settings.runtime.accelerator)
+    channels_last = bool(hp.get("channels_last", True))
+    if channels_last:
+        model.net.to(memory_format=torch.channels_last)
+    writer = ShardWriter(out_dir, overlays, style, settings)
+    predictor = ExplainPredictor(
+        model.net,
+        explainer,
+        overlays.paths,
+        overlays.labels,
+        build_transform(hp.image_size, hp.mean, hp.std, train=False),
+        settings,
+        channels_last,
+        columns_fn=faithfulness.columns if faithfulness is not None else None,
+    )
+    with quiet_lightning():
+        trainer = _trainer(settings, lightning_precision, writer)
+        start = datetime.now()
+        with reuse_freed_memory(settings.runtime.tune_malloc) as malloc:
+            trainer.predict(predictor, return_predictions=False)
+        seconds = (datetime.now() - start).total_seconds()
+    if not trainer.is_global_zero:
+        return None
+    out_dir = writer.out_dir
+    predictions, skipped, merged = merge_shards(out_dir, overlays.paths, class_names, explainer.describe(), settings.save_cams)
+    _cam_self_check(merged["stats"], precision_record["used"])
+    stats = {
+        "cam_logit_max_deviation": merged["stats"].get("cam_logit_deviation"),
+        "seconds": round(seconds, 2),
+        "images_per_second": round(len(predictions) / seconds, 1) if seconds > 0 else None,
+        "precision": precision_record["used"],
+        "precision_check": precision_record,
+        "processes": merged["processes"],
+        "malloc": malloc,
+        "accelerator": str(trainer.accelerator.__class__.__name__).replace("Accelerator", "").lower(),
+    }
+    return predictions, skipped, stats
+
+
+def _trainer(settings: EngineSettings, precision: str, writer: ShardWriter) -> pl.Trainer:
+    runtime = settings.runtime
+    return pl.Trainer(
+        accelerator=runtime.accelerator,
+        devices=list(runtime.devices) if isinstance(runtime.devices, tuple) else runtime.devices,
+        num_nodes=runtime.num_nodes,
+        strategy=runtime.strategy,
+        precision=precision,
+        callbacks=[writer],
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=settings.progress,
+        inference_mode=False,  # gradient explainers enable gradients themselves; CAM uses inference_mode
+        use_distributed_sampler=False,  # each rank takes its own contiguous share (no padding duplicates)
+    )
+
+
+def _cam_self_check(stats: dict[str, float], precision: str) -> None:
+    """Warn when exact CAM's maps disagree with the logits by more than ``precision``'s rounding explains."""
+    deviation = stats.get("cam_logit_deviation")
+    # bf16 autocast rounds the features to 8 bits of mantissa: its maps agree with the logits less closely.
+    relative = CAM_CHECK_RELATIVE.get(precision, CAM_CHECK_RELATIVE["bf16"])
+    tolerance = max(CAM_CHECK_TOLERANCE.get(precision, CAM_CHECK_TOLERANCE["bf16"]), relative * stats.get("logit_abs_max", 0.0))
+    if deviation is not None and deviation > tolerance:
+        log.warning(
+            "CAM self-check: spatial mean + bias differs from the logit by %.2g (more than %g expected at %s)",
+            deviation,
+            tolerance,
+            precision,
+        )

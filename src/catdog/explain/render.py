@@ -1,4 +1,5 @@
-"""The pictures explain draws: each image's overlay (in background threads), and the top-losses grid.
+"""The pictures explain draws: each image's overlay (in background threads), the confusion matrix and the
+top losses (:mod:`catdog.explain.top_losses`).
 
 Overlay file names start with ``1000 * (1 - confidence)`` (4 digits), so an alphabetical listing of a
 folder shows the most confident predictions first: in ``incorrect/`` the most confident mistakes.
@@ -8,8 +9,9 @@ GIL), so memory does not grow with the number of images.
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +19,16 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pandas as pd
 import torch
 
-from catdog.maps.cam import area_above, display_levels, display_maps, strongest_region
 from catdog.data import load_mask
+from catdog.data.selection import Annotations
+from catdog.explain.settings import ExplainSettings
+from catdog.explain.top_losses import write_top_losses
+from catdog.maps.cam import area_above, display_levels, display_maps, strongest_region
 from catdog.maps.geometry import CellCentres, grid_centres
-from catdog.quality.localization import localization_columns
+from catdog.names import pair_name, unique_names
 from catdog.overlay import (
     blend_heatmap,
     draw_contour,
@@ -31,8 +37,33 @@ from catdog.overlay import (
     save_image,
     side_by_side,
 )
-from catdog.explain.engine import SKIP_REASON, bounded_copy
-from catdog.names import pair_name, unique_names
+from catdog.plots import confusion_counts, plot_confusion_matrix
+from catdog.quality.localization import localization_columns
+
+THUMBS = "thumbs"  # the report's layers: <explain folder>/thumbs/<overlay path> (photo), thumbs/heat/<overlay path>
+# A row carrying this key is an image whose prediction ran but whose overlay could not be drawn or written:
+# the merge moves it to skipped.csv (with this reason) and drops its maps.
+SKIP_REASON = "__skip_reason__"
+
+
+def bounded_copy(rgb: np.ndarray, max_side: int | None) -> np.ndarray:
+    """A copy of the image whose longest side is at most ``max_side``, or the image itself.
+
+    Halves with ``cv2.pyrDown`` (a Gaussian blur, so no aliasing) while the image is at least twice too
+    large, then resizes linearly by the remaining factor (< 2): it looks like area interpolation at a
+    fraction of its cost (bench/RESULTS.md).
+    """
+    height, width = rgb.shape[:2]
+    if not max_side or max(height, width) <= max_side:
+        return rgb
+    while max(height, width) >= 2 * max_side and min(height, width) >= 2:
+        rgb = cv2.pyrDown(rgb)
+        height, width = rgb.shape[:2]
+    if max(height, width) <= max_side:
+        return rgb
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,6 +104,24 @@ class OverlayStyle:
     threshold: str | float | None = None  # cam.strongest_region: contour of the predicted map's strongest region
     centres: CellCentres | None = None  # where each map cell's evidence comes from (catdog.maps.geometry)
     mask_object: tuple[int, ...] | None = None  # mask pixel values that mark the object (None: nonzero)
+
+    @classmethod
+    def from_settings(cls, settings: ExplainSettings, class_names: list[str]) -> OverlayStyle:
+        # overlay.true_class_panel=auto: with two classes (softmax) the true class's map is the predicted
+        # class's inverted, so the panel is left out.
+        panel = settings.overlay.true_class_panel
+        return cls(
+            class_names=class_names,
+            topk=settings.topk,
+            alpha=settings.overlay.alpha,
+            side_by_side=settings.overlay.side_by_side,
+            show_true_cam=panel == "always" or (panel == "auto" and len(class_names) > 2),
+            quality=settings.overlay.quality,
+            pointing_tolerance=settings.pointing_tolerance,
+            display=settings.display,
+            threshold=settings.threshold,
+            mask_object=settings.mask_object,
+        )
 
 
 def render_image(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
@@ -265,3 +314,69 @@ def class_folders(class_names: Sequence[str]) -> list[str]:
     """Per class, its overlay folder name: distinct for distinct classes (``a b`` and ``a_b``)."""
     return unique_names(class_names)
 
+
+@dataclass
+class OverlayJobs:
+    """Turns each batch's predictions into :class:`ImageJob` s: what each overlay shows and where it goes.
+
+    Built from the whole image list, so every rank names overlays the same way (see :func:`unique_stems`).
+    """
+
+    paths: list[str]
+    labels: list[int]  # class index of each image, -1 unknown
+    names: list[str]  # each image's overlay name, unique in the run (overlay_names)
+    folders: list[str]  # each class's folder name (class_folders)
+    class_names: list[str]
+    annotations: Annotations
+    thumbnails: bool  # also write the report's layers (thumbs/)
+
+    @classmethod
+    def for_images(
+        cls, images: pd.DataFrame, class_names: list[str], annotations: Annotations, thumbnails: bool
+    ) -> OverlayJobs:
+        to_index = {name: i for i, name in enumerate(class_names)}
+        labels = [to_index.get(label, -1) if label is not None else -1 for label in images["label"]]
+        paths = images["path"].tolist()
+        return cls(paths, labels, overlay_names(paths), class_folders(class_names), class_names, annotations, thumbnails)
+
+    def jobs(self, batch: Any, prediction: dict[str, Any], out_dir: Path) -> Iterator[ImageJob]:
+        """One job per image of ``batch`` (an engine ``ExplainBatch``) with its ``prediction``."""
+        probs, class_idx, cams, losses = prediction["probs"], prediction["class_idx"], prediction["maps"], prediction["losses"]
+        boxes, masks = self.annotations.boxes, self.annotations.masks
+        originals = batch.originals
+        for row, i in enumerate(batch.indices):
+            pred, path, true_idx = int(class_idx[row, 0]), self.paths[i], self.labels[i]
+            rel = overlay_location(true_idx, pred, float(probs[row, pred]), self.names[i], self.folders)
+            yield ImageJob(
+                path=path,
+                true_idx=true_idx,
+                probs=probs[row],
+                loss=float(losses[row]) if true_idx >= 0 else math.nan,
+                cam_idx=class_idx[row],
+                cams=cams[row],
+                original=originals[row].numpy(),
+                boxes=boxes.get(path, []),
+                overlay_path=out_dir / rel,
+                overlay_rel=rel,
+                size=batch.sizes[row],
+                thumb_path=out_dir / THUMBS / rel if self.thumbnails else None,
+                heat_path=out_dir / THUMBS / "heat" / rel if self.thumbnails else None,
+                mask=masks.get(path),
+                columns=prediction["columns"][row] if prediction.get("columns") else None,
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Pictures of the whole run
+# ---------------------------------------------------------------------------------------------
+def draw_run_pictures(predictions: pd.DataFrame, class_names: list[str], out_dir: Path, top_losses: int) -> None:
+    """confusion_matrix.png and top_losses.png (the most confident mistakes) when some images are labelled."""
+    labelled = predictions[predictions["true"].notna()] if len(predictions) else predictions
+    if not len(labelled):
+        return
+    matrix = confusion_counts(labelled["true"].tolist(), labelled["pred"].tolist(), class_names)
+    accuracy = int(np.trace(matrix)) / len(labelled)
+    plot_confusion_matrix(matrix, class_names, out_dir / "confusion_matrix.png", title=f"accuracy {accuracy:.1%}")
+    mistakes = labelled[labelled["true"] != labelled["pred"]].sort_values("loss", ascending=False)
+    if len(mistakes) and top_losses > 0:
+        write_top_losses(mistakes.head(top_losses), out_dir)

@@ -1,15 +1,15 @@
-"""What explain reports: summary numbers, provenance and the totals printed at the end of a run.
+"""What explain reports: summary.json, assembled here and only here, and the totals printed at the end.
 
-:func:`write_reports` counts images, accuracy and the confusion matrix from the predictions table (and
-draws confusion_matrix.png and top_losses.png); file hashes and library versions are the provenance that
-summary.json records.
+:func:`assemble_summary` counts images, accuracy and the confusion matrix from the predictions table and
+adds localization and faithfulness means, the map geometry, the run's statistics, the settings that shape
+the numbers and the provenance (checkpoint hashes, library versions).
 """
 
 from __future__ import annotations
 
-import hashlib
 import platform
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,24 +19,39 @@ import pandas as pd
 import torch
 
 import catdog
+from catdog.explain.settings import ExplainSettings
+from catdog.maps.geometry import CellCentres
 from catdog.models.imagenet import describe_topk
+from catdog.plots import confusion_counts, confusion_record
 from catdog.quality.localization import (
     pointing_lines,
     summarize_faithfulness,
     summarize_pointing,
     summary_lines,
 )
-from catdog.explain.top_losses import write_top_losses
-from catdog.plots import confusion_counts, confusion_record, plot_confusion_matrix
 
 
 # ---------------------------------------------------------------------------------------------
-# Summary numbers and pictures
+# summary.json
 # ---------------------------------------------------------------------------------------------
-def write_reports(
-    predictions: pd.DataFrame, skipped: pd.DataFrame, class_names: list[str], out_dir: Path, top_losses: int
-) -> dict[str, Any]:
-    """summary numbers, confusion_matrix.png and top_losses.png from the predictions table."""
+@dataclass(frozen=True)
+class SummaryParts:
+    """What one explain folder's summary.json records beyond its predictions table."""
+
+    settings: ExplainSettings
+    centres: CellCentres  # where the map cells sit (geometry)
+    run: dict[str, Any]  # the engine's statistics (precision, speed, processes, self-check)
+    method: dict[str, Any]  # the explainer's description (method, layer)
+    folding: dict[str, Any]  # BatchNorm folding record
+    provenance: dict[str, Any]  # checkpoint and train config hashes (and imagenet in ImageNet mode)
+    arch: str
+    source: str  # which images: the folder, or the run's split
+    mosaic: dict[str, Any] | None = None  # localization=mosaic
+    grids: list[str] | None = None  # grid=true
+
+
+def count_predictions(predictions: pd.DataFrame, skipped: pd.DataFrame, class_names: list[str]) -> dict[str, Any]:
+    """Images, skipped, labelled and, when some are labelled, correct, incorrect, accuracy and confusion matrix."""
     summary: dict[str, Any] = {"images": int(len(predictions)), "skipped": int(len(skipped))}
     labelled = predictions[predictions["true"].notna()] if len(predictions) else predictions
     summary["labelled"] = int(len(labelled))
@@ -49,28 +64,41 @@ def write_reports(
             accuracy=correct / len(labelled),
             **confusion_record(matrix),
         )
-        plot_confusion_matrix(
-            matrix, class_names, out_dir / "confusion_matrix.png", title=f"accuracy {correct / len(labelled):.1%}"
-        )
-        mistakes = labelled[labelled["true"] != labelled["pred"]].sort_values("loss", ascending=False)
-        if len(mistakes) and top_losses > 0:
-            write_top_losses(mistakes.head(top_losses), out_dir)
+    return summary
+
+
+def assemble_summary(
+    predictions: pd.DataFrame, skipped: pd.DataFrame, class_names: list[str], parts: SummaryParts
+) -> dict[str, Any]:
+    """The content of summary.json (key order is the file's)."""
+    settings = parts.settings
+    summary = count_predictions(predictions, skipped, class_names)
     summary["pointing_game"] = summarize_pointing(predictions)
+    if summary["pointing_game"]:
+        summary["pointing_game"]["tolerance"] = settings.pointing_tolerance
     summary["faithfulness"] = summarize_faithfulness(predictions)
+    summary["align"] = settings.align
+    summary["cell_centres"] = {"x": [round(v, 1) for v in parts.centres.x], "y": [round(v, 1) for v in parts.centres.y]}
+    if "mosaic" in settings.localization:
+        summary["mosaic"] = parts.mosaic
+    summary.update(parts.run)
+    summary.update(parts.method)
+    summary["display"] = settings.display
+    summary["batchnorm_folding"] = parts.folding
+    summary["threshold"] = settings.threshold
+    if settings.grid:
+        summary["grids"] = parts.grids
+    summary.update(parts.provenance)
+    summary["arch"] = parts.arch
+    summary["class_names"] = class_names
+    summary["source"] = parts.source
+    summary["versions"] = _versions()
     return summary
 
 
 # ---------------------------------------------------------------------------------------------
 # Provenance
 # ---------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _versions() -> dict[str, str]:
     import pytorch_lightning
     import torchvision

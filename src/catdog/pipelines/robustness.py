@@ -27,7 +27,7 @@ from catdog.data import build_transform, load_rgb
 from catdog.data.paste import Backgrounds
 from catdog.data.selection import sample_across_classes, select_images
 from catdog.explain.engine import bounded_copy, resolve_precision
-from catdog.explain.pipeline import build_explainer, map_centres
+from catdog.explain.methods import explainer_for, map_centres
 from catdog.models import ClassifierModule, load_classifier
 from catdog.runs import resolve_checkpoint, run_dir_of, staged_output_dir, timestamped_dir
 from catdog.triage.robustness import RobustnessSettings, make_scene, plot_robustness, robustness_check
@@ -77,7 +77,7 @@ def run_robustness(model: ClassifierModule, images: pd.DataFrame, cfg: DictConfi
         batch_size=int(cfg.data.batch_size),
     ).check()
     backgrounds = Backgrounds.from_folder(context.backgrounds, "context.backgrounds")
-    explainer = build_explainer(model)
+    explainer = explainer_for(model)
     size = (int(hp.image_size), int(hp.image_size))
     centres = map_centres(model, explainer, size, str(context.align))
     transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)

@@ -310,11 +310,11 @@ def merge_feature_shards(
 
 def exact_cam_or_none(model: ClassifierModule) -> Any:
     """The run's exact-CAM explainer (its checkpoint's layers), or None where the head does not allow it."""
-    from catdog.explain.pipeline import build_explainer
+    from catdog.explain.methods import explainer_for
     from catdog.maps.explainers import ExactCAM
 
     try:
-        explainer = build_explainer(model, "cam")
+        explainer = explainer_for(model, "cam")
     except CatdogError:
         return None
     return explainer if isinstance(explainer, ExactCAM) else None

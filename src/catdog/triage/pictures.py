@@ -56,7 +56,7 @@ def draw_pictures(
     model: ClassifierModule, table: pd.DataFrame, found: dict[str, pd.DataFrame], out_dir: Path, settings: Any
 ) -> dict[str, str]:
     """Draw the pictures of ``found`` (label_issues, slices, outliers, duplicates); image path -> picture file."""
-    from catdog.explain.pipeline import build_explainer
+    from catdog.explain.methods import explainer_for
 
     pairs = found["duplicates"].head(settings.maps // 4)
     extra = [*found["outliers"]["path"].head(settings.maps // 4), *pairs["path_a"], *pairs["path_b"]]
@@ -65,7 +65,7 @@ def draw_pictures(
         return {}
     hp = model.hparams
     class_names = list(hp.class_names)
-    explainer = build_explainer(model)
+    explainer = explainer_for(model)
     transform = build_transform(hp.image_size, hp.mean, hp.std, train=False)
     written: dict[str, str] = {}
     for path, classes in jobs:

@@ -25,7 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from catdog.console import quiet_lightning as _quiet_lightning
 from catdog.errors import CatdogError
 from catdog.explain.engine import global_rank_from_env
-from catdog.explain.summary import _sha256, _versions
+from catdog.explain.model import sha256 as _sha256
+from catdog.explain.summary import _versions
 from catdog.models import ClassifierModule, load_classifier
 from catdog.runs import (
     resolve_checkpoint,
