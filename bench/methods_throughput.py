@@ -20,7 +20,7 @@ import torch
 import torchvision
 
 from catdog.data import IMAGE_EXTENSIONS, build_transform, load_rgb
-from catdog.maps.explainers import METHODS, build_method
+from catdog.maps.explainers import METHODS, build_explainer
 from catdog.models import IMAGENET_MEAN, IMAGENET_STD, arch_spec
 
 
@@ -69,7 +69,7 @@ def main() -> None:
     for method in args.methods.split(","):
         if method == "cam" and not spec.exact_cam:
             continue
-        explainer = build_method(net, args.arch, method, args.layer if method != "cam" else None)
+        explainer = build_explainer(net, args.arch, method, args.layer if method != "cam" else None)
         start, cpu = time.perf_counter(), time.process_time()
         for batch in batches:
             explainer.explain(batch, topk=1)

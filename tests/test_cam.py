@@ -16,7 +16,6 @@ from catdog.maps.cam import (
     capture_features,
     class_activation_maps,
     normalize_for_display,
-    peak_in_image,
     peak_location,
     point_in_box,
     select_classes,
@@ -217,14 +216,3 @@ def test_peak_area_and_pointing_game() -> None:
         area_above(cam, 0.0)
     with pytest.raises(ValueError, match="min <= max"):
         point_in_box(0, 0, (3, 0, 1, 1))
-
-
-def test_peak_in_image_is_the_cell_centre_of_the_upsampled_maximum() -> None:
-    cam = torch.tensor([[0.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.0, 0.0, 0.0]])
-    x, y = peak_in_image(cam, (60, 90))
-    assert (x, y) == (1.5 * 30 - 0.5, 1.5 * 20 - 0.5)
-    upsampled = upsample_cams(cam, (60, 90))
-    row, col = divmod(int(upsampled.argmax()), 90)
-    assert abs(col - x) <= 1 and abs(row - y) <= 1  # an interior peak: the same point, to a pixel
-    corner = torch.tensor([[5.0, 0.0], [0.0, 0.0]])
-    assert peak_in_image(corner, (100, 80)) == (0.5 * 40 - 0.5, 0.5 * 50 - 0.5)  # not the image corner

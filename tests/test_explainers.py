@@ -19,9 +19,11 @@ from catdog.maps.cam import display_maps, parse_threshold, strongest_region
 from catdog.maps.explainers import (
     GRADIENT_METHODS,
     ExactCAM,
+    Explainer,
+    Explanation,
     GradCAMFamily,
     _grad_cam_classes,
-    build_method,
+    build_explainer,
 )
 from catdog.models import arch_spec, resolve_layer, tokens_to_grid
 from catdog.overlay import draw_contour, heatmap_overlay
@@ -42,6 +44,17 @@ class TinyNet(nn.Module):
         return self.fc(self.features(x).mean(dim=(2, 3)))
 
 
+def explain_classes(explainer: Explainer, images: torch.Tensor, class_idx: torch.Tensor) -> Explanation:
+    """Maps of given classes (``class_idx[b, m]``: image b's m-th map) through the explainer's one code path."""
+
+    def given(logits: torch.Tensor) -> torch.Tensor:
+        if class_idx.shape[0] != images.shape[0]:
+            raise CatdogError("one target per image")
+        return class_idx
+
+    return explainer._run(images, given)
+
+
 @pytest.fixture(scope="module")
 def tiny() -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
@@ -57,7 +70,7 @@ def test_each_method_matches_pytorch_grad_cam_for_mixed_targets(method: str, tin
     model, x = tiny
     class_idx = torch.tensor([[0, 2], [1, 1], [2, 0], [1, 2]])  # a different class per image and column
     explainer = GradCAMFamily(model, method, "features")
-    out = explainer.explain_classes(x, class_idx)
+    out = explain_classes(explainer, x, class_idx)
     assert out.maps.shape == (4, 2, 16, 16) and out.maps.dtype == torch.float32
     assert torch.equal(out.class_idx, class_idx)
     for column in range(2):
@@ -94,7 +107,7 @@ def test_hooks_removed_and_mode_restored_also_after_errors(tiny) -> None:
         assert model.training and all(m.training for m in model.modules())
         assert not any(m._forward_hooks for m in model.modules())
         with pytest.raises(CatdogError, match="one target per image"):
-            GradCAMFamily(model, "scorecam", "features").explain_classes(x, torch.tensor([[0], [1]]))
+            explain_classes(GradCAMFamily(model, "scorecam", "features"), x, torch.tensor([[0], [1]]))
         assert model.training and not any(m._forward_hooks for m in model.modules())
         with pytest.raises(CatdogError, match="not \\[B, C, h, w\\]"):
             GradCAMFamily(model, "gradcam", "fc").explain(x, topk=1)  # a 2-D output is no map
@@ -126,16 +139,16 @@ def test_layers_by_name_and_position_and_wrong_names() -> None:
     assert resolve_layer(model, "layer4.-1")[0] == "layer4.1"
     x = torch.randn(2, 3, 64, 64)
     for layer, side in (("layer1", 16), ("layer3", 4), ("layer4.1.conv2", 2)):
-        assert build_method(model, "resnet18", "layercam", layer).explain(x).maps.shape[-1] == side
+        assert build_explainer(model, "resnet18", "layercam", layer).explain(x).maps.shape[-1] == side
     with pytest.raises(CatdogError) as error:
-        build_method(model, "resnet18", "gradcam", "layer5")
+        build_explainer(model, "resnet18", "gradcam", "layer5")
     message = str(error.value)
     assert "\n" not in message and "layer5" in message and "layer4" in message and "fc" in message
     with pytest.raises(CatdogError, match="only applies to layer4.*method=gradcam"):
-        build_method(model, "resnet18", "cam", "layer3")
+        build_explainer(model, "resnet18", "cam", "layer3")
     with pytest.raises(CatdogError, match="method=nope is unknown.*scorecam"):
-        build_method(model, "resnet18", "nope")
-    assert isinstance(build_method(model, "resnet18"), ExactCAM)  # the default where the head allows it
+        build_explainer(model, "resnet18", "nope")
+    assert isinstance(build_explainer(model, "resnet18"), ExactCAM)  # the default where the head allows it
 
 
 @pytest.mark.parametrize(
@@ -149,7 +162,7 @@ def test_layers_by_name_and_position_and_wrong_names() -> None:
 def test_exact_cam_refuses_heads_it_cannot_decompose(arch: str, reason: str) -> None:
     assert not arch_spec(arch).exact_cam
     with pytest.raises(CatdogError, match=f"{reason}.*method=gradcam"):
-        build_method(nn.Identity(), arch, "cam")
+        build_explainer(nn.Identity(), arch, "cam")
 
 
 @pytest.mark.parametrize(
@@ -163,7 +176,7 @@ def test_gradient_methods_work_for_other_heads(arch: str, kwargs: dict, side: in
     torch.manual_seed(0)
     model = torchvision.models.get_model(arch, num_classes=2, **kwargs).eval()
     x = torch.randn(1, 3, 64, 64)
-    out = build_method(model, arch).explain(x, true_labels=torch.tensor([1]))  # default: gradcam
+    out = build_explainer(model, arch).explain(x, true_labels=torch.tensor([1]))  # default: gradcam
     assert out.maps.shape == (1, 2, side, side) and torch.isfinite(out.maps).all()
     assert out.maps.abs().sum() > 0
 
@@ -216,12 +229,14 @@ def test_vit_gradcam_localizes_a_synthetic_object() -> None:
     x, y, cells = batch(64, torch.Generator().manual_seed(1))
     positive = y == 1
     targets = torch.ones(int(positive.sum()), 1, dtype=torch.long)
-    out = build_method(vit, "vit_b_16", "gradcam").explain_classes(x[positive], targets)  # registry default layer
+    out = explain_classes(build_explainer(vit, "vit_b_16", "gradcam"), x[positive], targets)  # registry default layer
     assert out.maps.shape[-2:] == (4, 4)  # 16 patches, class token dropped
     assert (out.logits.argmax(1) == 1).float().mean() > 0.9
     hits = (out.maps[:, 0].flatten(1).argmax(dim=1) == cells[positive]).float().mean()
     assert hits >= 0.4  # chance: 1/16 (measured: 0.54)
-    block_output = build_method(vit, "vit_b_16", "gradcam", "encoder.layers.-1").explain_classes(x[positive], targets)
+    block_output = explain_classes(
+        build_explainer(vit, "vit_b_16", "gradcam", "encoder.layers.-1"), x[positive], targets
+    )
     assert block_output.maps.abs().max() == 0
 
 
@@ -337,7 +352,7 @@ def test_vit_maps_get_the_patch_grid_as_their_cell_centres() -> None:
         image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=16, num_classes=2
     ).eval()
     model = SimpleNamespace(net=vit, hparams=SimpleNamespace(arch="vit_b_16"))
-    centres = map_centres(model, build_method(vit, "vit_b_16", "gradcam"), (32, 32), "receptive_field")
+    centres = map_centres(model, build_explainer(vit, "vit_b_16", "gradcam"), (32, 32), "receptive_field")
     np.testing.assert_allclose(np.asarray(centres.x), [3.5, 11.5, 19.5, 27.5])  # patch centres, 0-based pixels
     np.testing.assert_allclose(np.asarray(centres.y), [3.5, 11.5, 19.5, 27.5])
 

@@ -22,7 +22,7 @@ from catdog.quality.localization import (
     energy_share,
     localization_columns,
     pointing_lines,
-    rank_correlation,
+    spearman,
     summarize_pointing,
 )
 from catdog.quality.mosaic import compose_mosaic, mosaic_check
@@ -81,10 +81,28 @@ def test_unlabelled_images_are_said_to_be_scored_on_the_predicted_class() -> Non
     assert "true-class (predicted where unlabelled) peak" in pointing_lines(mixed)[0]
 
 
-def test_rank_correlation_matches_scipy() -> None:
+def test_sanity_rank_correlation_gives_tied_cells_their_average_rank() -> None:
+    # Spearman's rho as scipy (and compare's map similarity) computes it: tied cells share their mean rank.
+    # Ranks broken by position gave 1.0 here: a flat region ranked as if ordered.
+    from types import SimpleNamespace
+
+    from catdog.quality.faithfulness import Faithfulness
+
+    tied = torch.tensor([[1.0, 1.0, 1.0], [2.0, 2.0, 3.0], [0.0, 5.0, 5.0]])
+    ordered = torch.arange(9, dtype=torch.float32).view(3, 3)
+    randomised = SimpleNamespace(explain=lambda x, true_labels, topk: SimpleNamespace(maps=ordered[None, None]))
+    explained = SimpleNamespace(
+        class_idx=torch.zeros(1, 1, dtype=torch.long), maps=tied[None, None], logits=torch.zeros(1, 2)
+    )
+    faith = Faithfulness(nn.Identity(), ["sanity"], random_explainer=randomised)
+    rho = faith.columns(torch.zeros(1, 3, 6, 6), explained)[0]["sanity_rank_corr"]
+    assert rho == pytest.approx(spearmanr(tied.flatten(), ordered.flatten()).statistic, abs=1e-4)
+
+
+def test_spearman_matches_scipy() -> None:
     a, b = torch.randn(3, 4, 5), torch.randn(3, 4, 5)
     b[1] = a[1] * 2 + 1
-    ours = rank_correlation(a, b)
+    ours = torch.from_numpy(spearman(a.numpy(), b.numpy()))
     for i in range(3):
         assert ours[i].item() == pytest.approx(spearmanr(a[i].flatten(), b[i].flatten()).statistic, abs=1e-9)
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import pandas as pd
 
-from catdog.data.images import BadImageError, load_rgb
-from catdog.errors import CatdogError
+from catdog.data.images import load_rgb
+from catdog.errors import CatdogError, one_line
 
 __all__ = [
     "as_bool",
@@ -40,11 +40,6 @@ __all__ = [
 
 read_image = load_rgb
 """Decode an image file to RGB uint8 (see :func:`catdog.data.images.load_rgb`); raises BadImageError."""
-
-def _one_line(error: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
 
 def read_csv(
     path: str | Path,
@@ -104,7 +99,7 @@ def read_csv(
     except pd.errors.EmptyDataError:
         table = pd.DataFrame()
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.ParserWarning, csv.Error, ValueError) as err:
-        raise CatdogError(f"{what} {path} is not a readable CSV file ({_one_line(err)}): {fix}") from None
+        raise CatdogError(f"{what} {path} is not a readable CSV file ({one_line(err)}): {fix}") from None
     # A header cell left blank (e.g. a pandas index written along) names no data of ours: drop it.
     table = table.loc[:, [not str(c).startswith("Unnamed: ") for c in table.columns]]
     columns = [str(c) for c in table.columns]
@@ -189,7 +184,7 @@ def read_json(path: str | Path, *, what: str = "file", fix: str = "write it agai
     except FileNotFoundError:
         raise CatdogError(f"{what} {path} does not exist: {fix}") from None
     except (OSError, UnicodeDecodeError, ValueError) as err:  # JSONDecodeError is a ValueError
-        raise CatdogError(f"{what} {path} is not valid JSON ({_one_line(err)}): {fix}") from None
+        raise CatdogError(f"{what} {path} is not valid JSON ({one_line(err)}): {fix}") from None
     if not isinstance(data, dict):
         raise CatdogError(f"{what} {path} holds a JSON {type(data).__name__}, not an object: {fix}")
     return data
@@ -213,7 +208,7 @@ def read_yaml(path: str | Path, *, what: str = "file", fix: str = "write it agai
     except FileNotFoundError:
         raise CatdogError(f"{what} {path} does not exist: {fix}") from None
     except Exception as err:
-        raise CatdogError(f"{what} {path} is not valid YAML ({_one_line(err)}): {fix}") from None
+        raise CatdogError(f"{what} {path} is not valid YAML ({one_line(err)}): {fix}") from None
 
 
 def read_checkpoint(
@@ -247,18 +242,9 @@ def read_checkpoint(
         reason = (
             "not a torch file, or it holds Python objects that weights_only loading refuses"
             if "Weights only load failed" in str(err)
-            else f"{type(err).__name__}: {_one_line(err, 120)}"
+            else f"{type(err).__name__}: {one_line(err, 120)}"
         )
         raise CatdogError(f"{path} could not be read as a torch file ({reason}): {fix}") from None
     if require_mapping and not isinstance(data, Mapping):
         raise CatdogError(f"checkpoint {path} holds a {type(data).__name__}, not a checkpoint: {fix}")
     return data
-
-
-def image_reason(path: str | Path) -> str | None:
-    """Why an image cannot be read (the short reason), or None when it decodes."""
-    try:
-        read_image(path)
-    except BadImageError as err:
-        return str(err)
-    return None

@@ -8,7 +8,7 @@ import torch
 
 from catdog.errors import CatdogError
 from catdog.explain.settings import ExplainSettings
-from catdog.maps.explainers import ExactCAM, Explainer, build_method
+from catdog.maps.explainers import ExactCAM, Explainer, build_explainer
 from catdog.maps.geometry import CellCentres, cell_centres, grid_centres
 from catdog.models import ArchSpec, ClassifierModule, arch_spec
 from catdog.models.imagenet import PretrainedClassifier
@@ -38,7 +38,7 @@ def explainer_for(
         CatdogError: unknown method or layer, or exact CAM where it does not apply.
     """
     target = net if net is not None else model.net
-    explainer = build_method(target, model.hparams.arch, method, layer)
+    explainer = build_explainer(target, model.hparams.arch, method, layer)
     if not isinstance(explainer, ExactCAM):
         if contrast != "none":
             raise CatdogError(f"contrast={contrast} applies to exact CAM only (method=cam), not method={method}")

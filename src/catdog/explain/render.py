@@ -257,7 +257,7 @@ class BoundedWriter:
     ) -> None:
         self._fn = fn
         # One intra-op thread per writer: torch ops on one image's maps are small, and a writer with the
-        # default OpenMP team oversubscribes the cores the forward pass uses (measured: ~40x slower per op).
+        # default OpenMP team oversubscribes the cores the forward pass uses (bench/RESULTS.md).
         self._pool = ThreadPoolExecutor(
             max_workers=max(1, workers), thread_name_prefix="overlay", initializer=torch.set_num_threads, initargs=(1,)
         )

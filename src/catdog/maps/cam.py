@@ -53,7 +53,6 @@ __all__ = [
     "display_maps",
     "normalize_for_display",
     "parse_threshold",
-    "peak_in_image",
     "peak_location",
     "point_in_box",
     "select_classes",
@@ -369,28 +368,6 @@ def peak_location(cam_hw: Tensor) -> tuple[int, int]:
     _check_map(cam_hw)
     row, col = divmod(int(cam_hw.argmax()), cam_hw.shape[1])
     return col, row
-
-
-def peak_in_image(cam_hw: Tensor, size: tuple[int, int]) -> tuple[float, float]:
-    """Where a raw map peaks, in the pixel coordinates of the image it is shown on.
-
-    The bilinear upsample of a map reaches its maximum at the centre of the raw map's peak
-    cell; for a border cell it is flat from that centre to the image edge, where the argmax of
-    the upsampled map would land. Using the cell centre avoids that pull towards the edges.
-
-    Args:
-        cam_hw: One raw map ``Tensor[h, w]``.
-        size: The image's ``(H, W)``.
-
-    Returns:
-        ``(x, y)`` in the image's 0-based pixel frame (``align_corners=False`` convention).
-
-    Raises:
-        ValueError: If the map is not 2-D and non-empty.
-    """
-    col, row = peak_location(cam_hw)
-    (h, w), (height, width) = cam_hw.shape, size
-    return (col + 0.5) * width / w - 0.5, (row + 0.5) * height / h - 0.5
 
 
 def area_above(cam_hw: Tensor, fraction: float = 0.5) -> float:

@@ -13,7 +13,7 @@ which method runs::
 Each explainer owns its gradient mode: exact CAM runs under ``torch.inference_mode``; methods that need
 gradients enable them themselves. The caller wraps the call in autocast if it wants mixed precision.
 
-:func:`build_method` picks the explainer for ``method=``/``layer=`` from the architecture registry
+:func:`build_explainer` picks the explainer for ``method=``/``layer=`` from the architecture registry
 (:mod:`catdog.models`): exact CAM (:class:`ExactCAM`) where the head allows it, or any pytorch-grad-cam
 method (:class:`GradCAMFamily`: gradcam, gradcam++, xgradcam, hirescam, layercam, eigencam, scorecam,
 ablationcam) at any layer, with ViT tokens and Swin channels-last outputs reshaped to maps.
@@ -52,7 +52,7 @@ __all__ = [
     "Explainer",
     "Explanation",
     "GradCAMFamily",
-    "build_method",
+    "build_explainer",
 ]
 
 
@@ -279,33 +279,6 @@ class GradCAMFamily(Explainer):
     def explain(self, images: Tensor, true_labels: Tensor | None = None, topk: int = 1) -> Explanation:
         return self._run(images, lambda logits: select_classes(logits, topk=topk, true_labels=true_labels))
 
-    def explain_classes(self, images: Tensor, class_idx: Tensor) -> Explanation:
-        """Maps of given classes: ``class_idx[b, m]`` is the class of image ``b``'s ``m``-th map.
-
-        Args:
-            images: ``Tensor[B, 3, H, W]`` normalized model input.
-            class_idx: ``Tensor[B, M]`` int64, exactly one row of targets per image.
-
-        Returns:
-            The batch's :class:`Explanation` with ``class_idx`` as given.
-
-        Raises:
-            CatdogError: ``class_idx`` does not hold one row per image, or a class is out of range.
-        """
-        batch = images.shape[0]
-
-        def given(logits: Tensor) -> Tensor:
-            if class_idx.ndim != 2 or class_idx.shape[0] != batch:
-                raise CatdogError(
-                    f"one target per image: got class_idx of shape {tuple(class_idx.shape)} for {batch} images "
-                    "(pytorch-grad-cam would silently give the images without a target all-zero maps): pass [B, M]"
-                )
-            if class_idx.numel() and (int(class_idx.min()) < 0 or int(class_idx.max()) >= logits.shape[1]):
-                raise CatdogError(f"class_idx values must be in [0, {logits.shape[1]}): the model's classes")
-            return class_idx.long()
-
-        return self._run(images, given)
-
     def _run(self, images: Tensor, choose: Callable[[Tensor], Tensor]) -> Explanation:
         was_training = self.model.training
         raw: list[Tensor] = []
@@ -396,7 +369,7 @@ class GradCAMFamily(Explainer):
             replace_layer_recursive(self.model, ablation, self.module)
 
 
-def build_method(
+def build_explainer(
     model: nn.Module, arch: str, method: str | None = None, layer: str | None = None
 ) -> Explainer:
     """The explainer for ``method=`` and ``layer=`` on a torchvision classifier of architecture ``arch``.

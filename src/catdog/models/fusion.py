@@ -3,9 +3,9 @@
 In eval mode ``BatchNorm2d(conv(x))`` is an affine map per output channel, so it can be folded into the
 convolution's weight and bias (``torch.nn.utils.fusion.fuse_conv_bn_weights``) and the BatchNorm replaced by
 ``nn.Identity``. The network computes the same function up to float rounding, and each BatchNorm's read and
-write of the whole activation tensor disappears: measured 5-10% more images per second for ResNet18 on a
-CPU (bench/RESULTS.md). Explain folds its (freshly loaded, inference-only) network in fp32 only: under bf16
-autocast the folded weights round differently and the maps moved further from fp32. Training never folds.
+write of the whole activation tensor disappears, so forwards are faster (bench/RESULTS.md). Explain folds its
+(freshly loaded, inference-only) network in fp32 only: under bf16 autocast the folded weights round differently
+and the maps moved further from fp32. Training never folds.
 
 Pairs are found by tracing the network with ``torch.fx``, so any architecture works whose forward fx can
 trace (all torchvision classifiers here); a network fx cannot trace is left as it is.

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from torchvision.models import WeightsEnum
 
 from catdog.errors import CatdogError
 from catdog.models import IMAGENET_MEAN, IMAGENET_STD, arch_spec
+from catdog.models.weights import download_pretrained, read_state_dict
 from catdog.names import distinct_labels
 
 __all__ = [
@@ -108,18 +109,8 @@ def _labels_beside(weights: Path) -> Path:
 
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
-    hint = "pass a state dict (.pth) saved from a torchvision ImageNet classifier"
-    from catdog.readers import (
-        read_checkpoint,  # the one validating reader of user files
-    )
-
-    state = read_checkpoint(path, fix=hint, require_mapping=False)
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
-            state = state[wrapper]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CatdogError(f"weights={path} does not hold a state dict of tensors: {hint}")
-    return {str(k).removeprefix("module."): v for k, v in state.items()}
+    fix = "pass a state dict (.pth) saved from a torchvision ImageNet classifier"
+    return read_state_dict(path, f"weights={path}", fix)
 
 
 def _from_file(
@@ -158,14 +149,8 @@ def _from_torchvision(arch: str, name: str | None) -> tuple[nn.Module, list[str]
             "or pass weights=<state dict file> and labels=<labels file>"
         )
     weights: WeightsEnum = enum_cls[wanted]
-    try:
-        net = torchvision.models.get_model(arch, weights=weights)
-    except OSError as error:  # URLError, HTTPError, timeouts and SSL errors are all OSErrors
-        reason = " ".join(str(getattr(error, "reason", error)).split())[:120]
-        raise CatdogError(
-            f"could not download torchvision's {arch} {weights.name} weights ({reason}): offline, pass "
-            "weights=<path to a state dict .pth> and labels=<class names file>"
-        ) from None
+    fix = "offline, pass weights=<path to a state dict .pth> and labels=<class names file>"
+    net = download_pretrained(arch, weights, fix)
     preset = weights.transforms()
     size = int(preset.crop_size[0]) if getattr(preset, "crop_size", None) else 224
     return (

@@ -24,11 +24,10 @@ from torchmetrics.classification import (
     MulticlassRecall,
 )
 
-from catdog.errors import CatdogError
+from catdog.errors import CatdogError, one_line
 from catdog.models.registry import arch_spec, fc_layer, get_submodule
 from catdog.models.weights import (
     _mismatch,
-    _one_line,
     _torch_load,
     build_model,
     default_normalization,
@@ -648,7 +647,7 @@ def _instantiate(cfg: Mapping[str, Any], name: str, first_arg: Any) -> Any:
         return hydra.utils.instantiate(dict(cfg), _partial_=True, _convert_="all", _recursive_=False)(first_arg)
     except (InstantiationException, TypeError, ValueError) as error:
         raise CatdogError(
-            f"The {name} config {dict(cfg)!r} could not be instantiated ({_one_line(error)}): "
+            f"The {name} config {dict(cfg)!r} could not be instantiated ({one_line(error)}): "
             f"check its _target_ and arguments."
         ) from None
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import urllib.error
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum
 
-from catdog.errors import CatdogError
+from catdog.errors import CatdogError, one_line
 from catdog.models.registry import ArchSpec, arch_spec, fc_layer
 
 log = logging.getLogger(__name__)
@@ -102,31 +101,25 @@ def default_normalization(
     return list(IMAGENET_MEAN), list(IMAGENET_STD)
 
 
+def _unwrap(state: Any) -> Any:
+    """The state dict inside a checkpoint-like file (``{"state_dict": ...}`` or ``{"model": ...}``), or ``state``."""
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
+            state = state[wrapper]
+    return state
+
+
 def _head_classes(path: Path, spec: ArchSpec) -> int | None:
     """The number of classes of a state-dict file's classification layer (None when unreadable)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - unreadable files are reported when the backbone is loaded
         return None
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
-            state = state[wrapper]
+    state = _unwrap(state)
     if not isinstance(state, Mapping):
         return None
     weight = state.get(f"{spec.fc_layer}.weight", state.get(f"module.{spec.fc_layer}.weight"))
     return int(weight.shape[0]) if isinstance(weight, torch.Tensor) and weight.ndim == 2 else None
-
-
-def _one_line(error: BaseException, limit: int = 160) -> str:
-    """Shortens an exception to one line for a CatdogError message."""
-    if isinstance(error, urllib.error.HTTPError):
-        text = str(error)  # "HTTP Error 404: Not Found"
-    elif isinstance(error, urllib.error.URLError):
-        text = str(error.reason)  # str(error) would wrap it in "<urlopen error ...>"
-    else:
-        text = f"{type(error).__name__}: {error}"
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _torch_load(path: Path, map_location: str | torch.device, hint: str) -> Any:
@@ -174,6 +167,20 @@ def _mismatch(
     return "; ".join(parts) or None
 
 
+def read_state_dict(path: Path, label: str, fix: str) -> dict[str, torch.Tensor]:
+    """A state dict of tensors from a weights file (bare, or under ``state_dict``/``model``; the ``module.``
+    prefix of ``nn.DataParallel``/DDP files stripped), read as data (``weights_only``).
+
+    Raises:
+        CatdogError: ``"{label} does not hold a state dict of tensors: {fix}"``, or the file is unreadable.
+    """
+    state = _torch_load(path, "cpu", fix)
+    state = _unwrap(state)
+    if not isinstance(state, Mapping) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise CatdogError(f"{label} does not hold a state dict of tensors: {fix}")
+    return {str(key).removeprefix("module."): value for key, value in state.items()}
+
+
 def _load_backbone(model: nn.Module, spec: ArchSpec, path: Path) -> None:
     """Loads a local state dict into everything but the (new) classification layer.
 
@@ -181,21 +188,10 @@ def _load_backbone(model: nn.Module, spec: ArchSpec, path: Path) -> None:
         CatdogError: the file is unreadable, holds no state dict, or does not fit ``spec``.
     """
     hint = f"pass a state dict saved from torchvision's {spec.name}, or model.weights=null"
-    state = _torch_load(path, "cpu", hint)
-    for wrapper in ("state_dict", "model"):
-        if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
-            state = state[wrapper]
-    if not isinstance(state, Mapping) or not all(
-        isinstance(value, torch.Tensor) for value in state.values()
-    ):
-        raise CatdogError(f"{path} does not hold a state dict of tensors: {hint}.")
+    state = read_state_dict(path, str(path), f"{hint}.")
     # The file's head is for its own classes (ImageNet: 1000 or 1001): keep only the backbone.
     head = spec.fc_layer + "."
-    backbone = {
-        key.removeprefix("module."): value  # saved from nn.DataParallel/DDP
-        for key, value in state.items()
-        if not key.removeprefix("module.").startswith(head)
-    }
+    backbone = {key: value for key, value in state.items() if not key.startswith(head)}
     expected = {k: v for k, v in model.state_dict().items() if not k.startswith(head)}
     problem = _mismatch(expected, backbone)
     if problem:
@@ -203,19 +199,17 @@ def _load_backbone(model: nn.Module, spec: ArchSpec, path: Path) -> None:
     model.load_state_dict(backbone, strict=False)
 
 
-def _download_pretrained(spec: ArchSpec, weights: WeightsEnum) -> nn.Module:
-    """Builds a torchvision model with its pretrained weights (downloaded once, then cached).
+def download_pretrained(name: str, weights: WeightsEnum, fix: str) -> nn.Module:
+    """Builds torchvision's ``name`` with its pretrained ``weights`` (downloaded once, then cached).
 
     Raises:
-        CatdogError: the download failed (offline machine, proxy, HTTP error...).
+        CatdogError: the download failed (offline machine, proxy, HTTP error...), the message ending in ``fix``.
     """
     try:
-        return torchvision.models.get_model(spec.name, weights=weights)
+        return torchvision.models.get_model(name, weights=weights)
     except OSError as error:  # URLError, HTTPError, timeouts and SSL errors are all OSErrors
         raise CatdogError(
-            f"Could not download torchvision weights {spec.name} {weights.name} "
-            f"({_one_line(error)}): on an offline machine pass "
-            "model.weights=/path/to/state_dict.pth, or model.weights=null to train from scratch."
+            f"Could not download torchvision weights {name} {weights.name} ({one_line(error, kind=True)}): {fix}"
         ) from None
 
 
@@ -250,7 +244,11 @@ def build_model(
         )
     source = _resolve_weights(spec.name, weights)
     if isinstance(source, WeightsEnum):
-        model = _download_pretrained(spec, source)
+        fix = (
+            "on an offline machine pass model.weights=/path/to/state_dict.pth, or model.weights=null to train "
+            "from scratch."
+        )
+        model = download_pretrained(spec.name, source, fix)
         in_features = fc_layer(model, spec).in_features
         model.set_submodule(spec.fc_layer, nn.Linear(in_features, num_classes))
         return model

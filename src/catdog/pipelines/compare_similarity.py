@@ -15,6 +15,7 @@ import torch
 
 from catdog.errors import CatdogError
 from catdog.maps.cam import upsample_cams
+from catdog.quality.localization import spearman
 from catdog.report import (
     Experiment,
     confidence,
@@ -71,40 +72,6 @@ def to_common_size(maps: Sequence[np.ndarray]) -> list[np.ndarray]:
         m if m.shape[1:] == (height, width) else upsample_cams(torch.from_numpy(m), (height, width)).numpy()
         for m in maps
     ]
-
-
-def _average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks (1-based) of each row of ``[N, P]``, ties sharing their average rank (as in Spearman's rho)."""
-    n, p = x.shape
-    order = np.argsort(x, axis=1, kind="stable")
-    ordered = np.take_along_axis(x, order, axis=1)
-    starts = np.ones((n, p), dtype=bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    group = np.cumsum(starts.ravel()) - 1  # one id per run of equal values, across all rows
-    position = np.tile(np.arange(1, p + 1, dtype=np.float64), n)
-    mean_rank = np.bincount(group, weights=position) / np.bincount(group)
-    ranks = np.empty((n, p))
-    np.put_along_axis(ranks, order, mean_rank[group].reshape(n, p), axis=1)
-    return ranks
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Spearman rank correlation of each pair of maps, pixel by pixel.
-
-    Args:
-        a: maps ``[N, h, w]``.
-        b: maps of the same shape.
-
-    Returns:
-        ``[N]`` in [-1, 1]; NaN where a map is constant (it ranks nothing).
-    """
-    ra = _average_ranks(a.reshape(len(a), -1).astype(np.float64))
-    rb = _average_ranks(b.reshape(len(b), -1).astype(np.float64))
-    ra -= ra.mean(axis=1, keepdims=True)
-    rb -= rb.mean(axis=1, keepdims=True)
-    denominator = np.sqrt((ra**2).sum(axis=1) * (rb**2).sum(axis=1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(denominator > 0, (ra * rb).sum(axis=1) / denominator, np.nan)
 
 
 def top_region_iou(a: np.ndarray, b: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:

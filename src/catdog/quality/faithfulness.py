@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from catdog.errors import CatdogError
 from catdog.maps.explainers import Explainer, Explanation
 from catdog.maps.geometry import CellCentres, randomized_copy
-from catdog.quality.localization import rank_correlation
+from catdog.quality.localization import spearman
 
 __all__ = [
     "BASELINES",
@@ -158,7 +158,7 @@ class Faithfulness:
         if "sanity" in self.metrics:
             assert self.random_explainer is not None
             random = self.random_explainer.explain(x, true_labels=pred, topk=1).maps[:, -1].float()
-            cols["sanity_rank_corr"] = rank_correlation(maps, random)
+            cols["sanity_rank_corr"] = torch.from_numpy(spearman(maps.cpu().numpy(), random.cpu().numpy()))
         rows = [{} for _ in range(x.shape[0])]
         for name, values in cols.items():
             for row, value in zip(rows, values.tolist()):
@@ -213,7 +213,7 @@ def _blur(x: Tensor) -> Tensor:
     """A strong Gaussian blur (sigma ~ 1/20 of the side): the insertion start image, as in RISE.
 
     In float32 with autocast off: a 67-tap depthwise convolution under CPU bf16 autocast takes
-    minutes per batch (measured: > 120 s for 4 images at 224 px, 0.2 s in float32 for 32).
+    minutes per batch (bench/RESULTS.md, "Numbers behind code comments").
     """
     sigma = max(1.0, x.shape[-1] / 20)
     radius = int(3 * sigma)

@@ -37,7 +37,7 @@ __all__ = [
     "object_region",
     "pointing_columns",
     "pointing_lines",
-    "rank_correlation",
+    "spearman",
     "summarize_faithfulness",
     "summarize_mosaic",
     "summarize_pointing",
@@ -290,22 +290,38 @@ def summarize_mosaic(rows: pd.DataFrame) -> dict[str, Any] | None:
     return summary
 
 
-def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
-    """Spearman rank correlation of paired maps (ties broken by position).
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """Ranks (1-based) of each row of ``[N, P]``, ties sharing their average rank (as in Spearman's rho)."""
+    n, p = x.shape
+    order = np.argsort(x, axis=1, kind="stable")
+    ordered = np.take_along_axis(x, order, axis=1)
+    starts = np.ones((n, p), dtype=bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    group = np.cumsum(starts.ravel()) - 1  # one id per run of equal values, across all rows
+    position = np.tile(np.arange(1, p + 1, dtype=np.float64), n)
+    mean_rank = np.bincount(group, weights=position) / np.bincount(group)
+    ranks = np.empty((n, p))
+    np.put_along_axis(ranks, order, mean_rank[group].reshape(n, p), axis=1)
+    return ranks
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman rank correlation of each pair of maps, pixel by pixel.
 
     Args:
-        a: ``Tensor[B, ...]`` maps.
-        b: ``Tensor[B, ...]`` maps of the same shape.
+        a: maps ``[N, h, w]``.
+        b: maps of the same shape.
 
     Returns:
-        ``Tensor[B]`` in ``[-1, 1]`` (NaN for a constant map).
+        ``[N]`` in [-1, 1]; NaN where a map is constant (it ranks nothing).
     """
-    ra = a.flatten(1).double().argsort(dim=1).argsort(dim=1).double()
-    rb = b.flatten(1).double().argsort(dim=1).argsort(dim=1).double()
-    ra, rb = ra - ra.mean(dim=1, keepdim=True), rb - rb.mean(dim=1, keepdim=True)
-    corr = (ra * rb).sum(dim=1) / (ra.norm(dim=1) * rb.norm(dim=1))
-    constant = (a.flatten(1).amax(1) == a.flatten(1).amin(1)) | (b.flatten(1).amax(1) == b.flatten(1).amin(1))
-    return torch.where(constant, torch.full_like(corr, math.nan), corr)
+    ra = _average_ranks(a.reshape(len(a), -1).astype(np.float64))
+    rb = _average_ranks(b.reshape(len(b), -1).astype(np.float64))
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    denominator = np.sqrt((ra**2).sum(axis=1) * (rb**2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, (ra * rb).sum(axis=1) / denominator, np.nan)
 
 
 FAITHFULNESS_COLUMNS = ("deletion_auc", "insertion_auc", "drop", "increase", "sanity_rank_corr")
