@@ -300,7 +300,8 @@ def dataset_root(data_hparams: dict, paths: Sequence[str]) -> Path:
     ``data.root`` for folder and Kaggle layouts; for a manifest, the folder its images were split relative to.
     """
     if data_hparams.get("layout") == "csv":
-        return _csv_split_base(pd.Series(list(paths), dtype=object), data_hparams.get("root"), data_hparams.get("manifest"))
+        series = pd.Series(list(paths), dtype=object)
+        return _csv_split_base(series, data_hparams.get("root"), data_hparams.get("manifest"))
     if data_hparams.get("root"):
         return Path(data_hparams["root"])
     return Path(os.path.commonpath([os.path.dirname(p) for p in paths]))

@@ -106,7 +106,11 @@ class _Reader:
         value = self.raw(name)
         if value is None:
             return None
-        if not isinstance(value, list) or len(value) != 3 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+        if (
+            not isinstance(value, list)
+            or len(value) != 3
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value)
+        ):
             raise CatdogError(f"{self.key(name)}={value!r} must be three numbers (one per RGB channel) or null")
         return tuple(float(v) for v in value)
 

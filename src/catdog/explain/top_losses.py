@@ -42,7 +42,12 @@ def caption_lines(row: pd.Series, true_p: float | None) -> list[str]:
     narrow picture. The photo's own file name, never the overlay's."""
     true_text = f"{row['true']} {_pct(true_p)}" if true_p is not None else str(row["true"])
     pred_p = row.get(f"p_{row['pred']}")
-    return [Path(str(row["path"])).name, f"true {true_text}", f"pred {row['pred']} {_pct(pred_p)}", f"loss {row['loss']:.2f}"]
+    return [
+        Path(str(row["path"])).name,
+        f"true {true_text}",
+        f"pred {row['pred']} {_pct(pred_p)}",
+        f"loss {row['loss']:.2f}",
+    ]
 
 
 def _pct(value: object) -> str:
@@ -52,7 +57,9 @@ def _pct(value: object) -> str:
         return "?"
 
 
-def justified_rows(aspects: list[float], width: int = WIDTH, row_height: int = ROW_HEIGHT, gap: int = GAP) -> list[Tile]:
+def justified_rows(
+    aspects: list[float], width: int = WIDTH, row_height: int = ROW_HEIGHT, gap: int = GAP
+) -> list[Tile]:
     """Pack pictures of the given aspect ratios (width / height) in rows that fill ``width`` exactly.
 
     A row takes pictures while their widths at ``row_height`` fit; then its height is scaled so they fill
