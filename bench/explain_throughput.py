@@ -34,10 +34,9 @@ Results are written down in bench/RESULTS.md.
 
 from __future__ import annotations
 
-import dataclasses
-
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import resource

@@ -485,7 +485,8 @@ def test_explain_writes_the_reports_text_free_layers(run_folder: Path, tmp_path:
         photo = cv2.imread(str(out / "thumbs" / rel))
         heat = cv2.imread(str(out / "thumbs" / "heat" / rel))
         assert max(photo.shape[:2]) <= 384 and abs(photo.shape[1] / photo.shape[0] - 2.0) < 0.02  # bounded, aspect kept
-        assert heat.shape[1] == photo.shape[1] // 3 and heat.shape[0] == photo.shape[0] // 3  # smooth: a third is enough
+        # smooth: a third of the side is enough
+        assert heat.shape[1] == photo.shape[1] // 3 and heat.shape[0] == photo.shape[0] // 3
         # The photo layer is the photo itself: no label band burned in (the report's card carries the label).
         small = cv2.resize(ramp, (photo.shape[1], photo.shape[0]), interpolation=cv2.INTER_AREA)
         assert np.abs(photo.astype(int) - small.astype(int)).max() < 16

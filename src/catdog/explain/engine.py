@@ -366,7 +366,9 @@ class ShardWriter(BasePredictionWriter):
         settings: writer threads, ``save_cams``, and ``batch_size`` (rows per chunk, jobs in flight).
     """
 
-    def __init__(self, out_dir: Path | None, overlays: OverlayJobs, style: OverlayStyle, settings: EngineSettings) -> None:
+    def __init__(
+        self, out_dir: Path | None, overlays: OverlayJobs, style: OverlayStyle, settings: EngineSettings
+    ) -> None:
         super().__init__(write_interval="batch")
         self.out_dir = out_dir
         self.overlays, self.style, self.settings = overlays, style, settings
@@ -661,7 +663,9 @@ def run_explain(
     if not trainer.is_global_zero:
         return None
     out_dir = writer.out_dir
-    predictions, skipped, merged = merge_shards(out_dir, overlays.paths, class_names, explainer.describe(), settings.save_cams)
+    predictions, skipped, merged = merge_shards(
+        out_dir, overlays.paths, class_names, explainer.describe(), settings.save_cams
+    )
     _cam_self_check(merged["stats"], precision_record["used"])
     stats = {
         "cam_logit_max_deviation": merged["stats"].get("cam_logit_deviation"),
@@ -699,7 +703,8 @@ def _cam_self_check(stats: dict[str, float], precision: str) -> None:
     deviation = stats.get("cam_logit_deviation")
     # bf16 autocast rounds the features to 8 bits of mantissa: its maps agree with the logits less closely.
     relative = CAM_CHECK_RELATIVE.get(precision, CAM_CHECK_RELATIVE["bf16"])
-    tolerance = max(CAM_CHECK_TOLERANCE.get(precision, CAM_CHECK_TOLERANCE["bf16"]), relative * stats.get("logit_abs_max", 0.0))
+    floor = CAM_CHECK_TOLERANCE.get(precision, CAM_CHECK_TOLERANCE["bf16"])
+    tolerance = max(floor, relative * stats.get("logit_abs_max", 0.0))
     if deviation is not None and deviation > tolerance:
         log.warning(
             "CAM self-check: spatial mean + bias differs from the logit by %.2g (more than %g expected at %s)",

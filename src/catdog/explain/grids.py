@@ -54,7 +54,8 @@ def write_grids(
         x = transform(rgb)[None].contiguous(memory_format=torch.channels_last)
         tiles, captions = [], []
         cells = [(method, layer) for method in methods for layer in layers]
-        with progress(f"grid/ of {Path(path).name}: {len(methods)} methods x {len(layers)} layers", len(cells)) as advance:
+        title = f"grid/ of {Path(path).name}: {len(methods)} methods x {len(layers)} layers"
+        with progress(title, len(cells)) as advance:
             for method, layer in cells:
                 tile, caption = _grid_tile(model, method, layer, x, rgb, style)
                 tiles.append(tile)
@@ -105,4 +106,5 @@ def _grid_tile(
     shown = display_maps(upsample_cams(out.maps[0, :1], rgb.shape[:2]), style.display)[0].numpy()
     colormap = "diverging" if style.display == "signed" else "jet"
     prob = float(out.logits.softmax(dim=1)[0, cls])
-    return heatmap_overlay(rgb, shown, style.alpha, colormap), f"{method} @ {layer}\n{style.class_names[cls]} {100 * prob:.1f}%"
+    caption = f"{method} @ {layer}\n{style.class_names[cls]} {100 * prob:.1f}%"
+    return heatmap_overlay(rgb, shown, style.alpha, colormap), caption

@@ -123,7 +123,8 @@ def explain(cfg: DictConfig) -> dict[str, Any]:
     for explainer in explainers:
         final_dir = base_dir
         if len(explainers) > 1:
-            final_dir = base_dir.with_name(f"{base_dir.name}_{safe_name(explainer.method)}_{safe_name(explainer.layer)}")
+            suffix = f"{safe_name(explainer.method)}_{safe_name(explainer.layer)}"
+            final_dir = base_dir.with_name(f"{base_dir.name}_{suffix}")
         result = _explain_layer(run, explainer, final_dir)
         if result is None:
             if global_rank_from_env() != 0:
@@ -231,7 +232,8 @@ def _nothing_usable(count: int, skipped: pd.DataFrame) -> CatdogError:
     first = skipped.iloc[0] if len(skipped) else None
     detail = f" (first: {first['path']}: {first['reason']})" if first is not None else ""
     return CatdogError(
-        f"none of the {count} images could be used{detail}: check the files, or point data.root/input at readable images"
+        f"none of the {count} images could be used{detail}: check the files, "
+        "or point data.root/input at readable images"
     )
 
 

@@ -239,7 +239,8 @@ def render_or_skip(job: ImageJob, style: OverlayStyle) -> dict[str, Any]:
         return render_image(job, style)
     except Exception as err:
         job.overlay_path.unlink(missing_ok=True)
-        return {"path": job.path, SKIP_REASON: f"cannot draw overlay: {type(err).__name__}: {' '.join(str(err).split())[:160]}"}
+        detail = " ".join(str(err).split())[:160]
+        return {"path": job.path, SKIP_REASON: f"cannot draw overlay: {type(err).__name__}: {detail}"}
 
 
 class BoundedWriter:
@@ -337,11 +338,13 @@ class OverlayJobs:
         to_index = {name: i for i, name in enumerate(class_names)}
         labels = [to_index.get(label, -1) if label is not None else -1 for label in images["label"]]
         paths = images["path"].tolist()
-        return cls(paths, labels, overlay_names(paths), class_folders(class_names), class_names, annotations, thumbnails)
+        names, folders = overlay_names(paths), class_folders(class_names)
+        return cls(paths, labels, names, folders, class_names, annotations, thumbnails)
 
     def jobs(self, batch: Any, prediction: dict[str, Any], out_dir: Path) -> Iterator[ImageJob]:
         """One job per image of ``batch`` (an engine ``ExplainBatch``) with its ``prediction``."""
-        probs, class_idx, cams, losses = prediction["probs"], prediction["class_idx"], prediction["maps"], prediction["losses"]
+        probs, class_idx = prediction["probs"], prediction["class_idx"]
+        cams, losses = prediction["maps"], prediction["losses"]
         boxes, masks = self.annotations.boxes, self.annotations.masks
         originals = batch.originals
         for row, i in enumerate(batch.indices):
