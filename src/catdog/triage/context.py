@@ -311,7 +311,8 @@ def context_reliance(model: Any, out_dir: Path, triage: Any) -> dict[str, Any] |
     """
     from catdog.data import build_transform
     from catdog.explain.engine import resolve_precision
-    from catdog.explain.pipeline import build_explainer, map_centres
+    from catdog.explain.methods import explainer_for as build_explainer
+    from catdog.explain.methods import map_centres
     from catdog.readers import read_csv
 
     step: ContextStep = triage.reliance
