@@ -275,3 +275,19 @@ def test_faithfulness_metrics_run_under_bf16_autocast() -> None:
     for row, ref in zip(rows, reference):
         assert row["drop"] == pytest.approx(ref["drop"], abs=0.05)
         assert row["deletion_auc"] == pytest.approx(ref["deletion_auc"], abs=0.05)
+
+
+def test_summary_lines_say_n_a_for_a_mosaic_class_without_energy():
+    """A class whose maps hold no energy (the demo's "none") has energy None: printed as n/a, not a crash."""
+    from catdog.quality.localization import summary_lines
+
+    mosaic = {
+        "mosaics": 4,
+        "peak_on_own_tile": 0.5,
+        "chance": 0.25,
+        "energy_on_own_tiles": None,
+        "per_class": {"none": {"peak_on_own_tile": 0.25, "energy_on_own_tiles": None, "maps": 4}},
+    }
+    lines = summary_lines({"mosaic": mosaic})
+    assert lines[0].endswith("energy on them n/a")
+    assert lines[1] == "    none: peak on own tiles 25.0%, energy n/a (4 maps)"

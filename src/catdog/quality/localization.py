@@ -337,6 +337,11 @@ def summarize_faithfulness(predictions: pd.DataFrame) -> dict[str, Any] | None:
     return summary
 
 
+def _share(value: float | None) -> str:
+    """A rate as a percentage, or "n/a" where it could not be measured (a class with no map energy)."""
+    return "n/a" if value is None else f"{value:.1%}"
+
+
 def summary_lines(summary: dict[str, Any]) -> list[str]:
     """Human-readable lines of the mosaic check and the faithfulness metrics of a summary (explain prints them)."""
     lines: list[str] = []
@@ -344,13 +349,13 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     if mosaic:
         lines.append(
             f"mosaic check ({mosaic['mosaics']} mosaics): a class's map peaks on its own tiles "
-            f"{mosaic['peak_on_own_tile']:.1%} (chance {mosaic['chance']:.0%}), energy on them "
-            f"{mosaic['energy_on_own_tiles']:.1%}"
+            f"{_share(mosaic['peak_on_own_tile'])} (chance {mosaic['chance']:.0%}), energy on them "
+            f"{_share(mosaic['energy_on_own_tiles'])}"
         )
         for name, totals in mosaic["per_class"].items():
             lines.append(
-                f"    {name}: peak on own tiles {totals['peak_on_own_tile']:.1%}, "
-                f"energy {totals['energy_on_own_tiles']:.1%} ({totals['maps']} maps)"
+                f"    {name}: peak on own tiles {_share(totals['peak_on_own_tile'])}, "
+                f"energy {_share(totals['energy_on_own_tiles'])} ({totals['maps']} maps)"
             )
     faith = summary.get("faithfulness")
     if faith:
