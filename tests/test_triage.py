@@ -199,7 +199,7 @@ def test_a_moved_dataset_and_an_existing_folder_are_one_line_errors(tmp_path: Pa
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "keep.txt").write_text("mine")
-    with pytest.raises(CatdogError, match="already holds results"):
+    with pytest.raises(CatdogError, match="choose a new"):
         triage(triage_cfg(run, taken))
     assert (taken / "keep.txt").read_text() == "mine"
     data.rename(tmp_path / "moved")
@@ -232,7 +232,7 @@ def test_the_corrected_manifest_trains(tmp_path: Path) -> None:
         issues = pd.read_csv(Path(summary["out_dir"]) / "label_issues.csv")
         assert len(table) == len(rows) - (len(issues) if fix == "drop" else 0)
     cfg = tiny_train_cfg(
-        tmp_path,
+        tmp_path / "retrain",  # its own run folder (tmp_path/run holds the audited run)
         "data=csv",
         f"data.manifest={tmp_path / 'relabel' / 'relabelled.csv'}",
         "model.weights=null",
