@@ -2,20 +2,11 @@
 
 Suspected label errors (cleanlab on out-of-sample probabilities), near duplicates and leaks, outliers and
 failure slices, in a new triage folder with a report page; see conf/triage.yaml and docs/triage.md.
+
+The same as ``catdog triage ...`` (catdog.cli).
 """
 
-import hydra
-from omegaconf import DictConfig
-
-from catdog.cli import exit_on_user_error
-from catdog.triage.pipeline import triage
-
-
-@hydra.main(version_base="1.3", config_path="../src/catdog/conf", config_name="triage")
-@exit_on_user_error
-def main(cfg: DictConfig) -> None:
-    triage(cfg)
-
+from catdog.cli import run_command
 
 if __name__ == "__main__":
-    main()
+    run_command("triage")
