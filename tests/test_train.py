@@ -244,7 +244,13 @@ def test_best_checkpoint_is_overwritten_not_versioned() -> None:
 
 # --- issue 19 item 18: the SIGTERM resume command survives the shell and Hydra ---------------------
 @pytest.mark.parametrize(
-    "last", ["/data/my runs/last.ckpt", "/x/it's,odd[1]=2/last.ckpt", "/x/back\\slash end\\/last.ckpt"]
+    "last",
+    [
+        "/runs/train/2026-12-03_14-10-54/checkpoints/last.ckpt",
+        "/data/my runs/last.ckpt",
+        "/x/it's,odd[1]=2/last.ckpt",
+        "/x/back\\slash end\\/last.ckpt",
+    ],
 )
 def test_resume_command_is_quoted_for_the_shell_and_for_hydra(last: str, monkeypatch: pytest.MonkeyPatch) -> None:
     import shlex

@@ -251,7 +251,10 @@ def _task_overrides() -> list[str]:
 
 def _hydra_quoted(value: str) -> str:
     """``value`` as a single-quoted Hydra override value that parses back exactly (``,``, ``'``, spaces...):
-    backslashes are doubled only before a quote and at the end, as Hydra's grammar reads them."""
+    backslashes are doubled only before a quote and at the end, as Hydra's grammar reads them. A plain path
+    (letters, digits, ``/._-+``) stays bare, as a user would type it."""
+    if re.fullmatch(r"[A-Za-z0-9_./+-]*/[A-Za-z0-9_./+-]*", value):
+        return value
     text = re.sub(r"(\\*)'", lambda m: m.group(1) * 2 + "\\'", value)
     return "'" + re.sub(r"(\\+)$", lambda m: m.group(1) * 2, text) + "'"
 
