@@ -37,8 +37,11 @@ PAIR_COLUMNS = [
 
 
 def _esc(value: Any) -> str:
-    """HTML-escaped text; NaN (an empty CSV cell) shows as nothing."""
-    return esc(None if isinstance(value, float) and math.isnan(value) else value)
+    """HTML-escaped text; NaN (an empty CSV cell) shows as nothing, a whole number read back as float (ranks,
+    sizes, counts: our CSV reader makes every numeric column float) without its ``.0``."""
+    if isinstance(value, float):
+        value = None if math.isnan(value) else int(value) if value.is_integer() else value
+    return esc(value)
 
 
 def _href(relative: str) -> str:
