@@ -16,6 +16,8 @@ timing   on the noisy run, each in a fresh process: (a) one plain batched infere
          pass: forward + softmax, nothing else) and (t) the whole triage() call (the noisy stage's triage:
          feature pass, heads, cleanlab, duplicates, outliers, slices, pictures, tables, report); wall time
          and peak RSS
+memory   peak memory against the number of images: the noisy run's triage of a folder of the first N photos of
+         each class (N x 2 images, --sizes), context reliance on every image, each in a fresh process
 loop     train the same recipe on the noisy run's relabelled.csv; test accuracy of the noisy and the
          relabelled model on the same held-out test images, judged by their true labels
 
@@ -162,14 +164,15 @@ def stage_photos(args: argparse.Namespace) -> None:
     )
 
 
-def _config(run_dir: Path, folder: Path):
-    """conf/triage.yaml for the run: items 1-5 of issue 17 (context reliance, extra passes, off)."""
+def _config(run_dir: Path, folder: Path, overrides: list[str] | None = None):
+    """conf/triage.yaml for the run: items 1-5 of issue 17 (context reliance, extra passes, off unless
+    ``overrides`` say otherwise)."""
     from hydra import compose, initialize_config_dir
 
     from catdog import CONFIG_DIR
 
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("triage", [f"ckpt={run_dir}", f"out_dir={folder}", "triage.context=false"])
+        return compose("triage", [f"ckpt={run_dir}", f"out_dir={folder}", "triage.context=false", *(overrides or [])])
 
 
 def stage_noisy(args: argparse.Namespace) -> None:
@@ -269,7 +272,11 @@ def measure(args: argparse.Namespace) -> None:
 
     run_dir = args.out / "runs" / "noisy"
     start = time.perf_counter()
-    if args.measure == "plain":
+    if args.measure == "folder":
+        folder = args.out / "memory" / f"triage_{args.limit}"
+        cfg = _config(run_dir, folder, [f"data.root={photo_folder(args, args.limit)}", "context.split=all"])
+        images = triage(cfg)["images"]
+    elif args.measure == "plain":
         images = plain_pass(run_dir, args.batch_size, args.num_workers)
     else:
         folder = args.out / "triage" / "noisy"
@@ -291,18 +298,48 @@ def measure(args: argparse.Namespace) -> None:
     )
 
 
-def timed(method: str, args: argparse.Namespace) -> dict:
-    """One measurement (``plain`` or ``triage``) in a fresh process."""
+def photo_folder(args: argparse.Namespace, per_class: int) -> Path:
+    """``<out>/memory/photos_<n>/<class>/``: symlinks to the first ``per_class`` photos of each class."""
+    target = args.out / "memory" / f"photos_{per_class}"
+    for klass in sorted(p for p in args.photos.iterdir() if p.is_dir()):
+        (target / klass.name).mkdir(parents=True, exist_ok=True)
+        for file in sorted(klass.iterdir())[:per_class]:
+            link = target / klass.name / file.name
+            if not link.exists():
+                link.symlink_to(file.resolve())
+    return target
+
+
+def stage_memory(args: argparse.Namespace) -> None:
+    """Peak RSS of a folder's triage (context reliance on every image) at each size, fresh processes."""
+    rows = [{"per_class": n, **timed("folder", args, ["--limit", str(n)])} for n in args.sizes]
+    for row in rows:
+        print(row, flush=True)
+    record(args.out, "memory", rows)
+
+
+def timed(method: str, args: argparse.Namespace, extra: list[str] | None = None) -> dict:
+    """One measurement (``plain``, ``triage`` or ``folder``) in a fresh process."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     out = subprocess.run(
-        [sys.executable, __file__, "--measure", method, "--out", str(args.out)],
+        [
+            sys.executable,
+            __file__,
+            "--measure",
+            method,
+            "--out",
+            str(args.out),
+            "--photos",
+            str(args.photos),
+            *(extra or []),
+        ],
         check=False,
         capture_output=True,
         text=True,
         env=env,
         cwd=ROOT,
     )
-    (args.out / f"measure_{method}.log").write_text(out.stdout + out.stderr)
+    (args.out / f"measure_{method}{''.join(extra or [])}.log").write_text(out.stdout + out.stderr)
     if out.returncode:
         raise SystemExit(f"--measure {method} failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -384,7 +421,14 @@ def main() -> None:
     parser.add_argument("--stages", default="noisy,photos,timing,loop")
     parser.add_argument("--rounds", type=int, default=1, help="retime: plain/triage pairs")
     parser.add_argument("--partial", action="store_true", help="triage a noisy run stopped early (its best.ckpt)")
-    parser.add_argument("--measure", choices=("plain", "triage"), default=None)
+    parser.add_argument("--measure", choices=("plain", "triage", "folder"), default=None)
+    parser.add_argument("--limit", type=int, default=250, help="folder: photos per class")
+    parser.add_argument(
+        "--sizes",
+        type=lambda s: [int(n) for n in s.split(",")],
+        default=[250, 1000],
+        help="memory: photos per class of each measurement",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.measure:
@@ -397,6 +441,7 @@ def main() -> None:
         "timing": stage_timing,
         "retime": stage_retime,
         "loop": stage_loop,
+        "memory": stage_memory,
     }
     for name in args.stages.split(","):
         stages[name](args)
