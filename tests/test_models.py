@@ -598,3 +598,76 @@ def test_finite_weights_that_overflow_say_the_model_outputs_nan(tmp_path: Path) 
         explain(explain_cfg(run))
     with pytest.raises(CatdogError, match="NaN"):
         evaluate(make_config("evaluate", [f"ckpt={run}", "progress=false", "data.num_workers=0"]))
+
+
+# --- issue #18: the settings record keeps the checkpoint's flat hyper-parameters ------------------------------
+# The hyper_parameters of a checkpoint written by scripts/train.py before ClassifierSettings (commit d7de9ae,
+# demo data, 1 epoch), paths shortened: the contract explain, evaluate and compare load.
+MAIN_D7DE9AE_HPARAMS = {
+    "arch": "resnet18",
+    "class_names": ["cat", "dog", "none"],
+    "weights": None,
+    "image_size": 112,
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+    "freeze_backbone": False,
+    "train_bn": True,
+    "backbone_lr": None,
+    "optimizer": {"_target_": "torch.optim.AdamW", "lr": 0.001, "weight_decay": 0.0001},
+    "scheduler": {"_target_": "torch.optim.lr_scheduler.CosineAnnealingLR", "T_max": 1, "interval": "epoch"},
+    "channels_last": True,
+    "data": {
+        "layout": "demo", "root": "/data/demo", "manifest": None, "image_size": 112, "batch_size": 64,
+        "num_workers": 2, "val_fraction": 0.15, "test_fraction": 0.15, "split_seed": 0, "augment": True,
+        "cache_images": False, "cache_features": False, "train_image_size": None,
+        "augment_paste": {"p": 0.0, "scale": [0.25, 0.9], "backgrounds": None},
+        "num_per_class": 250, "generator_seed": 0, "split_csv": "/runs/train/x/split.csv",
+    },
+    "label_smoothing": 0.0,
+    "freeze_epochs": 0,
+    "no_decay_norm_bias": True,
+    "seed": 42,
+    "feature_layer": "layer4",
+    "fc_layer": "fc",
+}
+# Keys that checkpoints of older versions lack (what they meant then: the field defaults).
+NEWER_KEYS = {"label_smoothing": 0.0, "freeze_epochs": 0, "no_decay_norm_bias": False, "seed": 0}
+
+
+def _old_checkpoint(path: Path, hparams: dict) -> Path:
+    """A checkpoint in the layout Lightning and the old ClassifierModule wrote (no catdog code involved)."""
+    net = torchvision.models.resnet18(num_classes=len(hparams["class_names"]))
+    state = {f"net.{key}": value for key, value in net.state_dict().items()}
+    torch.save({"epoch": 0, "global_step": 8, "state_dict": state, "hyper_parameters": hparams}, path)
+    return path
+
+
+@pytest.mark.parametrize("older", [False, True], ids=["main-d7de9ae", "before-label-smoothing"])
+def test_checkpoints_of_the_flat_layout_keep_loading(tmp_path: Path, older: bool) -> None:
+    hparams = {k: v for k, v in MAIN_D7DE9AE_HPARAMS.items() if not (older and k in NEWER_KEYS)}
+    path = _old_checkpoint(tmp_path / "old.ckpt", hparams)
+    raw = torch.load(path, map_location="cpu", weights_only=True)  # the contract: plain data
+    module = load_classifier(path)
+    expected = {**MAIN_D7DE9AE_HPARAMS, **(NEWER_KEYS if older else {})}
+    assert dict(module.hparams) == expected and list(module.hparams) == list(MAIN_D7DE9AE_HPARAMS)
+    assert module.class_names == ["cat", "dog", "none"] and not module.training
+    assert torch.equal(module.net.fc.weight, raw["state_dict"]["net.fc.weight"])
+    # Validated as before: a bad value in the old layout is still refused.
+    bad = _old_checkpoint(tmp_path / "bad.ckpt", {**hparams, "std": [0.0, 0.2, 0.2]})
+    with pytest.raises(CatdogError, match="std must be 3 positive numbers"):
+        load_classifier(bad)
+
+
+def test_settings_record_is_the_flat_hyper_parameters() -> None:
+    from catdog.models.module import ClassifierSettings
+
+    names = [k for k in MAIN_D7DE9AE_HPARAMS if k not in ("feature_layer", "fc_layer")]
+    assert list(ClassifierSettings.names()) == names
+    settings = ClassifierSettings.from_hparams({k: MAIN_D7DE9AE_HPARAMS[k] for k in names})
+    assert settings.to_hparams() == MAIN_D7DE9AE_HPARAMS
+    # A record and keyword overrides build the same module as the flat keywords alone.
+    by_record = ClassifierModule(settings, image_size=64)
+    by_keywords = ClassifierModule(**{**{k: MAIN_D7DE9AE_HPARAMS[k] for k in names}, "image_size": 64})
+    assert dict(by_record.hparams) == dict(by_keywords.hparams) == {**MAIN_D7DE9AE_HPARAMS, "image_size": 64}
+    with pytest.raises(TypeError, match="no_such_setting"):
+        ClassifierModule(no_such_setting=1)

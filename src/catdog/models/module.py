@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from torchmetrics.classification import (
 )
 
 from catdog.errors import CatdogError, one_line
-from catdog.models.registry import arch_spec, fc_layer, get_submodule
+from catdog.models.registry import ArchSpec, arch_spec, fc_layer, get_submodule
 from catdog.models.weights import (
     _mismatch,
     _torch_load,
@@ -36,6 +36,10 @@ from catdog.models.weights import (
 DEFAULT_OPTIMIZER: dict[str, Any] = {"_target_": "torch.optim.AdamW", "lr": 1e-3}
 
 TTA_MODES: tuple[str, ...] = ("none", "hflip")
+
+# How often a scheduler config without "interval" is stepped (Lightning's own default): every
+# conf/scheduler/*.yaml sets it; this is for hand-made configs and the checkpoints that hold them.
+SCHEDULER_INTERVAL = "epoch"
 
 _TRAIN_SCRIPT_HINT = "pass the best.ckpt/last.ckpt written by scripts/train.py"
 
@@ -208,19 +212,16 @@ def check_finite_weights(weights: Mapping[str, torch.Tensor], path: Path) -> Non
         )
 
 
-class ClassifierModule(pl.LightningModule):
-    """A torchvision classifier trained with cross-entropy, ready for Class Activation Maps.
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """Everything a :class:`ClassifierModule` is built from, validated: one typed record (like timm's
+    ``PretrainedCfg``) whose fields are the checkpoint's flat ``hyper_parameters`` (see :meth:`to_hparams`).
 
-    Batches are ``(images, labels, indices)``; only images and labels are used. Logged metrics:
-    ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``, all
-    per epoch. After ``trainer.test``, :attr:`test_results` holds accuracy, loss, per-class
-    precision/recall/support and the confusion matrix as plain Python values.
+    The field defaults are what a checkpoint written before that field existed means (and what tests
+    build with); the training defaults live in ``conf/model/_base.yaml`` and the other config groups.
+    Validation converts every value to plain Python types, so checkpoints load with ``weights_only=True``.
 
-    All hyper-parameters are stored as plain Python values, so checkpoints load with
-    ``torch.load(path, weights_only=True)``; :func:`load_classifier` rebuilds the module from
-    them. Besides the constructor arguments they hold ``feature_layer`` and ``fc_layer``.
-
-    Args:
+    Attributes:
         arch: architecture name (see :func:`supported_archs`).
         class_names: one name per class, in label order (at least 2).
         weights: backbone initialisation, see :func:`build_model`.
@@ -248,31 +249,36 @@ class ClassifierModule(pl.LightningModule):
 
     Raises:
         CatdogError: on any invalid setting (see the messages).
+        TypeError: an unknown setting.
     """
 
-    def __init__(
-        self,
-        arch: str = "resnet18",
-        class_names: Sequence[str] = ("cat", "dog"),
-        weights: str | os.PathLike[str] | None = None,
-        image_size: int = 224,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        freeze_backbone: bool = False,
-        train_bn: bool = True,
-        backbone_lr: float | None = None,
-        optimizer: Mapping[str, Any] | None = None,
-        scheduler: Mapping[str, Any] | None = None,
-        channels_last: bool = True,
-        data: Mapping[str, Any] | None = None,
-        label_smoothing: float = 0.0,
-        freeze_epochs: int = 0,
-        no_decay_norm_bias: bool = False,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        spec = arch_spec(arch)
-        class_names = _to_plain(class_names, "class_names")
+    arch: str = "resnet18"
+    class_names: Sequence[str] = ("cat", "dog")
+    weights: str | os.PathLike[str] | None = None
+    image_size: int = 224
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    freeze_backbone: bool = False
+    train_bn: bool = True
+    backbone_lr: float | None = None
+    optimizer: Mapping[str, Any] | None = None
+    scheduler: Mapping[str, Any] | None = None
+    channels_last: bool = True
+    data: Mapping[str, Any] | None = None
+    label_smoothing: float = 0.0
+    freeze_epochs: int = 0
+    no_decay_norm_bias: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Frozen: the checked values replace the given ones once, here.
+        for name, value in {**self._checked_model(), **self._checked_training()}.items():
+            object.__setattr__(self, name, value)
+
+    def _checked_model(self) -> dict[str, Any]:
+        """The architecture, classes, normalisation and data fields, checked and made plain."""
+        spec = arch_spec(self.arch)
+        class_names = _to_plain(self.class_names, "class_names")
         if (
             not isinstance(class_names, list)
             or len(class_names) < 2
@@ -282,62 +288,125 @@ class ClassifierModule(pl.LightningModule):
             raise CatdogError(
                 f"class_names must be at least 2 distinct strings, got {class_names!r}: fix the class list."
             )
-        if not 0.0 <= float(label_smoothing) < 1.0:
-            raise CatdogError(f"label_smoothing must be in [0, 1), got {label_smoothing!r}: fix model.label_smoothing.")
-        _reject_targets(_to_plain(data, "data"), "data")
-        mean, std = _normalization(mean, "mean"), _normalization(std, "std")
+        if not 0.0 <= float(self.label_smoothing) < 1.0:
+            raise CatdogError(
+                f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}: fix model.label_smoothing."
+            )
+        data = _to_plain(self.data, "data")
+        _reject_targets(data, "data")
+        mean, std = _normalization(self.mean, "mean"), _normalization(self.std, "std")
         if mean is None or std is None:
-            default_mean, default_std = default_normalization(spec.name, weights)
+            default_mean, default_std = default_normalization(spec.name, self.weights)
             mean, std = mean or default_mean, std or default_std
-        scheduler = _check_target_config(scheduler, "scheduler", allowed_only=False)
-        if scheduler and scheduler.get("interval", "epoch") not in ("epoch", "step"):
+        return {"arch": spec.name, "class_names": class_names, "mean": mean, "std": std, "data": data}
+
+    def _checked_training(self) -> dict[str, Any]:
+        """The optimisation fields, checked and made plain."""
+        scheduler = _check_target_config(self.scheduler, "scheduler", allowed_only=False)
+        if scheduler and scheduler.get("interval", SCHEDULER_INTERVAL) not in ("epoch", "step"):
             raise CatdogError(
                 f"scheduler.interval must be 'epoch' or 'step', got {scheduler['interval']!r}: "
                 "fix the scheduler config."
             )
-        scheduler = _check_target_config(scheduler, "scheduler")
-        optimizer = _check_target_config(optimizer, "optimizer") or dict(DEFAULT_OPTIMIZER)
+        return {
+            "scheduler": _check_target_config(scheduler, "scheduler"),
+            "optimizer": _check_target_config(self.optimizer, "optimizer") or dict(DEFAULT_OPTIMIZER),
+            "weights": _to_plain(self.weights, "weights"),
+            "image_size": _image_size(self.image_size),
+            "freeze_backbone": bool(self.freeze_backbone),
+            "train_bn": bool(self.train_bn),
+            "backbone_lr": None if self.backbone_lr is None else float(self.backbone_lr),
+            "channels_last": bool(self.channels_last),
+            "label_smoothing": float(self.label_smoothing),
+            "freeze_epochs": int(self.freeze_epochs),
+            "no_decay_norm_bias": bool(self.no_decay_norm_bias),
+            "seed": int(self.seed),
+        }
 
-        self.save_hyperparameters(
-            {
-                "arch": spec.name,
-                "class_names": class_names,
-                "weights": _to_plain(weights, "weights"),
-                "image_size": _image_size(image_size),
-                "mean": mean,
-                "std": std,
-                "freeze_backbone": bool(freeze_backbone),
-                "train_bn": bool(train_bn),
-                "backbone_lr": None if backbone_lr is None else float(backbone_lr),
-                "optimizer": optimizer,
-                "scheduler": scheduler,
-                "channels_last": bool(channels_last),
-                "data": _to_plain(data, "data"),
-                "label_smoothing": float(label_smoothing),
-                "freeze_epochs": int(freeze_epochs),
-                "no_decay_norm_bias": bool(no_decay_norm_bias),
-                "seed": int(seed),
-                "feature_layer": spec.feature_layer,
-                "fc_layer": spec.fc_layer,
-            }
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The field names: the hyper-parameters a checkpoint may hold besides the layer names."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any], base: ClassifierSettings | None = None) -> ClassifierSettings:
+        """The settings of flat hyper-parameters (keyword arguments, a checkpoint's), over ``base`` when given.
+
+        Raises:
+            CatdogError: an invalid value.
+            TypeError: a key that is not a field (filter a checkpoint's with :meth:`names`).
+        """
+        return cls(**hparams) if base is None else replace(base, **hparams)
+
+    def to_hparams(self) -> dict[str, Any]:
+        """The flat, plain hyper-parameters a checkpoint stores (the checkpoint contract, docs/DESIGN):
+        every field in order, then the feature and fc layer names."""
+        spec = arch_spec(self.arch)
+        return {
+            **{name: getattr(self, name) for name in self.names()},
+            "feature_layer": spec.feature_layer,
+            "fc_layer": spec.fc_layer,
+        }
+
+
+def _build_network(spec: ArchSpec, settings: ClassifierSettings) -> nn.Module:
+    """The torchvision network of ``settings``, in its memory format.
+
+    Raises:
+        CatdogError: a vision transformer asked for another input size than its position embeddings'.
+    """
+    net = build_model(spec.name, len(settings.class_names), settings.weights)
+    fixed = getattr(net, "image_size", None)  # vision transformers: position embeddings of one size
+    if isinstance(fixed, int) and fixed != int(settings.image_size):
+        raise CatdogError(
+            f"{spec.name} takes {fixed}x{fixed} inputs (its position embeddings are learned for that size), "
+            f"not {settings.image_size}: set data.image_size={fixed}"
         )
-        self.spec = spec
-        self.class_names: list[str] = class_names
-        self.net = build_model(spec.name, len(class_names), weights)
-        fixed = getattr(self.net, "image_size", None)  # vision transformers: position embeddings of one size
-        if isinstance(fixed, int) and fixed != int(image_size):
-            raise CatdogError(
-                f"{spec.name} takes {fixed}x{fixed} inputs (its position embeddings are learned for that size), "
-                f"not {image_size}: set data.image_size={fixed}"
-            )
-        if channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
-        self._set_backbone_trainable(not freeze_backbone)
+    return net.to(memory_format=torch.channels_last) if settings.channels_last else net
+
+
+class ClassifierModule(pl.LightningModule):
+    """A torchvision classifier trained with cross-entropy, ready for Class Activation Maps.
+
+    Batches are ``(images, labels, indices)``; only images and labels are used. Logged metrics:
+    ``train/loss``, ``train/acc``, ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``, all
+    per epoch. After ``trainer.test``, :attr:`test_results` holds accuracy, loss, per-class
+    precision/recall/support and the confusion matrix as plain Python values.
+
+    All hyper-parameters are stored flat as plain Python values (:meth:`ClassifierSettings.to_hparams`),
+    so checkpoints load with ``torch.load(path, weights_only=True)``; :func:`load_classifier` rebuilds
+    the module from them. Besides the settings they hold ``feature_layer`` and ``fc_layer``.
+
+    Args:
+        settings: the :class:`ClassifierSettings`; None: its defaults.
+        **hparams: settings by name (the flat hyper-parameters, as Lightning and the configs pass
+            them), over ``settings``: ``ClassifierModule(arch="resnet18", class_names=["cat", "dog"])``.
+
+    Raises:
+        CatdogError: on any invalid setting (see the messages).
+        TypeError: an unknown setting.
+    """
+
+    def __init__(self, settings: ClassifierSettings | None = None, **hparams: Any) -> None:
+        super().__init__()
+        settings = ClassifierSettings.from_hparams(hparams, base=settings)
+        self.save_hyperparameters(settings.to_hparams())
+        self.spec = arch_spec(settings.arch)
+        self.class_names: list[str] = list(settings.class_names)
+        self.net = _build_network(self.spec, settings)
+        self._set_backbone_trainable(not settings.freeze_backbone)
         # What the training/eval steps receive: "images", or "features" (the pooled backbone
         # output, see extract_features) when a frozen backbone's features were computed once.
         self.inputs = "images"
+        self._add_metrics(len(self.class_names))
+        # Test-time augmentation of test_step (an evaluation setting, not a hyper-parameter: the
+        # same weights can be tested both ways); see set_tta. test_step keeps each batch's
+        # softmax probabilities, in loader order, in test_probabilities.
+        self.tta = "none"
+        self.test_probabilities: list[torch.Tensor] = []
 
-        n = len(class_names)
+    def _add_metrics(self, n: int) -> None:
+        """The training, validation and test metrics of ``n`` classes."""
         self.train_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=n, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=n, average="micro")
@@ -350,11 +419,6 @@ class ClassifierModule(pl.LightningModule):
         self.test_precision = MulticlassPrecision(num_classes=n, average=None)
         self.test_recall = MulticlassRecall(num_classes=n, average=None)
         self.test_results: dict[str, Any] = {}
-        # Test-time augmentation of test_step (an evaluation setting, not a hyper-parameter: the
-        # same weights can be tested both ways); see set_tta. test_step keeps each batch's
-        # softmax probabilities, in loader order, in test_probabilities.
-        self.tta = "none"
-        self.test_probabilities: list[torch.Tensor] = []
 
     def set_tta(self, tta: str | None) -> None:
         """Chooses the test-time augmentation of ``test_step``.
@@ -600,7 +664,7 @@ class ClassifierModule(pl.LightningModule):
         result: dict[str, Any] = {"optimizer": optimizer}
         if self.hparams.scheduler:
             cfg = dict(self.hparams.scheduler)
-            lightning_keys = {"interval": cfg.pop("interval", "epoch")}
+            lightning_keys = {"interval": cfg.pop("interval", SCHEDULER_INTERVAL)}
             if "monitor" in cfg:
                 lightning_keys["monitor"] = cfg.pop("monitor")
             if cfg["_target_"] == "torch.optim.lr_scheduler.OneCycleLR":
@@ -676,9 +740,11 @@ def load_classifier(path: str | os.PathLike[str], map_location: str | torch.devi
     if not isinstance(checkpoint, Mapping) or not {"hyper_parameters", "state_dict"} <= set(checkpoint):
         raise CatdogError(f"{path} is not a catdog checkpoint (no hyper_parameters): {_TRAIN_SCRIPT_HINT}.")
     hparams = check_hparams_are_data(checkpoint["hyper_parameters"])
-    accepted = inspect.signature(ClassifierModule.__init__).parameters
+    # Keys of other catdog versions are left out (feature_layer, fc_layer follow from arch); a key
+    # missing from an older checkpoint takes the field's default (what it meant then).
+    accepted = set(ClassifierSettings.names()) - {"weights"}
     # weights=None: the checkpoint holds every weight, so nothing is downloaded or read.
-    module = ClassifierModule(**{key: value for key, value in hparams.items() if key in accepted and key != "weights"})
+    module = ClassifierModule(**{key: value for key, value in hparams.items() if key in accepted})
     module.hparams["weights"] = hparams.get("weights")  # kept as a record of the fine-tuning
     # Only the network's weights: training-metric states are in newer checkpoints only.
     weights = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")}
