@@ -66,8 +66,8 @@ def test_mask_files_are_skipped_with_a_reason_by_train_explain_and_evaluate(tmp_
     run = tmp_path / "run"
     run.mkdir()
     index, _ = prepare_data(
-        {"layout": "folder", "root": str(data), "val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 0,
-         "num_workers": 0},
+        {"layout": "folder", "root": str(data), "manifest": None, "val_fraction": 0.2, "test_fraction": 0.2,
+         "split_seed": 0, "num_workers": 0},
         run,
     )
     trained_on = {Path(p).name for p in index["path"]}

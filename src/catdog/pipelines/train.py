@@ -75,7 +75,7 @@ def prepare_data(data_cfg: dict[str, Any], run_dir: Path) -> tuple[pd.DataFrame,
         CatdogError: the data cannot be used (missing root, a class with no readable training image, ...).
     """
     layout = data_cfg["layout"]
-    root = data_cfg.get("root")
+    root = data_cfg["root"]
     if layout == "demo":
         ensure_demo_dataset(
             root,
@@ -87,7 +87,7 @@ def prepare_data(data_cfg: dict[str, Any], run_dir: Path) -> tuple[pd.DataFrame,
     index = build_index(
         layout,
         root,
-        manifest=data_cfg.get("manifest"),
+        manifest=data_cfg["manifest"],
         val_fraction=data_cfg["val_fraction"],
         test_fraction=data_cfg["test_fraction"],
         seed=data_cfg["split_seed"],
@@ -224,6 +224,7 @@ def _resume_data(ckpt_path: Path, run_dir: Path) -> tuple[pd.DataFrame, list[str
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hparams, dict) or "class_names" not in hparams:
         raise CatdogError(f"ckpt_path={ckpt_path} is not a catdog checkpoint: {hint}")
+    # .get: a checkpoint written by an older catdog, or by hand, may lack its data config.
     split_csv = Path((hparams.get("data") or {}).get("split_csv") or "")
     if not split_csv.is_file():
         raise CatdogError(
@@ -413,39 +414,83 @@ def _removed_if_failed_early(run_dir: Path) -> Iterator[None]:
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """The steps of :func:`train`, in order; each one is a function below."""
     pl.seed_everything(cfg.seed, workers=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
-    # Absolute paths: explain and compare may run from another directory.
-    for key in ("root", "manifest"):
-        if data_cfg.get(key):
-            data_cfg[key] = str(Path(data_cfg[key]).expanduser().resolve())
-    ckpt_path = Path(cfg.ckpt_path).expanduser() if cfg.get("ckpt_path") else None
+    data_cfg = _data_config(cfg)
+    ckpt_path = Path(cfg.ckpt_path).expanduser() if cfg.ckpt_path else None
     _refuse_reused_run_dir(run_dir, ckpt_path)
-    if ckpt_path is not None:
-        if not ckpt_path.is_file():
-            raise CatdogError(f"ckpt_path={ckpt_path} does not exist: pass a run's checkpoints/last.ckpt")
-        # A resumed run trains on exactly the images of the run it continues.
-        index, class_names = _resume_data(ckpt_path, run_dir)
-    else:
-        index, class_names = prepare_data(data_cfg, run_dir)
+    index, class_names = _split_of_run(data_cfg, run_dir, ckpt_path)
     # The checkpoint carries the data config and where the split lives, so explain can
     # evaluate exactly the held-out images without any other input.
     data_cfg["split_csv"] = str((run_dir / "split.csv").resolve())
 
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    scheduler_cfg = OmegaConf.to_container(cfg.scheduler, resolve=True) or None
-    model = ClassifierModule(
+    model = _build_model(cfg, data_cfg, class_names)
+    datamodule: Any = _build_datamodule(cfg, data_cfg, model, index, class_names)
+    timing: dict[str, float] = {}
+    if data_cfg["cache_features"]:
+        datamodule, timing["features_s"] = _cached_features(model, datamodule, data_cfg["batch_size"], cfg.seed)
+    tta = _checked_tta(cfg, model)
+
+    last_checkpoint = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
+    trainer = _build_trainer(cfg, last_checkpoint)
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "test": None, "lr_find": None}
+    if cfg.lr_find.enabled:
+        if ckpt_path is not None:
+            raise CatdogError("lr_find.enabled=true cannot be combined with ckpt_path: drop one of them")
+        summary["lr_find"] = _run_lr_finder(cfg, trainer, model, datamodule, run_dir)
+
+    timing.update(_fit(trainer, model, datamodule, ckpt_path, last_checkpoint))
+    summary.update(_checkpoints_summary(trainer, last_checkpoint), timing=timing)
+    metrics_csv = run_dir / "metrics.csv"
+    if metrics_csv.exists():
+        plot_training_curves(metrics_csv, run_dir / "curves.png")
+
+    if cfg.test:
+        summary["test"] = _test(trainer, model, datamodule, summary, tta)
+        _write_test_outputs(summary["test"], class_names, run_dir)
+    model.inputs = "images"
+    _print_summary(summary)
+    return summary
+
+
+def _data_config(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.data`` as a plain dict (a missing required key fails here), its root and manifest absolute paths:
+    explain and compare may run from another directory."""
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True, throw_on_missing=True)
+    for key in ("root", "manifest"):
+        if data_cfg[key]:
+            data_cfg[key] = str(Path(data_cfg[key]).expanduser().resolve())
+    return data_cfg
+
+
+def _split_of_run(data_cfg: dict[str, Any], run_dir: Path, ckpt_path: Path | None) -> tuple[pd.DataFrame, list[str]]:
+    """The index and class names to train on: a new split, or (resuming) exactly the images of the run continued."""
+    if ckpt_path is None:
+        return prepare_data(data_cfg, run_dir)
+    if not ckpt_path.is_file():
+        raise CatdogError(f"ckpt_path={ckpt_path} does not exist: pass a run's checkpoints/last.ckpt")
+    return _resume_data(ckpt_path, run_dir)
+
+
+def _build_model(cfg: DictConfig, data_cfg: dict[str, Any], class_names: list[str]) -> ClassifierModule:
+    """The LightningModule of ``cfg.model``, ``cfg.optimizer`` and ``cfg.scheduler``."""
+    return ClassifierModule(
         class_names=class_names,
         image_size=data_cfg["image_size"],
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        scheduler=scheduler_cfg,
+        scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True) or None,
         data=data_cfg,
         seed=cfg.seed,
-        **model_cfg,
+        **OmegaConf.to_container(cfg.model, resolve=True),
     )
-    datamodule: Any = ImageDataModule(
+
+
+def _build_datamodule(
+    cfg: DictConfig, data_cfg: dict[str, Any], model: ClassifierModule, index: pd.DataFrame, class_names: list[str]
+) -> ImageDataModule:
+    """The images of ``index``, normalised as the model's backbone expects."""
+    return ImageDataModule(
         index,
         class_names,
         image_size=data_cfg["image_size"],
@@ -455,90 +500,118 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         num_workers=data_cfg["num_workers"],
         augment=data_cfg["augment"],
         seed=cfg.seed,
-        cache_images=bool(data_cfg.get("cache_images", False)),
-        train_image_size=data_cfg.get("train_image_size"),
+        cache_images=bool(data_cfg["cache_images"]),
+        train_image_size=data_cfg["train_image_size"],
         augment_paste=PasteSettings.from_config(data_cfg["augment_paste"]),
     )
-    timing: dict[str, float] = {}
-    if data_cfg.get("cache_features"):
-        if datamodule.augment_paste is not None:
-            raise CatdogError(
-                "data.augment_paste pastes new training images every epoch, cached features see none: "
-                "drop data.cache_features or set data.augment_paste.p=0"
-            )
-        if not model.hparams.freeze_backbone:
-            raise CatdogError(
-                "data.cache_features=true needs a frozen backbone: add model.freeze_backbone=true "
-                "(or use experiment=frozen_backbone)"
-            )
-        datamodule, timing["features_s"] = _feature_datamodule(model, datamodule, data_cfg["batch_size"], cfg.seed)
-        model.inputs = "features"
-    tta = str(cfg.get("test_tta") or "none")
-    model.set_tta(tta)  # checks the value (and that there are images to flip) before training
-    model.set_tta("none")
 
+
+def _cached_features(
+    model: ClassifierModule, datamodule: ImageDataModule, batch_size: int, seed: int
+) -> tuple[FeatureDataModule, float]:
+    """data.cache_features=true: the frozen backbone's features instead of images, and the seconds they took.
+
+    Raises:
+        CatdogError: the settings need images every epoch (pasting) or a trainable backbone.
+    """
+    if datamodule.augment_paste is not None:
+        raise CatdogError(
+            "data.augment_paste pastes new training images every epoch, cached features see none: "
+            "drop data.cache_features or set data.augment_paste.p=0"
+        )
+    if not model.hparams.freeze_backbone:
+        raise CatdogError(
+            "data.cache_features=true needs a frozen backbone: add model.freeze_backbone=true "
+            "(or use experiment=frozen_backbone)"
+        )
+    features = _feature_datamodule(model, datamodule, batch_size, seed)
+    model.inputs = "features"
+    return features
+
+
+def _checked_tta(cfg: DictConfig, model: ClassifierModule) -> str:
+    """``cfg.test_tta`` (null: none), checked before training (and that there are images to flip)."""
+    tta = str(cfg.test_tta or "none")
+    model.set_tta(tta)
+    model.set_tta("none")
+    return tta
+
+
+def _build_trainer(cfg: DictConfig, last_checkpoint: LastCheckpoint) -> pl.Trainer:
+    """The Lightning Trainer of ``cfg.trainer`` with the configured callbacks and loggers, plus last.ckpt and
+    the epoch clock."""
+    # .get: the callbacks and logger groups can be dropped whole (~callbacks, ~logger), leaving no key.
     callbacks = [_instantiate_callback(c) for c in cfg.callbacks.values() if c] if cfg.get("callbacks") else []
-    last_checkpoint = LastCheckpoint(run_dir / "checkpoints" / "last.ckpt")
     callbacks += [last_checkpoint, EpochClock()]
     loggers = [instantiate(c) for c in cfg.logger.values()] if cfg.get("logger") else []
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "test": None, "lr_find": None}
-    if cfg.get("lr_find") and cfg.lr_find.enabled:
-        if ckpt_path is not None:
-            raise CatdogError("lr_find.enabled=true cannot be combined with ckpt_path: drop one of them")
-        summary["lr_find"] = _run_lr_finder(cfg, trainer, model, datamodule, run_dir)
+    return instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
+
+def _fit(
+    trainer: pl.Trainer, model: ClassifierModule, datamodule: Any, ckpt_path: Path | None, last: LastCheckpoint
+) -> dict[str, float]:
+    """``trainer.fit`` (resuming from ``ckpt_path``); returns its wall and CPU seconds.
+
+    Raises:
+        TrainingTerminated: SIGTERM; ``last`` holds the current step and the message says how to resume.
+    """
     start, cpu_start = time.perf_counter(), cpu_seconds()
     try:
         # weights_only: a checkpoint cannot run code when it is loaded.
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException:
-        last = last_checkpoint.path.resolve()
+        path = last.path.resolve()
         raise TrainingTerminated(
             f"training was stopped by SIGTERM at epoch {trainer.current_epoch}, step "
-            f"{trainer.global_step}; its state is in {last}. Resume with: {_resume_command(last)}"
+            f"{trainer.global_step}; its state is in {path}. Resume with: {_resume_command(path)}"
         ) from None
-    timing["fit_s"] = time.perf_counter() - start
-    timing["fit_cpu_s"] = cpu_seconds() - cpu_start
+    return {"fit_s": time.perf_counter() - start, "fit_cpu_s": cpu_seconds() - cpu_start}
 
+
+def _checkpoints_summary(trainer: pl.Trainer, last: LastCheckpoint) -> dict[str, Any]:
+    """The summary's best and last checkpoints, and the objective of sweeps."""
     # Only a checkpoint chosen by a monitored metric is a "best" one (Lightning adds an
     # unmonitored ModelCheckpoint when the configured one is removed).
     checkpoint_callback = trainer.checkpoint_callback
     monitored = checkpoint_callback is not None and getattr(checkpoint_callback, "monitor", None)
     best = checkpoint_callback.best_model_path if monitored else ""
-    summary["best_checkpoint"] = best or None
-    summary["best"] = _best_epoch(checkpoint_callback) if best else None
-    summary["last_checkpoint"] = str(last_checkpoint.path) if last_checkpoint.path.is_file() else None
-    summary["objective"] = _objective(trainer)
-    summary["timing"] = timing
-    metrics_csv = run_dir / "metrics.csv"
-    if metrics_csv.exists():
-        plot_training_curves(metrics_csv, run_dir / "curves.png")
+    return {
+        "best_checkpoint": best or None,
+        "best": _best_epoch(checkpoint_callback) if best else None,
+        "last_checkpoint": str(last.path) if last.path.is_file() else None,
+        "objective": _objective(trainer),
+    }
 
-    if cfg.get("test"):
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
-        weights = "best checkpoint" if best else "final weights"
-        results = dict(model.test_results, checkpoint=best or None, weights=weights)
-        results["num_images"] = int(sum(map(sum, results["confusion_matrix"])))
-        if summary["best"]:
-            results["best_epoch"] = summary["best"]["epoch"]
-        if tta != "none":
-            # A second, separate measurement of the same weights: "accuracy" stays the plain one.
-            model.set_tta(tta)
-            trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False, weights_only=True)
-            results["tta"] = {"method": tta, **model.test_results}
-            model.set_tta("none")
-        (run_dir / "test_metrics.json").write_text(json.dumps(results, indent=2))
-        plot_confusion_matrix(
-            results["confusion_matrix"],
-            class_names,
-            run_dir / "confusion_matrix.png",
-            title=f"test accuracy {results['accuracy']:.1%} ({weights})",
-        )
-        summary["test"] = results
-    model.inputs = "images"
-    _print_summary(summary)
-    return summary
+
+def _test(
+    trainer: pl.Trainer, model: ClassifierModule, datamodule: Any, summary: dict[str, Any], tta: str
+) -> dict[str, Any]:
+    """Test metrics of the best checkpoint (else the final weights), and with ``tta`` a second measurement."""
+    best = summary["best_checkpoint"]
+    trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
+    weights = "best checkpoint" if best else "final weights"
+    results = dict(model.test_results, checkpoint=best, weights=weights)
+    results["num_images"] = int(sum(map(sum, results["confusion_matrix"])))
+    if summary["best"]:
+        results["best_epoch"] = summary["best"]["epoch"]
+    if tta != "none":
+        # A second, separate measurement of the same weights: "accuracy" stays the plain one.
+        model.set_tta(tta)
+        trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
+        results["tta"] = {"method": tta, **model.test_results}
+        model.set_tta("none")
+    return results
+
+
+def _write_test_outputs(results: dict[str, Any], class_names: list[str], run_dir: Path) -> None:
+    """test_metrics.json and confusion_matrix.png in the run folder."""
+    (run_dir / "test_metrics.json").write_text(json.dumps(results, indent=2))
+    plot_confusion_matrix(
+        results["confusion_matrix"],
+        class_names,
+        run_dir / "confusion_matrix.png",
+        title=f"test accuracy {results['accuracy']:.1%} ({results['weights']})",
+    )
 
 
 def _objective(trainer: pl.Trainer) -> float | None:
