@@ -64,7 +64,7 @@ from catdog.pipelines.compare_sources import (
     source_class_names,
     usable_explain_dir,
 )
-from catdog.report import MAP_QUALITY_HEADS, read_explain_dir, write_report
+from catdog.report import MAP_QUALITY_HEADS, Experiment, read_explain_dir, write_report
 from catdog.report.tables import RECALL_COLUMNS, lowest_recalls
 from catdog.runs import check_output_dir, staged_output_dir, sweep_runs, timestamped_dir
 
@@ -111,14 +111,7 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         CatdogError: bad inputs (missing folders, different classes, no common image).
     """
-    given = [str(r) for r in (cfg.runs or [])]
-    if cfg.sweep:
-        given += [str(p) for p in sweep_runs(cfg.sweep)]
-    if not given:
-        raise CatdogError(
-            "Nothing to compare: pass runs=[runs/A,runs/B] (run/explain folders or checkpoints) "
-            "or sweep=<multirun folder>"
-        )
+    given = _given_runs(cfg)
     sources = [resolve_source(g) for g in given]
     check_class_names(given, [source_class_names(s) for s in sources])
     common = common_images(sources, cfg.data.root, cfg.data.split)
@@ -133,29 +126,14 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
         if found is None:
             found = _explain_again(source, cfg)
         explain_dirs.append(found)
-    names = [(s.run_dir.name if s.run_dir is not None else Path(s.given).name) for s in sources]
-    labels = experiment_labels(names, [read_run_settings(s.run_dir) for s in sources])
-    by_method = method_labels(explain_dirs)
-    if by_method is not None:  # explain folders of different methods/layers are experiments named by them
-        same_run = len({str(s.run_dir) for s in sources}) == 1
-        labels = distinct_labels(by_method if same_run else [f"{a} {b}" for a, b in zip(labels, by_method)])
+    labels = _labels(sources, explain_dirs)
     experiments = [read_explain_dir(d, label) for d, label in zip(explain_dirs, labels)]
     paths = align(experiments, common)
     if len(paths) < len(common):
         log.warning(
             "%d of the %d common images could not be read by every run: left out", len(common) - len(paths), len(common)
         )
-    # Maps of the same class: each image's class is the first experiment's prediction.
-    reference = np.array([class_names_index(experiments[0].class_names, p) for p in experiments[0].predictions["pred"]])
-    cams, lacking = [], 0
-    for exp in experiments:
-        maps, missing = load_class_cams(exp.explain_dir, paths, reference)
-        cams.append(maps)
-        lacking = max(lacking, missing)
-    if lacking:
-        log.warning("%d image(s): an experiment has no map of the reference class; its predicted map is used", lacking)
-
-    table, pairs, per_image = compare_tables(experiments, cams)
+    table, pairs, per_image = compare_tables(experiments, _reference_class_cams(experiments, paths))
     keep += explain_dirs
     with staged_output_dir(final_dir, overwrite=bool(cfg.overwrite), keep=keep) as out_dir:
         table.to_csv(out_dir / "experiments.csv", index=False)
@@ -175,6 +153,47 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
         "pairs": pairs.to_dict("records"),
         "report": str(report),
     }
+
+
+def _given_runs(cfg: DictConfig) -> list[str]:
+    """The folders or checkpoints to compare: ``cfg.runs``, then the jobs of ``cfg.sweep``.
+
+    Raises:
+        CatdogError: neither names anything.
+    """
+    given = [str(r) for r in (cfg.runs or [])]
+    if cfg.sweep:
+        given += [str(p) for p in sweep_runs(cfg.sweep)]
+    if not given:
+        raise CatdogError(
+            "Nothing to compare: pass runs=[runs/A,runs/B] (run/explain folders or checkpoints) "
+            "or sweep=<multirun folder>"
+        )
+    return given
+
+
+def _labels(sources: list[Source], explain_dirs: list[Path]) -> list[str]:
+    """One distinct label per experiment: what differs between the runs' settings, or the explain method/layer."""
+    names = [(s.run_dir.name if s.run_dir is not None else Path(s.given).name) for s in sources]
+    labels = experiment_labels(names, [read_run_settings(s.run_dir) for s in sources])
+    by_method = method_labels(explain_dirs)
+    if by_method is not None:  # explain folders of different methods/layers are experiments named by them
+        same_run = len({str(s.run_dir) for s in sources}) == 1
+        labels = distinct_labels(by_method if same_run else [f"{a} {b}" for a, b in zip(labels, by_method)])
+    return labels
+
+
+def _reference_class_cams(experiments: list[Experiment], paths: list[str]) -> list[np.ndarray]:
+    """Each experiment's maps of the same class per image: the first experiment's predicted class."""
+    reference = np.array([class_names_index(experiments[0].class_names, p) for p in experiments[0].predictions["pred"]])
+    cams, lacking = [], 0
+    for exp in experiments:
+        maps, missing = load_class_cams(exp.explain_dir, paths, reference)
+        cams.append(maps)
+        lacking = max(lacking, missing)
+    if lacking:
+        log.warning("%d image(s): an experiment has no map of the reference class; its predicted map is used", lacking)
+    return cams
 
 
 def print_tables(table: pd.DataFrame, pairs: pd.DataFrame, class_names: Sequence[str]) -> None:
