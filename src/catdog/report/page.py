@@ -61,11 +61,7 @@ def write_report(
     Raises:
         CatdogError: no experiments, duplicate labels, or no image common to all experiments.
     """
-    if not experiments:
-        raise CatdogError("The report needs at least one explain folder")
-    labels = [exp.label for exp in experiments]
-    if len(set(labels)) != len(labels):
-        raise CatdogError(f"Experiment labels must be unique, got {labels}: give each experiment its own label")
+    labels = _unique_labels(experiments)
     out = _fresh_folder(Path(out_dir))
     paths = common_paths(experiments)
     if not paths:
@@ -73,20 +69,8 @@ def write_report(
     table = experiment_table([restricted(exp, paths) for exp in experiments])
     images = gallery_data(out, experiments, paths, per_image)
     pictures_per_experiment = summary_pictures(out, experiments, paths)
-    extra = [
-        (name, asset(out, path, f"picture_{i}{path.suffix}"), note)
-        for i, (name, path, note) in enumerate(pictures)
-        if Path(path).is_file()
-    ]
-
-    many = len(experiments) > 1
-    head = {
-        "experiments": labels,
-        "classes": experiments[0].class_names,
-        "pairs": [] if pairs is None else [[labels.index(a), labels.index(b)] for a, b in zip(pairs["a"], pairs["b"])],
-    }
-    # The images arrive as one JSON text each (see gallery_data): spliced in as the last key.
-    data = script_json(head)[:-1] + ',"images":[' + ",".join(images) + "]}"
+    extra = _copied_pictures(out, pictures)
+    data = _page_data(experiments, labels, pairs, images)
     del images
     assets = files("catdog.report") / "static"
     # page.html is a str.format template: its literal braces are doubled; every value is escaped or JSON.
@@ -104,12 +88,48 @@ def write_report(
         pairs=pairs_html(pairs) if pairs is not None and len(pairs) else "",
         per_experiment=per_experiment_html(experiments, pictures_per_experiment),
         pictures=pictures_html(extra),
-        **_help(many),
+        **_help(len(experiments) > 1),
         generated=esc(datetime.now().strftime("%Y-%m-%d %H:%M")),
     )
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+def _unique_labels(experiments: Sequence[Experiment]) -> list[str]:
+    """The experiments' labels.
+
+    Raises:
+        CatdogError: no experiment, or two with the same label.
+    """
+    if not experiments:
+        raise CatdogError("The report needs at least one explain folder")
+    labels = [exp.label for exp in experiments]
+    if len(set(labels)) != len(labels):
+        raise CatdogError(f"Experiment labels must be unique, got {labels}: give each experiment its own label")
+    return labels
+
+
+def _copied_pictures(out: Path, pictures: Sequence[tuple[str, Path, str]]) -> list[tuple[str, str, str]]:
+    """The extra pictures that exist, copied into the report's assets: (title, URL, note)."""
+    return [
+        (name, asset(out, path, f"picture_{i}{path.suffix}"), note)
+        for i, (name, path, note) in enumerate(pictures)
+        if Path(path).is_file()
+    ]
+
+
+def _page_data(
+    experiments: Sequence[Experiment], labels: list[str], pairs: pd.DataFrame | None, images: list[str]
+) -> str:
+    """The page's JSON: experiments, classes, pairs (as label indices) and the gallery's images."""
+    head = {
+        "experiments": labels,
+        "classes": experiments[0].class_names,
+        "pairs": [] if pairs is None else [[labels.index(a), labels.index(b)] for a, b in zip(pairs["a"], pairs["b"])],
+    }
+    # The images arrive as one JSON text each (see gallery_data): spliced in as the last key.
+    return script_json(head)[:-1] + ',"images":[' + ",".join(images) + "]}"
 
 
 def _help(many: bool) -> dict[str, str]:
