@@ -7,6 +7,7 @@ keep a screenshot of the whole page.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,6 +85,7 @@ def test_triage_page_in_chromium(browser: object, triaged: tuple[Path, Path]) ->
     _, folder = triaged
     page, problems = _open(browser, (folder / "report" / "index.html").resolve().as_uri())
     assert page.title() == "catdog triage"
+    assert re.search(r"Test accuracy \d+\.\d\d% \(", page.locator("header").inner_text())
     assert [page.locator(f"section#{key} h2").count() for key in SECTIONS] == [1] * len(SECTIONS)
 
     # Label issues: one row per suspect, worst first, each with its maps; the hostile name is text.

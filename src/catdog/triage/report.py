@@ -44,6 +44,11 @@ def _esc(value: Any) -> str:
     return esc(value)
 
 
+def _pct(value: Any) -> str:
+    """A share as a percentage with two decimals (the terminal summary's format); n/a when absent."""
+    return "n/a" if value is None else f"{float(value):.2%}"
+
+
 def _href(relative: str) -> str:
     """A link from report/ to a file of the triage folder, percent-encoded."""
     return "../" + "/".join(quote(part) for part in Path(relative).parts)
@@ -104,15 +109,12 @@ def _context_html(out_dir: Path, context: dict[str, Any] | None) -> str:
         return f'<p class="muted">{_esc(context.get("note"))}</p>'
     overall = context["overall"]
 
-    def pct(value: Any) -> str:
-        return "n/a" if value is None else f"{float(value):.1%}"
-
     intro = (
-        f"<p>{_esc(context['images'])} images ({_esc(context['split'])} split): the top {pct(context['area'])} "
+        f"<p>{_esc(context['images'])} images ({_esc(context['split'])} split): the top {_pct(context['area'])} "
         f"of the pixels of each predicted class's map kept, the rest replaced ({_esc(context['baseline'])}), and "
-        f"the other way round. The prediction survives keeping only that region for {pct(overall['survives_keep'])} "
+        f"the other way round. The prediction survives keeping only that region for {_pct(overall['survives_keep'])} "
         "of the images and "
-        f"removing it for {pct(overall['survives_remove'])}. <b>{_esc(overall['right_for_wrong_reason'])}</b> correct "
+        f"removing it for {_pct(overall['survives_remove'])}. <b>{_esc(overall['right_for_wrong_reason'])}</b> correct "
         "predictions are <i>right for the wrong reason</i>: they survive removing the region their map highlights, "
         "but not removing everything else (context.csv, right_for_wrong_reason).</p>"
     )
@@ -157,9 +159,9 @@ def write_triage_report(out_dir: Path, summary: dict[str, Any]) -> Path:
     )
     if test:
         intro += (
-            f"<p>Test accuracy {_esc(test['accuracy'])} ({_esc(test['predictions'])} predictions); without the "
+            f"<p>Test accuracy {_pct(test['accuracy'])} ({_esc(test['predictions'])} predictions); without the "
             f"{_esc(test['leaked_images'])} test images that duplicate a train/val image: "
-            f"{_esc(test['accuracy_without_leaked'])}.</p>"
+            f"{_pct(test['accuracy_without_leaked'])}.</p>"
         )
     note = f'<p class="muted">{_esc(summary.get("labels_note"))}</p>' if summary.get("labels_note") else ""
     sections = [
