@@ -25,7 +25,7 @@ from catdog.quality.localization import (
     spearman,
     summarize_pointing,
 )
-from catdog.quality.mosaic import compose_mosaic, mosaic_check
+from catdog.quality.mosaic import MosaicOptions, compose_mosaic, mosaic_check
 
 
 def test_localization_columns_with_box_mask_centre_and_energy() -> None:
@@ -147,7 +147,8 @@ def test_mosaic_check_finds_each_class_in_its_own_tiles(tmp_path) -> None:
     net = ChannelNet().eval()
     explainer = ExactCAM(net, "features", "fc")
     names = ["red", "green", "blue"]
-    frame, summary = mosaic_check(explainer, transform, images, names, grid_centres((4, 4), (32, 32)), 32, count=6)
+    centres = grid_centres((4, 4), (32, 32))
+    frame, summary = mosaic_check(explainer, transform, images, names, centres, MosaicOptions(32, count=6))
     assert len(frame) == 12 and set(frame["class"]) == set(names)  # every pair of the 3 classes
     # Energy: bilinear upsampling leaks a little across each tile border (cells 8 px, tiles 16 px).
     assert summary["peak_on_own_tile"] == 1.0 and 0.9 < summary["energy_on_own_tiles"] < 1.0
@@ -155,10 +156,10 @@ def test_mosaic_check_finds_each_class_in_its_own_tiles(tmp_path) -> None:
     # A map of "anything but this class" (the negative of its own channel) fails the check.
     with torch.no_grad():
         net.fc.weight.copy_(-torch.eye(3) * 4)
-    _, wrong = mosaic_check(explainer, transform, images, names, grid_centres((4, 4), (32, 32)), 32, count=6)
+    _, wrong = mosaic_check(explainer, transform, images, names, centres, MosaicOptions(32, count=6))
     assert wrong["peak_on_own_tile"] == 0.0
     with pytest.raises(CatdogError, match="at least two classes"):
-        mosaic_check(explainer, transform, images[images["label"] == "red"], names, grid_centres((4, 4), (32, 32)), 32)
+        mosaic_check(explainer, transform, images[images["label"] == "red"], names, centres, MosaicOptions(32))
 
 
 def test_deletion_insertion_drop_and_sanity_on_a_model_that_reads_one_quadrant() -> None:

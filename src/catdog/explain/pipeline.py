@@ -59,7 +59,7 @@ from catdog.maps.explainers import Explainer
 from catdog.maps.geometry import CellCentres
 from catdog.overlay import safe_name
 from catdog.quality.faithfulness import build_faithfulness
-from catdog.quality.mosaic import mosaic_check
+from catdog.quality.mosaic import MosaicOptions, mosaic_check
 from catdog.report import read_explain_dir, write_report
 from catdog.runs import staged_output_dir, timestamped_dir
 
@@ -246,11 +246,13 @@ def _run_mosaic(run: _Run, explainer: Explainer, centres: CellCentres, out_dir: 
         run.images,
         list(hp.class_names),
         centres,
-        int(hp.image_size),
-        count=options.count,
-        grid=(options.grid, options.grid),
-        seed=options.seed,
-        batch_size=run.settings.data.batch_size,
+        MosaicOptions(
+            int(hp.image_size),
+            count=options.count,
+            grid=(options.grid, options.grid),
+            seed=options.seed,
+            batch_size=run.settings.data.batch_size,
+        ),
     )
     rows.to_csv(out_dir / "mosaic.csv", index=False)
     return summary

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -23,7 +24,7 @@ from catdog.maps.explainers import Explainer
 from catdog.maps.geometry import CellCentres
 from catdog.quality.localization import mosaic_tile_columns, summarize_mosaic
 
-__all__ = ["compose_mosaic", "mosaic_check"]
+__all__ = ["MosaicOptions", "compose_mosaic", "mosaic_check"]
 
 
 def compose_mosaic(tiles: list[np.ndarray], grid: tuple[int, int], size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -50,17 +51,43 @@ def compose_mosaic(tiles: list[np.ndarray], grid: tuple[int, int], size: int) ->
     return mosaic, index
 
 
+@dataclass(frozen=True)
+class MosaicOptions:
+    """How many mosaics the check makes, and how.
+
+    Attributes:
+        input_size: the model input side (mosaics are made at this size).
+        count: mosaics to make.
+        grid: ``(rows, cols)`` of tiles; half the tiles (rounded down) show class A, the rest class B.
+        seed: which photos and tile orders.
+        batch_size: mosaics per forward pass.
+    """
+
+    input_size: int
+    count: int = 50
+    grid: tuple[int, int] = (2, 2)
+    seed: int = 0
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One mosaic: its number, classes A and B, its photos (row-major) and which class each tile shows."""
+
+    number: int
+    a: str
+    b: str
+    paths: list[str]
+    owners: list[str]
+
+
 def mosaic_check(
     explainer: Explainer,
     transform: Callable[[np.ndarray], torch.Tensor],
     images: pd.DataFrame,
     class_names: list[str],
     centres: CellCentres,
-    input_size: int,
-    count: int = 50,
-    grid: tuple[int, int] = (2, 2),
-    seed: int = 0,
-    batch_size: int = 16,
+    options: MosaicOptions,
 ) -> tuple[pd.DataFrame, dict | None]:
     """Runs the mosaic check on labelled photos.
 
@@ -70,11 +97,7 @@ def mosaic_check(
         images: columns ``path`` and ``label`` (held-out photos; unlabelled rows are ignored).
         class_names: the model's classes.
         centres: the map geometry (peak and upsampling).
-        input_size: the model input side (mosaics are made at this size).
-        count: mosaics to make.
-        grid: ``(rows, cols)`` of tiles; half the tiles (rounded down) show class A, the rest class B.
-        seed: which photos and tile orders.
-        batch_size: mosaics per forward pass.
+        options: input size, count, grid, seed and batch size (see :class:`MosaicOptions`).
 
     Returns:
         One row per (mosaic, class): ``mosaic, class, peak_on_own_tile, energy_on_own_tiles, chance, paths``;
@@ -83,7 +106,23 @@ def mosaic_check(
     Raises:
         CatdogError: fewer than two classes with enough labelled photos.
     """
-    tiles_per = grid[0] * grid[1]
+    plans = _plan_mosaics(images, class_names, options)
+    rows: list[dict] = []
+    for start in range(0, len(plans), options.batch_size):
+        batch = plans[start : start + options.batch_size]
+        rows += _check_batch(explainer, transform, batch, class_names, centres, options)
+    columns = ["mosaic", "class", "peak_on_own_tile", "energy_on_own_tiles", "chance", "paths"]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame, summarize_mosaic(frame)
+
+
+def _plan_mosaics(images: pd.DataFrame, class_names: list[str], options: MosaicOptions) -> list[_Plan]:
+    """Which photos go into which tiles of each mosaic (pairs of classes cycle through all pairs).
+
+    Raises:
+        CatdogError: fewer than two classes with enough labelled photos.
+    """
+    tiles_per = options.grid[0] * options.grid[1]
     per_a = tiles_per // 2
     labelled = images[images["label"].notna()]
     pools = {
@@ -96,10 +135,10 @@ def mosaic_check(
             "localization=mosaic needs labelled photos of at least two classes "
             f"({tiles_per - per_a} each): explain a labelled split or folder"
         )
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(options.seed)
     pairs = list(itertools.combinations(sorted(pools, key=class_names.index), 2))
     plans = []
-    for n in range(count):
+    for n in range(options.count):
         a, b = pairs[n % len(pairs)]
         if rng.random() < 0.5:
             a, b = b, a
@@ -109,34 +148,41 @@ def mosaic_check(
         order = rng.permutation(tiles_per)
         paths = [chosen[i] for i in order]
         owners = [a if i < per_a else b for i in order]
-        plans.append((n, a, b, paths, owners))
+        plans.append(_Plan(n, a, b, paths, owners))
+    return plans
 
-    rows: list[dict] = []
+
+def _check_batch(
+    explainer: Explainer,
+    transform: Callable[[np.ndarray], torch.Tensor],
+    batch: list[_Plan],
+    class_names: list[str],
+    centres: CellCentres,
+    options: MosaicOptions,
+) -> list[dict]:
+    """The rows of one forward pass's mosaics (those whose photos all decode): A's map, then B's."""
+    inputs, tile_maps, kept = [], [], []
+    for plan in batch:
+        try:
+            photos = [load_rgb(p) for p in plan.paths]
+        except BadImageError:
+            continue  # an unreadable photo: skip this mosaic
+        mosaic, tiles = compose_mosaic(photos, options.grid, options.input_size)
+        inputs.append(transform(mosaic))
+        tile_maps.append(tiles)
+        kept.append(plan)
+    if not kept:
+        return []
+    x = torch.stack(inputs)
     to_index = {name: i for i, name in enumerate(class_names)}
-    for start in range(0, len(plans), batch_size):
-        batch = plans[start : start + batch_size]
-        inputs, tile_maps, kept = [], [], []
-        for plan in batch:
-            try:
-                photos = [load_rgb(p) for p in plan[3]]
-            except BadImageError:
-                continue  # an unreadable photo: skip this mosaic
-            mosaic, tiles = compose_mosaic(photos, grid, input_size)
-            inputs.append(transform(mosaic))
-            tile_maps.append(tiles)
-            kept.append(plan)
-        if not kept:
-            continue
-        x = torch.stack(inputs)
-        for role in (1, 2):  # class A's map, then class B's
-            target = torch.tensor([to_index[plan[role]] for plan in kept])
-            maps = explainer.explain(x, true_labels=target, topk=1).maps[:, -1].float()
-            for plan, cam, tiles in zip(kept, maps, tile_maps):
-                name = plan[role]
-                own = [i for i, owner in enumerate(plan[4]) if owner == name]
-                size = (input_size, input_size)
-                cols = mosaic_tile_columns(centres.upsample(cam, size), centres.peak(cam, size), tiles, own, grid)
-                rows.append({"mosaic": plan[0], "class": name, **cols, "paths": "|".join(plan[3])})
-    columns = ["mosaic", "class", "peak_on_own_tile", "energy_on_own_tiles", "chance", "paths"]
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame, summarize_mosaic(frame)
+    size = (options.input_size, options.input_size)
+    rows = []
+    for role in ("a", "b"):  # class A's map, then class B's
+        target = torch.tensor([to_index[getattr(plan, role)] for plan in kept])
+        maps = explainer.explain(x, true_labels=target, topk=1).maps[:, -1].float()
+        for plan, cam, tiles in zip(kept, maps, tile_maps):
+            name = getattr(plan, role)
+            own = [i for i, owner in enumerate(plan.owners) if owner == name]
+            cols = mosaic_tile_columns(centres.upsample(cam, size), centres.peak(cam, size), tiles, own, options.grid)
+            rows.append({"mosaic": plan.number, "class": name, **cols, "paths": "|".join(plan.paths)})
+    return rows
