@@ -169,3 +169,13 @@ def test_a_table_with_a_thousand_class_columns_is_read_in_one_piece(tmp_path: Pa
         warnings.simplefilter("error", pd.errors.PerformanceWarning)
         table = restrict_to_paths(read_predictions(tmp_path / "predictions.csv"), ["b.jpg", "a.jpg"])
     assert table["path"].tolist() == ["b.jpg", "a.jpg"] and table["p_class 1000"].tolist() == [0.002, 0.001]
+
+
+def test_csv_text_prefixes(tmp_path: Path) -> None:
+    """A name ending in * keeps every column starting so as text (per-method predictions: pred_gradcam)."""
+    file = tmp_path / "p.csv"
+    file.write_text("path,pred_cam,pred_gradcam,predx,p_0\na.png,0,1,2,3\n")
+    table = read_csv(file, text=["path", "pred_*"])
+    assert table["pred_cam"].tolist() == ["0"] and table["pred_gradcam"].tolist() == ["1"]
+    assert table["predx"].tolist() == [2.0] and table["p_0"].tolist() == [3.0]
+    assert all(isinstance(v, str) for v in read_csv(file, text="*").iloc[0])

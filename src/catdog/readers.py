@@ -46,7 +46,6 @@ def read_csv(
     *,
     required: Iterable[str] = (),
     text: Iterable[str] | str = (),
-    text_prefixes: Iterable[str] = (),
     optional_text: Iterable[str] = (),
     numeric: Iterable[str] = (),
     booleans: Iterable[str] = (),
@@ -64,9 +63,8 @@ def read_csv(
     Args:
         path: the CSV file.
         required: columns that must be present.
-        text: columns that always stay text; ``"*"``: every column.
-        text_prefixes: columns whose name starts with one of these stay text too (e.g. ``pred`` for
-            per-method predicted classes).
+        text: columns that always stay text; a name ending in ``*`` stands for every column starting with
+            what precedes it (``"pred*"``: per-method predicted classes; ``"*"``: every column).
         optional_text: text columns where an empty cell means "none".
         numeric: columns that must hold numbers.
         booleans: columns holding True/False or empty.
@@ -83,6 +81,32 @@ def read_csv(
     path = Path(path).expanduser()
     if not path.is_file():
         raise CatdogError(f"{what} {path} does not exist: {fix}")
+    table = _read_strings(path, what, fix)
+    columns = [str(c) for c in table.columns]
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise CatdogError(
+            f"{what} {path} lacks column(s) {', '.join(missing)} (found: {_some(columns)}): {fix}"
+        )
+    kinds = {
+        **dict.fromkeys(numeric, "numeric"),
+        **dict.fromkeys(booleans, "boolean"),
+        **dict.fromkeys(optional_text, "optional_text"),
+        **dict.fromkeys(_matching(columns, text), "text"),
+    }
+    for column in columns:
+        table[column] = _typed(table[column].astype(str), kinds.get(column), column, path, what, fix)
+    # One block per dtype again: replacing a column at a time leaves the frame in pieces, which pandas warns
+    # about and which slows every later operation (ImageNet mode: 1,001 probability columns).
+    return table.copy()
+
+
+def _read_strings(path: Path, what: str, fix: str) -> pd.DataFrame:
+    """Every cell of a CSV file as the text written (no NA guessing), without a written index column.
+
+    Raises:
+        CatdogError: not a readable CSV file (ragged rows, bad quoting, not UTF-8).
+    """
     try:
         with warnings.catch_warnings():
             # A row with more cells than the header would silently become an index or lose data.
@@ -101,34 +125,35 @@ def read_csv(
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.ParserWarning, csv.Error, ValueError) as err:
         raise CatdogError(f"{what} {path} is not a readable CSV file ({one_line(err)}): {fix}") from None
     # A header cell left blank (e.g. a pandas index written along) names no data of ours: drop it.
-    table = table.loc[:, [not str(c).startswith("Unnamed: ") for c in table.columns]]
-    columns = [str(c) for c in table.columns]
-    missing = [c for c in required if c not in columns]
-    if missing:
-        raise CatdogError(
-            f"{what} {path} lacks column(s) {', '.join(missing)} (found: {_some(columns)}): {fix}"
-        )
-    prefixes = tuple(text_prefixes)
-    text = set(columns) if text == "*" else set(text) | {c for c in columns if prefixes and c.startswith(prefixes)}
-    optional_text, numeric, booleans = set(optional_text), set(numeric), set(booleans)
-    for column in columns:
-        values = table[column].astype(str)
-        if column in text:
-            table[column] = values
-        elif column in optional_text:
-            table[column] = pd.Series([None if v == "" else v for v in values], index=table.index, dtype=object)
-        elif column in booleans:
-            table[column] = pd.Series(_to_bool(values, column, path, what, fix), index=table.index, dtype=object)
-        elif column in numeric:
-            table[column] = _to_float(values, column, path, what, fix)
-        else:
-            try:
-                table[column] = _to_float(values, column, path, what, fix)
-            except CatdogError:
-                table[column] = values
-    # One block per dtype again: replacing a column at a time leaves the frame in pieces, which pandas warns
-    # about and which slows every later operation (ImageNet mode: 1,001 probability columns).
-    return table.copy()
+    return table.loc[:, [not str(c).startswith("Unnamed: ") for c in table.columns]]
+
+
+def _matching(columns: list[str], names: Iterable[str] | str) -> list[str]:
+    """The columns named in ``names``, where a name ending in ``*`` is a prefix (``*`` alone: every column)."""
+    names = [names] if isinstance(names, str) else list(names)
+    prefixes = tuple(name[:-1] for name in names if name.endswith("*"))
+    return [c for c in columns if c in names or (prefixes and c.startswith(prefixes))]
+
+
+def _typed(values: pd.Series, kind: str | None, column: str, path: Path, what: str, fix: str) -> pd.Series:
+    """One column of text cells as ``kind`` (text, optional_text, boolean, numeric; None: a number if every
+    cell is one, else text).
+
+    Raises:
+        CatdogError: a numeric or boolean column holds another value.
+    """
+    if kind == "text":
+        return values
+    if kind == "optional_text":
+        return pd.Series([None if v == "" else v for v in values], index=values.index, dtype=object)
+    if kind == "boolean":
+        return pd.Series(_to_bool(values, column, path, what, fix), index=values.index, dtype=object)
+    if kind == "numeric":
+        return _to_float(values, column, path, what, fix)
+    try:
+        return _to_float(values, column, path, what, fix)
+    except CatdogError:
+        return values
 
 
 def _some(names: list[str], shown: int = 12) -> str:

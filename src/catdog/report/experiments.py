@@ -87,8 +87,7 @@ def read_predictions(path: str | Path, fix: str = "run scripts/explain.py again"
     frame = read_csv(
         path,
         required=("path", "pred", "overlay"),
-        text=PREDICTION_TEXT,
-        text_prefixes=PREDICTION_TEXT_PREFIXES,
+        text=(*PREDICTION_TEXT, *(prefix + "*" for prefix in PREDICTION_TEXT_PREFIXES)),
         optional_text=("true",),
         booleans=PREDICTION_BOOLEANS,
         what="predictions",
