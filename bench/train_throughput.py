@@ -23,6 +23,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from catdog.data import (
     ImageDataModule,
+    LoaderSettings,
     build_index,
     class_names_of,
     ensure_demo_dataset,
@@ -120,9 +121,7 @@ def main() -> None:
     root = args.root or ensure_demo_dataset(BENCH_DATA, num_per_class=600, image_size=128, seed=0)
     index = build_index("folder", root, val_fraction=0.1, test_fraction=0.1, seed=0)
     class_names = class_names_of(index)
-    datamodule = ImageDataModule(
-        index,
-        class_names,
+    loading = LoaderSettings(
         image_size=args.image_size,
         mean=[0.485, 0.456, 0.406],
         std=[0.229, 0.224, 0.225],
@@ -130,6 +129,7 @@ def main() -> None:
         num_workers=args.num_workers,
         augment=True,
     )
+    datamodule = ImageDataModule(index, class_names, loading)
     datamodule.setup("fit")
     results: dict[str, list[float]] = {"plain": [], "lightning": []}
     for _ in range(args.repeats):

@@ -10,7 +10,7 @@ import torch
 from helpers import tiny_train_cfg
 from PIL import Image
 
-from catdog.data.datamodule import ImageDataModule, build_transform
+from catdog.data.datamodule import ImageDataModule, LoaderSettings, build_transform
 from catdog.data.index import build_index
 from catdog.data.paste import (
     Backgrounds,
@@ -117,8 +117,11 @@ def test_datamodule_pastes_training_images_only_and_keeps_labels(tmp_path: Path)
             Image.fromarray(_solid(colour, 40, 40)).save(root / name / f"{i}.png")
     index = build_index("folder", root, val_fraction=0.2, test_fraction=0.2)
     paste = PasteSettings(p=1.0, scale=(0.5, 0.5), backgrounds=None)
-    module = ImageDataModule(index, ["greens", "reds"], 16, MEAN, STD, batch_size=4, num_workers=0,
-                             augment="none", augment_paste=paste)
+    module = ImageDataModule(
+        index,
+        ["greens", "reds"],
+        LoaderSettings(16, MEAN, STD, batch_size=4, num_workers=0, augment="none", augment_paste=paste),
+    )
     images, labels, positions = next(iter(module.train_dataloader()))
     for image, label, position in zip(images, labels, positions):
         assert module.train_set.labels[int(position)] == int(label)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from catdog.data.datamodule import ImageDataModule, ImageDataset, build_transform
+from catdog.data.datamodule import ImageDataModule, ImageDataset, LoaderSettings, build_transform
 from catdog.data.images import load_rgb
 from catdog.data.index import build_index, class_names_of
 from catdog.errors import CatdogError
@@ -59,7 +59,7 @@ def test_dataset_items_and_bad_file(tmp_path: Path) -> None:
 def test_datamodule_batches(tmp_path: Path) -> None:
     index = build_index("folder", _dataset(tmp_path, per_class=10), val_fraction=0.2, test_fraction=0.2)
     classes = class_names_of(index)
-    module = ImageDataModule(index, classes, 16, MEAN, STD, batch_size=3, num_workers=0)
+    module = ImageDataModule(index, classes, LoaderSettings(16, MEAN, STD, batch_size=3, num_workers=0))
     assert module.num_classes == 2
     n_train = (index["split"] == "train").sum()
     assert len(module.train_set) == n_train and len(module.test_set) == (index["split"] == "test").sum()
@@ -89,13 +89,7 @@ def test_training_epochs_depend_only_on_seed_and_epoch_not_on_workers_or_history
         return ImageDataModule(
             index,
             ["cats", "dogs"],
-            16,
-            MEAN,
-            STD,
-            batch_size=4,
-            num_workers=workers,
-            augment="trivialaugment",
-            seed=seed,
+            LoaderSettings(16, MEAN, STD, batch_size=4, num_workers=workers, augment="trivialaugment", seed=seed),
         )
 
     a, b = make(0), make(1)
@@ -120,8 +114,10 @@ def test_training_epochs_depend_only_on_seed_and_epoch_not_on_workers_or_history
 
 def test_image_cache_keeps_decoded_images_and_downsizes_large_ones(tmp_path: Path) -> None:
     index = build_index("folder", _dataset(tmp_path, per_class=3), val_fraction=0.0, test_fraction=0.0)
-    plain = ImageDataModule(index, ["cats", "dogs"], 32, MEAN, STD, batch_size=2, num_workers=0)
-    cached = ImageDataModule(index, ["cats", "dogs"], 32, MEAN, STD, batch_size=2, num_workers=0, cache_images=True)
+    plain = ImageDataModule(index, ["cats", "dogs"], LoaderSettings(32, MEAN, STD, batch_size=2, num_workers=0))
+    cached = ImageDataModule(
+        index, ["cats", "dogs"], LoaderSettings(32, MEAN, STD, batch_size=2, num_workers=0, cache_images=True)
+    )
     cached.setup("fit")
     assert len(cached.train_set._cache) == len(cached.train_set)
     # Images smaller than the cache size (1.15 x 32 = 37 px) are kept as decoded: identical inputs.
@@ -139,7 +135,7 @@ def test_image_cache_keeps_decoded_images_and_downsizes_large_ones(tmp_path: Pat
 def test_datamodule_with_worker_processes(tmp_path: Path) -> None:
     root = _dataset(tmp_path, per_class=3)
     index = build_index("folder", root, val_fraction=0.0, test_fraction=0.0)
-    module = ImageDataModule(index, ["cats", "dogs"], 16, MEAN, STD, batch_size=4, num_workers=1)
+    module = ImageDataModule(index, ["cats", "dogs"], LoaderSettings(16, MEAN, STD, batch_size=4, num_workers=1))
     loader = module.val_dataloader()
     assert loader.persistent_workers and not loader.pin_memory
     images, _, _ = next(iter(module.train_dataloader()))
@@ -150,4 +146,4 @@ def test_datamodule_rejects_unknown_label(tmp_path: Path) -> None:
     index = build_index("folder", _dataset(tmp_path, per_class=3))
     message = r"label 'dogs' is not one of the classes \['cats', 'birds'\]"
     with pytest.raises(CatdogError, match=message):
-        ImageDataModule(index, ["cats", "birds"], 16, MEAN, STD)
+        ImageDataModule(index, ["cats", "birds"], LoaderSettings(16, MEAN, STD))

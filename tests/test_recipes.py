@@ -160,7 +160,7 @@ def test_evaluate_at_another_image_size_uses_it_and_says_so(tiny_run: Path) -> N
 def test_train_image_size_changes_only_the_training_crops(tmp_path: Path) -> None:
     from helpers import write_images
 
-    from catdog.data import ImageDataModule
+    from catdog.data.datamodule import ImageDataModule, LoaderSettings
 
     paths = write_images(tmp_path / "photos", {"a": 3, "b": 3}, size=(60, 50))
     index = pd.DataFrame(
@@ -171,12 +171,16 @@ def test_train_image_size_changes_only_the_training_crops(tmp_path: Path) -> Non
         }
     )
     data = ImageDataModule(
-        index, ["a", "b"], image_size=40, mean=[0.5] * 3, std=[0.5] * 3, num_workers=0, train_image_size=32
+        index,
+        ["a", "b"],
+        LoaderSettings(image_size=40, mean=[0.5] * 3, std=[0.5] * 3, num_workers=0, train_image_size=32),
     )
     assert data.train_set[0][0].shape == (3, 32, 32)
     assert data.val_set[0][0].shape == data.test_set[0][0].shape == (3, 40, 40)
     with pytest.raises(CatdogError, match="data.train_image_size=8 must be an integer >= 16"):
-        ImageDataModule(index, ["a", "b"], image_size=40, mean=[0.5] * 3, std=[0.5] * 3, train_image_size=8)
+        ImageDataModule(
+            index, ["a", "b"], LoaderSettings(image_size=40, mean=[0.5] * 3, std=[0.5] * 3, train_image_size=8)
+        )
 
 
 @pytest.mark.parametrize("experiment", ["finetune", "mobilenet_local_weights"])

@@ -3,7 +3,7 @@
 See data/README.md for the dataset layouts a user can point catdog at.
 """
 
-from catdog.data.datamodule import ImageDataModule, ImageDataset, build_transform
+from catdog.data.datamodule import ImageDataModule, ImageDataset, LoaderSettings, build_transform
 from catdog.data.demo import DEMO_CLASSES, ensure_demo_dataset, load_boxes
 from catdog.data.images import IMAGE_EXTENSIONS, BadImageError, load_rgb, scan_images
 from catdog.data.index import (
@@ -33,6 +33,7 @@ __all__ = [
     "BadImageError",
     "ImageDataModule",
     "ImageDataset",
+    "LoaderSettings",
     "absolute_path",
     "assign_splits",
     "build_index",

@@ -13,8 +13,9 @@ the trainer's restored progress).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -263,12 +264,36 @@ def _resume_position(trainer: pl.Trainer, batches: int) -> tuple[int, int]:
     return epoch, done
 
 
-class ImageDataModule(pl.LightningDataModule):
-    """Train/val/test dataloaders for an index built by `build_index` (and already scanned).
+def _check_index(index: pd.DataFrame, class_names: list[str], train_image_size: Any) -> None:
+    """Refuses an index without the columns `path,label,split` or with a label not in `class_names`,
+    and a training side that is not an integer >= 16 (None: the input side).
 
-    Args:
-        index: DataFrame with columns `path,label,split`.
-        class_names: Class names; a label's class index is its position here.
+    Raises:
+        CatdogError: naming the problem.
+    """
+    if train_image_size is not None and (
+        isinstance(train_image_size, bool) or not isinstance(train_image_size, int) or train_image_size < 16
+    ):
+        raise CatdogError(
+            f"data.train_image_size={train_image_size!r} must be an integer >= 16 or null (= data.image_size)"
+        )
+    missing = [c for c in ("path", "label", "split") if c not in index.columns]
+    if missing:
+        raise CatdogError(f"the index lacks column(s) {', '.join(missing)}: rebuild it")
+    unknown = sorted(set(index["label"]) - set(class_names))
+    if unknown:
+        raise CatdogError(
+            f"label {unknown[0]!r} is not one of the classes {class_names}: "
+            "the index and the class names come from different data"
+        )
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """How an :class:`ImageDataModule` turns images into batches: one record of the ``data`` config's
+    loading settings (built from it by :meth:`from_config`; the defaults there live in conf/data/folder.yaml).
+
+    Attributes:
         image_size: Side of the square model input.
         mean: Per-channel normalisation mean.
         std: Per-channel normalisation standard deviation.
@@ -284,55 +309,67 @@ class ImageDataModule(pl.LightningDataModule):
             appear at about the same size in the random training crops and the whole test images.
         augment_paste: Zoom-out / paste onto backgrounds for a share of the training images
             (`catdog.data.paste`); None: off.
-
-    Raises:
-        CatdogError: The index lacks a column or has a label that is not in `class_names`.
     """
 
-    def __init__(
-        self,
-        index: pd.DataFrame,
-        class_names: list[str],
-        image_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        batch_size: int = 32,
-        num_workers: int = 2,
-        augment: bool | str = True,
-        seed: int = 0,
-        cache_images: bool = False,
-        train_image_size: int | None = None,
-        augment_paste: PasteSettings | None = None,
-    ) -> None:
+    image_size: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    batch_size: int = 32
+    num_workers: int = 2
+    augment: bool | str = True
+    seed: int = 0
+    cache_images: bool = False
+    train_image_size: int | None = None
+    augment_paste: PasteSettings | None = None
+
+    @classmethod
+    def from_config(
+        cls, data: Mapping[str, Any], mean: Sequence[float], std: Sequence[float], seed: int
+    ) -> LoaderSettings:
+        """The settings of a resolved ``data`` config (conf/data/*.yaml), the normalisation and the seed."""
+        return cls(
+            image_size=data["image_size"],
+            mean=mean,
+            std=std,
+            batch_size=data["batch_size"],
+            num_workers=data["num_workers"],
+            augment=data["augment"],
+            seed=seed,
+            cache_images=bool(data["cache_images"]),
+            train_image_size=data["train_image_size"],
+            augment_paste=PasteSettings.from_config(data["augment_paste"]),
+        )
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Train/val/test dataloaders for an index built by `build_index` (and already scanned).
+
+    Args:
+        index: DataFrame with columns `path,label,split`.
+        class_names: Class names; a label's class index is its position here.
+        settings: Input size, normalisation, batches, workers, augmentation... (see `LoaderSettings`).
+
+    Raises:
+        CatdogError: The index lacks a column or has a label that is not in `class_names`, or
+            `settings.train_image_size` is not a side length.
+    """
+
+    def __init__(self, index: pd.DataFrame, class_names: list[str], settings: LoaderSettings) -> None:
         super().__init__()
-        if train_image_size is not None and (
-            isinstance(train_image_size, bool) or not isinstance(train_image_size, int) or train_image_size < 16
-        ):
-            raise CatdogError(
-                f"data.train_image_size={train_image_size!r} must be an integer >= 16 or null (= data.image_size)"
-            )
-        missing = [c for c in ("path", "label", "split") if c not in index.columns]
-        if missing:
-            raise CatdogError(f"the index lacks column(s) {', '.join(missing)}: rebuild it")
-        unknown = sorted(set(index["label"]) - set(class_names))
-        if unknown:
-            raise CatdogError(
-                f"label {unknown[0]!r} is not one of the classes {class_names}: "
-                "the index and the class names come from different data"
-            )
+        _check_index(index, class_names, settings.train_image_size)
         self.index = index
         self.class_names = list(class_names)
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = int(seed)
-        self.augment = augmentation_name(augment)
-        self.augment_paste = augment_paste
-        cache_size = round(1.15 * image_size) if cache_images else None
+        self.batch_size = settings.batch_size
+        self.num_workers = settings.num_workers
+        self.seed = int(settings.seed)
+        self.augment = augmentation_name(settings.augment)
+        self.augment_paste = settings.augment_paste
+        image_size, mean, std = settings.image_size, settings.mean, settings.std
+        cache_size = round(1.15 * image_size) if settings.cache_images else None
         eval_transform = build_transform(image_size, mean, std, train=False)
-        paste = PasteOnBackground(augment_paste) if augment_paste is not None else None
-        train_transform = build_transform(
-            train_image_size or image_size, mean, std, train=True, augment=self.augment, paste=paste
-        )
+        paste = PasteOnBackground(settings.augment_paste) if settings.augment_paste is not None else None
+        train_size = settings.train_image_size or image_size
+        train_transform = build_transform(train_size, mean, std, train=True, augment=self.augment, paste=paste)
         self.train_set = self._dataset("train", train_transform, cache_size)
         self.val_set = self._dataset("val", eval_transform, cache_size)
         self.test_set = self._dataset("test", eval_transform, cache_size)

@@ -46,6 +46,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from catdog.console import progress, quiet_lightning
 from catdog.data import (
     ImageDataModule,
+    LoaderSettings,
     build_index,
     class_names_of,
     ensure_demo_dataset,
@@ -53,7 +54,6 @@ from catdog.data import (
 )
 from catdog.data.datamodule import FeatureDataModule
 from catdog.data.index import MASK_FILES
-from catdog.data.paste import PasteSettings
 from catdog.errors import CatdogError
 from catdog.models import ClassifierModule, _torch_load
 from catdog.plots import plot_confusion_matrix, plot_training_curves
@@ -490,20 +490,8 @@ def _build_datamodule(
     cfg: DictConfig, data_cfg: dict[str, Any], model: ClassifierModule, index: pd.DataFrame, class_names: list[str]
 ) -> ImageDataModule:
     """The images of ``index``, normalised as the model's backbone expects."""
-    return ImageDataModule(
-        index,
-        class_names,
-        image_size=data_cfg["image_size"],
-        mean=model.hparams.mean,
-        std=model.hparams.std,
-        batch_size=data_cfg["batch_size"],
-        num_workers=data_cfg["num_workers"],
-        augment=data_cfg["augment"],
-        seed=cfg.seed,
-        cache_images=bool(data_cfg["cache_images"]),
-        train_image_size=data_cfg["train_image_size"],
-        augment_paste=PasteSettings.from_config(data_cfg["augment_paste"]),
-    )
+    loading = LoaderSettings.from_config(data_cfg, model.hparams.mean, model.hparams.std, cfg.seed)
+    return ImageDataModule(index, class_names, loading)
 
 
 def _cached_features(
