@@ -33,6 +33,7 @@ __all__ = [
     "as_bool",
     "read_checkpoint",
     "read_csv",
+    "read_split_csv",
     "read_image",
     "read_json",
     "read_yaml",
@@ -99,6 +100,23 @@ def read_csv(
     # One block per dtype again: replacing a column at a time leaves the frame in pieces, which pandas warns
     # about and which slows every later operation (ImageNet mode: 1,001 probability columns).
     return table.copy()
+
+
+def read_split_csv(path: str | Path, fix: str) -> pd.DataFrame:
+    """A run's split.csv (written by scripts/train.py): ``path``, ``label`` (None: unlabelled) and ``split``,
+    as text as written, so classes called "0", "1", "NA" or "None" stay class names.
+
+    Raises:
+        CatdogError: missing, unreadable or lacking a column; ``fix`` says what to do.
+    """
+    return read_csv(
+        path,
+        required=("path", "label", "split"),
+        text=("path", "split"),
+        optional_text=("label",),
+        what="split file",
+        fix=fix,
+    )
 
 
 def _read_strings(path: Path, what: str, fix: str) -> pd.DataFrame:

@@ -19,7 +19,7 @@ from catdog.data.demo import load_boxes
 from catdog.data.index import SPLITS, dataset_root, index_for_inference
 from catdog.data.masks import check_masks, find_masks
 from catdog.errors import CatdogError
-from catdog.readers import read_csv
+from catdog.readers import read_split_csv
 from catdog.runs import contained
 
 __all__ = [
@@ -97,15 +97,7 @@ def _run_split(data_hparams: dict[str, Any], run_dir: Path, remap_root: str | No
             f"No split.csv next to the checkpoint (looked in {run_dir}): pass data.root=<folder> or "
             "input=<image> to choose the images to explain"
         )
-    # Text as written: classes called "0", "1", "NA" or "None" stay class names.
-    images = read_csv(
-        split_csv,
-        required=("path", "label", "split"),
-        text=("path", "split"),
-        optional_text=("label",),
-        what="split file",
-        fix="it is written by scripts/train.py; train again or restore it",
-    )
+    images = read_split_csv(split_csv, fix="it is written by scripts/train.py; train again or restore it")
     if remap_root:
         new = Path(remap_root).expanduser()
         if not new.is_dir():

@@ -478,6 +478,32 @@ def read_row_chunks(path: Path) -> Iterator[pd.DataFrame]:
                 return
 
 
+@dataclass(frozen=True)
+class Shards:
+    """What the ranks wrote into ``<out_dir>/.shards``, in rank order (ranks take contiguous slices of
+    the inputs, so rank order is input order): each shard's folder, its meta.json, and all their rows."""
+
+    folders: list[Path]
+    metas: list[dict[str, Any]]
+    frames: list[pd.DataFrame]
+
+
+def read_shards(root: Path, stage: str) -> Shards:
+    """Every rank's shard below ``root``: explain's and triage's merge steps start here.
+
+    Raises:
+        CatdogError: a shard lacks its meta.json (its process stopped early): run ``stage`` again.
+    """
+    folders = sorted((p for p in root.glob("rank*") if p.is_dir()), key=lambda p: int(p.name[4:]))
+    metas = []
+    for shard in folders:
+        if not (shard / "meta.json").is_file():
+            raise CatdogError(f"{shard} is incomplete: a process stopped early; run {stage} again")
+        metas.append(json.loads((shard / "meta.json").read_text()))
+    frames = [frame for shard in folders for frame in read_row_chunks(shard / "rows.pkl") if len(frame)]
+    return Shards(folders, metas, frames)
+
+
 # ---------------------------------------------------------------------------------------------
 # Rank 0: join the shards into the explain folder
 # ---------------------------------------------------------------------------------------------
@@ -509,14 +535,9 @@ def merge_shards(
         CatdogError: a shard is missing (a rank died) or images are lost or duplicated.
     """
     root = out_dir / SHARDS
-    shards = sorted((p for p in root.glob("rank*") if p.is_dir()), key=lambda p: int(p.name[4:]))
-    metas = []
-    for shard in shards:
-        if not (shard / "meta.json").is_file():
-            raise CatdogError(f"{shard} is incomplete: a process stopped early; run explain again")
-        metas.append(json.loads((shard / "meta.json").read_text()))
-    frames = [frame for shard in shards for frame in read_row_chunks(shard / "rows.pkl") if len(frame)]
-    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    shards = read_shards(root, "explain")
+    metas = shards.metas
+    predictions = pd.concat(shards.frames, ignore_index=True) if shards.frames else pd.DataFrame()
     skipped_pairs = sorted((int(i), reason) for meta in metas for i, reason in meta["skipped"])
     skipped = pd.DataFrame([(paths[i], reason) for i, reason in skipped_pairs], columns=["path", "reason"])
 
@@ -547,26 +568,24 @@ def merge_shards(
     if save_cams and shapes:
         if len(shapes) > 1:
             raise CatdogError(f"the processes returned maps of different shapes {sorted(shapes)}")
-        max_abs = max(meta["max_abs"] for meta in metas)
-        _write_cams_npz(
-            out_dir / "cams.npz", shards, shapes.pop(), max_abs, explained, class_names, describe, chunk_images, keep
-        )
+        _write_cams_npz(out_dir / "cams.npz", shards, explained, class_names, describe, chunk_images, keep)
     shutil.rmtree(root, ignore_errors=True)
-    return predictions, skipped, {"stats": stats, "processes": len(shards)}
+    return predictions, skipped, {"stats": stats, "processes": len(shards.folders)}
 
 
 def _write_cams_npz(
     target: Path,
-    shards: list[Path],
-    map_shape: tuple[int, ...],
-    max_abs: float,
+    shards: Shards,
     explained: list[str],
     class_names: list[str],
     describe: dict[str, Any],
     chunk_images: int,
     keep: np.ndarray | None = None,
 ) -> None:
-    """Stream the shards' raw maps into a compressed .npz that ``np.load`` reads like ``np.savez_compressed``'s."""
+    """Stream the shards' raw maps (one shape, checked by the caller) into a compressed .npz that ``np.load``
+    reads like ``np.savez_compressed``'s."""
+    map_shape = next(tuple(meta["map_shape"]) for meta in shards.metas if meta["map_shape"] is not None)
+    max_abs = max(meta["max_abs"] for meta in shards.metas)
     # float16 halves the file; a diverged model's maps can exceed its range, then keep float32.
     dtype = np.dtype(np.float16) if max_abs < np.finfo(np.float16).max else np.dtype(np.float32)
     per_image = int(np.prod(map_shape))
@@ -580,7 +599,7 @@ def _write_cams_npz(
                 header = {"descr": np.lib.format.dtype_to_descr(item_dtype), "fortran_order": False, "shape": shape}
                 np.lib.format.write_array_header_2_0(handle, header)
                 offset = 0  # images read so far, across shards (indexes ``keep``)
-                for shard in shards:
+                for shard in shards.folders:
                     raw_dtype, stride = item
                     with open(shard / source, "rb") as raw:
                         while True:

@@ -43,21 +43,14 @@ def images_to_audit(
 
 def _split_rows(class_names: list[str], data_hparams: dict[str, Any], run_dir: Path) -> pd.DataFrame:
     """Every row of the run's split.csv, with its split; a one-line error when its files moved."""
-    from catdog.readers import read_csv
+    from catdog.readers import read_split_csv
 
     split_csv = Path(data_hparams.get("split_csv") or run_dir / "split.csv")
     if not split_csv.is_file():
         split_csv = run_dir / "split.csv"
     if not split_csv.is_file():
         raise CatdogError(f"No split.csv in {run_dir}: pass data.root=<folder of images> to choose the images to audit")
-    table = read_csv(
-        split_csv,
-        required=("path", "label", "split"),
-        text=("path", "split"),
-        optional_text=("label",),
-        what="split file",
-        fix="it is written by scripts/train.py; train again or pass data.root=<folder>",
-    )
+    table = read_split_csv(split_csv, fix="it is written by scripts/train.py; train again or pass data.root=<folder>")
     if table.empty:
         raise CatdogError(f"{split_csv} lists no images: pass data.root=<folder of images>")
     present = [os.path.exists(path) for path in table["path"]]

@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from catdog.allocator import reuse_freed_memory
 from catdog.data import BadImageError, build_transform, load_rgb
 from catdog.errors import CatdogError
-from catdog.explain.engine import RowSink, read_row_chunks, resolve_precision, share_of
+from catdog.explain.engine import RowSink, read_shards, resolve_precision, share_of
 from catdog.models import (
     ClassifierModule,
     build_model,
@@ -274,14 +274,10 @@ def merge_feature_shards(
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray | None, pd.DataFrame]:
     """Join the ranks' shards in image order: rows, embeddings, probabilities (or None), skipped."""
     root = out_dir / SHARDS
-    shards = sorted((p for p in root.glob("rank*") if p.is_dir()), key=lambda p: int(p.name[4:]))
-    metas = []
-    for shard in shards:
-        if not (shard / "meta.json").is_file():
-            raise CatdogError(f"{shard} is incomplete: a process stopped early; run triage again")
-        metas.append(json.loads((shard / "meta.json").read_text()))
-    frames = [frame for shard in shards for frame in read_row_chunks(shard / "rows.pkl") if len(frame)]
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["index", *TRAITS, "sha256"])
+    found = read_shards(root, "triage")
+    shards, metas = found.folders, found.metas
+    empty = pd.DataFrame(columns=["index", *TRAITS, "sha256"])
+    rows = pd.concat(found.frames, ignore_index=True) if found.frames else empty
     dims = {key: value for meta in metas for key, value in meta["dims"].items()}
     arrays: dict[str, np.ndarray | None] = {}
     for name in ("embeddings", "probs"):
