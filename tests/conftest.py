@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import tiny_train_cfg
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A run folder trained once per session: one CPU epoch at 32 px on 12 demo images per class, no test stage.
+def tiny_training(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """train()'s summary of a run trained once per session: two CPU epochs at 32 px on 12 demo images per class,
+    then the test stage (test_metrics.json, confusion_matrix.png).
 
-    Shared by every test that needs a trained run to read: evaluate, reload, tamper with a copy of a
-    checkpoint. Tests may add output folders (evaluate/, explain/) but must not change its files.
+    Two epochs so "the best epoch" is a choice (the sweep objective is the best val/acc, not the last).
     """
     from catdog.pipelines.train import train
 
     tmp = tmp_path_factory.mktemp("tiny_run")
-    train(tiny_train_cfg(tmp, "test=false"))
-    return tmp / "run"
+    return train(tiny_train_cfg(tmp, "trainer.max_epochs=2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_training: dict[str, Any]) -> Path:
+    """The run folder of ``tiny_training``.
+
+    Shared by every test that needs a trained run to read: evaluate, reload, tamper with a copy of a
+    checkpoint. Tests may add output folders (evaluate/, explain/) but must not change its files.
+    """
+    return Path(tiny_training["run_dir"])

@@ -21,9 +21,8 @@ from catdog.pipelines.train import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_train_writes_the_run_folder_and_a_reloadable_checkpoint(tmp_path: Path) -> None:
-    summary = train(tiny_train_cfg(tmp_path))
-    run = tmp_path / "run"
+def test_train_writes_the_run_folder_and_a_reloadable_checkpoint(tiny_training: dict, tiny_run: Path) -> None:
+    summary, run = tiny_training, tiny_run
     for name in ("split.csv", "skipped.csv", "metrics.csv", "curves.png", "test_metrics.json", "confusion_matrix.png"):
         assert (run / name).is_file(), name
     assert (run / "checkpoints" / "best.ckpt").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
@@ -114,11 +113,11 @@ def test_a_class_whose_images_are_all_unreadable_is_an_error_not_a_vanished_clas
         train(cfg)
 
 
-def test_sweep_objective_is_the_best_validation_score_not_test_accuracy(tmp_path: Path) -> None:
+def test_sweep_objective_is_the_best_validation_score_not_test_accuracy(tiny_training: dict, tiny_run: Path) -> None:
     """#9 item 12: scripts/train.py returns summary['objective'] to Hydra sweepers."""
-    summary = train(tiny_train_cfg(tmp_path, "trainer.max_epochs=2"))
-    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
-    assert summary["objective"] == pytest.approx(metrics["val/acc"].max())
+    metrics = pd.read_csv(tiny_run / "metrics.csv").dropna(subset=["val/acc"])
+    assert metrics["epoch"].nunique() == 2  # two val/acc to choose from
+    assert tiny_training["objective"] == pytest.approx(metrics["val/acc"].max())
     # scripts/train.py and `catdog train` run the registry's train command, whose task returns the objective.
     from catdog.cli import COMMANDS
 
