@@ -32,10 +32,16 @@ def _split_images(run: Path, split: str, checkpoint: Path) -> tuple[torch.Tensor
     return images, torch.tensor([hp.class_names.index(label) for label in rows["label"]])
 
 
-def test_ema_weights_are_validated_saved_as_best_and_tested(tmp_path: Path) -> None:
-    summary = train(tiny_train_cfg(tmp_path, EMA, "trainer.max_epochs=2", "~callbacks.early_stopping"))
-    run = tmp_path / "run"
-    best = Path(summary["best_checkpoint"])
+@pytest.fixture(scope="module")
+def recipe_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One tiny training with both recipes, EMA weights and hflip test-time augmentation (2 epochs, tested):
+    each is checked on its own numbers, and TTA is reported beside the plain test metrics."""
+    tmp = tmp_path_factory.mktemp("recipes")
+    return train(tiny_train_cfg(tmp, EMA, "trainer.max_epochs=2", "~callbacks.early_stopping", "test_tta=hflip"))
+
+
+def test_ema_weights_are_validated_saved_as_best_and_tested(recipe_run: dict) -> None:
+    run, best = Path(recipe_run["run_dir"]), Path(recipe_run["best_checkpoint"])
     raw = torch.load(best, map_location="cpu", weights_only=True)
     averaged = {k: v for k, v in raw["state_dict"].items() if k.startswith("net.")}
     current = {k: v for k, v in raw["current_model_state"].items() if k.startswith("net.")}
@@ -96,9 +102,8 @@ def test_hflip_tta_is_the_mean_of_the_logits_of_the_image_and_its_mirror() -> No
         model.set_tta("hflip")
 
 
-def test_test_tta_is_reported_beside_the_plain_accuracy_and_evaluate_agrees(tmp_path: Path) -> None:
-    train(tiny_train_cfg(tmp_path, "test_tta=hflip"))
-    run = tmp_path / "run"
+def test_test_tta_is_reported_beside_the_plain_accuracy_and_evaluate_agrees(recipe_run: dict) -> None:
+    run = Path(recipe_run["run_dir"])
     tested = json.loads((run / "test_metrics.json").read_text())
     best = run / "checkpoints" / "best.ckpt"
     model = load_classifier(best)
