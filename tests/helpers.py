@@ -52,6 +52,11 @@ def tiny_train_cfg(tmp_path: Path, *overrides: str, demo: bool = True):
     )
 
 
+# For tests about what surrounds training (run folders, splits, titles, resuming), not about the weights: the
+# backbone frozen, each step updates the head alone (Adam over 11 M parameters dominates a tiny CPU step).
+HEAD_ONLY = "model.freeze_backbone=true"
+
+
 def compare_config(tmp_path: Path, **values: object) -> DictConfig:
     """compare.yaml composed (no Hydra keys), writing into tmp_path/compare_out, with dotted ``values`` set."""
     cfg = make_config("compare", [f"out_dir={tmp_path / 'compare_out'}"])

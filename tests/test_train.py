@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers import make_config, one_line, tiny_train_cfg, write_images
+from helpers import HEAD_ONLY, make_config, one_line, tiny_train_cfg, write_images
 from torch.utils.data import DataLoader
 
 from catdog.data import DEMO_CLASSES, ImageDataset, build_transform
@@ -64,7 +64,9 @@ def test_bad_images_are_skipped_and_listed_before_training(tmp_path: Path) -> No
     write_images(root, {"cats": 20, "dogs": 20}, size=(40, 40))
     (root / "cats" / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF")
     (root / "dogs" / "zero.png").write_bytes(b"")
-    cfg = tiny_train_cfg(tmp_path, "data=folder", f"data.root={root}", "model.weights=null", "test=false", demo=False)
+    cfg = tiny_train_cfg(
+        tmp_path, "data=folder", f"data.root={root}", "model.weights=null", "test=false", HEAD_ONLY, demo=False
+    )
     train(cfg)
     skipped = pd.read_csv(tmp_path / "run" / "skipped.csv")
     assert sorted(Path(p).name for p in skipped["path"]) == ["truncated.jpg", "zero.png"]
@@ -126,11 +128,11 @@ def test_sweep_objective_is_the_best_validation_score_not_test_accuracy(tiny_tra
 
 def test_resume_reuses_the_split_of_the_run_it_continues(tmp_path: Path) -> None:
     """#9 item 13: resuming after images were added trains on exactly the original split."""
-    train(tiny_train_cfg(tmp_path, "test=false"))
+    train(tiny_train_cfg(tmp_path, "test=false", HEAD_ONLY))
     original = (tmp_path / "run" / "split.csv").read_text()
     write_images(tmp_path / "demo" / "cat", {"extra": 6}, size=(32, 32))  # new images appear
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    cfg = tiny_train_cfg(tmp_path, "test=false", "trainer.max_epochs=2", f"ckpt_path={last}",
+    cfg = tiny_train_cfg(tmp_path, "test=false", HEAD_ONLY, "trainer.max_epochs=2", f"ckpt_path={last}",
                          f"paths.output_dir={tmp_path / 'resumed'}")
     train(cfg)
     assert (tmp_path / "resumed" / "split.csv").read_text() == original
@@ -158,7 +160,7 @@ def test_confusion_plot_does_not_claim_a_best_checkpoint_when_there_is_none(tmp_
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "plot_confusion_matrix", recording)
-    train(tiny_train_cfg(tmp_path, "~callbacks.model_checkpoint", "~callbacks.early_stopping"))
+    train(tiny_train_cfg(tmp_path, "~callbacks.model_checkpoint", "~callbacks.early_stopping", HEAD_ONLY))
     metrics = json.loads((tmp_path / "run" / "test_metrics.json").read_text())
     assert metrics["checkpoint"] is None and metrics["weights"] == "final weights"
     assert "best checkpoint" not in titles[0] and "final weights" in titles[0]
@@ -209,7 +211,7 @@ def test_lr_finder_plots_into_the_run_folder_and_trains_with_its_suggestion(tmp_
     summary = train(
         tiny_train_cfg(
             tmp_path,
-            "model.freeze_backbone=true",  # the range test over the head alone: steps 20x cheaper, the same finder
+            HEAD_ONLY,  # the range test over the head alone: the same finder, far cheaper steps
             "lr_find.enabled=true",
             "lr_find.num_training=20",
             "lr_find.max_lr=0.01",
