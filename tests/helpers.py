@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -126,6 +127,20 @@ def explain_cfg(ckpt: Path, *overrides: str, batch_size: int = 4, precision: str
         *overrides,
     )
     return make_config("explain", list(overrides))
+
+
+def users_photos_and_run(tmp_path: Path) -> tuple[Path, Path]:
+    """tmp_path/photos (2 cats, 2 dogs and the user's NOTES.txt) and a run folder made on them (no training):
+    the inputs an overwrite=true must never delete."""
+    photos = tmp_path / "photos"
+    write_images(photos, {"cat": 2, "dog": 2}, size=(32, 32))
+    (photos / "NOTES.txt").write_text("mine")
+    return photos, make_trained_run(tmp_path / "run", photos, ["cat", "dog"])
+
+
+def file_bytes(folder: Path) -> dict[Path, bytes]:
+    """Every file below ``folder`` with its bytes: compare before and after to show nothing was changed."""
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def one_line(err: pytest.ExceptionInfo) -> str:
@@ -264,6 +279,30 @@ def _write_run_files(
     (run / "checkpoints").mkdir(exist_ok=True)
     stub = {"hyper_parameters": {"class_names": list(class_names)}, "state_dict": {}}
     torch.save(stub, run / "checkpoints" / "best.ckpt")
+
+
+# --- child processes ---
+def script_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a child running catdog from this checkout, without the rank variables a
+    launcher around pytest may have set (a DDP child would take them for its own)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), **extra)
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "NODE_RANK"):
+        env.pop(key, None)
+    return env
+
+
+def run_script(
+    script: str, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """``python scripts/<script>.py args...`` in ``cwd`` as a user would run it; the caller checks the result."""
+    command = [sys.executable, str(ROOT / "scripts" / f"{script}.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, check=False, timeout=timeout)
+
+
+def run_two_processes(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``scripts/<script>.py`` as two CPU processes (DDP) in float32, decoding in the main process."""
+    ddp = ("data.num_workers=0", "precision=32", "accelerator=cpu", "devices=2", "strategy=ddp")
+    return run_script(script, *args, *ddp, cwd=cwd, env=script_env())
 
 
 # --- killing a pipeline mid-run ---

@@ -104,13 +104,10 @@ def test_overwrite_of_the_input_folder_is_refused_before_any_work(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import pytorch_lightning as pl
-    from helpers import make_trained_run, one_line, write_images
+    from helpers import file_bytes, one_line, users_photos_and_run
 
-    photos = tmp_path / "photos"
-    write_images(photos, {"cat": 2, "dog": 2}, size=(32, 32))
-    (photos / "NOTES.txt").write_text("mine")
-    run = make_trained_run(tmp_path / "run", photos, ["cat", "dog"])
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    photos, run = users_photos_and_run(tmp_path)
+    before = file_bytes(tmp_path)
     monkeypatch.setattr(pl.Trainer, "test", lambda *a, **k: pytest.fail("evaluated before refusing out_dir"))
     for out_dir in (photos, run, tmp_path):
         overrides = [f"ckpt={run}", f"data.root={photos}", f"out_dir={out_dir}", "overwrite=true", "data.num_workers=0"]
@@ -118,4 +115,4 @@ def test_overwrite_of_the_input_folder_is_refused_before_any_work(
         with pytest.raises(CatdogError, match="cannot be replaced") as err:
             evaluate(cfg)
         one_line(err)
-    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert file_bytes(tmp_path) == before

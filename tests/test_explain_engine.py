@@ -6,9 +6,6 @@ Tiny synthetic images and a random ResNet18 at 32 px; no timing assertions (spee
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -17,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import save_checkpoint, write_images
+from helpers import run_two_processes, save_checkpoint, write_images
 
 from catdog.data import build_transform, load_rgb
 from catdog.explain import engine as predict
@@ -25,7 +22,6 @@ from catdog.explain.engine import resolve_precision, share_of
 from catdog.explain.pipeline import explain
 from catdog.maps.cam import select_classes
 
-ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog"]
 
 
@@ -70,29 +66,8 @@ def test_two_processes_write_the_same_explain_folder_as_one(checkpoint: Path, tm
         (images / "cat" / f"cat.{k}.png").write_bytes((images / "cat" / f"cat_{k}.png").read_bytes())
 
     one = Path(explain(explain_cfg(checkpoint, f"data.root={images}", f"out_dir={tmp_path / 'one'}"))["out_dir"])
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "NODE_RANK"):
-        env.pop(key, None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "explain.py"),
-            f"ckpt={checkpoint}",
-            f"data.root={images}",
-            f"out_dir={tmp_path / 'two'}",
-            "data.num_workers=0",
-            "data.batch_size=3",
-            "precision=32",
-            "accelerator=cpu",
-            "devices=2",
-            "strategy=ddp",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=600,
-    )
+    args = (f"ckpt={checkpoint}", f"data.root={images}", f"out_dir={tmp_path / 'two'}", "data.batch_size=3")
+    result = run_two_processes("explain", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     two = tmp_path / "two"
     assert json.loads((two / "summary.json").read_text())["processes"] == 2

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from helpers import run_script, script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,24 +42,11 @@ TINY = [
 
 
 def _train(tmp_path: Path, run: str, *overrides: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")]))
-    env["OMP_NUM_THREADS"] = "1"  # the same thread count in every run: bitwise-equal float sums
-    return subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "train.py"),
-            f"data.root={tmp_path / 'demo'}",
-            f"hydra.run.dir={tmp_path / run}",
-            *TINY,
-            *overrides,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        check=False,
-        timeout=300,
-    )
+    # The same thread count in every run: bitwise-equal float sums. tests/ on the path: the SIGTERM callback.
+    env = script_env(OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(ROOT / "tests")])
+    args = (f"data.root={tmp_path / 'demo'}", f"hydra.run.dir={tmp_path / run}", *TINY, *overrides)
+    return run_script("train", *args, cwd=tmp_path, env=env, timeout=300)
 
 
 def _weights(checkpoint: Path, key: str = "state_dict") -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from helpers import explain_cfg, make_trained_run, one_line, write_images
+from helpers import explain_cfg, file_bytes, make_trained_run, one_line, users_photos_and_run, write_images
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -136,11 +136,8 @@ def test_replace_refusal_names_why() -> None:
 def test_overwrite_refuses_inputs_runs_ancestors_and_the_current_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    photos = tmp_path / "photos"
-    write_images(photos, {"cat": 2, "dog": 2}, size=(32, 32))
-    (photos / "NOTES.txt").write_text("mine")
-    run = make_trained_run(tmp_path / "run", photos, ["cat", "dog"])
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    photos, run = users_photos_and_run(tmp_path)
+    before = file_bytes(tmp_path)
     for out_dir in [photos, run, run / "..", run / "checkpoints"]:
         with pytest.raises(CatdogError, match="cannot be replaced") as err:
             explain(explain_cfg(run, f"data.root={photos}", f"out_dir={out_dir}", "overwrite=true"))
@@ -149,7 +146,7 @@ def test_overwrite_refuses_inputs_runs_ancestors_and_the_current_folder(
     with pytest.raises(CatdogError, match="cannot be replaced") as err:
         explain(explain_cfg(run, f"data.root={photos}", "out_dir=.", "overwrite=true"))
     one_line(err)
-    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert file_bytes(tmp_path) == before
     assert not [p for p in tmp_path.rglob(".*partial")]  # refused before any work
 
     # catdog's own output is still replaced, and the folder it writes carries the marker listing its files

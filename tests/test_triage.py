@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -13,13 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import make_config, tiny_train_cfg
+from helpers import make_config, run_script, run_two_processes, tiny_train_cfg
 
 from catdog.errors import CatdogError
 from catdog.models import ClassifierModule
 from catdog.triage.pipeline import triage
 
-ROOT = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (200, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 210)}
 
 
@@ -203,13 +200,7 @@ def test_a_moved_dataset_and_an_existing_folder_are_one_line_errors(tmp_path: Pa
         triage(triage_cfg(run, taken))
     assert (taken / "keep.txt").read_text() == "mine"
     data.rename(tmp_path / "moved")
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "triage.py"), f"ckpt={run}", f"out_dir={tmp_path / 'out'}"],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    result = run_script("triage", f"ckpt={run}", f"out_dir={tmp_path / 'out'}", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and "moved" in result.stderr and "data.root=" in result.stderr
     assert not (tmp_path / "out").exists()
@@ -263,35 +254,12 @@ def test_triage_goes_into_the_run_folder_and_the_explain_report_links_to_it(tmp_
 
 @pytest.mark.slow
 def test_two_processes_write_the_same_tables_as_one(noisy_run, tmp_path: Path) -> None:
-    import os
-
     run, _ = noisy_run
     split = pd.read_csv(run / "split.csv")
     split.iloc[::12].to_csv(run / "split.csv", index=False)  # 50 images: enough for the tables, quick
     one = Path(triage(triage_cfg(run, tmp_path / "one", "accelerator=cpu"))["out_dir"])
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "NODE_RANK"):
-        env.pop(key, None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "triage.py"),
-            f"ckpt={run}",
-            f"out_dir={tmp_path / 'two'}",
-            "data.num_workers=0",
-            "data.batch_size=16",
-            "precision=32",
-            "accelerator=cpu",
-            "devices=2",
-            "strategy=ddp",
-        ],
-        check=False,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=600,
-    )
+    args = (f"ckpt={run}", f"out_dir={tmp_path / 'two'}", "data.batch_size=16")
+    result = run_two_processes("triage", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     two = tmp_path / "two"
     assert json.loads((two / "summary.json").read_text())["features"]["processes"] == 2
