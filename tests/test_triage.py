@@ -115,7 +115,7 @@ def test_planted_label_errors_are_found_with_precision_and_recall(noisy_run, tmp
 
 def test_duplicate_across_splits_is_a_leak(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    images = colour_images(data, 20)
+    images = colour_images(data, 8)
     copy = data / "red" / "red_copy.png"
     shutil.copyfile(images[0][0], copy)  # red_0 is in train (index 2 of splits_of is train)
     rows = [(p, label, s) for (p, label), s in zip(images, ["train"] * len(images))]
