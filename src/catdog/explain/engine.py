@@ -383,11 +383,7 @@ class ShardWriter(BasePredictionWriter):
         self.count = 0
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.out_dir = Path(trainer.strategy.broadcast(str(self.out_dir) if self.out_dir else None, src=0))
-        self.shard = self.out_dir / SHARDS / f"rank{trainer.global_rank}"
-        self.shard.mkdir(parents=True, exist_ok=True)
-        for name in ("cams.bin", "class_idx.bin"):
-            (self.shard / name).write_bytes(b"")
+        self.out_dir, self.shard = open_shard(trainer, self.out_dir, ("cams.bin", "class_idx.bin"))
         self.rows = RowSink(self.shard / "rows.pkl", self.settings.batch_size)
         self.pool = BoundedWriter(
             functools.partial(render_or_skip, style=self.style),
@@ -445,6 +441,17 @@ class ShardWriter(BasePredictionWriter):
         }
         (self.shard / "meta.json").write_text(json.dumps(meta))
         trainer.strategy.barrier("catdog-explain-shards")  # every shard is complete before rank 0 merges
+
+
+def open_shard(trainer: pl.Trainer, out_dir: Path | None, files: Sequence[str]) -> tuple[Path, Path]:
+    """This process's shard folder ``<out_dir>/.shards/rank<N>/`` with ``files`` created empty; the output
+    folder is rank 0's (the other ranks may have none yet). Returns (output folder, shard folder)."""
+    out_dir = Path(trainer.strategy.broadcast(str(out_dir) if out_dir else None, src=0))
+    shard = out_dir / SHARDS / f"rank{trainer.global_rank}"
+    shard.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        (shard / name).write_bytes(b"")
+    return out_dir, shard
 
 
 class RowSink:

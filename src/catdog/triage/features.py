@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from catdog.allocator import reuse_freed_memory
 from catdog.data import BadImageError, build_transform, load_rgb
 from catdog.errors import CatdogError
-from catdog.explain.engine import RowSink, read_shards, resolve_precision, share_of
+from catdog.explain.engine import SHARDS, RowSink, open_shard, read_shards, resolve_precision, share_of
 from catdog.models import (
     ClassifierModule,
     build_model,
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["FeatureNet", "Features", "choose_feature_net", "embed_images"]
 
-SHARDS = ".shards"
 TRAITS = ("width", "height", "aspect", "brightness", "grayscale", "map_area")
 
 
@@ -238,11 +237,7 @@ class FeatureShardWriter(BasePredictionWriter):
         self.dims: dict[str, int] = {}
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self.out_dir = Path(trainer.strategy.broadcast(str(self.out_dir) if self.out_dir else None, src=0))
-        self.shard = self.out_dir / SHARDS / f"rank{trainer.global_rank}"
-        self.shard.mkdir(parents=True, exist_ok=True)
-        for name in ("embeddings.bin", "probs.bin"):
-            (self.shard / name).write_bytes(b"")
+        self.out_dir, self.shard = open_shard(trainer, self.out_dir, ("embeddings.bin", "probs.bin"))
         self.rows = RowSink(self.shard / "rows.pkl", 256)
 
     def write_on_batch_end(
