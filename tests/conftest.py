@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,3 +31,12 @@ def tiny_run(tiny_training: dict[str, Any]) -> Path:
     checkpoint. Tests may add output folders (evaluate/, explain/) but must not change its files.
     """
     return Path(tiny_training["run_dir"])
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """One headless Chromium for every browser test (tests/browser.py); skips without it."""
+    from browser import launched
+
+    with launched() as chromium:
+        yield chromium

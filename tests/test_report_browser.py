@@ -1,21 +1,20 @@
 """The report in a real browser: headless Debian Chromium driven by Playwright (no browser download).
 
-Skips when Playwright or /usr/bin/chromium is missing; CI installs both (.ci/run). Set
-CATDOG_SCREENSHOTS=<folder> to keep screenshots of the summary, the gallery and the per-image view.
+Skips when Playwright or /usr/bin/chromium is missing (tests/browser.py). Set CATDOG_SCREENSHOTS=<folder> to
+keep screenshots of the summary, the gallery and the per-image view.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from browser import open_page, playwright_or_skip, shot
 from helpers import HOSTILE, compare_config, make_images, make_run
 
 from catdog.pipelines.compare import compare
@@ -23,27 +22,7 @@ from catdog.report import read_explain_dir, write_report
 
 pytestmark = pytest.mark.slow  # a real browser: seconds per page
 
-CHROMIUM = os.environ.get("CATDOG_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install -e .[dev])")
-if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-    pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield chromium
-        chromium.close()
+playwright_or_skip()  # skips this module without Playwright or Chromium
 
 
 @pytest.fixture
@@ -68,32 +47,14 @@ def report(tmp_path: Path) -> Path:
 
 
 def _open(browser: object, index: Path) -> tuple[object, list[str]]:
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("console", lambda message: problems.append(f"console: {message.text}") if message.type == "error" else None)
-    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
-    page.on(
-        "request",
-        lambda request: (
-            problems.append(f"network: {request.url}") if not request.url.startswith(("file:", "data:")) else None
-        ),
-    )
-    page.goto(index.resolve().as_uri())
+    page, problems = open_page(browser, index.resolve().as_uri())
     page.wait_for_selector(".tile")
     return page, problems
 
 
-def _shot(page: object, name: str, full_page: bool = False) -> None:
-    folder = os.environ.get("CATDOG_SCREENSHOTS")
-    if folder:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(folder) / name), full_page=full_page)
-
-
 def test_compare_report_in_chromium(browser: object, report: Path) -> None:
     page, problems = _open(browser, report)
-    _shot(page, "summary.png", full_page=True)
+    shot(page, "summary.png", full_page=True)
     assert page.locator("#gallery .tile").count() == 6
     assert "Showing 6 of 6" in page.locator("#count").inner_text()
     assert page.locator("table.numbers").first.locator("tbody tr").count() == 2  # one row per experiment
@@ -117,7 +78,7 @@ def test_compare_report_in_chromium(browser: object, report: Path) -> None:
     page.select_option("#filter-sort", "confidence-asc")
     assert page.locator("#gallery .tile").count() == 6
     page.locator("#gallery-section").scroll_into_view_if_needed()
-    _shot(page, "gallery.png")
+    shot(page, "gallery.png")
 
     # Per-image view: both experiments side by side at full size, then closed with Escape.
     page.locator(".tile", has_text=HOSTILE).click()
@@ -127,7 +88,7 @@ def test_compare_report_in_chromium(browser: object, report: Path) -> None:
     assert viewer.locator("#viewer-title").inner_text() == HOSTILE
     assert page.locator('img[src="x"]').count() == 0
     page.wait_for_function("Array.from(document.querySelectorAll('#viewer .panel img')).every(i => i.naturalWidth > 0)")
-    _shot(page, "image_view.png")
+    shot(page, "image_view.png")
     # Both experiments' maps on the same photo at the same size: compared at one scale (issue 20 item 7).
     boxes = page.evaluate(
         """Array.from(document.querySelectorAll('#viewer .panel .layers')).map(l => {
@@ -198,7 +159,7 @@ def _names(page: object) -> list[str]:
 
 def test_report_opens_on_the_mistakes_with_search_and_heatmap_controls(browser: object, mistakes_report: Path) -> None:
     page, problems = _open(browser, mistakes_report)
-    _shot(page, "report_top.png")
+    shot(page, "report_top.png")
     # The first tiles, on the first screen, are the mistakes, the highest loss first (loss = -log p(true)).
     assert _names(page) == ["dog.0.jpg", "cat.4.jpg", "dog.2.jpg", "cat.3.jpg", "dog.4.jpg"]
     assert page.locator("#gallery .tile .bad").count() == 5 and page.locator("#gallery .tile .ok").count() == 0
@@ -240,7 +201,7 @@ def test_report_opens_on_the_mistakes_with_search_and_heatmap_controls(browser: 
     page.locator("button.confused[data-true=dog][data-pred=cat]").click()
     assert _names(page) == ["dog.0.jpg", "dog.2.jpg", "dog.4.jpg"]
     page.locator("#gallery-section").scroll_into_view_if_needed()
-    _shot(page, "report_mistakes.png")
+    shot(page, "report_mistakes.png")
     assert problems == []
     page.close()
 

@@ -1,20 +1,19 @@
 """The Triage page in a real browser (headless Debian Chromium, Playwright), and the explain report's link to it.
 
-Skips like test_report_browser.py when Playwright or Chromium is missing. Set CATDOG_SCREENSHOTS=<folder> to
+Skips when Playwright or Chromium is missing (tests/browser.py). Set CATDOG_SCREENSHOTS=<folder> to
 keep a screenshot of the whole page.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import numpy as np
 import pytest
+from browser import open_page, playwright_or_skip, shot
 from helpers import HOSTILE, make_config
 from test_triage import COLOURS, colour_images, save_run, splits_of, triage_cfg
 
@@ -22,21 +21,9 @@ from catdog.triage.pipeline import triage
 
 pytestmark = pytest.mark.slow  # a real browser and a triage with context reliance: seconds
 
-CHROMIUM = os.environ.get("CATDOG_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-sync"]
 SECTIONS = ["label-issues", "duplicates", "outliers", "slices", "context"]
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install -e .[dev])")
-if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-    pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install -y chromium chromium-driver", allow_module_level=True)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield chromium
-        chromium.close()
+playwright_or_skip()  # skips this module without Playwright or Chromium
 
 
 @pytest.fixture(scope="module")
@@ -65,25 +52,9 @@ def triaged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return run, Path(summary["out_dir"])
 
 
-def _open(browser: object, url: str) -> tuple[object, list[str]]:
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("console", lambda message: problems.append(f"console: {message.text}") if message.type == "error" else None)
-    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
-    page.on(
-        "request",
-        lambda request: (
-            problems.append(f"network: {request.url}") if not request.url.startswith(("file:", "data:")) else None
-        ),
-    )
-    page.goto(url)
-    return page, problems
-
-
 def test_triage_page_in_chromium(browser: object, triaged: tuple[Path, Path]) -> None:
     _, folder = triaged
-    page, problems = _open(browser, (folder / "report" / "index.html").resolve().as_uri())
+    page, problems = open_page(browser, (folder / "report" / "index.html").resolve().as_uri())
     assert page.title() == "catdog triage"
     assert re.search(r"Test accuracy \d+\.\d\d% \(", page.locator("header").inner_text())
     assert [page.locator(f"section#{key} h2").count() for key in SECTIONS] == [1] * len(SECTIONS)
@@ -109,9 +80,7 @@ def test_triage_page_in_chromium(browser: object, triaged: tuple[Path, Path]) ->
     for href in hrefs:
         target = Path(unquote(urlparse(href).path))
         assert target.is_file() and target.resolve().is_relative_to(folder.resolve()), href
-    if os.environ.get("CATDOG_SCREENSHOTS"):
-        Path(os.environ["CATDOG_SCREENSHOTS"]).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(os.environ["CATDOG_SCREENSHOTS"]) / "triage.png"), full_page=True)
+    shot(page, "triage.png", full_page=True)
 
     # Clicking a label issue's picture opens its maps.
     with page.expect_navigation():
@@ -128,7 +97,7 @@ def test_the_explain_report_links_to_the_triage_page(browser: object, triaged: t
     run, folder = triaged
     overrides = [f"ckpt={run}", "data.num_workers=0", "precision=32", "data.split=test"]
     explained = explain(make_config("explain", overrides))
-    page, problems = _open(browser, (Path(explained["out_dir"]) / "report" / "index.html").resolve().as_uri())
+    page, problems = open_page(browser, (Path(explained["out_dir"]) / "report" / "index.html").resolve().as_uri())
     page.wait_for_selector(".tile")
     link = page.locator("a", has_text=f"triage {folder.name}")
     assert link.count() == 1
