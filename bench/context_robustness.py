@@ -9,6 +9,7 @@ backgrounds, and (``--backgrounds``) onto a folder of real photos the training n
     nice -n 10 python bench/context_robustness.py --root ../shared/data/catdog \\
         --weights ../shared/weights/mobilenet_v2_imagenet1001.pth --backgrounds /tmp/nature --out /tmp/ctx
     python bench/context_robustness.py --out /tmp/ctx --table-only      # tabulate finished folders again
+    ... --recipe finetune     # the same pair with the backbone fine-tuned too (the probe alone can only reweight)
 
 Prints the markdown table for bench/RESULTS.md and writes ``<out>/context_robustness.png``.
 """
@@ -25,7 +26,13 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = {"plain": [], "augment_paste": ["data.augment_paste.p=0.5"]}
+PASTE = ["data.augment_paste.p=0.5"]
+FULL_FINETUNE = ["model.freeze_backbone=false", "model.freeze_epochs=1", "model.backbone_lr=2.0e-4"]
+# --recipe: the (before, after) pair of models and each one's overrides of the offline recipe.
+RECIPES = {
+    "frozen": {"plain": [], "augment_paste": PASTE},
+    "finetune": {"finetune": FULL_FINETUNE, "finetune_paste": FULL_FINETUNE + PASTE},
+}
 
 
 def train(root: str, weights: str, run: Path, extra: list[str]) -> float:
@@ -52,14 +59,14 @@ def check(run: Path, out: Path, backgrounds: str | None) -> None:
     subprocess.run(cmd, check=True)
 
 
-def table(out: Path, sources: dict[str, str | None]) -> pd.DataFrame:
+def table(out: Path, sources: dict[str, str | None], models: dict[str, list[str]]) -> pd.DataFrame:
     """One row per (backgrounds, scale), the overall numbers of both models side by side."""
     rows = []
     for source in sources:
-        frames = {name: pd.read_csv(out / f"check_{name}_{source}" / "robustness.csv") for name in MODELS}
+        frames = {name: pd.read_csv(out / f"check_{name}_{source}" / "robustness.csv") for name in models}
         for name, frame in frames.items():
             frames[name] = frame[frame["class"] == "all"].set_index("side")
-        plain, after = frames["plain"], frames["augment_paste"]
+        plain, after = (frames[name] for name in models)
         for side in plain.index:
             rows.append({
                 "backgrounds": source, "side": side,
@@ -90,7 +97,7 @@ def markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def plot(frame: pd.DataFrame, out_png: Path) -> None:
+def plot(frame: pd.DataFrame, out_png: Path, names: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,10 +107,10 @@ def plot(frame: pd.DataFrame, out_png: Path) -> None:
     fig, axes = plt.subplots(1, len(sources), figsize=(4.5 * len(sources), 3.6), squeeze=False)
     for ax, source in zip(axes[0], sources):
         part = frame[frame["backgrounds"] == source]
-        ax.plot(part["side"], part["accuracy before"], marker="o", label="accuracy, plain recipe")
-        ax.plot(part["side"], part["accuracy after"], marker="o", label="accuracy, data.augment_paste.p=0.5")
-        ax.plot(part["side"], part["pointing before"], marker="s", linestyle=":", label="pointing game, plain")
-        ax.plot(part["side"], part["pointing after"], marker="s", linestyle=":", label="pointing game, paste")
+        ax.plot(part["side"], part["accuracy before"], marker="o", label=f"accuracy, {names[0]}")
+        ax.plot(part["side"], part["accuracy after"], marker="o", label=f"accuracy, {names[1]}")
+        ax.plot(part["side"], part["pointing before"], marker="s", linestyle=":", label=f"pointing game, {names[0]}")
+        ax.plot(part["side"], part["pointing after"], marker="s", linestyle=":", label=f"pointing game, {names[1]}")
         ax.set(title=f"{source} backgrounds", xlabel="side of the pasted photo", ylim=(0, 1.02))
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -118,24 +125,30 @@ def main() -> None:
     parser.add_argument("--backgrounds", help="a folder of real background photos (no cats or dogs)")
     parser.add_argument("--out", type=Path, required=True, help="scratch folder: runs, checks, table, figure")
     parser.add_argument("--table-only", action="store_true", help="tabulate the finished folders in --out")
+    parser.add_argument("--recipe", choices=RECIPES, default="frozen",
+                        help="frozen: the offline recipe as it is (a probe on a frozen backbone); finetune: the "
+                        "backbone fine-tuned too (1 probe epoch, then everything at a 10x lower backbone LR)")
     args = parser.parse_args()
+    models = RECIPES[args.recipe]
+    first = next(iter(models))
     sources = {"generated": None, **({"photo": args.backgrounds} if args.backgrounds else {})}
     if args.table_only:
-        sources = {s: None for s in ("generated", "photo") if (args.out / f"check_plain_{s}").is_dir()}
+        sources = {s: None for s in ("generated", "photo") if (args.out / f"check_{first}_{s}").is_dir()}
     else:
         minutes = {
-            name: train(args.root, args.weights, args.out / f"run_{name}", extra) for name, extra in MODELS.items()
+            name: train(args.root, args.weights, args.out / f"run_{name}", extra) for name, extra in models.items()
         }
         print("training minutes:", minutes, flush=True)
-        for name in MODELS:
+        for name in models:
             for source, folder in sources.items():
                 check(args.out / f"run_{name}", args.out / f"check_{name}_{source}", folder)
-    frame = table(args.out, sources)
-    for name in MODELS:
+    frame = table(args.out, sources, models)
+    for name in models:
         test = json.loads((args.out / f"run_{name}" / "test_metrics.json").read_text())
         print(f"{name}: test accuracy {test['accuracy']:.4f} (flip TTA {(test.get('tta') or {}).get('accuracy')})")
-    frame.to_csv(args.out / "context_robustness.csv", index=False)
-    plot(frame, args.out / "context_robustness.png")
+    suffix = "" if args.recipe == "frozen" else f"_{args.recipe}"
+    frame.to_csv(args.out / f"context_robustness{suffix}.csv", index=False)
+    plot(frame, args.out / f"context_robustness{suffix}.png", list(models))
     print(markdown(frame))
 
 
