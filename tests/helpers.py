@@ -4,6 +4,7 @@ without training, hand-made run and explain folders, and a child process that ki
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -279,6 +280,32 @@ def _write_run_files(
     (run / "checkpoints").mkdir(exist_ok=True)
     stub = {"hyper_parameters": {"class_names": list(class_names)}, "state_dict": {}}
     torch.save(stub, run / "checkpoints" / "best.ckpt")
+
+
+# --- the scripts' command in this process ---
+def run_command_here(monkeypatch: pytest.MonkeyPatch, cwd: Path, name: str, *args: str) -> int:
+    """``python scripts/<name>.py args...`` run in ``cwd`` as the script runs it (``catdog.cli.run_command``:
+    the did-you-mean check, Hydra, the one-line errors), but in this process: a child spends seconds importing
+    torch. Returns the exit status. The working directory, argv and environment are restored after the test, and
+    the logging Hydra set up for the job is undone at once (it replaces the root logger's handlers)."""
+    from catdog import cli
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [str(ROOT / "scripts" / f"{name}.py")])
+    monkeypatch.setenv("CATDOG_COMMAND", name)  # run_command sets it: undone with the rest
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        cli.run_command(name, list(args))
+    except SystemExit as stop:
+        return 0 if stop.code is None else int(stop.code)
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    return 0
 
 
 # --- child processes ---

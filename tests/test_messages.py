@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import tiny_train_cfg
+from helpers import run_command_here, tiny_train_cfg
 
 from catdog.callbacks.sweep_summary import sweep_table
 from catdog.errors import CatdogError
@@ -38,12 +38,12 @@ def test_latest_looks_in_multirun_too_and_says_what_it_picked(tmp_path: Path, ca
         resolve_checkpoint("latest", tmp_path / "nothing", tmp_path / "multirun" / "none")
 
 
-def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), "data=folder"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=300,
-    )
-    assert result.returncode == 2 and "data.root is required" in result.stderr
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    # scripts/train.py's command in this process (test_cli.py and test_resume.py run the script as a child).
+    status = run_command_here(monkeypatch, tmp_path, "train", "data=folder")
+    assert status == 2 and "data.root is required" in capfd.readouterr().err
     assert not (tmp_path / "runs" / "train").exists() or list((tmp_path / "runs" / "train").iterdir()) == []
 
 

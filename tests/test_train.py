@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from helpers import HEAD_ONLY, make_config, one_line, tiny_train_cfg, write_images
+from helpers import HEAD_ONLY, make_config, one_line, run_command_here, tiny_train_cfg, write_images
 from torch.utils.data import DataLoader
 
 from catdog.data import DEMO_CLASSES, ImageDataset, build_transform
 from catdog.errors import CatdogError
 from catdog.models import load_classifier
 from catdog.pipelines.train import train
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_train_writes_the_run_folder_and_a_reloadable_checkpoint(tiny_training: dict, tiny_run: Path) -> None:
@@ -89,16 +85,15 @@ def test_single_class_is_a_clear_error(tmp_path: Path) -> None:
         (["data.rooot=x"], "data.rooot"),  # a typo in a config key: Hydra's own one-line error
     ],
 )
-def test_cli_user_mistakes_are_one_line(tmp_path: Path, overrides: list[str], message: str) -> None:
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "train.py"), f"paths.runs_dir={tmp_path}", *overrides],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr
+def test_cli_user_mistakes_are_one_line(
+    tmp_path: Path, overrides: list[str], message: str, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    # scripts/train.py's command in this process (test_cli.py and test_resume.py run the script as a child).
+    status = run_command_here(monkeypatch, tmp_path, "train", f"paths.runs_dir={tmp_path}", *overrides)
+    stderr = capfd.readouterr().err
+    assert status != 0
+    assert message in stderr
+    assert "Traceback" not in stderr
 
 
 # --- #9 regressions -------------------------------------------------------------------------
