@@ -21,8 +21,8 @@ from helpers import (
     make_config,
     make_trained_run,
     one_line,
+    run_command_here,
     run_killed,
-    run_script,
     save_checkpoint,
     write_images,
 )
@@ -181,26 +181,30 @@ def test_overlay_names_list_the_most_confident_first() -> None:
     assert again != locations[0]
 
 
-def test_cli_reports_a_bad_checkpoint_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_reports_a_bad_checkpoint_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
     from catdog.cli import COMMANDS, exit_on_user_error
 
     not_a_checkpoint = tmp_path / "notes.ckpt"
     not_a_checkpoint.write_text("hello")
     other_arch = tmp_path / "other.ckpt"
     torch.save(torch.nn.Linear(2, 2).state_dict(), other_arch)
-    # One bad checkpoint through the script as a user runs it (Hydra, the exit status, nothing else on stderr) ...
-    result = run_script("explain", f"ckpt={not_a_checkpoint}", cwd=tmp_path, timeout=300)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("catdog: error:"), result.stderr
-    assert "Traceback" not in result.stderr
-    # ... the others through the same task the script runs, in this process (a child costs seconds of imports).
+    # One bad checkpoint through the script's command (Hydra, the exit status, nothing else on stderr), in this
+    # process: a child costs seconds of imports (the Lightning-chatter test below runs the script as a child) ...
+    status = run_command_here(monkeypatch, tmp_path, "explain", f"ckpt={not_a_checkpoint}")
+    stderr = capfd.readouterr().err
+    assert status == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("catdog: error:"), stderr
+    assert "Traceback" not in stderr
+    # ... the others through the same task the script runs.
     task = exit_on_user_error(COMMANDS["explain"].load())
     for bad in (other_arch, tmp_path / "missing.ckpt"):
         with pytest.raises(SystemExit) as exit_status:
             task(make_config("explain", [f"ckpt={bad}"]))
         assert exit_status.value.code == 2
-        lines = capsys.readouterr().err.strip().splitlines()
+        lines = capfd.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("catdog: error:"), lines
 
 
