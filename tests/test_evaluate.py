@@ -5,22 +5,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from helpers import make_config
+from helpers import make_config, run_command_here, run_script, script_env
 from torch.utils.data import DataLoader
 
 from catdog.data import ImageDataset, build_transform
 from catdog.errors import CatdogError
 from catdog.models import load_classifier
 from catdog.pipelines.evaluate import evaluate
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -66,7 +62,9 @@ def test_evaluate_a_run_on_its_own_split(run: Path) -> None:
     assert pd.read_csv(Path(again["out_dir"]) / "predictions.csv")["pred"].tolist() == preds
 
 
-def test_evaluate_any_checkpoint_on_a_plain_folder_via_the_script(run: Path, tmp_path: Path) -> None:
+def test_evaluate_any_checkpoint_on_a_plain_folder_via_the_script(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
     folder = tmp_path / "photos"
     split = pd.read_csv(run / "split.csv")
     for path, label in zip(split["path"][:10], split["label"][:10]):
@@ -75,12 +73,12 @@ def test_evaluate_any_checkpoint_on_a_plain_folder_via_the_script(run: Path, tmp
     (folder / "cat" / "broken.png").write_bytes(b"")
     (folder / "loose.png").write_bytes((folder / "cat").iterdir().__next__().read_bytes())
     out = tmp_path / "eval"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "evaluate.py"), f"ckpt={run / 'checkpoints' / 'last.ckpt'}",
-         f"data.root={folder}", f"out_dir={out}", "progress=false", "data.num_workers=0", "precision=32"],
-        capture_output=True, text=True, cwd=tmp_path, check=False,
+    # scripts/evaluate.py's command in this process (the slow test below runs the script as a child).
+    status = run_command_here(
+        monkeypatch, tmp_path, "evaluate", f"ckpt={run / 'checkpoints' / 'last.ckpt'}", f"data.root={folder}",
+        f"out_dir={out}", "progress=false", "data.num_workers=0", "precision=32",
     )
-    assert result.returncode == 0, result.stderr[-2000:]
+    assert status == 0, capfd.readouterr().err[-2000:]
     metrics = json.loads((out / "test_metrics.json").read_text())
     predictions = pd.read_csv(out / "predictions.csv")
     accuracy, _ = _expected(
@@ -90,6 +88,16 @@ def test_evaluate_any_checkpoint_on_a_plain_folder_via_the_script(run: Path, tmp
     reasons = pd.read_csv(out / "skipped.csv").set_index("path")["reason"]
     assert "zero-byte" in reasons[str(folder / "cat" / "broken.png")]
     assert "no label" in reasons[str(folder / "loose.png")]
+
+
+@pytest.mark.slow
+def test_the_evaluate_script_runs_as_a_child(run: Path, tmp_path: Path) -> None:
+    """scripts/evaluate.py as a user runs it, in a process of its own (the tests above call its command here)."""
+    out = tmp_path / "eval"
+    args = (f"ckpt={run}", "data.split=val", f"out_dir={out}", "progress=false", "data.num_workers=0")
+    result = run_script("evaluate", *args, cwd=tmp_path, env=script_env(), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((out / "test_metrics.json").read_text())["num_images"] > 0
 
 
 def test_evaluate_folder_without_class_folders_is_one_clear_error(run: Path, tmp_path: Path) -> None:
