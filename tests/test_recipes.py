@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import make_config, tiny_train_cfg
+from helpers import HEAD_ONLY, make_config, tiny_train_cfg
 from torch.utils.data import DataLoader
 
 from catdog.data import ImageDataset, build_transform
@@ -35,9 +35,11 @@ def _split_images(run: Path, split: str, checkpoint: Path) -> tuple[torch.Tensor
 @pytest.fixture(scope="module")
 def recipe_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One tiny training with both recipes, EMA weights and hflip test-time augmentation (2 epochs, tested):
-    each is checked on its own numbers, and TTA is reported beside the plain test metrics."""
+    each is checked on its own numbers, and TTA is reported beside the plain test metrics. The head alone trains
+    (HEAD_ONLY): EMA averages whatever moves, and the checks compare weights and metrics, not how well it learned."""
     tmp = tmp_path_factory.mktemp("recipes")
-    return train(tiny_train_cfg(tmp, EMA, "trainer.max_epochs=2", "~callbacks.early_stopping", "test_tta=hflip"))
+    overrides = (EMA, HEAD_ONLY, "trainer.max_epochs=2", "~callbacks.early_stopping", "test_tta=hflip")
+    return train(tiny_train_cfg(tmp, *overrides))
 
 
 def test_ema_weights_are_validated_saved_as_best_and_tested(recipe_run: dict) -> None:
