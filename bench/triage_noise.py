@@ -275,7 +275,8 @@ def measure(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     if args.measure == "folder":
         folder = args.out / "memory" / f"triage_{args.limit}"
-        cfg = _config(run_dir, folder, [f"data.root={photo_folder(args, args.limit)}", "context.split=all"])
+        overrides = [f"data.root={photo_folder(args, args.limit)}", "triage.context=true", "context.split=all"]
+        cfg = _config(run_dir, folder, overrides)
         images = triage(cfg)["images"]
     elif args.measure == "plain":
         images = plain_pass(run_dir, args.batch_size, args.num_workers)
