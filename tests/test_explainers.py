@@ -6,6 +6,8 @@ identity of a GAP + Linear head, and the position of a synthetic object.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -190,7 +192,17 @@ def test_vit_tokens_reshape_to_patch_grid() -> None:
         tokens_to_grid(torch.zeros(1, 4, 3))
 
 
-def test_vit_gradcam_localizes_a_synthetic_object() -> None:
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the test: a tiny model's thousands of small ops run no faster on two, and on a busy
+    machine each parallel op waits for a second core (the ViT test below: ~1 s alone, ~45 s beside a benchmark)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_vit_gradcam_localizes_a_synthetic_object(one_thread: None) -> None:
     """A tiny ViT learns "bright square in one of 16 patches" vs. "none"; its map peaks on the square's patch.
 
     Also why the registry hooks ``ln_1`` of the last block: the block's own output reaches the head only
