@@ -1,6 +1,6 @@
 # make demo  - create .venv if missing, train on the built-in demo data, then explain the result
 # make test  - create .venv if missing, run the whole test suite (what CI runs)
-# make test-fast - the suite without the tests marked slow (end to end, DDP, kill/resume, browser)
+# make test-fast - the suite without the tests marked slow (end to end, DDP, kill/resume, browser), on every core
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch first, pinned: on the catdog dev machines these builds are on local disk.
@@ -26,8 +26,10 @@ demo: install
 test: install
 	$(PY) -m pytest
 
+# One process per core (pytest-xdist), one torch thread each: the fast tests are small models and Python,
+# which two threads per process only make wait for each other.
 test-fast: install
-	$(PY) -m pytest -m "not slow"
+	OMP_NUM_THREADS=1 $(PY) -m pytest -m "not slow" -n auto
 
 clean-venv:
 	rm -rf $(VENV)
