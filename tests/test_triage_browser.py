@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-import numpy as np
 import pytest
 from browser import open_page, playwright_or_skip, shot
 from helpers import HOSTILE, make_config
@@ -104,6 +103,6 @@ def test_the_explain_report_links_to_the_triage_page(browser: object, triaged: t
     with page.expect_navigation():
         link.click()
     assert page.title() == "catdog triage"
-    assert np.all([page.locator(f"section#{key}").count() == 1 for key in SECTIONS])
+    assert all(page.locator(f"section#{key}").count() == 1 for key in SECTIONS)
     assert problems == []
     page.close()

@@ -339,7 +339,7 @@ class ClassifierSettings:
         return cls(**hparams) if base is None else replace(base, **hparams)
 
     def to_hparams(self) -> dict[str, Any]:
-        """The flat, plain hyper-parameters a checkpoint stores (the checkpoint contract, docs/DESIGN):
+        """The flat, plain hyper-parameters a checkpoint stores (the checkpoint contract, docs/design.md):
         every field in order, then the feature and fc layer names."""
         spec = arch_spec(self.arch)
         return {
