@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CONF_DIR, make_config
+from helpers import CONF_DIR, compose_config, make_config
+from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -135,3 +136,34 @@ def test_the_demo_model_is_built_from_its_config(tmp_path: Path) -> None:
     model = OmegaConf.to_container(cfg.model)
     module = ClassifierModule(class_names=["cat", "dog", "none"], image_size=cfg.data.image_size, **model)
     assert module.hparams.arch == "resnet18" and module.hparams.no_decay_norm_bias is True
+
+
+# Value overrides before, between and after group overrides; deletes, additions, null, lists, interpolations.
+OVERRIDE_SETS = [
+    ("train", ["paths.output_dir=/tmp/run", "data.image_size=32", "~callbacks.rich_progress_bar", "seed=1"]),
+    ("train", ["model.freeze_backbone=true", "model=vit_b_16", "data=folder", "data.root=photos", "+trainer.x=[1,2]"]),
+    ("train", ["experiment=finetune", "data.root=photos", "trainer.max_epochs=null", "seed=${data.image_size}"]),
+    ("explain", ["ckpt=run", "data.num_workers=0", "precision=32", "layers=[layer3,layer4]", "++new_key=1"]),
+    ("compare", ["out_dir=/tmp/out"]),
+]
+
+
+@pytest.mark.parametrize(("name", "overrides"), OVERRIDE_SETS)
+def test_make_config_agrees_with_hydras_compose(name: str, overrides: list[str]) -> None:
+    """The tests' cached composition (helpers.make_config) gives exactly what Hydra's compose gives."""
+    for _ in range(2):  # the second call comes from the cache
+        fast, slow = make_config(name, overrides), compose_config(name, overrides)
+        assert OmegaConf.to_yaml(fast) == OmegaConf.to_yaml(slow)
+        assert OmegaConf.is_struct(fast) and OmegaConf.is_struct(slow)
+    changed = make_config(name, overrides)
+    OmegaConf.update(changed, "data.root", "changed", force_add=True)  # a test changing its config changes no other's
+    assert make_config(name, overrides).data.get("root") != "changed"
+
+
+@pytest.mark.parametrize("bad", ["data.no_such_key=1", "+data.image_size=3", "~data.no_such_key"])
+def test_make_config_refuses_what_hydra_refuses(bad: str) -> None:
+    with pytest.raises(ConfigCompositionException) as slow:
+        compose_config("train", [bad])
+    with pytest.raises(ConfigCompositionException) as fast:
+        make_config("train", [bad])
+    assert str(fast.value) == str(slow.value)
