@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import tiny_train_cfg
+
+# Nothing heavy is imported here: with pytest-xdist the controlling process loads this file but runs no test, and
+# helpers.py imports torch and Lightning (~7 s). The fixtures import what they need.
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +19,8 @@ def tiny_training(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     Two epochs so "the best epoch" is a choice (the sweep objective is the best val/acc, not the last).
     """
+    from helpers import tiny_train_cfg
+
     from catdog.pipelines.train import train
 
     tmp = tmp_path_factory.mktemp("tiny_run")
