@@ -5,6 +5,7 @@ Everything runs offline on tiny inputs (32-64 px): the machine's CPU is shared.
 
 from __future__ import annotations
 
+import math
 import urllib.error
 from pathlib import Path
 
@@ -33,6 +34,8 @@ from catdog.models import (
     resolve_layer,
     supported_archs,
 )
+from catdog.models.module import check_finite_weights
+from catdog.models.weights import weights_left_uninitialised
 
 # Real offline ImageNet weights, see ../shared/weights/README.md (relative to the repository).
 SHARED_WEIGHTS = (
@@ -454,6 +457,51 @@ def test_test_results(trained) -> None:
     assert results["loss"] == pytest.approx(metrics["test/loss"], abs=1e-5)
 
 
+def test_load_classifier_skips_the_random_initialisation_its_weights_replace(trained) -> None:
+    """The network built to receive a checkpoint draws no random numbers, gets exactly the saved weights, and
+    torch.nn.init is left as it was."""
+    _, _, path, _ = trained
+    initialisers = {name: getattr(nn.init, name) for name in dir(nn.init)}
+    rng = torch.get_rng_state()
+    loaded = load_classifier(path)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert {name: getattr(nn.init, name) for name in dir(nn.init)} == initialisers
+    saved = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    assert all(torch.equal(value, saved[key]) for key, value in loaded.state_dict().items() if key.startswith("net."))
+
+
+def _uninitialised_network_takes_the_weights_of(arch: str) -> None:
+    torch.manual_seed(0)
+    built = torchvision.models.get_model(arch, num_classes=3)
+    with weights_left_uninitialised():
+        bare = torchvision.models.get_model(arch, num_classes=3)
+    bare.load_state_dict(built.state_dict())
+    # Every tensor, the buffers a state dict leaves out included: none of them may keep uninitialised memory.
+    for (name, expected), (_, got) in zip(
+        [*built.named_parameters(), *built.named_buffers()], [*bare.named_parameters(), *bare.named_buffers()]
+    ):
+        assert torch.equal(got, expected), f"{arch}: {name}"
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "vit_b_16", "swin_t", "mobilenet_v3_small", "efficientnet_b0"])
+def test_an_uninitialised_network_of_each_family_takes_every_weight_of_a_state_dict(arch: str) -> None:
+    _uninitialised_network_takes_the_weights_of(arch)
+
+
+# The smallest network of each torchvision builder and version (all 75 architectures pass: bench/RESULTS.md).
+ONE_PER_BUILDER = [
+    "alexnet", "convnext_tiny", "densenet121", "efficientnet_v2_s", "mnasnet0_5", "mobilenet_v2", "regnet_x_400mf",
+    "regnet_y_400mf", "resnext50_32x4d", "wide_resnet50_2", "shufflenet_v2_x0_5", "swin_v2_t", "vgg11", "vgg11_bn",
+    "vit_b_32",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ONE_PER_BUILDER)
+def test_an_uninitialised_network_of_every_builder_takes_every_weight_of_a_state_dict(arch: str) -> None:
+    _uninitialised_network_takes_the_weights_of(arch)
+
+
 def test_load_classifier_errors(trained, tmp_path: Path) -> None:
     module, _, path, _ = trained
     with pytest.raises(CatdogError, match="does not exist"):
@@ -556,6 +604,20 @@ def test_hyper_parameters_as_a_list_is_a_one_line_error(tmp_path: Path) -> None:
     with pytest.raises(CatdogError) as err:
         load_classifier(path)
     one_line(err)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_check_finite_weights_names_exactly_the_tensors_torch_isfinite_refuses(dtype: torch.dtype) -> None:
+    generator = torch.Generator().manual_seed(0)
+    weights = {f"t{i}": torch.randn(int(n), generator=generator).to(dtype) for i, n in enumerate(range(1, 40, 3))}
+    weights["empty"], weights["count"] = torch.zeros(0, dtype=dtype), torch.tensor(7)
+    for name, value in zip(["t2", "t5", "t9", "t12"], [math.nan, math.inf, -math.inf, 1e300]):
+        weights[name][-1] = torch.tensor(value, dtype=torch.float64).to(dtype)  # 1e300: infinite but in float64
+    reference = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    with pytest.raises(CatdogError) as err:
+        check_finite_weights(weights, Path("x.ckpt"))
+    assert f"in {len(reference)} tensor(s) (first: {reference[0]})" in one_line(err)
+    check_finite_weights({k: v for k, v in weights.items() if k not in reference}, Path("x.ckpt"))
 
 
 def test_diverged_checkpoint_says_the_model_outputs_nan(tmp_path: Path) -> None:

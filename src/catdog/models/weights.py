@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +258,37 @@ def build_model(
     if source is not None:
         _load_backbone(model, spec, source)
     return model
+
+
+# torch.nn.init's in-place initialisers: what layers call while they are built (reset_parameters, torchvision's init).
+_INITIALISERS = (
+    "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_",
+)  # fmt: skip
+
+
+@contextlib.contextmanager
+def weights_left_uninitialised() -> Iterator[None]:
+    """Layers built inside keep their weights as allocated: ``torch.nn.init``'s initialisers do nothing.
+
+    For a network whose every weight is loaded right after (a checkpoint), whose random initialisation would be
+    thrown away: for a ResNet-18 it was most of the time to load a checkpoint (bench/RESULTS.md). The caller must
+    check that the loaded weights cover every parameter and buffer. After Hugging Face transformers'
+    ``no_init_weights``; not thread-safe (it swaps module attributes).
+
+    Example:
+        >>> with weights_left_uninitialised():
+        ...     net = torchvision.models.resnet18()  # then net.load_state_dict(state_dict)
+    """
+    saved = {name: getattr(nn.init, name) for name in _INITIALISERS}
+    try:
+        for name in saved:
+            setattr(nn.init, name, _left_as_is)
+        yield
+    finally:
+        for name, initialiser in saved.items():
+            setattr(nn.init, name, initialiser)
+
+
+def _left_as_is(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return tensor
