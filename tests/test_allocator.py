@@ -48,6 +48,7 @@ print(json.dumps({"default": default, "tuned": tuned, "record": record,
 """
 
 
+@pytest.mark.slow  # a fresh process: malloc's settings are read when it starts
 @glibc_only
 def test_tuned_malloc_reuses_a_freed_batch_buffer_instead_of_faulting_it_in_again() -> None:
     env = {"PATH": "/usr/bin:/bin"}  # no MALLOC_* variables: the user's settings would be left alone

@@ -248,6 +248,7 @@ def test_contrast_reaches_the_explainer(run_folder: Path, tmp_path: Path) -> Non
     assert str(np.load(Path(summary["out_dir"]) / "cams.npz")["contrast"]) == "runner_up"
 
 
+@pytest.mark.slow  # the script in a fresh process: its console as a user sees it
 def test_explain_prints_its_result_without_lightning_chatter(run_folder: Path, tmp_path: Path) -> None:
     images = tmp_path / "images"
     write_images(images, {"cat": 1, "dog": 1})
