@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 import json
 import logging
 import math
@@ -131,16 +132,16 @@ def save_checkpoint(
     checkpoint, rng_after = _untrained_checkpoint(tuple(classes), favourite, seed, head_scale, arch, image_size)
     torch.set_rng_state(rng_after)  # as if the network had just been built here from torch.manual_seed(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, path)
+    path.write_bytes(checkpoint)
     return path
 
 
 @functools.lru_cache(maxsize=4)
 def _untrained_checkpoint(
     classes: tuple[str, ...], favourite: int | None, seed: int, head_scale: float, arch: str, image_size: int
-) -> tuple[dict, torch.Tensor]:
-    """save_checkpoint's contents and the global RNG state after building them, built once per argument set
-    (initialising a ResNet's 11 M weights costs ~0.1 s; many tests ask for the same untrained model)."""
+) -> tuple[bytes, torch.Tensor]:
+    """save_checkpoint's file and the global RNG state after building it, built and serialised once per argument
+    set (initialising a ResNet's 11 M weights costs ~0.1 s; many tests ask for the same untrained model)."""
     torch.manual_seed(seed)
     module = ClassifierModule(arch=arch, class_names=list(classes), weights=None, image_size=image_size)
     with torch.no_grad():
@@ -150,7 +151,9 @@ def _untrained_checkpoint(
         with torch.no_grad():
             fc.weight.zero_()
             fc.bias.copy_(torch.nn.functional.one_hot(torch.tensor(favourite), len(classes)).float() * 2.0)
-    return {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, torch.get_rng_state()
+    checkpoint = io.BytesIO()
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, checkpoint)
+    return checkpoint.getvalue(), torch.get_rng_state()
 
 
 def make_trained_run(run: Path, images: Path, classes: list[str], favourite: int | None = 0) -> Path:

@@ -311,6 +311,7 @@ def test_symlinked_class_folders_are_explained_like_trained(tmp_path: Path) -> N
     assert sorted(explained["label"]) == sorted(trained["label"])
 
 
+@pytest.mark.slow  # a corpus at Kaggle's size: 25,000 files written
 def test_index_of_25000_kaggle_files(tmp_path: Path) -> None:
     _, png = cv2.imencode(".png", np.zeros((4, 4, 3), np.uint8))
     data = png.tobytes()
