@@ -385,9 +385,6 @@ def run_two_processes(script: str, *args: str, cwd: Path) -> subprocess.Complete
 CHILD = """
 import os, signal, sys
 from hydra import compose, initialize_config_dir
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
 import {module} as target
 import {pipeline_module} as pipeline_module
 

@@ -280,7 +280,7 @@ def weights_left_uninitialised() -> Iterator[None]:
         >>> with weights_left_uninitialised():
         ...     net = torchvision.models.resnet18()  # then net.load_state_dict(state_dict)
     """
-    saved = {name: getattr(nn.init, name) for name in _INITIALISERS}
+    saved = {name: getattr(nn.init, name) for name in _INITIALISERS if hasattr(nn.init, name)}
     try:
         for name in saved:
             setattr(nn.init, name, _left_as_is)
