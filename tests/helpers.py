@@ -43,11 +43,14 @@ def make_config(name: str, overrides: Sequence[str]) -> DictConfig:
     the value overrides applied to a copy by Hydra's own code, in the order given, as compose() applies them after
     composing (test_configs.py checks the two agree).
     """
+    apply = getattr(ConfigLoaderImpl, "_apply_overrides_to_config", None)  # private: a newer Hydra may lack it
+    if apply is None:
+        return compose_config(name, overrides)
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     values = [override for override in parsed if _is_value_override(override)]
     groups = tuple(override.input_line for override in parsed if not _is_value_override(override))
     cfg = copy.deepcopy(_composed(name, groups))
-    ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+    apply(values, cfg)
     return cfg
 
 
