@@ -274,7 +274,8 @@ def weights_left_uninitialised() -> Iterator[None]:
     For a network whose every weight is loaded right after (a checkpoint), whose random initialisation would be
     thrown away: for a ResNet-18 it was most of the time to load a checkpoint (bench/RESULTS.md). The caller must
     check that the loaded weights cover every parameter and buffer. After Hugging Face transformers'
-    ``no_init_weights``; not thread-safe (it swaps module attributes).
+    ``no_init_weights``; not thread-safe (it swaps module attributes). ``torch.nn.utils.skip_init`` would need a
+    ``device`` argument that torchvision's builders do not take.
 
     Example:
         >>> with weights_left_uninitialised():
